@@ -1,0 +1,1 @@
+"""Deployment backends: eager torch now; compiled backends plug in here."""

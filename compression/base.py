@@ -1,0 +1,35 @@
+"""The compressor contract shared by every pruning scheme.
+
+A compressor is built from its settings only (``compressors.build(name,
+**settings)``); the trained model and the source arrive at call time, so one
+configured compressor applies unchanged to any model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from suite.sources.base import ImageSource
+
+
+@dataclass
+class CompressionResult:
+    """A compressed model and JSON-ready facts for the record.
+
+    model: the compressed eager model (same input/output contract as the dense one).
+    info: e.g. ``{"scheme": ..., "sparsity": ..., "plan": ...}``.
+    """
+
+    model: torch.nn.Module
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Compressor(Protocol):
+    name: str
+
+    def compress(self, model: torch.nn.Module, source: ImageSource, *, seed: int,
+                 device: str = "cpu") -> CompressionResult:
+        ...

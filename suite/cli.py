@@ -1,0 +1,154 @@
+"""Command-line interface: ``python -m suite {run,train,ls} ...``.
+
+Exit codes: 0 success; 2 bad usage (unknown names, impossible settings,
+missing or malformed data) with a one-line ``error:`` message; 130 when
+interrupted (no record is left behind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from suite.errors import SuiteError
+
+KINDS = ("models", "sources", "compressors", "backends", "attacks", "fingerprints")
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    return value
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="vgg16", help="model name (see `suite ls models`)")
+    p.add_argument("--source", default="digits16", help="image source (see `suite ls sources`)")
+    p.add_argument("--data-root", default=None, help="dataset directory for on-disk sources")
+    p.add_argument("--width", type=float, default=None, help="width multiplier (profile default)")
+    p.add_argument("--seed", type=int, default=0, help="seed for model init, data order and stages")
+    p.add_argument("--profile", default="default", help="smoke | default")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    p.add_argument("--cache-dir", default=None, help="model cache (default $SUITE_CACHE or ~/.cache/suite)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images of each split")
+    p.add_argument("--epochs", type=int, default=None, help="override the profile's training epochs")
+    p.add_argument("--batch-size", type=int, default=None, help="override the training batch size")
+    p.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or stage logs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="suite", description=__doc__.splitlines()[0])
+    from suite import __version__
+
+    parser.add_argument("--version", action="version", version=f"suite {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,train,ls}")
+
+    p_run = sub.add_parser("run", help="compress, deploy, evaluate and record one model")
+    _add_common(p_run)
+    p_run.add_argument("--compress", default="none", help="compression scheme (see `suite ls compressors`)")
+    p_run.add_argument("--sparsity", type=_fraction, default=0.0, help="fraction of weights removed, in [0, 1)")
+    p_run.add_argument("--compress-args", default="", help="scheme settings, e.g. r=8,c=4")
+    p_run.add_argument("--backend", default="torch", help="deployment backend (see `suite ls backends`)")
+    p_run.add_argument("--output-dir", default="runs", help="where run directories are created")
+
+    p_train = sub.add_parser("train", help="train (or load from cache) one dense model")
+    _add_common(p_train)
+
+    p_ls = sub.add_parser("ls", help="list registry entries")
+    p_ls.add_argument("kind", nargs="?", default=None, help=f"one of: {', '.join(KINDS)}")
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace, **extra):
+    from suite.config import PROFILE_DEFAULTS, PROFILES, RunConfig, default_cache_dir
+    import dataclasses
+
+    from suite.errors import ConfigError
+
+    if args.profile not in PROFILES:
+        raise ConfigError(f"unknown profile {args.profile!r} (choices: {', '.join(PROFILES)})")
+    recipe = PROFILE_DEFAULTS[args.profile]["recipe"]
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr))
+                 if v is not None}
+    recipe = dataclasses.replace(recipe, **overrides)
+    return RunConfig(
+        model=args.model, source=args.source, data_root=args.data_root, width=args.width, seed=args.seed,
+        profile=args.profile, device=args.device, threads=args.threads,
+        cache_dir=args.cache_dir or default_cache_dir(), limit=args.limit, recipe=recipe, quiet=args.quiet,
+        **extra,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from suite.config import parse_kv
+    from suite.pipeline import run
+
+    cfg = _config_from_args(args, compress=args.compress, sparsity=args.sparsity,
+                            compress_args=parse_kv(args.compress_args), backend=args.backend,
+                            output_dir=args.output_dir)
+    path, record = run(cfg)
+    summary = {"run_dir": str(path), "model": record["model"]["id"], **record["metrics"],
+               "seconds": record["timings"]["total"]}
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from suite.pipeline import get_trained_model, load_source, setup_runtime
+
+    cfg = _config_from_args(args).resolved()
+    setup_runtime(cfg)
+    source = load_source(cfg)
+    trained = get_trained_model(cfg, source)
+    info = trained.info
+    val = info["train"].get("val_acc") or [None]
+    print(json.dumps({"model": info["id"], "cache_hit": info["cache_hit"], "path": info["cache_dir"],
+                      "params": info["params"], "macs": info["macs"], "final_val_acc": val[-1]}))
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from suite.registries import REGISTRIES
+    from suite.errors import UnknownNameError
+    import difflib
+
+    kinds = KINDS if args.kind is None else (args.kind,)
+    for kind in kinds:
+        if kind not in REGISTRIES:
+            close = difflib.get_close_matches(kind, KINDS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UnknownNameError(f"unknown kind {kind!r}{hint} (choices: {', '.join(KINDS)})")
+        registry = REGISTRIES[kind]
+        print(f"{kind}:")
+        entries = list(registry.entries())
+        if not entries:
+            print("  (none yet)")
+        width = max((len(e.name) for e in entries), default=0)
+        for e in entries:
+            alias = f"  (aliases: {', '.join(e.aliases)})" if e.aliases else ""
+            print(f"  {e.name:<{width}}  {e.description}{alias}")
+        if args.kind is None:
+            print()
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "train": cmd_train, "ls": cmd_ls}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SuiteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: no record was written", file=sys.stderr)
+        return 130

@@ -1,0 +1,184 @@
+"""Resolved run configuration: one dataclass, validated, written to ``config.yaml``.
+
+Profiles fill in whatever the user did not set: ``default`` is the real job,
+``smoke`` makes everything tiny (narrow model, few images, two epochs) so the
+whole pipeline runs in seconds in tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from suite.errors import ConfigError
+
+PROFILES = ("smoke", "default")
+DEVICES = ("cpu", "cuda")
+AUGMENTS = ("none", "shift", "shift-flip")
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How a model is trained; part of the model cache key.
+
+    epochs: full passes over the train split (>= 0; 0 keeps the random init).
+    batch_size: images per SGD step (> 0).
+    lr: peak learning rate of SGD with Nesterov momentum, cosine-annealed
+        to zero after ``warmup_epochs`` of linear warm-up.
+    weight_decay, momentum, label_smoothing: the usual.
+    augment: ``none``, ``shift`` (random translation by up to 2 px, zero
+        padded) or ``shift-flip`` (plus horizontal flips; not for digits).
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    label_smoothing: float = 0.0
+    augment: str = "shift"
+
+    def validate(self) -> None:
+        if self.epochs < 0:
+            raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
+        if self.batch_size <= 0:
+            raise ConfigError(f"batch size must be > 0, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ConfigError(f"learning rate must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ConfigError("weight decay must be >= 0 and momentum in [0, 1)")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"warmup epochs must be >= 0, got {self.warmup_epochs}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.augment not in AUGMENTS:
+            raise ConfigError(f"unknown augment {self.augment!r} (choices: {', '.join(AUGMENTS)})")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "default": {"width": 1.0, "limit": None, "recipe": TrainRecipe()},
+    "smoke": {"width": 0.25, "limit": 96,
+              "recipe": TrainRecipe(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0)},
+}
+
+
+def default_cache_dir() -> str:
+    """``$SUITE_CACHE`` if set, else ``~/.cache/suite``."""
+    return os.environ.get("SUITE_CACHE") or str(Path.home() / ".cache" / "suite")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run; the resolved copy is saved with each record."""
+
+    model: str = "vgg16"
+    source: str = "digits16"
+    compress: str = "none"
+    backend: str = "torch"
+    sparsity: float = 0.0
+    compress_args: dict[str, Any] = field(default_factory=dict)
+    width: float | None = None
+    data_root: str | None = None
+    seed: int = 0
+    profile: str = "default"
+    device: str = "cpu"
+    threads: int | None = None
+    output_dir: str = "runs"
+    cache_dir: str = field(default_factory=default_cache_dir)
+    limit: int | None = None
+    recipe: TrainRecipe | None = None
+    quiet: bool = False
+
+    def resolved(self) -> "RunConfig":
+        """Fill profile defaults, canonicalise registry names and validate."""
+        from suite import registries as reg
+
+        if self.profile not in PROFILES:
+            raise ConfigError(f"unknown profile {self.profile!r} (choices: {', '.join(PROFILES)})")
+        defaults = PROFILE_DEFAULTS[self.profile]
+        cfg = dataclasses.replace(
+            self,
+            model=reg.models.canonical(self.model),
+            source=reg.sources.canonical(self.source),
+            compress=reg.compressors.canonical(self.compress),
+            backend=reg.backends.canonical(self.backend),
+            width=defaults["width"] if self.width is None else float(self.width),
+            limit=defaults["limit"] if self.limit is None else self.limit,
+            recipe=defaults["recipe"] if self.recipe is None else self.recipe,
+            threads=self.threads if self.threads is not None else default_threads(),
+            output_dir=str(Path(self.output_dir).expanduser()),
+            cache_dir=str(Path(self.cache_dir).expanduser()),
+            data_root=str(Path(self.data_root).expanduser()) if self.data_root else None,
+        )
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ConfigError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if self.width is not None and not 0.0 < self.width <= 4.0:
+            raise ConfigError(f"width must be in (0, 4], got {self.width}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"unknown device {self.device!r} (choices: {', '.join(DEVICES)})")
+        if self.threads is not None and self.threads <= 0:
+            raise ConfigError(f"threads must be > 0, got {self.threads}")
+        if self.limit is not None and self.limit <= 0:
+            raise ConfigError(f"limit must be > 0, got {self.limit}")
+        if self.recipe is not None:
+            self.recipe.validate()
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return d
+
+
+def default_threads() -> int:
+    """Intra-op threads: ``$SUITE_THREADS`` or the number of usable cores."""
+    env = os.environ.get("SUITE_THREADS")
+    if env:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def parse_kv(text: str | None) -> dict[str, Any]:
+    """Parse ``"r=8,c=4,rows=true"`` into ``{"r": 8, "c": 4, "rows": True}``."""
+    out: dict[str, Any] = {}
+    if not text:
+        return out
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise ConfigError(f"expected key=value in {text!r}, got {item!r}")
+        key, value = (s.strip() for s in item.split("=", 1))
+        out[key] = _parse_scalar(value)
+    return out
+
+
+def _parse_scalar(value: str) -> Any:
+    low = value.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value

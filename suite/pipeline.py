@@ -1,0 +1,188 @@
+"""The run pipeline: source -> model -> compress -> deploy -> evaluate -> record.
+
+Each stage is a plain function over small typed objects; later stages
+(attacks, fingerprints) are added as further functions and registry entries,
+not as special cases here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+import suite
+from suite import registries as reg
+from suite.cache import ModelCache, ModelKey, sha256_file
+from suite.config import RunConfig
+from suite.errors import ConfigError
+from suite.predictor import Deployment, predict_labels
+from suite.record import (HIGHER_IS_BETTER, SCHEMA_VERSION, PendingRunDir, ResultRecord, env_info,
+                          git_sha, new_run_id, utc_now)
+from suite.sources.base import ImageSource
+from suite.training import train_model
+
+
+def log(cfg: RunConfig, msg: str) -> None:
+    if not cfg.quiet:
+        print(f"[suite] {msg}", file=sys.stderr, flush=True)
+
+
+class Timer:
+    """Accumulates wall-clock seconds per stage name."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 4)
+
+
+@dataclass
+class TrainedModel:
+    """The dense model the run starts from, with its record entry."""
+
+    model: torch.nn.Module
+    info: dict[str, Any]
+
+
+# ------------------------------------------------------------------ stages
+def setup_runtime(cfg: RunConfig) -> None:
+    """Threads and device checks; call before any torch work."""
+    torch.set_num_threads(cfg.threads or 1)
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda requested but no CUDA device is available to torch")
+
+
+def load_source(cfg: RunConfig) -> ImageSource:
+    entry = reg.sources.entry(cfg.source)
+    if entry.tags.get("needs_data_root") and not cfg.data_root:
+        raise ConfigError(f"source {cfg.source!r} reads a dataset on disk: pass --data-root PATH")
+    kwargs: dict[str, Any] = {}
+    if cfg.limit is not None:
+        kwargs["limit"] = cfg.limit
+    return entry.resolve()(cfg.data_root, **kwargs)
+
+
+def model_key(cfg: RunConfig, source: ImageSource) -> ModelKey:
+    assert cfg.recipe is not None and cfg.width is not None
+    return ModelKey.make(arch=cfg.model, width=cfg.width, in_channels=source.shape[0],
+                         num_classes=source.num_classes, source=source.name,
+                         source_sha256=source.fingerprint(), seed=cfg.seed, recipe=cfg.recipe.as_dict())
+
+
+def get_trained_model(cfg: RunConfig, source: ImageSource) -> TrainedModel:
+    """Load the dense model from the cache, training it first on a miss."""
+    from suite.zoo.profile import count_macs, count_params
+
+    key = model_key(cfg, source)
+    factory = reg.models.get(cfg.model)
+    assert cfg.recipe is not None
+
+    def build() -> torch.nn.Module:
+        torch.manual_seed(cfg.seed)
+        return factory(num_classes=source.num_classes, width=cfg.width, in_channels=source.shape[0])
+
+    def train(model: torch.nn.Module) -> dict[str, Any]:
+        log(cfg, f"training {key.model_id()} on {source.name} ({len(source.train)} images, "
+                 f"{cfg.recipe.epochs} epochs, {cfg.device})")
+        report = train_model(model, source.train, source.val, cfg.recipe, seed=cfg.seed,
+                             device=cfg.device, quiet=cfg.quiet, desc=f"train {cfg.model}")
+        model.cpu()
+        return {"train": report.as_dict(), "created_at": utc_now().isoformat(),
+                "suite_version": suite.__version__}
+
+    cache = ModelCache(cfg.cache_dir)
+    model, meta, hit = cache.get_or_create(key, build, train, warn=lambda m: log(cfg, f"warning: {m}"))
+    if hit:
+        log(cfg, f"loaded cached model {key.model_id()}")
+    model.eval()
+    info = {
+        "id": key.model_id(),
+        "arch": cfg.model,
+        "width": cfg.width,
+        "source": source.name,
+        "params": count_params(model),
+        "macs": count_macs(model, source.shape),
+        "sha256": meta["sha256"],
+        "cache_hit": hit,
+        "cache_dir": str(cache.entry_dir(key)),
+        "train": meta.get("train", {}),
+    }
+    return TrainedModel(model, info)
+
+
+def compress_model(cfg: RunConfig, trained: TrainedModel, source: ImageSource):
+    compressor = reg.compressors.build(cfg.compress, sparsity=cfg.sparsity, **cfg.compress_args)
+    return compressor.compress(trained.model, source, seed=cfg.seed, device=cfg.device)
+
+
+def deploy_model(cfg: RunConfig, model: torch.nn.Module, source: ImageSource, workdir: Path) -> Deployment:
+    backend = reg.backends.build(cfg.backend)
+    return backend.deploy(model, source.shape, source.num_classes, workdir=str(workdir), device=cfg.device)
+
+
+def evaluate_clean(deployment: Deployment, source: ImageSource) -> dict[str, float]:
+    """Top-1 accuracy on the test split, queried through the predictor only."""
+    x, y = source.test.tensors()
+    pred = predict_labels(deployment.predictor, x)
+    correct = int((pred == y).sum())
+    return {"clean_acc": correct / max(1, len(y)), "test_images": float(len(y))}
+
+
+# ----------------------------------------------------------------- driver
+def run(cfg: RunConfig, *, on_stage: Callable[[str], None] | None = None) -> tuple[Path, ResultRecord]:
+    """Execute one run and write its record; returns ``(run_dir, record)``.
+
+    ``cfg`` is resolved here (profile defaults, canonical names, validation).
+    """
+    started = time.perf_counter()
+    cfg = cfg.resolved()
+    setup_runtime(cfg)
+    timer = Timer()
+    run_id = new_run_id(cfg.model, cfg.compress, cfg.source, cfg.seed)
+    with PendingRunDir(cfg.output_dir, run_id) as pending:
+        with timer.stage("source"):
+            source = load_source(cfg)
+        log(cfg, f"source {source.name}: {source.shape}, train/val/test = "
+                 f"{len(source.train)}/{len(source.val)}/{len(source.test)}")
+        with timer.stage("model"):
+            trained = get_trained_model(cfg, source)
+        with timer.stage("compress"):
+            compressed = compress_model(cfg, trained, source)
+        with timer.stage("deploy"):
+            deployment = deploy_model(cfg, compressed.model, source, pending.path / "artifacts")
+        with timer.stage("evaluate"):
+            metrics = evaluate_clean(deployment, source)
+        timer.seconds["total"] = round(time.perf_counter() - started, 4)
+        config = cfg.as_dict()
+        record: ResultRecord = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": run_id,
+            "created_at": utc_now().isoformat(),
+            "suite_version": suite.__version__,
+            "git_sha": git_sha(),
+            "env": env_info(cfg.threads or 1, cfg.device),
+            "config": config,
+            "seeds": {"run": cfg.seed, "model_init": cfg.seed, "data_order": cfg.seed,
+                      "split": int(source.meta.get("split_seed", 0))},
+            "source": source.summary(),
+            "model": trained.info,  # type: ignore[typeddict-item]
+            "compression": compressed.info,
+            "deployment": deployment.info,
+            "metrics": metrics,
+            "timings": dict(timer.seconds),
+            "higher_is_better": {k: v for k, v in HIGHER_IS_BETTER.items() if k in metrics},
+        }
+        path = pending.commit(record, config)
+    return path, record

@@ -1,0 +1,71 @@
+"""The suite's six registries and their built-in entries.
+
+Targets are lazy ``"module:attr"`` strings: listing entries (``suite ls``)
+imports nothing heavy, and TVM / ONNX Runtime are imported only by a run that
+uses them.  Later stages add entries here, never special cases in the pipeline.
+
+Factory contracts
+-----------------
+models:       ``f(num_classes, width, in_channels) -> torch.nn.Module`` taking
+              ``[N, C, H, W]`` in [0, 1], returning logits ``[N, num_classes]``.
+sources:      ``f(data_root: str | None, **kwargs) -> ImageSource``.
+compressors:  ``f(**settings) -> Compressor`` (see ``compression.base``).
+backends:     ``f(**settings) -> Backend`` (see ``suite.predictor``).
+attacks:      ``f(**settings) -> Attack``.
+fingerprints: ``f(**settings) -> FingerprintMethod``.
+"""
+
+from __future__ import annotations
+
+from suite.registry import Registry
+
+models = Registry("models", "model")
+sources = Registry("sources", "source")
+compressors = Registry("compressors", "compressor")
+backends = Registry("backends", "backend")
+attacks = Registry("attacks", "attack")
+fingerprints = Registry("fingerprints", "fingerprint method")
+
+REGISTRIES: dict[str, Registry] = {
+    r.kind: r for r in (models, sources, compressors, backends, attacks, fingerprints)
+}
+
+# ------------------------------------------------------------------ models
+models.register("vgg16", "suite.zoo.vgg:build_vgg16", aliases=("vgg16-bn", "vgg16_bn"),
+                description="CIFAR-style VGG16 with batch norm (13 conv + 1 FC), any input >= 16 px")
+models.register("resnet18", "suite.zoo.resnet:build_resnet18",
+                description="CIFAR-style ResNet-18 (3x3 stem, BasicBlocks 2-2-2-2)")
+models.register("resnet20", "suite.zoo.resnet:build_resnet20",
+                description="CIFAR ResNet-20 (He et al. 2016, 3 stages x 3 BasicBlocks, 16-32-64)")
+models.register("mobilenetv2", "suite.zoo.mobilenetv2:build_mobilenetv2", aliases=("mobilenet-v2",),
+                description="CIFAR-style MobileNetV2 (inverted residuals, stride-1 stem)")
+
+# ----------------------------------------------------------------- sources
+sources.register("digits16", "suite.sources.embedded:digits16", aliases=("digits",), embedded=True,
+                 description="[embedded, default] sklearn digits upsampled to 16x16, grey as RGB")
+sources.register("digits-photo32", "suite.sources.embedded:digits_photo32", aliases=("mnistm", "digits-m"),
+                 embedded=True,
+                 description="[embedded] MNIST-M style digits blended over sample-photo crops, 32x32")
+sources.register("digits-affine24", "suite.sources.embedded:digits_affine24", embedded=True,
+                 description="[embedded] digits under random affine warps, colours and noise, 24x24")
+sources.register("cifar10", "suite.sources.disk:load_cifar10", needs_data_root=True,
+                 description="CIFAR-10 python batches on disk (--data-root DIR/cifar-10-batches-py)")
+sources.register("cifar100", "suite.sources.disk:load_cifar100", needs_data_root=True,
+                 description="CIFAR-100 python files on disk (--data-root DIR/cifar-100-python), fine labels")
+sources.register("svhn", "suite.sources.disk:load_svhn", needs_data_root=True,
+                 description="SVHN cropped digits .mat files on disk (train_32x32.mat, test_32x32.mat)")
+sources.register("stl10", "suite.sources.disk:load_stl10", aliases=("stl-10",), needs_data_root=True,
+                 description="STL-10 binary files on disk (--data-root DIR/stl10_binary), 96x96")
+sources.register("imagefolder", "suite.sources.disk:load_imagefolder", aliases=("folder",),
+                 needs_data_root=True,
+                 description="any ImageFolder tree root/<class>/*.png|jpg (optional train/ test/)")
+
+# ------------------------------------------------------------- compressors
+compressors.register("none", "compression.none:NoCompression", aliases=("dense",),
+                     description="no compression: the trained dense model as is")
+
+# ---------------------------------------------------------------- backends
+backends.register("torch", "compression.backends.torch_eager:TorchBackend", aliases=("eager",),
+                  description="PyTorch eager execution (gradients available)")
+
+DEFAULT_SOURCE = "digits16"
