@@ -1,0 +1,18 @@
+"""Shared fixtures: tests never touch the user's cache or the network."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    path = tmp_path / "cache"
+    monkeypatch.setenv("SUITE_CACHE", str(path))
+    return path
