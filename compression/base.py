@@ -25,11 +25,15 @@ class CompressionResult:
 
     model: torch.nn.Module
     info: dict[str, Any] = field(default_factory=dict)
+    plan: Any = None          # compression.plan.Plan for weight-level schemes
+    masks: Any = None         # compression.masks.MaskSet (fixed masks)
+    compact: dict[str, Any] = field(default_factory=dict)  # layer -> CompactLayer
+    shapes: dict[str, list[int]] | None = None  # channel-pruned weight shapes
 
 
 class Compressor(Protocol):
     name: str
 
     def compress(self, model: torch.nn.Module, source: ImageSource, *, seed: int,
-                 device: str = "cpu") -> CompressionResult:
+                 device: str = "cpu", profile: str = "default", quiet: bool = True) -> CompressionResult:
         ...

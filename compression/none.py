@@ -20,5 +20,5 @@ class NoCompression:
             raise ConfigError(f"--compress none takes no --sparsity (got {sparsity})")
 
     def compress(self, model: torch.nn.Module, source: ImageSource, *, seed: int,
-                 device: str = "cpu") -> CompressionResult:
+                 device: str = "cpu", profile: str = "default", quiet: bool = True) -> CompressionResult:
         return CompressionResult(model, {"scheme": "none", "sparsity": 0.0})

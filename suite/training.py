@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -62,8 +63,17 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
 
 
 def train_model(model: torch.nn.Module, train: ImageSplit, val: ImageSplit | None, recipe: TrainRecipe,
-                *, seed: int, device: str = "cpu", quiet: bool = False, desc: str = "train") -> TrainReport:
-    """Train ``model`` in place with SGD + Nesterov momentum and a cosine schedule."""
+                *, seed: int, device: str = "cpu", quiet: bool = False, desc: str = "train",
+                extra_loss: Callable[[torch.nn.Module], torch.Tensor] | None = None,
+                after_step: Callable[[], None] | None = None,
+                on_epoch_end: Callable[[int], None] | None = None) -> TrainReport:
+    """Train ``model`` in place with SGD + Nesterov momentum and a cosine schedule.
+
+    Hooks used by compression: ``extra_loss(model)`` is added to the
+    cross-entropy (e.g. ADMM's proximal term); ``after_step()`` runs after every
+    optimiser step (e.g. re-applying fixed masks); ``on_epoch_end(epoch)`` after
+    every epoch (e.g. ADMM's Z/U updates, gradual pruning).
+    """
     recipe.validate()
     dev = torch.device(device)
     model.to(dev)
@@ -98,14 +108,20 @@ def train_model(model: torch.nn.Module, train: ImageSplit, val: ImageSplit | Non
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, total, warmup, recipe.lr)
                 loss = F.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if after_step is not None:
+                    after_step()
                 loss_sum += float(loss.detach()) * len(y)
                 seen += len(y)
                 step += 1
                 bar.update(1)
             report.train_loss.append(loss_sum / max(1, seen))
+            if on_epoch_end is not None:
+                on_epoch_end(_epoch)
             if val is not None and len(val):
                 report.val_acc.append(accuracy(model, val, device=device))
                 bar.set_postfix(loss=f"{report.train_loss[-1]:.3f}", val_acc=f"{report.val_acc[-1]:.3f}")
