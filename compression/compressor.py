@@ -113,10 +113,10 @@ class WeightPruning:
             return {l.name: global_fn(l.name) for l in pruned}
         for l in pruned:
             scheme = make_scheme(l.scheme, **l.settings)
-            target = l.sparsity * fraction
-            if l.scheme == "nm":
-                target = l.sparsity if fraction >= 1.0 else 0.0
-            fns[l.name] = (lambda s, t: (lambda w: s.mask(w, t)))(scheme, target)
+            if l.scheme == "nm" and fraction < 1.0:  # N:M has one fixed ratio: off until the ramp ends
+                fns[l.name] = lambda w: torch.ones_like(w, dtype=torch.bool)
+                continue
+            fns[l.name] = (lambda s, t: (lambda w: s.mask(w, t)))(scheme, l.sparsity * fraction)
         return fns
 
     # ------------------------------------------------------------- compress
@@ -183,7 +183,7 @@ def summarize(model: nn.Module, source: ImageSource, plan: Plan, masks: MaskSet,
     all_layers = list_layers(model, source.shape)
     dense_macs = sum(l.macs for l in all_layers)
     eff_macs = effective_macs(model, all_layers)
-    prunable = [l for l in plan.layers if l.reason is None or l.reason.startswith("fallback")]
+    prunable = [l for l in plan.layers if not (l.reason or "").endswith("kept dense")]
     scheme_layers = [l.name for l in plan.pruned()]
     zeros = sum(int((model.get_submodule(l.name).weight == 0).sum()) for l in all_layers)
     per_layer = []

@@ -52,8 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_run = sub.add_parser("run", help="compress, deploy, evaluate and record one model")
     _add_common(p_run)
     p_run.add_argument("--compress", default="none", help="compression scheme (see `suite ls compressors`)")
-    p_run.add_argument("--sparsity", type=_fraction, default=0.0, help="fraction of weights removed, in [0, 1)")
-    p_run.add_argument("--compress-args", default="", help="scheme settings, e.g. r=8,c=4")
+    p_run.add_argument("--sparsity", type=_fraction, default=None,
+                       help="fraction of prunable weights removed, in [0, 1) (default: the scheme's)")
+    p_run.add_argument("--compress-args", default="", help="scheme settings, e.g. r=8,c=4 or recovery=admm")
+    p_run.add_argument("--mapping", default=None, help="auto only: rule | search")
+    p_run.add_argument("--latency-target", type=_fraction, default=None,
+                       help="auto --mapping search: latency as a fraction of dense")
+    p_run.add_argument("--recovery", default=None, help="oneshot | gradual | admm (default oneshot)")
     p_run.add_argument("--backend", default="torch", help="deployment backend (see `suite ls backends`)")
     p_run.add_argument("--output-dir", default="runs", help="where run directories are created")
 
@@ -89,8 +94,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from suite.config import parse_kv
     from suite.pipeline import run
 
+    compress_args = parse_kv(args.compress_args)
+    for key, value in (("mapping", args.mapping), ("latency_target", args.latency_target),
+                       ("recovery", args.recovery)):
+        if value is not None:
+            compress_args[key] = value
     cfg = _config_from_args(args, compress=args.compress, sparsity=args.sparsity,
-                            compress_args=parse_kv(args.compress_args), backend=args.backend,
+                            compress_args=compress_args, backend=args.backend,
                             output_dir=args.output_dir)
     path, record = run(cfg)
     summary = {"run_dir": str(path), "model": record["model"]["id"], **record["metrics"],

@@ -82,7 +82,7 @@ class RunConfig:
     source: str = "digits16"
     compress: str = "none"
     backend: str = "torch"
-    sparsity: float = 0.0
+    sparsity: float | None = None
     compress_args: dict[str, Any] = field(default_factory=dict)
     width: float | None = None
     data_root: str | None = None
@@ -103,11 +103,16 @@ class RunConfig:
         if self.profile not in PROFILES:
             raise ConfigError(f"unknown profile {self.profile!r} (choices: {', '.join(PROFILES)})")
         defaults = PROFILE_DEFAULTS[self.profile]
+        compress = reg.compressors.canonical(self.compress)
+        sparsity = self.sparsity
+        if sparsity is None:
+            sparsity = float(reg.compressors.entry(compress).tags.get("default_sparsity", 0.0))
         cfg = dataclasses.replace(
             self,
+            sparsity=float(sparsity),
             model=reg.models.canonical(self.model),
             source=reg.sources.canonical(self.source),
-            compress=reg.compressors.canonical(self.compress),
+            compress=compress,
             backend=reg.backends.canonical(self.backend),
             width=defaults["width"] if self.width is None else float(self.width),
             limit=defaults["limit"] if self.limit is None else self.limit,
@@ -121,7 +126,7 @@ class RunConfig:
         return cfg
 
     def validate(self) -> None:
-        if not 0.0 <= self.sparsity < 1.0:
+        if self.sparsity is not None and not 0.0 <= self.sparsity < 1.0:
             raise ConfigError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if self.width is not None and not 0.0 < self.width <= 4.0:
             raise ConfigError(f"width must be in (0, 4], got {self.width}")

@@ -122,9 +122,18 @@ def get_trained_model(cfg: RunConfig, source: ImageSource) -> TrainedModel:
     return TrainedModel(model, info)
 
 
-def compress_model(cfg: RunConfig, trained: TrainedModel, source: ImageSource):
-    compressor = reg.compressors.build(cfg.compress, sparsity=cfg.sparsity, **cfg.compress_args)
-    return compressor.compress(trained.model, source, seed=cfg.seed, device=cfg.device)
+def build_compressor(cfg: RunConfig):
+    """Build the configured compressor; unknown settings become a ConfigError."""
+    try:
+        return reg.compressors.build(cfg.compress, sparsity=cfg.sparsity, **cfg.compress_args)
+    except TypeError as err:  # an unexpected keyword from --compress-args
+        raise ConfigError(f"bad --compress-args for {cfg.compress}: {err}") from None
+
+
+def compress_model(cfg: RunConfig, trained: TrainedModel, source: ImageSource, compressor=None):
+    compressor = compressor or build_compressor(cfg)
+    return compressor.compress(trained.model, source, seed=cfg.seed, device=cfg.device, profile=cfg.profile,
+                               quiet=cfg.quiet)
 
 
 def deploy_model(cfg: RunConfig, model: torch.nn.Module, source: ImageSource, workdir: Path) -> Deployment:
@@ -140,6 +149,13 @@ def evaluate_clean(deployment: Deployment, source: ImageSource) -> dict[str, flo
     return {"clean_acc": correct / max(1, len(y)), "test_images": float(len(y))}
 
 
+def save_compressed(result, directory: Path) -> dict[str, Any]:
+    """Write the compressed model (state_dict), masks, plan and compact layers; return record paths."""
+    from compression.artifacts import save_compression
+
+    return save_compression(result, directory, relative_to=directory.parent)
+
+
 # ----------------------------------------------------------------- driver
 def run(cfg: RunConfig, *, on_stage: Callable[[str], None] | None = None) -> tuple[Path, ResultRecord]:
     """Execute one run and write its record; returns ``(run_dir, record)``.
@@ -149,6 +165,7 @@ def run(cfg: RunConfig, *, on_stage: Callable[[str], None] | None = None) -> tup
     started = time.perf_counter()
     cfg = cfg.resolved()
     setup_runtime(cfg)
+    compressor = build_compressor(cfg)  # settings errors surface before any training
     timer = Timer()
     run_id = new_run_id(cfg.model, cfg.compress, cfg.source, cfg.seed)
     with PendingRunDir(cfg.output_dir, run_id) as pending:
@@ -159,7 +176,9 @@ def run(cfg: RunConfig, *, on_stage: Callable[[str], None] | None = None) -> tup
         with timer.stage("model"):
             trained = get_trained_model(cfg, source)
         with timer.stage("compress"):
-            compressed = compress_model(cfg, trained, source)
+            compressed = compress_model(cfg, trained, source, compressor)
+            if compressed.info.get("scheme", "none") != "none":
+                compressed.info.update(save_compressed(compressed, pending.path / "compressed"))
         with timer.stage("deploy"):
             deployment = deploy_model(cfg, compressed.model, source, pending.path / "artifacts")
         with timer.stage("evaluate"):

@@ -119,15 +119,22 @@ def check_compact(compact: CompactLayer, name: str) -> None:
 
 
 def check_pair(weight: torch.Tensor, mask: torch.Tensor) -> None:
-    """Assert that a weight and its mask agree in shape."""
-    assert tuple(mask.shape) == tuple(weight.shape), (
-        f"mask shape {tuple(mask.shape)} differs from weight shape {tuple(weight.shape)}")
+    """Raise AssertionError unless a weight and its mask agree in shape."""
+    if mask.shape != weight.shape:
+        raise AssertionError(f"mask shape {tuple(mask.shape)} differs from weight shape "
+                             f"{tuple(weight.shape)}")
 
 
 def assert_bool_mask(mask: torch.Tensor, min_dims: int = 2) -> None:
-    """The invariant every scheme shares: a bool tensor with at least ``min_dims`` dims."""
-    assert mask.dtype == torch.bool, f"mask must be a bool tensor, got {mask.dtype}"
-    assert mask.dim() >= min_dims, f"mask must have >= {min_dims} dims, got shape {tuple(mask.shape)}"
+    """The invariant every scheme shares: a bool tensor with at least ``min_dims`` dims.
+
+    Like every ``verify`` check, raises AssertionError explicitly (not ``assert``),
+    so the guard also holds under ``python -O``.
+    """
+    if mask.dtype != torch.bool:
+        raise AssertionError(f"mask must be a bool tensor, got {mask.dtype}")
+    if mask.dim() < min_dims:
+        raise AssertionError(f"mask must have >= {min_dims} dims, got shape {tuple(mask.shape)}")
 
 
 # --------------------------------------------------------------------------
@@ -167,15 +174,15 @@ class Unstructured:
         self.verify(mask)
         w2 = gemm_view(weight.detach()).cpu()
         m2 = gemm_view(mask).cpu()
-        rows, cols = torch.nonzero(m2, as_tuple=True)  # row-major: columns ascend per row
+        flat = torch.nonzero(m2.flatten()).flatten()  # row-major: columns ascend per row
         indptr = np.zeros(m2.shape[0] + 1, dtype=np.int64)
         indptr[1:] = np.cumsum(m2.sum(dim=1).numpy())
         arrays = {
             "indptr": indptr,
-            "indices": cols.numpy().astype(np.int32),
-            "data": w2[rows, cols].numpy().copy(),
+            "indices": (flat % m2.shape[1]).numpy().astype(np.int32),
+            "data": w2.flatten().index_select(0, flat).numpy().copy(),
         }
-        return CompactLayer(self.name, tuple(weight.shape), arrays, {"nnz": int(rows.numel())})
+        return CompactLayer(self.name, tuple(weight.shape), arrays, {"nnz": int(flat.numel())})
 
     def from_compact(self, compact: CompactLayer) -> torch.Tensor:
         check_compact(compact, self.name)
@@ -183,9 +190,10 @@ class Unstructured:
         cols = torch.from_numpy(compact.arrays["indices"]).long()
         data = torch.from_numpy(compact.arrays["data"].copy())
         n_rows = indptr.numel() - 1
+        n_cols = math.prod(compact.shape) // max(n_rows, 1)
         rows = torch.repeat_interleave(torch.arange(n_rows), indptr[1:] - indptr[:-1])
-        dense = torch.zeros(n_rows, math.prod(compact.shape) // max(n_rows, 1), dtype=data.dtype)
-        dense[rows, cols] = data
+        dense = torch.zeros(n_rows * n_cols, dtype=data.dtype)
+        dense.index_copy_(0, rows * n_cols + cols, data)
         return dense.reshape(compact.shape)
 
     def verify(self, mask: torch.Tensor) -> None:
