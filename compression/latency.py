@@ -82,3 +82,51 @@ def candidate_ms(layer: LayerInfo, scheme: str, sparsity: float, settings: dict,
     if scheme == "unstructured":
         return csr_ms(layer, 1.0 - sparsity, repeats)
     raise ValueError(f"no latency proxy for scheme {scheme!r}")
+
+
+class LatencyCache:
+    """Measured per-layer latencies persisted as JSON, keyed by shape, candidate and machine.
+
+    Measurements are noisy; caching them makes a search reproducible from its
+    seed on the same machine (same table -> same plan) and saves re-measuring.
+    The key holds the backend, CPU model and thread count, so a table measured
+    elsewhere is never reused.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        import json
+        import os
+
+        self.path = path
+        self.entries: dict[str, float] = {}
+        self.dirty = False
+        if path and os.path.exists(path):
+            try:
+                data = json.loads(open(path).read())
+                self.entries = {str(k): float(v) for k, v in data.get("entries", {}).items()}
+            except (OSError, ValueError, AttributeError, TypeError):
+                self.entries = {}  # unreadable cache: re-measure and overwrite
+
+    @staticmethod
+    def key(layer: LayerInfo, scheme: str, sparsity: float, settings: dict) -> str:
+        from suite.record import cpu_name
+
+        r = settings.get("r", 1) if scheme in ("block", "block-punched") else 1
+        return (f"{BACKEND}|{cpu_name()}|t{torch.get_num_threads()}|{layer.kind}|{layer.rows}x{layer.cols}"
+                f"x{layer.spatial}|g{layer.groups}|{scheme}|r{r}|s{sparsity:.4f}")
+
+    def measure(self, layer: LayerInfo, scheme: str, sparsity: float, settings: dict, repeats: int = 15) -> float:
+        k = self.key(layer, scheme, sparsity, settings)
+        if k not in self.entries:
+            self.entries[k] = candidate_ms(layer, scheme, sparsity, settings, repeats)
+            self.dirty = True
+        return self.entries[k]
+
+    def save(self) -> None:
+        import json
+
+        from suite.cache import atomic_write_text
+
+        if self.path and self.dirty:
+            atomic_write_text(self.path, json.dumps({"backend": BACKEND, "entries": self.entries}, indent=0))
+            self.dirty = False

@@ -140,8 +140,14 @@ def _val_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 @torch.no_grad()
 def measure_candidates(model: nn.Module, layers: list[LayerInfo], source: ImageSource, *,
                        candidates=DEFAULT_CANDIDATES, ratios=DEFAULT_RATIOS, max_images: int = 256,
-                       repeats: int = 9, device: str = "cpu") -> dict[str, list[Candidate]]:
-    """Score every applicable (scheme, settings, ratio) of every layer."""
+                       repeats: int = 9, device: str = "cpu",
+                       latency_cache: lat.LatencyCache | None = None) -> dict[str, list[Candidate]]:
+    """Score every applicable (scheme, settings, ratio) of every layer.
+
+    Latencies come from ``latency_cache`` (measured on a miss); sensitivities
+    are recomputed (deterministic for fixed weights and data).
+    """
+    cache = latency_cache or lat.LatencyCache(None)
     model = model.eval()
     x, y = source.val.tensors(slice(0, max_images))
     x, y = x.to(device), y.to(device)
@@ -150,7 +156,7 @@ def measure_candidates(model: nn.Module, layers: list[LayerInfo], source: ImageS
     for l in layers:
         w = model.get_submodule(l.name).weight
         original = w.detach().clone()
-        opts = [Candidate("dense", {}, 0.0, 0, lat.candidate_ms(l, "dense", 0.0, {}, repeats), 0.0)]
+        opts = [Candidate("dense", {}, 0.0, 0, cache.measure(l, "dense", 0.0, {}, repeats), 0.0)]
         for scheme_name, settings in candidates:
             scheme = make_scheme(scheme_name, **settings)
             if scheme.check_applicable(l.weight_shape):
@@ -163,8 +169,9 @@ def measure_candidates(model: nn.Module, layers: list[LayerInfo], source: ImageS
                 w.copy_(original)
                 pruned = int((~mask).sum())
                 opts.append(Candidate(scheme_name, scheme.settings(), s, pruned,
-                                      lat.candidate_ms(l, scheme_name, s, settings, repeats), sens))
+                                      cache.measure(l, scheme_name, s, settings, repeats), sens))
         table[l.name] = opts
+    cache.save()
     return table
 
 
@@ -267,7 +274,7 @@ class AutoCompressor:
     name = "auto"
 
     def __init__(self, sparsity: float = 0.0, *, mapping: str = "rule", latency_target: float | None = None,
-                 **settings: Any) -> None:
+                 latency_cache: str | None = None, **settings: Any) -> None:
         from compression.compressor import WeightPruning
 
         if mapping not in MAPPINGS:
@@ -279,6 +286,7 @@ class AutoCompressor:
         if latency_target is None and sparsity <= 0.0:
             raise ConfigError("auto needs --sparsity in (0, 1) or --latency-target")
         self.mapping = mapping
+        self.latency_cache = latency_cache
         self.latency_target = None if latency_target is None else float(latency_target)
         self.rule_settings = {k: settings.pop(k) for k in list(settings) if k in ("gamma", "max_ratio",
                                                                               "punch_min_channels")}
@@ -297,7 +305,8 @@ class AutoCompressor:
         if self.mapping == "rule":
             plan = rule_plan(layers, prunable, self.sparsity, **self.rule_settings)
         else:
-            table = measure_candidates(model, [l for l in layers if l.name in prunable], source, device=device)
+            table = measure_candidates(model, [l for l in layers if l.name in prunable], source, device=device,
+                                       latency_cache=lat.LatencyCache(self.latency_cache))
             plan = search_plan(layers, prunable, table,
                                sparsity=None if self.latency_target else self.sparsity,
                                latency_target=self.latency_target, seed=seed, **self.search_settings)
@@ -306,6 +315,11 @@ class AutoCompressor:
         return plan
 
     def compress(self, model: nn.Module, source: ImageSource, **kw: Any):
+        import os
+
+        cache_dir = kw.pop("cache_dir", None)
+        if self.latency_cache is None and cache_dir:
+            self.latency_cache = os.path.join(cache_dir, "latency", f"{lat.BACKEND}.json")
         result = self.inner.compress(model, source, **kw)
         result.info["mapping"] = self.mapping
         result.info["latency_target"] = self.latency_target

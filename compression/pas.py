@@ -121,8 +121,10 @@ class GateSet:
     model, so its state dict is untouched.
     """
 
-    def __init__(self, groups: list[GroupInfo], costs: list[_LayerCost], hooks: list[Any]) -> None:
+    def __init__(self, groups: list[GroupInfo], costs: list[_LayerCost], hooks: list[Any],
+                 graph: Any = None) -> None:
         self.groups = groups
+        self.graph = graph  # torch-pruning DependencyGraph of the unpruned model
         self.gates = nn.ModuleList([BinaryGate(g.channels) for g in groups])
         self.costs = costs
         self._hooks = hooks
@@ -214,9 +216,8 @@ def attach_gates(model: nn.Module, input_shape: tuple[int, int, int], *, keep_fi
     prunable = prunable_layer_names(model, rows, keep_first, keep_classifier)
     DG = build_graph(model, shape)
     groups = [info for _, info in prunable_groups(model, DG, _ignored_roots(model, rows, keep_first))]
-    del DG
     costs = _layer_costs(rows, prunable, groups)
-    gs = GateSet(groups, costs, [])
+    gs = GateSet(groups, costs, [], DG)
     mods = dict(model.named_modules())
     for gid, g in enumerate(groups):
         for name in g.norms or g.out_layers:
@@ -412,12 +413,12 @@ def pas_prune(
     finally:
         gs.remove()
     model.eval()
-    DG = build_graph(model, shape)
+    DG = gs.graph  # same modules, trained weights: reuse the trace
     scorer = make_importance("l2")
     by_root = {info.root: group_scores(g, scorer)
                for g, info in prunable_groups(model, DG, _ignored_roots(model, rows, keep_first))}
-    del DG
-    history = apply_plan(model, shape, gs.plan([by_root[g.root] for g in gs.groups]))
+    history = apply_plan(model, shape, gs.plan([by_root[g.root] for g in gs.groups]), DG)
+    gs.graph = None
     seconds = time.perf_counter() - start
 
     rows_after = {r["name"]: r for r in compute_layers(model, shape)}

@@ -132,8 +132,11 @@ def build_compressor(cfg: RunConfig):
 
 def compress_model(cfg: RunConfig, trained: TrainedModel, source: ImageSource, compressor=None):
     compressor = compressor or build_compressor(cfg)
+    kwargs: dict[str, Any] = {}
+    if getattr(compressor, "name", "") == "auto":
+        kwargs["cache_dir"] = cfg.cache_dir  # latency tables are cached next to the models
     return compressor.compress(trained.model, source, seed=cfg.seed, device=cfg.device, profile=cfg.profile,
-                               quiet=cfg.quiet)
+                               quiet=cfg.quiet, **kwargs)
 
 
 def deploy_model(cfg: RunConfig, model: torch.nn.Module, source: ImageSource, workdir: Path) -> Deployment:

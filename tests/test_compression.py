@@ -143,16 +143,18 @@ def test_search_prefers_insensitive_layers_and_meets_target():
         search_plan(layers, {"a", "b"}, table, sparsity=0.99, latency_target=None, seed=0)
 
 
-def test_auto_search_on_a_real_model_plan_json_and_reproducible(vgg, source):
-    comp = AutoCompressor(0.75, mapping="search", **FAST)
+def test_auto_search_on_a_real_model_plan_json_and_reproducible(vgg, source, tmp_path):
+    cache = str(tmp_path / "latency.json")
+    comp = AutoCompressor(0.75, mapping="search", latency_cache=cache, **FAST)
     plan = comp.plan_for(vgg, source, seed=3, device="cpu")
     assert plan.search["predicted_sparsity"] >= 0.75 - 1e-9
     mapped = [l for l in plan.layers if l.latency_ms is not None]
     assert mapped and all(l.dense_latency_ms and l.dense_latency_ms > 0 for l in mapped)
     assert Plan.from_dict(json.loads(plan.to_json())).as_dict() == plan.as_dict()
     choices = [(l.name, l.scheme, l.sparsity) for l in plan.layers]
-    again = AutoCompressor(0.75, mapping="search", **FAST).plan_for(vgg, source, seed=3, device="cpu")
-    # latencies are re-measured, but the table's sensitivities dominate: same choices from the same seed
+    again = AutoCompressor(0.75, mapping="search", latency_cache=cache, **FAST).plan_for(vgg, source, seed=3,
+                                                                                         device="cpu")
+    # same measured latency table (cached) + same seed -> the same plan
     assert choices == [(l.name, l.scheme, l.sparsity) for l in again.layers]
 
 
