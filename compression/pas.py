@@ -16,7 +16,9 @@
    (a depth-wise conv costs ``kh*kw * c_kept * Hout*Wout``), per Linear
    ``in_kept * out``.  ``target = (1 - sparsity) * dense`` (``sparsity`` =
    fraction of the prunable layers' MACs to remove).
-3. Each group keeps ``max(#gates >= 0.5, ceil(8 % of C), 1)`` channels -- those
+3. BatchNorm statistics are re-estimated with the final gates (they were
+   gathered while the architecture kept changing).
+4. Each group keeps ``max(#gates >= 0.5, ceil(8 % of C), 1)`` channels -- those
    with the largest gate values, ties broken by L2 group magnitude -- the rest
    are removed physically by :mod:`compression.channel` (torch-pruning), and
    the gates are removed.
@@ -237,16 +239,21 @@ class PaSReport:
     ``prunable_macs_*`` for the prunable layers (what the target refers to;
     ``prunable_macs_target = (1 - sparsity) * prunable_macs_before``).
     ``search_macs``: prunable MACs of the gated network at the end of the
-    search.  ``final_ce`` / ``final_mac_term``: last-epoch means of the
-    cross-entropy and of ``((MACs - target) / dense)^2``; ``final_loss =
-    final_ce + alpha * final_mac_term``.  ``widths``: ``{layer: [out_before,
-    out_after]}`` of every Conv2d/Linear; ``epoch_log``: per-epoch means.
+    search.  ``search_seconds``: wall time of the joint training;
+    ``seconds``: the whole call (tracing, search, pruning).
+    ``final_ce`` / ``final_mac_term``: last-epoch means of the cross-entropy
+    and of ``((MACs - target) / dense)^2``; ``final_loss = final_ce + alpha *
+    final_mac_term``.  ``widths``: ``{layer: [out_before, out_after]}`` of
+    every Conv2d/Linear; ``epoch_log``: per-epoch means; ``history``:
+    torch-pruning's pruning history (as in
+    :func:`compression.channel.channel_plan_json`).
     """
 
     sparsity: float
     alpha: float
     epochs: int
     seconds: float
+    search_seconds: float
     macs_before: int
     macs_after: int
     prunable_macs_before: int
@@ -272,7 +279,8 @@ class PaSReport:
         d = {k: getattr(self, k) for k in (
             "sparsity", "alpha", "epochs", "macs_before", "macs_after", "prunable_macs_before",
             "prunable_macs_target", "prunable_macs_after", "search_macs", "params_before", "params_after")}
-        d.update(seconds=round(self.seconds, 3), achieved_sparsity=round(self.achieved_sparsity, 6),
+        d.update(seconds=round(self.seconds, 3), search_seconds=round(self.search_seconds, 3),
+                 achieved_sparsity=round(self.achieved_sparsity, 6),
                  final_ce=round(self.final_ce, 6), final_mac_term=round(self.final_mac_term, 8),
                  final_loss=round(self.final_loss, 6), widths=self.widths, epoch_log=self.epoch_log)
         return d
@@ -356,6 +364,42 @@ def _search(model: nn.Module, gs: GateSet, split: ImageSplit, *, target: float, 
     return log
 
 
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, split: ImageSplit, *, device: torch.device, batch_size: int = 64,
+                   max_images: int = 2048) -> int:
+    """Re-estimate every BatchNorm's running mean/var on up to ``max_images`` train images.
+
+    Uses a cumulative average (``momentum=None``) over the first images of
+    ``split`` with the model in train mode and no gradient; the weights are
+    untouched.  Needed after the search because the statistics were gathered
+    while the gates kept changing the architecture.  Returns images used.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or len(split) < 2:
+        return 0
+    flags = [(m, m.training) for m in model.modules()]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    n = min(len(split), max_images)
+    used = 0
+    try:
+        for i in range(0, n, batch_size):
+            x, _ = split.tensors(slice(i, min(n, i + batch_size)))
+            if len(x) < 2:
+                break
+            model(x.to(device))
+            used += len(x)
+    finally:
+        for m, mom in zip(norms, momenta):
+            m.momentum = mom
+        for m, flag in flags:
+            m.training = flag
+    return used
+
+
 def pas_prune(
     model: nn.Module,
     source: ImageSource | ImageSplit,
@@ -402,12 +446,18 @@ def pas_prune(
 
     start = time.perf_counter()
     gs = attach_gates(model, shape, keep_first=keep_first, keep_classifier=keep_classifier)
+    if not gs.groups or gs.dense_macs <= 0:
+        gs.remove()
+        raise ConfigError("PaS: the model has no prunable channel group")
     gs.gates.to(dev)
     target = target_frac * gs.dense_macs
     try:
+        t0 = time.perf_counter()
         log = _search(model, gs, split, target=target, epochs=epochs, alpha=float(alpha), lr=float(lr),
                       gate_lr=float(gate_lr), batch_size=batch_size, seed=seed, device=dev,
                       augment=augment, quiet=quiet)
+        search_seconds = time.perf_counter() - t0
+        recalibrate_bn(model, split, device=dev, batch_size=batch_size)  # with the final gates
         with torch.no_grad():
             search_macs = int(round(float(gs.macs())))
     finally:
@@ -427,6 +477,7 @@ def pas_prune(
     last = log[-1] if log else {"ce": float("nan"), "mac_term": float("nan")}
     return PaSReport(
         sparsity=1.0 - target_frac, alpha=float(alpha), epochs=epochs, seconds=seconds,
+        search_seconds=search_seconds,
         macs_before=macs_before, macs_after=count_macs(model, shape),
         prunable_macs_before=int(round(gs.dense_macs)), prunable_macs_target=int(round(target)),
         prunable_macs_after=_prunable_macs(model, shape, prunable), search_macs=search_macs,
