@@ -16,12 +16,12 @@
    (a depth-wise conv costs ``kh*kw * c_kept * Hout*Wout``), per Linear
    ``in_kept * out``.  ``target = (1 - sparsity) * dense`` (``sparsity`` =
    fraction of the prunable layers' MACs to remove).
-3. BatchNorm statistics are re-estimated with the final gates (they were
-   gathered while the architecture kept changing).
-4. Each group keeps ``max(#gates >= 0.5, ceil(8 % of C), 1)`` channels -- those
+3. Each group keeps ``max(#gates >= 0.5, ceil(8 % of C), 1)`` channels -- those
    with the largest gate values, ties broken by L2 group magnitude -- the rest
    are removed physically by :mod:`compression.channel` (torch-pruning), and
-   the gates are removed.
+   the gates are removed.  Just before, the gates are set to exactly that
+   choice and the BatchNorm statistics re-estimated on the train split (they
+   were gathered while the architecture kept changing).
 
 Prunable layers are those of :func:`compression.channel.prune_channels`
 (every Conv2d/Linear except the first conv and the classifier; the first
@@ -169,6 +169,14 @@ class GateSet:
             order = by_score[torch.sort(w[by_score], descending=True, stable=True).indices]
             plan[g.root] = sorted(int(i) for i in order[keep:])
         return plan
+
+    def set_plan(self, plan: dict[str, list[int]]) -> None:
+        """Set every gate to 1 except the channels ``plan`` removes (0)."""
+        with torch.no_grad():
+            for g, gate in zip(self.groups, self.gates):
+                w = gate.weight.view(-1)
+                w.fill_(1.0)
+                w[list(plan.get(g.root, []))] = 0.0
 
     def remove(self) -> None:
         """Detach the gates from the model (the model computes as without gates)."""
@@ -457,17 +465,19 @@ def pas_prune(
                       gate_lr=float(gate_lr), batch_size=batch_size, seed=seed, device=dev,
                       augment=augment, quiet=quiet)
         search_seconds = time.perf_counter() - t0
-        recalibrate_bn(model, split, device=dev, batch_size=batch_size)  # with the final gates
         with torch.no_grad():
             search_macs = int(round(float(gs.macs())))
+        DG = gs.graph  # same modules, trained weights: reuse the trace
+        scorer = make_importance("l2")
+        by_root = {info.root: group_scores(g, scorer)
+                   for g, info in prunable_groups(model, DG, _ignored_roots(model, rows, keep_first))}
+        plan = gs.plan([by_root[g.root] for g in gs.groups])
+        gs.set_plan(plan)  # now the gated network computes exactly the pruned one
+        recalibrate_bn(model, split, device=dev, batch_size=batch_size)
     finally:
         gs.remove()
     model.eval()
-    DG = gs.graph  # same modules, trained weights: reuse the trace
-    scorer = make_importance("l2")
-    by_root = {info.root: group_scores(g, scorer)
-               for g, info in prunable_groups(model, DG, _ignored_roots(model, rows, keep_first))}
-    history = apply_plan(model, shape, gs.plan([by_root[g.root] for g in gs.groups]), DG)
+    history = apply_plan(model, shape, plan, DG)
     gs.graph = None
     seconds = time.perf_counter() - start
 

@@ -162,3 +162,14 @@ def test_bad_settings_raise():
         prune_channels(_model("vgg16"), SHAPE, 0.5, per_layer_ratio={"features.3.0": 1.0})
     with pytest.raises(ConfigError):
         prune_channels(_model("vgg16"), SHAPE, 0.5, round_to=0)
+
+
+def test_plan_json_replays_with_torch_pruning():
+    from compression.channel import build_graph
+
+    model = _model("resnet20")
+    plan = json.loads(json.dumps(channel_plan_json(prune_channels(model, SHAPE, 0.5))))
+    fresh = _model("resnet20", seed=1)
+    build_graph(fresh, SHAPE).load_pruning_history(plan["history"])
+    assert export_shapes(fresh) == export_shapes(model)
+    assert plan["widths"]["classifier"] == [10, 10]
