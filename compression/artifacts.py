@@ -51,6 +51,9 @@ def save_compression(result, directory: Path, relative_to: Path | None = None) -
     if result.shapes is not None:
         atomic_write_text(directory / "shapes.json", json.dumps(result.shapes, indent=2) + "\n")
         files.append("shapes.json")
+    for name, text in result.extra.items():
+        atomic_write_text(directory / name, text)
+        files.append(name)
     manifest = {name: sha256_file(directory / name) for name in files}
     atomic_write_text(directory / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     rel = (lambda p: str(p.relative_to(relative_to))) if relative_to else str

@@ -29,6 +29,7 @@ class CompressionResult:
     masks: Any = None         # compression.masks.MaskSet (fixed masks)
     compact: dict[str, Any] = field(default_factory=dict)  # layer -> CompactLayer
     shapes: dict[str, list[int]] | None = None  # channel-pruned weight shapes
+    extra: dict[str, str] = field(default_factory=dict)  # more files to save (name -> text)
 
 
 class Compressor(Protocol):

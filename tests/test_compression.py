@@ -191,3 +191,50 @@ def test_artifacts_round_trip_and_tamper_detection(vgg, source, tmp_path):
     (tmp_path / "compressed" / "model.pt").write_bytes(bytes(data))
     with pytest.raises(ArtifactError):
         load_compression(tmp_path / "compressed", build)
+
+
+@pytest.mark.parametrize("compress, extra", [
+    ("block", []), ("filter", []), ("pas", []), ("auto", ["--mapping", "rule"]),
+    ("auto", ["--mapping", "search"]), ("nm", []),
+])
+def test_run_records_compression_and_reloads_artifacts(compress, extra, tmp_path, cache_dir, capsys):
+    from suite.cli import main
+    from suite.record import load_record
+
+    code = main(["run", "--model", "resnet20", "--compress", compress, *extra, "--profile", "smoke", "--quiet",
+                 "--output-dir", str(tmp_path / "runs")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    run_dir = tmp_path / "runs" / json.loads(out)["run_dir"].split("/")[-1]
+    rec = load_record(run_dir)
+    comp = rec["compression"]
+    for key in ("method", "target_sparsity", "achieved_sparsity", "params", "macs", "macs_ratio", "acc_dense",
+                "acc_pruned_before_finetune", "per_layer"):
+        assert key in comp, key
+    assert comp["macs_ratio"] < 1.0 and comp["params"] < comp["params_dense"]
+
+    def build():
+        return build_model("resnet20", num_classes=10, width=0.25, in_channels=3)
+
+    model, plan, _ = load_compression(run_dir / "compressed", build)
+    x, y = load_embedded("digits16", limit=96).test.tensors()
+    with torch.no_grad():
+        correct = int((model(x).argmax(1) == y).sum())
+    assert correct / len(y) == rec["metrics"]["clean_acc"]  # the saved model is the evaluated one
+    if compress in ("block", "nm", "auto"):
+        assert (run_dir / comp["plan"]).exists()
+
+
+def test_cli_bad_compression_settings_exit_2(tmp_path, cache_dir, capsys):
+    from suite.cli import main
+
+    for args, needle in [(["--compress", "block", "--sparsity", "1.0"], "sparsity"),
+                         (["--compress", "block", "--compress-args", "r=0"], "r"),
+                         (["--compress", "block", "--compress-args", "bogus=3"], "bogus"),
+                         (["--compress", "nm", "--sparsity", "0.75"], "n"),
+                         (["--compress", "auto", "--mapping", "magic"], "mapping"),
+                         (["--compress", "block", "--recovery", "magic"], "recovery")]:
+        code = main(["run", "--model", "resnet20", *args, "--profile", "smoke", "--quiet",
+                     "--output-dir", str(tmp_path / "runs")])
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err and err.startswith("error:"), (args, err)

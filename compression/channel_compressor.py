@@ -1,0 +1,158 @@
+"""Compressors that remove whole channels: ``filter`` (magnitude) and ``pas`` (learned widths).
+
+Both shrink the dense tensors physically (torch-pruning's dependency graph),
+then fine-tune the smaller dense model.  ``--sparsity`` means the fraction of
+the prunable layers' *weights* removed for ``filter`` and of their *MACs*
+removed for ``pas`` (its search targets MACs); both are recorded.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any
+
+from torch import nn
+
+from compression.base import CompressionResult
+from compression.channel import channel_plan_json, export_shapes, prune_channels
+from compression.compressor import PROFILE_EPOCHS
+from suite.config import TrainRecipe
+from suite.errors import ConfigError
+from suite.sources.base import ImageSource
+from suite.training import accuracy, train_model
+from suite.zoo.profile import count_macs, count_params
+
+
+def _check(sparsity: float) -> float:
+    if not 0.0 <= float(sparsity) < 1.0:
+        raise ConfigError(f"sparsity must be in [0, 1), got {sparsity}")
+    return float(sparsity)
+
+
+def _finetune(model: nn.Module, source: ImageSource, epochs: int, lr: float, batch_size: int, *, seed: int,
+              device: str, quiet: bool) -> list[float]:
+    if epochs <= 0:
+        return []
+    recipe = TrainRecipe(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=0)
+    return train_model(model, source.train, source.val, recipe, seed=seed, device=device, quiet=quiet,
+                       desc="fine-tune").val_acc
+
+
+def _per_layer(widths: dict[str, Any], scheme: str) -> list[dict[str, Any]]:
+    rows = []
+    for name, w in widths.items():
+        before, after = (w[0], w[1]) if isinstance(w, (list, tuple)) else (w.out_before, w.out_after)
+        rows.append({"name": name, "scheme": scheme if after < before else "dense", "block": None,
+                     "out_channels": [before, after], "sparsity": round(1.0 - after / max(1, before), 6)})
+    return rows
+
+
+class FilterPruning:
+    """Magnitude filter pruning with physical removal, then fine-tuning.
+
+    sparsity: fraction of the prunable layers' weights removed; importance: l2 | l1;
+    epochs / lr / batch_size: fine-tuning (epochs default from the profile).
+    """
+
+    name = "filter"
+
+    def __init__(self, sparsity: float = 0.5, *, importance: str = "l2", epochs: int | None = None,
+                 lr: float = 0.01, batch_size: int = 64, keep_first: bool = True,
+                 keep_classifier: bool = True) -> None:
+        self.sparsity = _check(sparsity)
+        if importance not in ("l1", "l2"):
+            raise ConfigError(f"importance must be l1 or l2, got {importance!r}")
+        if epochs is not None and epochs < 0:
+            raise ConfigError("epochs must be >= 0")
+        self.importance, self.epochs, self.lr, self.batch_size = importance, epochs, float(lr), int(batch_size)
+        self.keep_first, self.keep_classifier = bool(keep_first), bool(keep_classifier)
+
+    def compress(self, model: nn.Module, source: ImageSource, *, seed: int, device: str = "cpu",
+                 profile: str = "default", quiet: bool = True, **_: Any) -> CompressionResult:
+        start = time.perf_counter()
+        model = copy.deepcopy(model).cpu().eval()
+        acc_dense = accuracy(model, source.test)
+        params_dense, macs_dense = count_params(model), count_macs(model, source.shape)
+        report = prune_channels(model, source.shape, self.sparsity, importance=self.importance,
+                                keep_first=self.keep_first, keep_classifier=self.keep_classifier)
+        acc_before = accuracy(model, source.test)
+        epochs = PROFILE_EPOCHS.get(profile, 10) if self.epochs is None else self.epochs
+        val = _finetune(model.to(device), source, epochs, self.lr, self.batch_size, seed=seed, device=device,
+                        quiet=quiet)
+        model.cpu().eval()
+        macs = count_macs(model, source.shape)
+        info = {
+            "method": "filter", "scheme": "filter", "recovery": "finetune", "target_sparsity": self.sparsity,
+            "sparsity": self.sparsity, "achieved_sparsity": round(report.achieved_sparsity, 6),
+            "sparsity_unit": "weights", "params": count_params(model), "params_dense": params_dense,
+            "macs": macs, "macs_dense": macs_dense, "macs_ratio": round(macs / macs_dense, 6),
+            "acc_dense": acc_dense, "acc_pruned_before_finetune": acc_before,
+            "recovery_log": {"val_acc": val, "epochs": epochs}, "channel_ratio": report.channel_ratio,
+            "per_layer": _per_layer({r.name: r for r in report.layers}, "filter"),
+            "schemes_used": ["filter"], "seconds": round(time.perf_counter() - start, 3),
+        }
+        plan = channel_plan_json(report)
+        return CompressionResult(model, info, shapes=export_shapes(model),
+                                 extra={"channel_plan.json": json.dumps(plan, indent=1) + "\n"})
+
+
+class PaSPruning:
+    """Pruning-as-Search: learned per-layer widths under a MACs target, channel removal, fine-tuning.
+
+    sparsity: fraction of the prunable layers' MACs removed.  Search knobs:
+    search_epochs, alpha (MACs-loss weight), gate_lr, search_lr, batch_size.
+    The defaults suit the small embedded sources (a few hundred steps per search).
+    """
+
+    name = "pas"
+
+    def __init__(self, sparsity: float = 0.5, *, search_epochs: int | None = None, alpha: float = 20.0,
+                 gate_lr: float = 0.5, search_lr: float = 0.01, batch_size: int = 32, epochs: int | None = None,
+                 lr: float = 0.01, keep_first: bool = True, keep_classifier: bool = True) -> None:
+        self.sparsity = _check(sparsity)
+        if self.sparsity == 0.0:
+            raise ConfigError("pas needs --sparsity in (0, 1) (fraction of MACs to remove)")
+        for name, v in (("alpha", alpha), ("gate_lr", gate_lr), ("search_lr", search_lr), ("lr", lr)):
+            if not float(v) > 0:
+                raise ConfigError(f"{name} must be > 0, got {v}")
+        self.search_epochs, self.alpha, self.gate_lr, self.search_lr = search_epochs, float(alpha), float(gate_lr), float(search_lr)
+        self.batch_size, self.epochs, self.lr = int(batch_size), epochs, float(lr)
+        self.keep_first, self.keep_classifier = bool(keep_first), bool(keep_classifier)
+
+    def compress(self, model: nn.Module, source: ImageSource, *, seed: int, device: str = "cpu",
+                 profile: str = "default", quiet: bool = True, **_: Any) -> CompressionResult:
+        from compression.pas import pas_prune
+
+        start = time.perf_counter()
+        model = copy.deepcopy(model).cpu().eval()
+        acc_dense = accuracy(model, source.test)
+        params_dense, macs_dense = count_params(model), count_macs(model, source.shape)
+        search_epochs = self.search_epochs if self.search_epochs is not None else (1 if profile == "smoke" else 6)
+        report = pas_prune(model, source, source.shape, self.sparsity, epochs=search_epochs, alpha=self.alpha,
+                           lr=self.search_lr, gate_lr=self.gate_lr, batch_size=self.batch_size, seed=seed,
+                           device=device, quiet=quiet, keep_first=self.keep_first,
+                           keep_classifier=self.keep_classifier)
+        model.cpu().eval()
+        acc_before = accuracy(model, source.test)
+        epochs = PROFILE_EPOCHS.get(profile, 10) if self.epochs is None else self.epochs
+        val = _finetune(model.to(device), source, epochs, self.lr, self.batch_size, seed=seed, device=device,
+                        quiet=quiet)
+        model.cpu().eval()
+        macs = count_macs(model, source.shape)
+        summary = report.as_dict()
+        info = {
+            "method": "pas", "scheme": "pas", "recovery": "finetune", "target_sparsity": self.sparsity,
+            "sparsity": self.sparsity, "achieved_sparsity": round(report.achieved_sparsity, 6),
+            "sparsity_unit": "macs", "params": count_params(model), "params_dense": params_dense,
+            "macs": macs, "macs_dense": macs_dense, "macs_ratio": round(macs / macs_dense, 6),
+            "acc_dense": acc_dense, "acc_pruned_before_finetune": acc_before,
+            "recovery_log": {"val_acc": val, "epochs": epochs},
+            "search": {k: summary[k] for k in summary if k not in ("widths", "epoch_log")},
+            "per_layer": _per_layer(report.widths, "pas"),
+            "schemes_used": ["pas"], "seconds": round(time.perf_counter() - start, 3),
+        }
+        plan = {"widths": report.widths, "epoch_log": report.epoch_log, "history": report.history}
+        return CompressionResult(model, info, shapes=export_shapes(model),
+                                 extra={"channel_plan.json": json.dumps(plan, indent=1, default=str) + "\n"})
