@@ -1,0 +1,96 @@
+"""Worker process for :class:`~compression.backends.artifact.IsolatedPredictor`.
+
+Usage: ``python -m compression.backends.worker ARTIFACT_DIR``.  Loads the
+artifact with ``load_predictor(ARTIFACT_DIR, isolated=False)`` and serves
+predict requests over stdin/stdout frames (see the protocol in
+:mod:`compression.backends.artifact`) until ``close`` or end of input.
+Anything the runtime prints (Python or C level) goes to stderr, never into the
+protocol stream.  Exit codes: 0 on a normal close, 1 if the artifact does not load.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def _claim_stdio() -> tuple[int, int]:
+    """Private fds for the protocol; fd 0 becomes /dev/null and fd 1 a copy of stderr."""
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return proto_in, proto_out
+
+
+def _serve(predictor, proto_in: int, proto_out: int) -> int:
+    """Answer frames until ``close``/EOF; a failing request gets an error frame and the loop goes on."""
+    import numpy as np
+    import torch
+
+    from compression.backends.artifact import decode_array, encode_array, recv_frame, send_frame
+
+    shape = tuple(predictor.input_shape)
+    while True:
+        try:
+            header, payload = recv_frame(proto_in)
+        except EOFError:
+            return 0
+        op = header.get("op")
+        if op == "close":
+            return 0
+        try:
+            if op != "predict":
+                raise ValueError(f"unknown request {op!r}")
+            x = decode_array(payload)
+            if x.dtype != np.float32 or x.ndim != 4 or x.shape[1:] != shape:
+                raise ValueError(f"expected float32 input [N, {', '.join(map(str, shape))}], "
+                                 f"got {x.dtype} {list(x.shape)}")
+            with torch.no_grad():
+                logits = predictor.predict(torch.from_numpy(x))
+            out = logits.detach().to("cpu", torch.float32).contiguous().numpy()
+        except ValueError as err:
+            send_frame(proto_out, {"op": "error", "kind": "value", "message": _message(err)})
+            continue
+        except Exception as err:  # noqa: BLE001 - reported to the parent, the worker stays up
+            send_frame(proto_out, {"op": "error", "kind": "artifact",
+                                   "message": f"deployment failed in predict ({_message(err)})"})
+            continue
+        send_frame(proto_out, {"op": "result"}, encode_array(out))
+
+
+def _message(err: BaseException) -> str:
+    from compression.backends.artifact import _one_line
+    from suite.errors import SuiteError
+
+    text = _one_line(err)
+    return text if isinstance(err, SuiteError) else f"{err.__class__.__name__}: {text}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    proto_in, proto_out = _claim_stdio()
+    from compression.backends.artifact import load_predictor, send_frame
+
+    if len(args) != 1:
+        send_frame(proto_out, {"op": "error", "message": "usage: python -m compression.backends.worker DIR"})
+        return 2
+    try:
+        predictor = load_predictor(args[0], isolated=False)
+    except Exception as err:  # noqa: BLE001 - every startup failure goes back as one line
+        send_frame(proto_out, {"op": "error", "message": _message(err)})
+        return 1
+    send_frame(proto_out, {"op": "ready", "pid": os.getpid(), "input_shape": list(predictor.input_shape),
+                           "num_classes": int(predictor.num_classes)})
+    try:
+        return _serve(predictor, proto_in, proto_out)
+    except BrokenPipeError:  # the parent went away
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
