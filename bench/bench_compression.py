@@ -11,7 +11,7 @@ lands).  ``auto`` plans (rule and search) run at the same sparsities.
 Results are appended to a JSON file as they finish (the run resumes where it
 stopped) and printed as a Markdown table.
 
-    python bench/compression.py --models vgg16,resnet18 --width 0.5 --sparsities 0.5,0.75,0.9
+    python bench/bench_compression.py --models vgg16,resnet18 --width 0.5 --sparsities 0.5,0.75,0.9
 """
 
 from __future__ import annotations

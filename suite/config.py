@@ -82,6 +82,7 @@ class RunConfig:
     source: str = "digits16"
     compress: str = "none"
     backend: str = "torch"
+    target: str | None = None
     sparsity: float | None = None
     compress_args: dict[str, Any] = field(default_factory=dict)
     width: float | None = None

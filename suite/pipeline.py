@@ -139,9 +139,37 @@ def compress_model(cfg: RunConfig, trained: TrainedModel, source: ImageSource, c
                                quiet=cfg.quiet, **kwargs)
 
 
+def build_backend(cfg: RunConfig):
+    if cfg.backend == "tvm":
+        return reg.backends.build("tvm", target=cfg.target, threads=cfg.threads, cache_dir=cfg.cache_dir)
+    if cfg.target is not None:
+        raise ConfigError(f"--target applies to --backend tvm, not {cfg.backend}")
+    if cfg.backend == "onnx":
+        return reg.backends.build("onnx", threads=cfg.threads)
+    return reg.backends.build(cfg.backend)
+
+
 def deploy_model(cfg: RunConfig, model: torch.nn.Module, source: ImageSource, workdir: Path) -> Deployment:
-    backend = reg.backends.build(cfg.backend)
-    return backend.deploy(model, source.shape, source.num_classes, workdir=str(workdir), device=cfg.device)
+    backend = build_backend(cfg)
+    kwargs: dict[str, Any] = {}
+    if cfg.backend == "tvm":
+        from compression.layers import list_layers
+
+        kwargs["layer_names"] = [l.name for l in list_layers(model, source.shape)
+                                 if l.kind == "conv" and not l.depthwise]
+    return backend.deploy(model, source.shape, source.num_classes, workdir=str(workdir), device=cfg.device,
+                          **kwargs)
+
+
+def check_deployment(deployment: Deployment, model: torch.nn.Module, source: ImageSource) -> dict[str, Any]:
+    """Compare a black-box deployment with the eager model on the whole test split."""
+    x, _ = source.test.tensors()
+    with torch.no_grad():
+        eager = torch.cat([model.eval().cpu()(x[i:i + 256]) for i in range(0, len(x), 256)])
+        deployed = deployment.predictor.predict(x).float()
+    agree = float((eager.argmax(1) == deployed.argmax(1)).float().mean())
+    return {"agreement_top1": agree, "max_abs_logit_diff": float((eager - deployed).abs().max()),
+            "checked_images": int(len(x))}
 
 
 def evaluate_clean(deployment: Deployment, source: ImageSource) -> dict[str, float]:
@@ -184,6 +212,10 @@ def run(cfg: RunConfig, *, on_stage: Callable[[str], None] | None = None) -> tup
                 compressed.info.update(save_compressed(compressed, pending.path / "compressed"))
         with timer.stage("deploy"):
             deployment = deploy_model(cfg, compressed.model, source, pending.path / "artifacts")
+            if not deployment.predictor.differentiable and deployment.info.get("runnable", True):
+                deployment.info.update(check_deployment(deployment, compressed.model, source))
+            if deployment.info.get("artifact"):
+                deployment.info["artifact"] = str(Path("artifacts"))
         with timer.stage("evaluate"):
             metrics = evaluate_clean(deployment, source)
         timer.seconds["total"] = round(time.perf_counter() - started, 4)

@@ -87,5 +87,9 @@ compressors.register("auto", "compression.factories:auto", default_sparsity=0.75
 # ---------------------------------------------------------------- backends
 backends.register("torch", "compression.backends.torch_eager:TorchBackend", aliases=("eager",),
                   description="PyTorch eager execution (gradients available)")
+backends.register("tvm", "compression.tvm_backend.backend:TVMBackend", aliases=("apache-tvm",),
+                  description="Apache TVM Relax + our compact sparse conv kernels; isolated black-box predictor")
+backends.register("onnx", "compression.backends.onnx_backend:OnnxBackend", aliases=("onnxruntime", "ort"),
+                  description="ONNX export + ONNX Runtime (CPU); isolated black-box predictor")
 
 DEFAULT_SOURCE = "digits16"

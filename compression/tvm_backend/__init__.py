@@ -1,0 +1,1 @@
+"""Apache TVM deployment of compressed models (Relax + our own compact TIR kernels)."""
