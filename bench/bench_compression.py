@@ -37,8 +37,8 @@ SCHEMES = ["unstructured", "block", "block-punched", "pattern", "nm", "filter", 
 def plan_latency_ratio(model: torch.nn.Module, info: dict, shape) -> float | None:
     """Sum of per-layer proxy latencies of the chosen schemes / dense, from the record's per_layer."""
     per_layer = info.get("per_layer")
-    if not per_layer:
-        return None
+    if not per_layer or info.get("method") in ("filter", "pas"):
+        return None  # channel pruning shrinks dense layers; see the TVM deploy benchmark
     layers = {l.name: l for l in list_layers(model, shape)}
     cache = lat.LatencyCache(None)
     dense = sparse = 0.0
