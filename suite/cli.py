@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto --mapping search: latency as a fraction of dense")
     p_run.add_argument("--recovery", default=None, help="oneshot | gradual | admm (default oneshot)")
     p_run.add_argument("--backend", default="torch", help="deployment backend (see `suite ls backends`)")
+    p_run.add_argument("--backend-args", default="", help="backend settings, e.g. batch_sizes=1,tune=false")
     p_run.add_argument("--target", default=None,
                        help="tvm only: 'host' (default), 'android-arm64', or a TVM JSON target")
     p_run.add_argument("--output-dir", default="runs", help="where run directories are created")
@@ -103,6 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             compress_args[key] = value
     cfg = _config_from_args(args, compress=args.compress, sparsity=args.sparsity,
                             compress_args=compress_args, backend=args.backend, target=args.target,
+                            backend_args=parse_kv(args.backend_args),
                             output_dir=args.output_dir)
     path, record = run(cfg)
     summary = {"run_dir": str(path), "model": record["model"]["id"], **record["metrics"],

@@ -83,6 +83,7 @@ class RunConfig:
     compress: str = "none"
     backend: str = "torch"
     target: str | None = None
+    backend_args: dict[str, Any] = field(default_factory=dict)
     sparsity: float | None = None
     compress_args: dict[str, Any] = field(default_factory=dict)
     width: float | None = None

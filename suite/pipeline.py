@@ -140,13 +140,20 @@ def compress_model(cfg: RunConfig, trained: TrainedModel, source: ImageSource, c
 
 
 def build_backend(cfg: RunConfig):
+    """Build the configured backend; ``--backend-args`` become its settings."""
+    settings = dict(cfg.backend_args)
+    if isinstance(settings.get("batch_sizes"), (int, str)):
+        settings["batch_sizes"] = [int(v) for v in str(settings["batch_sizes"]).split(":")]
     if cfg.backend == "tvm":
-        return reg.backends.build("tvm", target=cfg.target, threads=cfg.threads, cache_dir=cfg.cache_dir)
-    if cfg.target is not None:
+        settings = {"target": cfg.target, "threads": cfg.threads, "cache_dir": cfg.cache_dir, **settings}
+    elif cfg.target is not None:
         raise ConfigError(f"--target applies to --backend tvm, not {cfg.backend}")
-    if cfg.backend == "onnx":
-        return reg.backends.build("onnx", threads=cfg.threads)
-    return reg.backends.build(cfg.backend)
+    elif cfg.backend == "onnx":
+        settings = {"threads": cfg.threads, **settings}
+    try:
+        return reg.backends.build(cfg.backend, **settings)
+    except TypeError as err:
+        raise ConfigError(f"bad --backend-args for {cfg.backend}: {err}") from None
 
 
 def deploy_model(cfg: RunConfig, model: torch.nn.Module, source: ImageSource, workdir: Path) -> Deployment:
@@ -197,6 +204,7 @@ def run(cfg: RunConfig, *, on_stage: Callable[[str], None] | None = None) -> tup
     cfg = cfg.resolved()
     setup_runtime(cfg)
     compressor = build_compressor(cfg)  # settings errors surface before any training
+    build_backend(cfg)
     timer = Timer()
     run_id = new_run_id(cfg.model, cfg.compress, cfg.source, cfg.seed)
     with PendingRunDir(cfg.output_dir, run_id) as pending:

@@ -49,7 +49,7 @@ class TVMBackend:
 
     def __init__(self, target: str | dict | None = None, batch_sizes: tuple[int, ...] | list[int] = (1, 32),
                  threads: int | None = None, measure_dense: bool = True, timeout: float = 120.0,
-                 cache_dir: str | None = None, r: int = 8) -> None:
+                 cache_dir: str | None = None, r: int = 8, tune: bool = True) -> None:
         self.threads = int(threads or 2)
         self.target = parse_target(target, self.threads)
         self.batch_sizes = tuple(sorted({int(b) for b in batch_sizes}))
@@ -59,6 +59,7 @@ class TVMBackend:
         self.timeout = float(timeout)
         self.cache_dir = cache_dir
         self.r = int(r)
+        self.tune = bool(tune)  # False: no measurements (default tile, density rule) -- for tests
 
     def deploy(self, model: torch.nn.Module, input_shape: tuple[int, int, int], num_classes: int, *,
                workdir: str, device: str = "cpu", layer_names: list[str] | None = None) -> Deployment:
@@ -79,7 +80,7 @@ class TVMBackend:
         executables = {}
         for batch in (self.batch_sizes if host else (1,)):
             result = compile_model(model, input_shape, self.target, batch=batch, db=db, names=layer_names,
-                                   r=self.r, measure=host)
+                                   r=self.r, measure=host and self.tune)
             compile_seconds += result.compile_seconds
             tuning_seconds += result.tuning_seconds
             name = f"model_b{batch}.so" if host else f"model_b{batch}.tar"
@@ -115,7 +116,7 @@ class TVMBackend:
         info.update(self._latency(executables, input_shape))
         if self.measure_dense:
             dense = compile_model(model, input_shape, self.target, batch=1, db=db, allow_sparse=False,
-                                  names=layer_names, r=self.r)
+                                  names=layer_names, r=self.r, measure=self.tune)
             dense_ms = _vm_times(dense.executable, 1, input_shape)
             info["dense_latency_ms"] = round(statistics.median(dense_ms), 4)
             info["speedup_vs_dense"] = round(info["dense_latency_ms"] / info["latency_ms"]["p50"], 3)

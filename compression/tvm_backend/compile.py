@@ -243,7 +243,7 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
 
 def compile_model(model: torch.nn.Module, input_shape: tuple[int, int, int], target: dict, *, batch: int = 1,
                   db: TuningDB | None = None, allow_sparse: bool = True, names: list[str] | None = None,
-                  r: int = 8, measure: bool = True) -> CompileResult:
+                  r: int = 8, measure: bool = True, min_gain: float = 1.0) -> CompileResult:
     """Export, rewrite, tune and compile; returns the Relax executable and per-layer choices."""
     import tvm
 
@@ -252,7 +252,7 @@ def compile_model(model: torch.nn.Module, input_shape: tuple[int, int, int], tar
     mod = export_relax(model, input_shape, batch)
     t_tune = time.perf_counter()
     mod, choices = rewrite_convs(mod, batch, target, db, r=r, names=names, allow_sparse=allow_sparse,
-                                 measure=measure)
+                                 measure=measure, min_gain=min_gain)
     tuning_seconds = time.perf_counter() - t_tune
     db.save()
     with tvm.transform.PassContext(opt_level=3, config=PASS_CONFIG):

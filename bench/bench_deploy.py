@@ -1,0 +1,462 @@
+"""Benchmark: deployed latency of compressed models, TVM vs torch eager vs ONNX Runtime, side by side.
+
+Exact command (full run; ``--quick`` = vgg16, block, sparsity 0.8, batch 1 only):
+
+    python bench/bench_deploy.py --models vgg16,resnet18 --sparsities 0.5,0.7,0.8,0.9 \\
+        --schemes block,auto --batches 1,32 --resolution 32 --repeats 30 --out bench/results/deploy.json
+
+Everything runs in ONE process on the CPU with 2 threads (``TVM_NUM_THREADS=2``,
+``torch.set_num_threads(2)``, ORT ``intra_op_num_threads=2``).  Models are
+``suite.zoo`` builds (10 classes, 3 input channels, width 1.0) with random
+weights and slightly randomised BatchNorm statistics (so BN folding is not a
+no-op); latency needs no training.  Compressed models are the same weights with
+masks applied in place: ``block`` = ``make_scheme("block", r=8, c=16)`` on
+every prunable layer (first conv and classifier stay dense); ``auto`` =
+``AutoCompressor(s, mapping="search")`` plan (made on ``digits-photo32``),
+each planned layer masked with its own scheme and settings.
+
+Timing: after compile and warm-up, the five variants of a row are timed in
+``--rounds`` interleaved blocks (runner order shuffled every round, so they
+see the same machine load; before each block 50 ms idle + one untimed call so
+the previous runtime's spinning worker threads do not steal the 2 cores).
+Each sample is the mean of ``--number`` consecutive calls (default 5 at batch
+1, else 1) timed with ``perf_counter`` around the Python call; a column is the
+median of ``>= --repeats`` samples.  TVM is also timed with
+``vm.time_evaluator`` (JSON ``*_te_ms``) as a cross-check; JSON rows also hold
+p90s, per-layer kernel choices, achieved sparsity and the load average.
+
+Columns:
+  model, batch, scheme, sparsity   what was run (sparsity = target fraction of prunable weights removed)
+  torch_dense_ms     torch eager, dense model (ms per call of ``batch`` images)
+  ort_dense_ms       ONNX Runtime (CPUExecutionProvider, opset 17), dense model
+  tvm_dense_ms       TVM Relax, dense model, every conv on the dense version of our kernel
+                     template (``compile_model(..., allow_sparse=False)``, same tuning effort)
+  tvm_sparse_ms      TVM Relax, compressed model (row-block gather kernel where it wins)
+  torch_sparse_ms    torch eager, compressed model (masked weights, dense compute)
+  speedup_vs_tvm_dense   tvm_dense_ms / tvm_sparse_ms
+  speedup_vs_torch_dense torch_dense_ms / tvm_sparse_ms
+  speedup_vs_ort         ort_dense_ms / tvm_sparse_ms
+  ideal              1 / (1 - sparsity), the MAC-count bound
+  sparse_layers      convs that got the compact kernel / convs lowered to our kernel
+  max_abs_diff       max |logit difference| TVM compressed vs torch eager compressed on a random batch
+
+Rows are saved to ``--out`` (JSON, written atomically after every row); a rerun
+skips rows already there for the same (model, batch, scheme, sparsity,
+resolution) unless ``--fresh`` (which re-measures them, keeping other rows).  Also printed: whether the issue's targets
+are met (vgg16 block 0.8: batch 1 >= 2.0x TVM dense and >= 1.5x torch dense,
+batch 32 faster than both; TVM compressed never slower than TVM dense).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["TVM_NUM_THREADS"] = "2"  # must precede ``import tvm``
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+THREADS = 2
+COLUMNS = ["model", "batch", "scheme", "sparsity", "torch_dense_ms", "ort_dense_ms", "tvm_dense_ms",
+           "tvm_sparse_ms", "torch_sparse_ms", "speedup_vs_tvm_dense", "speedup_vs_torch_dense",
+           "speedup_vs_ort", "ideal", "sparse_layers", "max_abs_diff"]
+
+
+def _csv(text: str, cast=str) -> list:
+    return [cast(t.strip()) for t in text.split(",") if t.strip()]
+
+
+def _load() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+# --------------------------------------------------------------------------- models
+
+
+def build(arch: str, seed: int = 0) -> torch.nn.Module:
+    from suite.zoo import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(arch, num_classes=10, width=1.0, in_channels=3)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
+                m.running_var.copy_(1.0 + 0.5 * torch.rand(n, generator=gen))
+                if m.weight is not None:
+                    m.weight.copy_(0.75 + 0.5 * torch.rand(n, generator=gen))
+                    m.bias.copy_(0.1 * torch.randn(n, generator=gen))
+    return model.eval()
+
+
+def block_masks(model: torch.nn.Module, shape, sparsity: float) -> dict[str, torch.Tensor]:
+    from compression.layers import get_weight, prunable_layers
+    from compression.schemes import make_scheme
+
+    scheme = make_scheme("block", r=8, c=16)
+    out = {}
+    for layer in prunable_layers(model, shape):
+        weight = get_weight(model, layer.name).detach()
+        try:
+            out[layer.name] = scheme.mask(weight, sparsity)
+        except Exception as err:  # noqa: BLE001 - scheme not applicable to this layer: keep dense
+            print(f"  [block] {layer.name} kept dense: {str(err).splitlines()[0]}", file=sys.stderr)
+    return out
+
+
+_SOURCE = None
+
+
+def auto_masks(model: torch.nn.Module, sparsity: float) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from compression import latency as lat
+    from compression.layers import get_weight
+    from compression.mapping import AutoCompressor
+    from compression.schemes import make_scheme
+    from suite.config import default_cache_dir
+    from suite.sources.embedded import load_embedded
+
+    global _SOURCE
+    if _SOURCE is None:
+        _SOURCE = load_embedded("digits-photo32")
+    cache = os.path.join(default_cache_dir(), "latency", f"{lat.BACKEND}.json")
+    start = time.perf_counter()
+    plan = AutoCompressor(sparsity, mapping="search", latency_cache=cache).plan_for(
+        model, _SOURCE, seed=0, device="cpu")
+    out, used = {}, {}
+    for lp in plan.layers:
+        if lp.dense:
+            continue
+        weight = get_weight(model, lp.name).detach()
+        out[lp.name] = make_scheme(lp.scheme, **lp.settings).mask(weight, lp.sparsity)
+        used[lp.name] = {"scheme": lp.scheme, "sparsity": lp.sparsity, "settings": lp.settings}
+    return out, {"plan_layers": used, "plan_seconds": round(time.perf_counter() - start, 2)}
+
+
+def apply_masks(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> torch.nn.Module:
+    from compression.layers import get_weight
+
+    sparse = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, mask in masks.items():
+            get_weight(sparse, name).mul_(mask.to(torch.float32))
+    return sparse.eval()
+
+
+def achieved_sparsity(model: torch.nn.Module, masks: dict[str, torch.Tensor], shape) -> float:
+    from compression.layers import prunable_layers
+
+    total = kept = 0
+    for layer in prunable_layers(model, shape):
+        total += layer.numel
+        kept += int(masks[layer.name].sum()) if layer.name in masks else layer.numel
+    return 1.0 - kept / total if total else 0.0
+
+
+def conv_names(model: torch.nn.Module, shape) -> list[str]:
+    from compression.layers import list_layers
+
+    return [l.name for l in list_layers(model, shape) if l.kind == "conv" and l.groups == 1]
+
+
+# --------------------------------------------------------------------------- runners
+
+
+def torch_runner(model: torch.nn.Module, x: np.ndarray) -> Callable[[], Any]:
+    xt = torch.from_numpy(x)
+
+    def run():
+        with torch.inference_mode():
+            return model(xt)
+    return run
+
+
+def ort_runner(model: torch.nn.Module, x: np.ndarray, workdir: str) -> Callable[[], Any]:
+    import onnxruntime as ort
+
+    path = os.path.join(workdir, f"model_{id(model)}.onnx")
+    with torch.no_grad():
+        torch.onnx.export(model, (torch.from_numpy(x),), path, dynamo=False, input_names=["x"],
+                          output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+                          opset_version=17)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = THREADS
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    feed = {"x": x}
+    return lambda: sess.run(None, feed)
+
+
+class TVMRun:
+    def __init__(self, exe, x: np.ndarray) -> None:
+        import tvm
+        from tvm import relax
+
+        self.vm = relax.VirtualMachine(exe, tvm.cpu())
+        self.fn = self.vm["main"]
+        self.x = tvm.runtime.tensor(x)
+
+    def __call__(self):
+        return self.fn(self.x)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        import tvm
+
+        out = self.fn(tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32)))
+        if not hasattr(out, "numpy"):
+            out = out[0]
+        return out.numpy()
+
+    def time_evaluator_ms(self, repeats: int, number: int) -> float:
+        import tvm
+
+        ev = self.vm.time_evaluator("main", tvm.cpu(), number=number, repeat=repeats, min_repeat_ms=0)
+        return statistics.median(ev(self.x).results) * 1e3
+
+
+def time_interleaved(runners: dict[str, Callable[[], Any]], repeats: int, number: int, rounds: int = 3,
+                     warmup: int = 3, seed: int = 0) -> dict[str, list[float]]:
+    """Per-sample ms per call of each runner, ``>= repeats`` samples each.
+
+    The samples are taken in ``rounds`` blocks per runner, the runner order
+    shuffled every round, so slow drifts of the machine load hit all runners
+    alike.  Inside a block one runner runs alone: before each block the
+    process idles 50 ms and makes one untimed call, so the spinning worker
+    threads of the previous runtime (OpenMP, ORT, TVM pools) have gone to
+    sleep and do not steal the 2 cores from the runner being timed.
+    """
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn()
+    rounds = max(1, min(rounds, repeats))
+    per_block = -(-repeats // rounds)
+    samples: dict[str, list[float]] = {k: [] for k in runners}
+    rng = np.random.default_rng(seed)
+    names = list(runners)
+    for _ in range(rounds):
+        for i in rng.permutation(len(names)):
+            fn = runners[names[i]]
+            time.sleep(0.05)
+            fn()
+            for _ in range(per_block):
+                start = time.perf_counter()
+                for _ in range(number):
+                    fn()
+                samples[names[i]].append((time.perf_counter() - start) / number * 1e3)
+    return samples
+
+
+# --------------------------------------------------------------------------- results
+
+
+def row_key(row: dict) -> tuple:
+    return (row["model"], int(row["batch"]), row["scheme"], float(row["sparsity"]), int(row["resolution"]))
+
+
+def load_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    try:
+        return list(json.loads(path.read_text()).get("rows", []))
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def save_rows(path: Path, rows: list[dict], meta: dict) -> None:
+    from suite.cache import atomic_write_text
+
+    atomic_write_text(path, json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1e-2 and v != 0 else f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
+    return v
+
+
+def print_table(rows: list[dict]) -> None:
+    from tabulate import tabulate
+
+    rows = sorted(rows, key=lambda r: (r["model"], r["batch"], r["scheme"], r["sparsity"]))
+    print(tabulate([[_fmt(r.get(c)) for c in COLUMNS] for r in rows], headers=COLUMNS, tablefmt="github",
+                   disable_numparse=True))
+
+
+def print_targets(rows: list[dict], tolerance: float) -> None:
+    by = {(r["model"], r["batch"], r["scheme"], round(r["sparsity"], 6)): r for r in rows}
+    print("\nTargets (from the issue):")
+    b1, b32 = by.get(("vgg16", 1, "block", 0.8)), by.get(("vgg16", 32, "block", 0.8))
+    if b1 is None:
+        print("  1a. vgg16 block 0.8 batch 1: >= 2.0x TVM dense and >= 1.5x torch dense: NOT RUN")
+    else:
+        ok = b1["speedup_vs_tvm_dense"] >= 2.0 and b1["speedup_vs_torch_dense"] >= 1.5
+        print(f"  1a. vgg16 block 0.8 batch 1: {b1['speedup_vs_tvm_dense']:.2f}x TVM dense (>= 2.0), "
+              f"{b1['speedup_vs_torch_dense']:.2f}x torch dense (>= 1.5): {'MET' if ok else 'NOT MET'}")
+    if b32 is None:
+        print("  1b. vgg16 block 0.8 batch 32: faster than TVM dense and torch dense: NOT RUN")
+    else:
+        ok = b32["speedup_vs_tvm_dense"] > 1.0 and b32["speedup_vs_torch_dense"] > 1.0
+        print(f"  1b. vgg16 block 0.8 batch 32: {b32['speedup_vs_tvm_dense']:.2f}x TVM dense, "
+              f"{b32['speedup_vs_torch_dense']:.2f}x torch dense (both > 1): {'MET' if ok else 'NOT MET'}")
+    if not rows:
+        print("  2.  TVM compressed never slower than TVM dense: NOT RUN")
+        return
+    worst = min(rows, key=lambda r: r["speedup_vs_tvm_dense"])
+    slower = [r for r in rows if r["speedup_vs_tvm_dense"] < 1.0]
+    within = [r for r in slower if r["speedup_vs_tvm_dense"] < 1.0 - tolerance]
+    desc = ", ".join(f"{r['model']}/b{r['batch']}/{r['scheme']}/{r['sparsity']}: {r['speedup_vs_tvm_dense']:.3f}x"
+                     for r in slower)
+    print(f"  2.  TVM compressed never slower than TVM dense ({len(rows)} rows, worst "
+          f"{worst['speedup_vs_tvm_dense']:.3f}x at {worst['model']}/b{worst['batch']}/{worst['scheme']}/"
+          f"{worst['sparsity']}): {'MET' if not slower else 'NOT MET (' + desc + ')'}"
+          + ("" if not slower else f"; within {tolerance:.0%} timing noise: {'yes' if not within else 'no'}"))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="vgg16,resnet18")
+    p.add_argument("--sparsities", default="0.5,0.7,0.8,0.9")
+    p.add_argument("--schemes", default="block,auto", help="block and/or auto")
+    p.add_argument("--batches", default="1,32")
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=30, help="timing samples per variant (median reported)")
+    p.add_argument("--number", type=int, default=None, help="calls per sample (default 5 at batch 1, else 1)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved blocks the samples are split into")
+    p.add_argument("--out", default="bench/results/deploy.json")
+    p.add_argument("--quick", action="store_true", help="vgg16, sparsity 0.8, block, batch 1")
+    p.add_argument("--fresh", action="store_true", help="re-measure rows already in --out (other rows are kept)")
+    p.add_argument("--tolerance", type=float, default=0.03, help="timing noise allowed in the no-slowdown check")
+    args = p.parse_args()
+    if args.quick:
+        args.models, args.sparsities, args.schemes, args.batches = "vgg16", "0.8", "block", "1"
+    models, sparsities = _csv(args.models), _csv(args.sparsities, float)
+    schemes, batches = _csv(args.schemes), _csv(args.batches, int)
+    for s in schemes:
+        if s not in ("block", "auto"):
+            p.error(f"unknown scheme {s!r} (block, auto)")
+
+    torch.set_num_threads(THREADS)
+    import tvm
+
+    from compression.tvm_backend.backend import tuning_db_path
+    from compression.tvm_backend.compile import compile_model
+    from compression.tvm_backend.target import host_target_dict
+    from compression.tvm_backend.tuning import TuningDB
+
+    shape = (3, args.resolution, args.resolution)
+    target = host_target_dict(THREADS)
+    db = TuningDB(tuning_db_path(None))
+    out = Path(args.out)
+    rows = load_rows(out)
+    done = set() if args.fresh else {row_key(r) for r in rows}
+    wanted = {(m, b, s, float(sp), args.resolution) for m in models for b in batches for s in schemes
+              for sp in sparsities}
+    meta = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]), "threads": THREADS,
+            "tvm": tvm.__version__, "torch": torch.__version__, "target": target, "tuning_db": db.path}
+    print(f"# {meta['command']}\n# load at start: {_load()}  target: {target}", flush=True)
+    workdir = tempfile.mkdtemp(prefix="bench_deploy_")
+    t_all = time.perf_counter()
+
+    for arch in models:
+        todo = [k for k in sorted(wanted) if k[0] == arch and k not in done]
+        if not todo:
+            continue
+        model = build(arch)
+        names = conv_names(model, shape)
+        mask_cache: dict[tuple, tuple] = {}
+        for batch in batches:
+            todo_b = [k for k in todo if k[1] == batch]
+            if not todo_b:
+                continue
+            number = args.number or (5 if batch == 1 else 1)
+            x = np.random.default_rng(batch).standard_normal((batch, *shape)).astype(np.float32)
+            t0 = time.perf_counter()
+            torch_dense = torch_runner(model, x)
+            ort_dense = ort_runner(model, x, workdir)
+            dense_res = compile_model(model, shape, target, batch=batch, db=db, allow_sparse=False, names=names)
+            tvm_dense = TVMRun(dense_res.executable, x)
+            print(f"[{arch} b{batch}] dense baselines ready in {time.perf_counter() - t0:.1f}s "
+                  f"(TVM dense tuning {dense_res.tuning_seconds:.1f}s)", flush=True)
+            with torch.inference_mode():
+                ref = model(torch.from_numpy(x)).numpy()
+            dense_diff = float(np.abs(tvm_dense.logits(x) - ref).max())
+            for _, _, scheme, sparsity, _ in sorted(todo_b, key=lambda k: (k[2], k[3])):
+                t1 = time.perf_counter()
+                if (scheme, sparsity) not in mask_cache:
+                    extra: dict[str, Any] = {}
+                    if scheme == "block":
+                        masks = block_masks(model, shape, sparsity)
+                    else:
+                        masks, extra = auto_masks(model, sparsity)
+                    mask_cache[(scheme, sparsity)] = (masks, extra)
+                masks, extra = mask_cache[(scheme, sparsity)]
+                sparse_model = apply_masks(model, masks)
+                res = compile_model(sparse_model, shape, target, batch=batch, db=db, allow_sparse=True, names=names)
+                tvm_sparse = TVMRun(res.executable, x)
+                torch_sparse = torch_runner(sparse_model, x)
+                with torch.inference_mode():
+                    eager = sparse_model(torch.from_numpy(x)).numpy()
+                diff = float(np.abs(tvm_sparse.logits(x) - eager).max())
+                load_before = _load()
+                samples = time_interleaved({"torch_dense": torch_dense, "ort_dense": ort_dense,
+                                            "tvm_dense": tvm_dense, "tvm_sparse": tvm_sparse,
+                                            "torch_sparse": torch_sparse}, args.repeats, number, args.rounds)
+                ms = {k: statistics.median(v) for k, v in samples.items()}
+                te_reps = max(5, args.repeats // 3)
+                te = {"tvm_dense_te_ms": tvm_dense.time_evaluator_ms(te_reps, number),
+                      "tvm_sparse_te_ms": tvm_sparse.time_evaluator_ms(te_reps, number)}
+                n_sparse = sum(1 for l in res.layers if l.kernel == "sparse")
+                row = {
+                    "model": arch, "batch": batch, "scheme": scheme, "sparsity": sparsity,
+                    "torch_dense_ms": ms["torch_dense"], "ort_dense_ms": ms["ort_dense"],
+                    "tvm_dense_ms": ms["tvm_dense"], "tvm_sparse_ms": ms["tvm_sparse"],
+                    "torch_sparse_ms": ms["torch_sparse"],
+                    "speedup_vs_tvm_dense": ms["tvm_dense"] / ms["tvm_sparse"],
+                    "speedup_vs_torch_dense": ms["torch_dense"] / ms["tvm_sparse"],
+                    "speedup_vs_ort": ms["ort_dense"] / ms["tvm_sparse"],
+                    "ideal": 1.0 / (1.0 - sparsity),
+                    "sparse_layers": f"{n_sparse}/{len(res.layers)}",
+                    "max_abs_diff": diff,
+                    # extras (JSON only)
+                    "resolution": args.resolution, "threads": THREADS, "repeats": args.repeats, "number": number,
+                    **te, "p90_ms": {k: float(np.percentile(v, 90)) for k, v in samples.items()},
+                    "logit_scale": float(np.abs(eager).max()), "tvm_dense_max_abs_diff": dense_diff,
+                    "achieved_sparsity": round(achieved_sparsity(model, masks, shape), 4),
+                    "compile_seconds": round(res.compile_seconds, 2), "tuning_seconds": round(res.tuning_seconds, 2),
+                    "layers": [{"name": l.name, "kernel": l.kernel, "kept": l.kept_columns, "total": l.total_columns,
+                                "tile": l.tile, "sparse_ms": l.sparse_ms, "dense_ms": l.dense_ms, "reason": l.reason}
+                               for l in res.layers],
+                    "load_before": load_before, "load_after": _load(), **extra,
+                }
+                rows = [r for r in rows if row_key(r) != row_key(row)] + [row]
+                save_rows(out, rows, meta)
+                print(f"[{arch} b{batch} {scheme} {sparsity}] tvm {ms['tvm_sparse']:.3f} ms vs dense "
+                      f"{ms['tvm_dense']:.3f} ms ({row['speedup_vs_tvm_dense']:.2f}x), torch {ms['torch_dense']:.3f}, "
+                      f"ort {ms['ort_dense']:.3f}; sparse layers {row['sparse_layers']}; diff {diff:.2e}; "
+                      f"load {row['load_after']}; {time.perf_counter() - t1:.1f}s", flush=True)
+                del tvm_sparse, res, sparse_model
+            del tvm_dense, dense_res, ort_dense
+    db.save()
+
+    shown = [r for r in rows if row_key(r) in wanted]
+    print(f"\n# load at end: {_load()}  total {time.perf_counter() - t_all:.1f}s  results: {out}\n")
+    print_table(shown)
+    print_targets(shown, args.tolerance)
+
+
+if __name__ == "__main__":
+    main()
