@@ -49,6 +49,13 @@ class TVMPredictor:
             out = out[0]
         return out.numpy()
 
+    def _run_padded(self, batch: int, chunk: np.ndarray) -> np.ndarray:
+        """Run ``chunk`` (at most ``batch`` images) on the batch-``batch`` library, zero-padded."""
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), np.float32)])
+        return self._run(batch, chunk)[:n]
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         data = x.detach().cpu().numpy().astype(np.float32)
         if data.ndim != 4 or tuple(data.shape[1:]) != self.input_shape:
@@ -57,20 +64,9 @@ class TVMPredictor:
         outs, i = [], 0
         while i < len(data):
             rest = len(data) - i
-            if rest >= big or (rest > big // 4 and big > small):
-                chunk = data[i:i + big]
-                n = len(chunk)
-                if n < big:
-                    chunk = np.concatenate([chunk, np.zeros((big - n, *chunk.shape[1:]), np.float32)])
-                outs.append(self._run(big, chunk)[:n])
-                i += n
-            else:
-                chunk = data[i:i + small]
-                n = len(chunk)
-                if n < small:
-                    chunk = np.concatenate([chunk, np.zeros((small - n, *chunk.shape[1:]), np.float32)])
-                outs.append(self._run(small, chunk)[:n])
-                i += n
+            size = big if rest >= big or (rest > big // 4 and big > small) else small
+            outs.append(self._run_padded(size, data[i:i + size]))
+            i += size
         if not outs:
             return torch.zeros(0, self.num_classes)
         return torch.from_numpy(np.concatenate(outs))
