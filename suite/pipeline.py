@@ -8,6 +8,7 @@ not as special cases here.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -187,11 +188,138 @@ def evaluate_clean(deployment: Deployment, source: ImageSource) -> dict[str, flo
     return {"clean_acc": correct / max(1, len(y)), "test_images": float(len(y))}
 
 
-def save_compressed(result, directory: Path) -> dict[str, Any]:
-    """Write the compressed model (state_dict), masks, plan and compact layers; return record paths."""
-    from compression.artifacts import save_compression
+def _digest(payload: dict[str, Any]) -> str:
+    import hashlib
+    import json
 
-    return save_compression(result, directory, relative_to=directory.parent)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def state_sha256(model: torch.nn.Module) -> str:
+    """sha256 over a model's state_dict (names, shapes, dtypes and bytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Move a finished cache entry into place (another process may have won the race)."""
+    import shutil
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    os.rename(tmp, final)
+
+
+def get_compressed(cfg: RunConfig, trained: TrainedModel, source: ImageSource, compressor, workdir: Path):
+    """Compress (or load the cached compressed model) and place its files in ``workdir``.
+
+    Cache key: the dense model's sha256, the compressor and its settings, the
+    seed and the profile.  A corrupt entry is reported and rebuilt.
+    """
+    import json
+    import shutil
+    import tempfile
+
+    from compression.artifacts import load_compression, save_compression
+    from compression.base import CompressionResult
+    from suite.errors import ArtifactError
+
+    if cfg.compress == "none":
+        return compress_model(cfg, trained, source, compressor)
+    key = _digest({"dense": trained.info["sha256"], "compress": cfg.compress, "sparsity": cfg.sparsity,
+                   "args": cfg.compress_args, "seed": cfg.seed, "profile": cfg.profile, "format": 1})
+    entry = Path(cfg.cache_dir) / "compressed" / cfg.model / key[:24]
+    if (entry / "info.json").exists():
+        try:
+            factory = reg.models.get(cfg.model)
+
+            def build() -> torch.nn.Module:
+                return factory(num_classes=source.num_classes, width=cfg.width, in_channels=source.shape[0])
+
+            model, plan, masks = load_compression(entry, build)
+            info = json.loads((entry / "info.json").read_text())
+            shutil.copytree(entry, workdir)
+            log(cfg, f"loaded cached compressed model {entry}")
+            return CompressionResult(model, {**info, "cache_hit": True}, plan=plan)
+        except (ArtifactError, OSError, ValueError) as err:
+            log(cfg, f"warning: cached compressed model {entry} unusable ({err}); rebuilding it")
+            shutil.rmtree(entry, ignore_errors=True)
+    result = compress_model(cfg, trained, source, compressor)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}.tmp-"))
+    try:
+        fields = save_compression(result, tmp / "c", relative_to=tmp)
+        fields = {k: (v.replace("c", "compressed", 1) if isinstance(v, str) and v.startswith("c") else v)
+                  for k, v in fields.items()}
+        result.info.update(fields)
+        result.info["cache_hit"] = False
+        (tmp / "c" / "info.json").write_text(json.dumps(result.info, indent=1, default=str))
+        shutil.copytree(tmp / "c", workdir)
+        os.rename(tmp / "c", tmp / "entry")
+        _publish(tmp / "entry", entry)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def get_deployment(cfg: RunConfig, compressed, source: ImageSource, workdir: Path) -> Deployment:
+    """Deploy (or reuse a cached compiled artifact) and check it against the eager model."""
+    import json
+    import shutil
+    import tempfile
+
+    from compression.backends.artifact import load_predictor
+    from suite.errors import ArtifactError
+
+    if cfg.backend == "torch":
+        return deploy_model(cfg, compressed.model, source, workdir)
+    from suite.record import package_version
+
+    state_digest = state_sha256(compressed.model)
+    key = _digest({"state": state_digest, "backend": cfg.backend, "target": cfg.target, "args": cfg.backend_args,
+                   "threads": cfg.threads, "shape": source.shape, "tvm": package_version("apache-tvm"),
+                   "ort": package_version("onnxruntime"), "format": 1})
+    entry = Path(cfg.cache_dir) / "artifacts" / cfg.backend / key[:24]
+    if (entry / "deployment.json").exists():
+        try:
+            info = json.loads((entry / "deployment.json").read_text())
+            shutil.copytree(entry, workdir, ignore=shutil.ignore_patterns("deployment.json"))
+            runnable = info.get("runnable", True)
+            predictor = load_predictor(workdir, isolated=True) if runnable else deploy_model(
+                cfg, compressed.model, source, workdir).predictor
+            deployment = Deployment(predictor, {**info, "artifact": "artifacts", "cache_hit": True})
+            if runnable:
+                deployment.info.update(check_deployment(deployment, compressed.model, source))
+            log(cfg, f"reused cached {cfg.backend} artifact {entry}")
+            return deployment
+        except (ArtifactError, OSError, ValueError) as err:
+            log(cfg, f"warning: cached artifact {entry} unusable ({err}); rebuilding it")
+            shutil.rmtree(entry, ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)
+    deployment = deploy_model(cfg, compressed.model, source, workdir)
+    if not deployment.predictor.differentiable and deployment.info.get("runnable", True):
+        deployment.info.update(check_deployment(deployment, compressed.model, source))
+    deployment.info["artifact"] = "artifacts"
+    deployment.info["cache_hit"] = False
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}.tmp-"))
+    try:
+        shutil.copytree(workdir, tmp / "entry")
+        cached = {k: v for k, v in deployment.info.items()
+                  if k not in ("agreement_top1", "max_abs_logit_diff", "checked_images", "cache_hit")}
+        (tmp / "entry" / "deployment.json").write_text(json.dumps(cached, indent=1, default=str))
+        _publish(tmp / "entry", entry)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return deployment
 
 
 # ----------------------------------------------------------------- driver
@@ -215,15 +343,9 @@ def run(cfg: RunConfig, *, on_stage: Callable[[str], None] | None = None) -> tup
         with timer.stage("model"):
             trained = get_trained_model(cfg, source)
         with timer.stage("compress"):
-            compressed = compress_model(cfg, trained, source, compressor)
-            if compressed.info.get("scheme", "none") != "none":
-                compressed.info.update(save_compressed(compressed, pending.path / "compressed"))
+            compressed = get_compressed(cfg, trained, source, compressor, pending.path / "compressed")
         with timer.stage("deploy"):
-            deployment = deploy_model(cfg, compressed.model, source, pending.path / "artifacts")
-            if not deployment.predictor.differentiable and deployment.info.get("runnable", True):
-                deployment.info.update(check_deployment(deployment, compressed.model, source))
-            if deployment.info.get("artifact"):
-                deployment.info["artifact"] = str(Path("artifacts"))
+            deployment = get_deployment(cfg, compressed, source, pending.path / "artifacts")
         with timer.stage("evaluate"):
             metrics = evaluate_clean(deployment, source)
         timer.seconds["total"] = round(time.perf_counter() - started, 4)

@@ -238,3 +238,23 @@ def test_cli_bad_compression_settings_exit_2(tmp_path, cache_dir, capsys):
                      "--output-dir", str(tmp_path / "runs")])
         err = capsys.readouterr().err
         assert code == 2 and needle in err and err.startswith("error:"), (args, err)
+
+
+def test_compressed_model_cache_reuse_and_corruption(tmp_path, cache_dir, capsys):
+    from suite.cli import main
+    from suite.record import load_record
+
+    args = ["run", "--model", "resnet20", "--compress", "block", "--profile", "smoke", "--quiet",
+            "--output-dir", str(tmp_path / "runs")]
+    records = []
+    for _ in range(2):
+        assert main(args) == 0
+        records.append(load_record(json.loads(capsys.readouterr().out)["run_dir"]))
+    assert (records[0]["compression"]["cache_hit"], records[1]["compression"]["cache_hit"]) == (False, True)
+    assert records[0]["metrics"] == records[1]["metrics"]
+    entries = list((cache_dir / "compressed" / "resnet20").iterdir())
+    assert len(entries) == 1
+    (entries[0] / "model.pt").write_bytes(b"garbage")
+    assert main(args) == 0
+    third = load_record(json.loads(capsys.readouterr().out)["run_dir"])
+    assert third["compression"]["cache_hit"] is False and third["metrics"] == records[0]["metrics"]

@@ -224,6 +224,13 @@ def test_run_with_compiled_backend_records_deployment(backend, extra, tmp_path, 
     # the recorded artifact answers queries from a fresh predictor
     with load_predictor(run_dir / dep["artifact"], isolated=True, timeout=60) as pred:
         assert pred.predict(torch.rand(2, 3, 16, 16)).shape == (2, 10)
+    # a second identical run reuses the compressed model and the compiled artifact
+    assert main(["run", "--model", "resnet20", "--compress", "block", "--backend", backend, *extra,
+                 "--profile", "smoke", "--quiet", "--output-dir", str(tmp_path / "runs")]) == 0
+    again = load_record(json.loads(capsys.readouterr().out)["run_dir"])
+    assert again["deployment"]["cache_hit"] is True and again["compression"]["cache_hit"] is True
+    assert again["deployment"]["agreement_top1"] == 1.0
+    assert again["metrics"]["clean_acc"] == load_record(run_dir)["metrics"]["clean_acc"]
 
 
 def test_bad_backend_settings_exit_2(tmp_path, cache_dir, capsys):
