@@ -291,6 +291,12 @@ class AutoCompressor:
         self.rule_settings = {k: settings.pop(k) for k in list(settings) if k in ("gamma", "max_ratio",
                                                                               "punch_min_channels")}
         self.search_settings = {k: settings.pop(k) for k in list(settings) if k in ("generations", "beta")}
+        ratios = settings.pop("ratios", None)
+        if isinstance(ratios, str):
+            ratios = [float(v) for v in ratios.split(":")]
+        self.ratios = tuple(float(v) for v in ratios) if ratios else DEFAULT_RATIOS
+        if any(not 0.0 < v < 1.0 for v in self.ratios):
+            raise ConfigError(f"candidate ratios must be in (0, 1), got {self.ratios}")
         self.inner = WeightPruning("unstructured", sparsity, **settings)
         self.inner.plan_for = self.plan_for  # type: ignore[method-assign]
         self.inner.name = self.inner.scheme_name = f"auto-{mapping}"
@@ -306,7 +312,7 @@ class AutoCompressor:
             plan = rule_plan(layers, prunable, self.sparsity, **self.rule_settings)
         else:
             table = measure_candidates(model, [l for l in layers if l.name in prunable], source, device=device,
-                                       latency_cache=lat.LatencyCache(self.latency_cache))
+                                       ratios=self.ratios, latency_cache=lat.LatencyCache(self.latency_cache))
             plan = search_plan(layers, prunable, table,
                                sparsity=None if self.latency_target else self.sparsity,
                                latency_target=self.latency_target, seed=seed, **self.search_settings)

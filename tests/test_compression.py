@@ -145,15 +145,15 @@ def test_search_prefers_insensitive_layers_and_meets_target():
 
 def test_auto_search_on_a_real_model_plan_json_and_reproducible(vgg, source, tmp_path):
     cache = str(tmp_path / "latency.json")
-    comp = AutoCompressor(0.75, mapping="search", latency_cache=cache, **FAST)
+    comp = AutoCompressor(0.75, mapping="search", latency_cache=cache, ratios=(0.5, 0.75, 0.9), **FAST)
     plan = comp.plan_for(vgg, source, seed=3, device="cpu")
     assert plan.search["predicted_sparsity"] >= 0.75 - 1e-9
     mapped = [l for l in plan.layers if l.latency_ms is not None]
     assert mapped and all(l.dense_latency_ms and l.dense_latency_ms > 0 for l in mapped)
     assert Plan.from_dict(json.loads(plan.to_json())).as_dict() == plan.as_dict()
     choices = [(l.name, l.scheme, l.sparsity) for l in plan.layers]
-    again = AutoCompressor(0.75, mapping="search", latency_cache=cache, **FAST).plan_for(vgg, source, seed=3,
-                                                                                         device="cpu")
+    again = AutoCompressor(0.75, mapping="search", latency_cache=cache, ratios=(0.5, 0.75, 0.9),
+                           **FAST).plan_for(vgg, source, seed=3, device="cpu")
     # same measured latency table (cached) + same seed -> the same plan
     assert choices == [(l.name, l.scheme, l.sparsity) for l in again.layers]
 
@@ -195,7 +195,7 @@ def test_artifacts_round_trip_and_tamper_detection(vgg, source, tmp_path):
 
 @pytest.mark.parametrize("compress, extra", [
     ("block", []), ("filter", []), ("pas", []), ("auto", ["--mapping", "rule"]),
-    ("auto", ["--mapping", "search"]), ("nm", []),
+    ("auto", ["--mapping", "search", "--compress-args", "ratios=0.5:0.75:0.9"]), ("nm", []),
 ])
 def test_run_records_compression_and_reloads_artifacts(compress, extra, tmp_path, cache_dir, capsys):
     from suite.cli import main

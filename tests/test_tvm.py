@@ -203,7 +203,7 @@ def test_mobile_target_exports_object_archive(tmp_path):
         dep.predictor.predict(torch.rand(1, 3, 16, 16))
 
 
-@pytest.mark.parametrize("backend, extra", [("tvm", ["--backend-args", "batch_sizes=1:8,tune=false"]),
+@pytest.mark.parametrize("backend, extra", [("tvm", ["--backend-args", "batch_sizes=1,tune=false"]),
                                             ("onnx", [])])
 def test_run_with_compiled_backend_records_deployment(backend, extra, tmp_path, cache_dir, capsys):
     from suite.cli import main
