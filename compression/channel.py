@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from numbers import Real
 from typing import Any
@@ -44,7 +43,7 @@ import torch_pruning as tp
 from torch import nn
 
 from suite.errors import ArtifactError, ConfigError
-from suite.zoo.profile import count_macs, count_params, layer_table
+from suite.zoo.profile import count_macs, count_params, eval_mode, layer_table
 
 __all__ = [
     "ChannelPruneReport",
@@ -147,18 +146,6 @@ class GroupInfo:
     out_layers: list[str]
     in_layers: list[str]
     norms: list[str]
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put every module in eval mode and restore each ``training`` flag after."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def _device_of(model: nn.Module) -> torch.device:

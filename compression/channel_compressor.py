@@ -49,6 +49,32 @@ def _per_layer(widths: dict[str, Any], scheme: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _dense_baseline(model: nn.Module, source: ImageSource) -> tuple[nn.Module, dict[str, Any]]:
+    """A CPU eval copy of ``model`` plus its accuracy, params and MACs before pruning."""
+    model = copy.deepcopy(model).cpu().eval()
+    return model, {"acc_dense": accuracy(model, source.test), "params_dense": count_params(model),
+                   "macs_dense": count_macs(model, source.shape)}
+
+
+def _recover(method: str, model: nn.Module, source: ImageSource, dense: dict[str, Any], *, sparsity: float,
+             achieved: float, unit: str, epochs: int, lr: float, batch_size: int, seed: int, device: str,
+             quiet: bool, start: float, per_layer: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fine-tune the channel-pruned model in place and return the record's ``compression`` section."""
+    acc_before = accuracy(model.cpu().eval(), source.test)
+    val = _finetune(model.to(device), source, epochs, lr, batch_size, seed=seed, device=device, quiet=quiet)
+    model.cpu().eval()
+    macs = count_macs(model, source.shape)
+    return {
+        "method": method, "scheme": method, "recovery": "finetune", "target_sparsity": sparsity,
+        "sparsity": sparsity, "achieved_sparsity": round(achieved, 6), "sparsity_unit": unit,
+        "params": count_params(model), "params_dense": dense["params_dense"], "macs": macs,
+        "macs_dense": dense["macs_dense"], "macs_ratio": round(macs / dense["macs_dense"], 6),
+        "acc_dense": dense["acc_dense"], "acc_pruned_before_finetune": acc_before,
+        "recovery_log": {"val_acc": val, "epochs": epochs}, "per_layer": per_layer, "schemes_used": [method],
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
 class FilterPruning:
     """Magnitude filter pruning with physical removal, then fine-tuning.
 
@@ -72,27 +98,15 @@ class FilterPruning:
     def compress(self, model: nn.Module, source: ImageSource, *, seed: int, device: str = "cpu",
                  profile: str = "default", quiet: bool = True, **_: Any) -> CompressionResult:
         start = time.perf_counter()
-        model = copy.deepcopy(model).cpu().eval()
-        acc_dense = accuracy(model, source.test)
-        params_dense, macs_dense = count_params(model), count_macs(model, source.shape)
+        model, dense = _dense_baseline(model, source)
         report = prune_channels(model, source.shape, self.sparsity, importance=self.importance,
                                 keep_first=self.keep_first, keep_classifier=self.keep_classifier)
-        acc_before = accuracy(model, source.test)
         epochs = PROFILE_EPOCHS.get(profile, 10) if self.epochs is None else self.epochs
-        val = _finetune(model.to(device), source, epochs, self.lr, self.batch_size, seed=seed, device=device,
-                        quiet=quiet)
-        model.cpu().eval()
-        macs = count_macs(model, source.shape)
-        info = {
-            "method": "filter", "scheme": "filter", "recovery": "finetune", "target_sparsity": self.sparsity,
-            "sparsity": self.sparsity, "achieved_sparsity": round(report.achieved_sparsity, 6),
-            "sparsity_unit": "weights", "params": count_params(model), "params_dense": params_dense,
-            "macs": macs, "macs_dense": macs_dense, "macs_ratio": round(macs / macs_dense, 6),
-            "acc_dense": acc_dense, "acc_pruned_before_finetune": acc_before,
-            "recovery_log": {"val_acc": val, "epochs": epochs}, "channel_ratio": report.channel_ratio,
-            "per_layer": _per_layer({r.name: r for r in report.layers}, "filter"),
-            "schemes_used": ["filter"], "seconds": round(time.perf_counter() - start, 3),
-        }
+        info = _recover("filter", model, source, dense, sparsity=self.sparsity, achieved=report.achieved_sparsity,
+                        unit="weights", epochs=epochs, lr=self.lr, batch_size=self.batch_size, seed=seed,
+                        device=device, quiet=quiet, start=start,
+                        per_layer=_per_layer({r.name: r for r in report.layers}, "filter"))
+        info["channel_ratio"] = report.channel_ratio
         plan = channel_plan_json(report)
         return CompressionResult(model, info, shapes=export_shapes(model),
                                  extra={"channel_plan.json": json.dumps(plan, indent=1) + "\n"})
@@ -126,33 +140,18 @@ class PaSPruning:
         from compression.pas import pas_prune
 
         start = time.perf_counter()
-        model = copy.deepcopy(model).cpu().eval()
-        acc_dense = accuracy(model, source.test)
-        params_dense, macs_dense = count_params(model), count_macs(model, source.shape)
+        model, dense = _dense_baseline(model, source)
         search_epochs = self.search_epochs if self.search_epochs is not None else (1 if profile == "smoke" else 6)
         report = pas_prune(model, source, source.shape, self.sparsity, epochs=search_epochs, alpha=self.alpha,
                            lr=self.search_lr, gate_lr=self.gate_lr, batch_size=self.batch_size, seed=seed,
                            device=device, quiet=quiet, keep_first=self.keep_first,
                            keep_classifier=self.keep_classifier)
-        model.cpu().eval()
-        acc_before = accuracy(model, source.test)
         epochs = PROFILE_EPOCHS.get(profile, 10) if self.epochs is None else self.epochs
-        val = _finetune(model.to(device), source, epochs, self.lr, self.batch_size, seed=seed, device=device,
-                        quiet=quiet)
-        model.cpu().eval()
-        macs = count_macs(model, source.shape)
+        info = _recover("pas", model, source, dense, sparsity=self.sparsity, achieved=report.achieved_sparsity,
+                        unit="macs", epochs=epochs, lr=self.lr, batch_size=self.batch_size, seed=seed,
+                        device=device, quiet=quiet, start=start, per_layer=_per_layer(report.widths, "pas"))
         summary = report.as_dict()
-        info = {
-            "method": "pas", "scheme": "pas", "recovery": "finetune", "target_sparsity": self.sparsity,
-            "sparsity": self.sparsity, "achieved_sparsity": round(report.achieved_sparsity, 6),
-            "sparsity_unit": "macs", "params": count_params(model), "params_dense": params_dense,
-            "macs": macs, "macs_dense": macs_dense, "macs_ratio": round(macs / macs_dense, 6),
-            "acc_dense": acc_dense, "acc_pruned_before_finetune": acc_before,
-            "recovery_log": {"val_acc": val, "epochs": epochs},
-            "search": {k: summary[k] for k in summary if k not in ("widths", "epoch_log")},
-            "per_layer": _per_layer(report.widths, "pas"),
-            "schemes_used": ["pas"], "seconds": round(time.perf_counter() - start, 3),
-        }
+        info["search"] = {k: summary[k] for k in summary if k not in ("widths", "epoch_log")}
         plan = {"widths": report.widths, "epoch_log": report.epoch_log, "history": report.history}
         return CompressionResult(model, info, shapes=export_shapes(model),
                                  extra={"channel_plan.json": json.dumps(plan, indent=1, default=str) + "\n"})

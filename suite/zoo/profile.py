@@ -62,7 +62,8 @@ def _probe_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put every module in eval mode and restore each ``training`` flag after."""
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -145,7 +146,7 @@ def layer_table(model: nn.Module, input_shape: tuple[int, int, int], all_leaves:
         if is_compute or (all_leaves and is_leaf and m is not model):
             handles.append(m.register_forward_hook(make_hook(name)))
     try:
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(torch.zeros((1, *shape), device=device, dtype=dtype))
     finally:
         for h in handles:
