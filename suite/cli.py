@@ -1,4 +1,10 @@
-"""Command-line interface: ``python -m suite {run,train,ls} ...``.
+"""Command-line interface: ``python -m suite {run,train,ls,...} ...``.
+
+Built-in subcommands live here; the others (``grid``, ``leaderboard``,
+``audit``, ``meta-train``) live next to the code they drive and are listed in
+:data:`PLUGIN_COMMANDS` as ``"module:add_command"``.  ``add_command(sub)``
+adds its parser to the subparsers object and returns the handler
+``f(args) -> exit code``.  Those modules must import nothing heavy at the top.
 
 Exit codes: 0 success; 2 bad usage (unknown names, impossible settings,
 missing or malformed data) with a one-line ``error:`` message; 130 when
@@ -15,6 +21,10 @@ from typing import Sequence
 from suite.errors import SuiteError
 
 KINDS = ("models", "sources", "compressors", "backends", "attacks", "fingerprints")
+
+# name -> "module:add_command"; see the module docstring.
+PLUGIN_COMMANDS: dict[str, str] = {
+}
 
 
 def _fraction(text: str) -> float:
@@ -47,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     from suite import __version__
 
     parser.add_argument("--version", action="version", version=f"suite {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,train,ls}")
+    names = ["run", "train", "ls", *PLUGIN_COMMANDS]
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(names) + "}")
 
     p_run = sub.add_parser("run", help="compress, deploy, evaluate and record one model")
     _add_common(p_run)
@@ -64,12 +75,27 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--target", default=None,
                        help="tvm only: 'host' (default), 'android-arm64', or a TVM JSON target")
     p_run.add_argument("--output-dir", default="runs", help="where run directories are created")
+    p_run.add_argument("--attacks", default=None,
+                       help="comma-separated attacks to run after deployment, or 'none' (default: the "
+                            "standard list; see `suite ls attacks`)")
+    p_run.add_argument("--attack-args", default="", help="settings passed to every attack, e.g. eps=0.04")
+    p_run.add_argument("--fingerprints", default=None,
+                       help="comma-separated fingerprint methods, or 'none' (default: the standard list)")
+    p_run.add_argument("--fingerprint-args", default="", help="settings passed to every fingerprint method")
+    p_run.add_argument("--negatives", type=int, default=None,
+                       help="independent models in the suspect zoo (default: the profile's)")
 
     p_train = sub.add_parser("train", help="train (or load from cache) one dense model")
     _add_common(p_train)
 
     p_ls = sub.add_parser("ls", help="list registry entries")
     p_ls.add_argument("kind", nargs="?", default=None, help=f"one of: {', '.join(KINDS)}")
+
+    import importlib
+
+    for name, target in PLUGIN_COMMANDS.items():
+        module, attr = target.split(":")
+        COMMANDS[name] = getattr(importlib.import_module(module), attr)(sub)
     return parser
 
 
@@ -94,7 +120,7 @@ def _config_from_args(args: argparse.Namespace, **extra):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from suite.config import parse_kv
+    from suite.config import parse_kv, parse_names
     from suite.pipeline import run
 
     compress_args = parse_kv(args.compress_args)
@@ -105,7 +131,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args, compress=args.compress, sparsity=args.sparsity,
                             compress_args=compress_args, backend=args.backend, target=args.target,
                             backend_args=parse_kv(args.backend_args),
-                            output_dir=args.output_dir)
+                            output_dir=args.output_dir, attacks=parse_names(args.attacks),
+                            attack_args=parse_kv(args.attack_args),
+                            fingerprints=parse_names(args.fingerprints),
+                            fingerprint_args=parse_kv(args.fingerprint_args), negatives=args.negatives)
     path, record = run(cfg)
     summary = {"run_dir": str(path), "model": record["model"]["id"], **record["metrics"],
                "seconds": record["timings"]["total"]}
@@ -152,7 +181,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "train": cmd_train, "ls": cmd_ls}
+COMMANDS: dict = {"run": cmd_run, "train": cmd_train, "ls": cmd_ls}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -69,6 +69,20 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# What a plain ``run`` evaluates after deployment; entries join these lists
+# as their implementations land (names must be registered).
+DEFAULT_ATTACKS: tuple[str, ...] = ()
+DEFAULT_FINGERPRINTS: tuple[str, ...] = ()
+
+
+def parse_names(text: str | None) -> tuple[str, ...] | None:
+    """``"a,b"`` -> ``("a", "b")``; ``"none"`` or ``""`` -> ``()``; None -> None (profile default)."""
+    if text is None:
+        return None
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    return () if items in ((), ("none",)) else items
+
+
 def default_cache_dir() -> str:
     """``$SUITE_CACHE`` if set, else ``~/.cache/suite``."""
     return os.environ.get("SUITE_CACHE") or str(Path.home() / ".cache" / "suite")
@@ -97,6 +111,11 @@ class RunConfig:
     limit: int | None = None
     recipe: TrainRecipe | None = None
     quiet: bool = False
+    attacks: tuple[str, ...] | None = None       # None: the profile's default attack list
+    attack_args: dict[str, Any] = field(default_factory=dict)
+    fingerprints: tuple[str, ...] | None = None  # None: the profile's default fingerprint list
+    fingerprint_args: dict[str, Any] = field(default_factory=dict)
+    negatives: int | None = None                 # suspect-zoo negatives (None: profile default)
 
     def resolved(self) -> "RunConfig":
         """Fill profile defaults, canonicalise registry names and validate."""
@@ -123,6 +142,10 @@ class RunConfig:
             output_dir=str(Path(self.output_dir).expanduser()),
             cache_dir=str(Path(self.cache_dir).expanduser()),
             data_root=str(Path(self.data_root).expanduser()) if self.data_root else None,
+            attacks=tuple(reg.attacks.canonical(a) for a in
+                          (DEFAULT_ATTACKS if self.attacks is None else self.attacks)),
+            fingerprints=tuple(reg.fingerprints.canonical(f) for f in
+                               (DEFAULT_FINGERPRINTS if self.fingerprints is None else self.fingerprints)),
         )
         cfg.validate()
         return cfg
@@ -140,11 +163,16 @@ class RunConfig:
             raise ConfigError(f"threads must be > 0, got {self.threads}")
         if self.limit is not None and self.limit <= 0:
             raise ConfigError(f"limit must be > 0, got {self.limit}")
+        if self.negatives is not None and self.negatives < 2:
+            raise ConfigError(f"negatives must be >= 2 (half calibrate, half evaluate), got {self.negatives}")
         if self.recipe is not None:
             self.recipe.validate()
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        for key in ("attacks", "fingerprints"):
+            if d[key] is not None:
+                d[key] = list(d[key])
         return d
 
 

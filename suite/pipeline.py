@@ -57,6 +57,57 @@ class TrainedModel:
     info: dict[str, Any]
 
 
+@dataclass
+class StageContext:
+    """What the evaluation stages after deployment (attacks, fingerprints) receive.
+
+    trained.model: the dense eager model (gradients available).
+    compressed.model: the compressed eager model (gradients available).
+    deployment.predictor: the deployed model, a black box unless
+        ``differentiable`` (query it only through ``predict``).
+    run_dir: the pending run directory; files written here land with the record.
+    """
+
+    cfg: RunConfig
+    source: ImageSource
+    trained: TrainedModel
+    compressed: Any  # compression.base.CompressionResult
+    deployment: Deployment
+    run_dir: Path
+    log: Callable[[str], None]
+
+
+# A stage returns a dict with any of: its record sections (e.g. "attacks",
+# "transfer", "fingerprints"), "metrics" (name -> float, merged into the
+# record's metrics) and "higher_is_better" (name -> bool).
+STAGES: tuple[tuple[str, str, str], ...] = (
+    # (config field, timer name, "module:function")
+    ("attacks", "attack", "attacks.stage:run_attack_stage"),
+    ("fingerprints", "fingerprint", "fingerprints.stage:run_fingerprint_stage"),
+)
+
+
+def run_stages(ctx: StageContext, timer: "Timer") -> dict[str, Any]:
+    """Run each configured post-deployment stage; returns merged record sections."""
+    import importlib
+
+    sections: dict[str, Any] = {"attacks": [], "transfer": {}, "fingerprints": [], "metrics": {},
+                                "higher_is_better": {}}
+    for field_name, timer_name, target in STAGES:
+        if not getattr(ctx.cfg, field_name):
+            continue
+        module, attr = target.split(":")
+        stage = getattr(importlib.import_module(module), attr)
+        with timer.stage(timer_name):
+            out = stage(ctx)
+        for key, value in out.items():
+            if key in ("metrics", "higher_is_better"):
+                sections[key].update(value)
+            else:
+                sections[key] = value
+    return sections
+
+
 # ------------------------------------------------------------------ stages
 def setup_runtime(cfg: RunConfig) -> None:
     """Threads and device checks; call before any torch work."""
@@ -348,6 +399,10 @@ def run(cfg: RunConfig, *, on_stage: Callable[[str], None] | None = None) -> tup
             deployment = get_deployment(cfg, compressed, source, pending.path / "artifacts")
         with timer.stage("evaluate"):
             metrics = evaluate_clean(deployment, source)
+        ctx = StageContext(cfg, source, trained, compressed, deployment, pending.path, lambda m: log(cfg, m))
+        sections = run_stages(ctx, timer)
+        metrics.update(sections.pop("metrics"))
+        higher_is_better = {**HIGHER_IS_BETTER, **sections.pop("higher_is_better")}
         timer.seconds["total"] = round(time.perf_counter() - started, 4)
         config = cfg.as_dict()
         record: ResultRecord = {
@@ -365,8 +420,11 @@ def run(cfg: RunConfig, *, on_stage: Callable[[str], None] | None = None) -> tup
             "compression": compressed.info,
             "deployment": deployment.info,
             "metrics": metrics,
+            "attacks": sections["attacks"],
+            "transfer": sections["transfer"],
+            "fingerprints": sections["fingerprints"],
             "timings": dict(timer.seconds),
-            "higher_is_better": {k: v for k, v in HIGHER_IS_BETTER.items() if k in metrics},
+            "higher_is_better": {k: v for k, v in higher_is_better.items() if k in metrics},
         }
         path = pending.commit(record, config)
     return path, record

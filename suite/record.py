@@ -5,12 +5,13 @@
 temporary name and renamed into place as the last step, so an interrupted run
 (Ctrl-C, crash, kill) leaves no record at all rather than a half-written one.
 
-Schema (``schema_version`` "1.0"), documented here and in the README:
+Schema (``schema_version`` "1.1"; "1.0" records lack the attacks, transfer
+and fingerprints sections and still load), documented here and in the README:
 
 =================  ==========================================================
 key                meaning
 =================  ==========================================================
-schema_version     "1.0"
+schema_version     "1.1"
 run_id             ``<UTC time>-<model>-<compress>-<source>-s<seed>-<hex>``
 created_at         ISO 8601 UTC timestamp of the record
 suite_version      version of the installed ``suite`` package
@@ -25,8 +26,13 @@ model              id, arch, width, source, params, macs (per image), sha256
 compression        scheme, sparsity and scheme-specific facts
 deployment         backend and backend-specific facts
 metrics            ``clean_acc`` (fraction in [0, 1]) and later stages' metrics
+attacks            list of attack entries (id, norm, eps, source, crafted_on,
+                   evaluated_on, fooling_rate, asr, ...); see ``attacks.stage``
+transfer           transfer matrices: name -> {rows, cols, values, metric}
+fingerprints       list of fingerprint entries (id, R, T, U, auc, ...); see
+                   ``fingerprints.stage``
 timings            seconds per stage (source, model, compress, deploy,
-                   evaluate, total)
+                   evaluate, attack, fingerprint, total)
 higher_is_better   metric name -> bool (direction for leaderboards)
 =================  ==========================================================
 """
@@ -49,7 +55,8 @@ import yaml
 
 from suite.cache import atomic_write_text
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+SUPPORTED_SCHEMA_VERSIONS = ("1.0", "1.1")
 
 
 class EnvInfo(TypedDict):
@@ -90,11 +97,15 @@ class ResultRecord(TypedDict):
     compression: dict[str, Any]
     deployment: dict[str, Any]
     metrics: dict[str, float]
+    attacks: list[dict[str, Any]]
+    transfer: dict[str, Any]
+    fingerprints: list[dict[str, Any]]
     timings: dict[str, float]
     higher_is_better: dict[str, bool]
 
 
 REQUIRED_KEYS = tuple(ResultRecord.__annotations__)
+SECTIONS_SINCE_1_1 = ("attacks", "transfer", "fingerprints")
 HIGHER_IS_BETTER: dict[str, bool] = {"clean_acc": True}
 
 
@@ -154,11 +165,16 @@ def new_run_id(model: str, compress: str, source: str, seed: int, now: _dt.datet
 
 def validate_record(record: dict[str, Any]) -> None:
     """Raise ValueError if ``record`` lacks a schema key or has a bad metric."""
-    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if not isinstance(record, dict):
+        raise ValueError(f"a record is a JSON object, got {type(record).__name__}")
+    version = record.get("schema_version")
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise ValueError(f"unsupported schema_version {version!r} "
+                         f"(supported: {', '.join(SUPPORTED_SCHEMA_VERSIONS)})")
+    required = [k for k in REQUIRED_KEYS if version != "1.0" or k not in SECTIONS_SINCE_1_1]
+    missing = [k for k in required if k not in record]
     if missing:
         raise ValueError(f"record lacks keys: {', '.join(missing)}")
-    if record["schema_version"] != SCHEMA_VERSION:
-        raise ValueError(f"unsupported schema_version {record['schema_version']!r}")
     acc = record["metrics"].get("clean_acc")
     if acc is not None and not 0.0 <= acc <= 1.0:
         raise ValueError(f"metrics.clean_acc must be a fraction in [0, 1], got {acc}")
@@ -233,4 +249,6 @@ def load_record(path: str | os.PathLike) -> ResultRecord:
         p = p / "result.json"
     record = json.loads(p.read_text())
     validate_record(record)
+    for key in SECTIONS_SINCE_1_1:  # upgrade 1.0 records in memory: empty sections
+        record.setdefault(key, {} if key == "transfer" else [])
     return record  # type: ignore[return-value]
