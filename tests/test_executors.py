@@ -1,0 +1,104 @@
+"""Executors: every job in its own process; crashes become failed outcomes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from suite.errors import ConfigError
+from suite.executors import JobOutcome, LocalExecutor, make_executor
+
+
+# Job functions must be top-level (picklable by reference).
+def _pid_square(x: int) -> dict:
+    return {"x": x, "square": x * x, "pid": os.getpid()}
+
+
+def _maybe_crash(x: int) -> dict:
+    if x == 1:
+        raise ValueError("bad item\nsecond line")
+    if x == 2:
+        os._exit(7)
+    if x == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if x == 4:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return {"x": x}
+
+
+def _sleep(seconds: float) -> dict:
+    time.sleep(seconds)
+    return {"slept": seconds}
+
+
+def _big(n: int) -> dict:
+    return {"blob": "x" * n}
+
+
+def test_unknown_kind_lists_choices():
+    with pytest.raises(ConfigError, match="local, ray"):
+        make_executor("slurm")
+
+
+def test_local_runs_each_job_in_a_fresh_process():
+    with make_executor("local", jobs=2) as ex:
+        out = dict(ex.map_unordered(_pid_square, [0, 1, 2, 3]))
+    assert sorted(out) == [0, 1, 2, 3]
+    assert all(isinstance(o, JobOutcome) and o.ok and o.error == "" for o in out.values())
+    assert [out[i].value["square"] for i in range(4)] == [0, 1, 4, 9]
+    pids = {o.value["pid"] for o in out.values()}
+    assert len(pids) == 4 and os.getpid() not in pids
+
+
+def test_local_crashes_become_failed_outcomes():
+    with make_executor("local", jobs=2) as ex:
+        out = dict(ex.map_unordered(_maybe_crash, [0, 1, 2, 3, 4, 5]))
+    assert out[0].ok and out[0].value == {"x": 0}
+    assert out[5].ok and out[5].value == {"x": 5}
+    assert not out[1].ok and out[1].error == "ValueError: bad item second line"
+    assert "Traceback" in out[1].detail
+    assert not out[2].ok and "exited with code 7" in out[2].error
+    assert not out[3].ok and "SIGKILL" in out[3].error
+    assert not out[4].ok and "SIGSEGV" in out[4].error
+    for o in out.values():
+        assert "\n" not in o.error
+
+
+def test_local_parallelism_and_timeout():
+    ex = LocalExecutor(jobs=2, timeout=8)
+    start = time.perf_counter()
+    out = dict(ex.map_unordered(_sleep, [2.0, 2.0, 60.0]))
+    elapsed = time.perf_counter() - start
+    ex.close()
+    assert out[0].ok and out[1].ok
+    assert not out[2].ok and "time limit" in out[2].error
+    assert elapsed < 30
+
+
+def test_local_large_result_does_not_deadlock():
+    with make_executor("local") as ex:
+        [(i, o)] = list(ex.map_unordered(_big, [5_000_000]))
+    assert o.ok and len(o.value["blob"]) == 5_000_000
+
+
+def test_address_only_for_ray():
+    with pytest.raises(ConfigError, match="--address"):
+        make_executor("local", address="head:6379")
+
+
+def test_ray_missing_names_the_extra(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("no ray here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ConfigError, match=r'pip install -e "\.\[cluster\]"'):
+        make_executor("ray")
