@@ -102,3 +102,16 @@ def test_ray_missing_names_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ConfigError, match=r'pip install -e "\.\[cluster\]"'):
         make_executor("ray")
+
+
+def test_ray_executor_runs_and_isolates_crashes():
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e \".[cluster]\")")
+    import ray
+
+    with make_executor("ray", jobs=2) as ex:
+        out = dict(ex.map_unordered(_maybe_crash, [0, 1, 2, 5]))
+        assert ray.is_initialized()
+    assert not ray.is_initialized()  # the private instance it started is shut down
+    assert out[0].ok and out[0].value == {"x": 0} and out[3].ok and out[3].value == {"x": 5}
+    assert not out[1].ok and out[1].error == "ValueError: bad item second line"
+    assert not out[2].ok and "\n" not in out[2].error and out[2].error
