@@ -24,6 +24,8 @@ KINDS = ("models", "sources", "compressors", "backends", "attacks", "fingerprint
 
 # name -> "module:add_command"; see the module docstring.
 PLUGIN_COMMANDS: dict[str, str] = {
+    "grid": "suite.grid:add_command",
+    "leaderboard": "reports.cli:add_command",
 }
 
 

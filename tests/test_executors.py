@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +41,14 @@ def _big(n: int) -> dict:
     return {"blob": "x" * n}
 
 
+def _write_pid_and_sleep(path: str) -> dict:
+    with open(path + ".tmp", "w") as fh:
+        fh.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(120)
+    return {}
+
+
 def test_unknown_kind_lists_choices():
     with pytest.raises(ConfigError, match="local, ray"):
         make_executor("slurm")
@@ -53,8 +64,9 @@ def test_local_runs_each_job_in_a_fresh_process():
     assert len(pids) == 4 and os.getpid() not in pids
 
 
-def test_local_crashes_become_failed_outcomes():
-    with make_executor("local", jobs=2) as ex:
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_local_crashes_become_failed_outcomes(start_method):
+    with LocalExecutor(jobs=2, start_method=start_method) as ex:
         out = dict(ex.map_unordered(_maybe_crash, [0, 1, 2, 3, 4, 5]))
     assert out[0].ok and out[0].value == {"x": 0}
     assert out[5].ok and out[5].value == {"x": 5}
@@ -82,6 +94,37 @@ def test_local_large_result_does_not_deadlock():
     with make_executor("local") as ex:
         [(i, o)] = list(ex.map_unordered(_big, [5_000_000]))
     assert o.ok and len(o.value["blob"]) == 5_000_000
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
+def test_jobs_die_with_a_killed_driver(tmp_path):
+    pidfile = tmp_path / "job.pid"
+    driver = subprocess.Popen([sys.executable, "-c", (
+        "import sys; sys.path.insert(0, %r); import test_executors as t\n"
+        "from suite.executors import make_executor\n"
+        "with make_executor('local') as ex:\n"
+        "    list(ex.map_unordered(t._write_pid_and_sleep, [%r]))\n") % (str(Path(__file__).parent), str(pidfile))])
+    try:
+        deadline = time.time() + 60
+        while not pidfile.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        job_pid = int(pidfile.read_text())
+        assert _alive(job_pid)
+    finally:
+        driver.kill()
+        driver.wait()
+    deadline = time.time() + 20
+    while _alive(job_pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _alive(job_pid), "the job outlived its killed driver"
 
 
 def test_address_only_for_ray():
