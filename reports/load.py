@@ -1,0 +1,274 @@
+"""Records -> pandas tables, skipping what is not a usable record.
+
+``load_runs(DIR)`` looks at every ``result.json`` below ``DIR`` (hidden
+directories such as ``.grid`` and half-written ``.<run_id>.tmp-*`` are not
+entered) and at every other ``*.json`` directly in ``DIR`` (a record copied
+there flat still counts).  Each file is read with
+:func:`suite.record.load_record` (schema 1.0 and 1.1); a file that is not
+JSON, not an object, of another schema version or lacking record keys is
+*skipped* with the reason -- never an exception.
+
+Tables (floats stay floats; formatting happens in the writers):
+
+runs          one row per record: identity columns (``IDENTITY``), compression
+              and deployment facts (``RUN_FACTS``), then every metric under its
+              own name
+attacks       one row per attack entry, with the run's identity columns (the
+              entry's own ``source`` is ``attack_source``)
+fingerprints  one row per fingerprint entry (``roc`` kept as an object column)
+transfers     list of ``{run_id, label, name, rows, cols, values, metric}``
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+IDENTITY = ("run_id", "model", "source", "compress", "sparsity", "backend", "seed", "profile", "width",
+            "target", "model_id", "created_at", "schema_version", "job_id")
+RUN_FACTS = ("achieved_sparsity", "params", "params_dense", "macs", "macs_dense", "macs_ratio", "acc_dense",
+             "latency_ms", "latency_p90_ms", "dense_latency_ms", "speedup", "agreement_top1", "compile_seconds",
+             "total_seconds")
+ATTACK_FIELDS = ("id", "norm", "eps", "attack_source", "crafted_on", "evaluated_on", "fooling_rate", "asr",
+                 "misclassification_rate", "robust_acc", "achieved_norm", "steps", "grad_queries", "seconds")
+FINGERPRINT_FIELDS = ("id", "R", "T", "U", "auc", "tpr_at_1pct_fpr", "threshold", "false_positives",
+                      "n_positives", "n_negatives", "queries", "generation_seconds")
+# identity columns copied into the attack and fingerprint tables
+ROW_IDENTITY = ("run_id", "model", "source", "compress", "sparsity", "backend", "seed", "clean_acc")
+
+
+@dataclass
+class RunData:
+    """Everything the report writers need."""
+
+    records: list[dict[str, Any]]
+    paths: list[Path]
+    skipped: list[tuple[Path, str]]
+    runs: Any           # pandas.DataFrame
+    attacks: Any        # pandas.DataFrame
+    fingerprints: Any   # pandas.DataFrame
+    transfers: list[dict[str, Any]]
+    failed_jobs: list[dict[str, Any]] = field(default_factory=list)
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
+
+
+def candidate_files(root: Path) -> list[Path]:
+    """``result.json`` files below ``root`` plus loose ``*.json`` directly in it, sorted."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        if here == root:
+            found.extend(here / f for f in sorted(filenames) if f.endswith(".json") and not f.startswith("."))
+        elif "result.json" in filenames:
+            found.append(here / "result.json")
+            dirnames[:] = []  # a run directory: its artifacts hold no further records
+    return found
+
+
+def read_record(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """``(record, "")`` or ``(None, reason)``; never raises for bad content."""
+    from suite.record import load_record
+
+    try:
+        return dict(load_record(path)), ""
+    except json.JSONDecodeError as err:
+        return None, f"not valid JSON ({err.msg} at line {err.lineno})"
+    except UnicodeDecodeError:
+        return None, "not a text file"
+    except OSError as err:
+        return None, f"unreadable ({err.strerror or err})"
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        return None, f"not a suite record ({' '.join(str(err).split())})"
+
+
+def load_runs(root: str | os.PathLike) -> RunData:
+    """Load every usable record below ``root`` into tables (see module docstring)."""
+    from suite.errors import DataError
+
+    base = Path(root)
+    if not base.is_dir():
+        raise DataError(f"runs directory {base} does not exist (expected DIR/<run_id>/result.json)")
+    records, paths, skipped = [], [], []
+    seen: set[str] = set()
+    for path in candidate_files(base):
+        record, reason = read_record(path)
+        if record is None:
+            skipped.append((path, reason))
+            continue
+        if record["run_id"] in seen:
+            skipped.append((path, f"duplicate of run {record['run_id']} already loaded"))
+            continue
+        seen.add(record["run_id"])
+        record["_job"] = _job_info(path)
+        records.append(record)
+        paths.append(path)
+    return tables(records, paths, skipped, failed_jobs=_failed_jobs(base))
+
+
+def _job_info(result_path: Path) -> dict[str, Any]:
+    job = result_path.parent / "job.json"
+    if result_path.name != "result.json" or not job.is_file():
+        return {}
+    try:
+        info = json.loads(job.read_text())
+        return info if isinstance(info, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _failed_jobs(root: Path) -> list[dict[str, Any]]:
+    out = []
+    for f in sorted((root / ".grid" / "failed").glob("*.json")):
+        try:
+            info = json.loads(f.read_text())
+            out.append({"job_id": info.get("job_id"), "name": info.get("name"), "error": info.get("error"),
+                        "attempts": info.get("attempts")})
+        except (OSError, ValueError, AttributeError):
+            continue
+    return out
+
+
+# ------------------------------------------------------------------ tables
+def _num(value: Any) -> float:
+    """A float for numbers (bools, ints, numeric strings), NaN for anything else."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return math.nan
+    return math.nan
+
+
+def _section(record: dict[str, Any], key: str) -> dict[str, Any]:
+    value = record.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def run_row(record: dict[str, Any]) -> dict[str, Any]:
+    """Flatten one record into a row of the runs table."""
+    config = _section(record, "config")
+    model = _section(record, "model")
+    comp = _section(record, "compression")
+    dep = _section(record, "deployment")
+    source = _section(record, "source")
+    latency = dep.get("latency_ms")
+    target = dep.get("target", config.get("target"))
+    if isinstance(target, dict):
+        target = target.get("kind", json.dumps(target, sort_keys=True))
+    sparsity = comp.get("target_sparsity", comp.get("sparsity", config.get("sparsity")))
+    compress = comp.get("method", comp.get("scheme", config.get("compress")))
+    dense = compress in ("none", "dense")  # the uncompressed model: its own reference
+    metrics = _section(record, "metrics")
+    row: dict[str, Any] = {
+        "run_id": record.get("run_id"),
+        "model": model.get("arch", config.get("model")),
+        "source": source.get("name", config.get("source")),
+        "compress": compress,
+        "sparsity": _num(sparsity) if sparsity is not None else 0.0,
+        "backend": dep.get("backend", config.get("backend")),
+        "seed": config.get("seed", _section(record, "seeds").get("run")),
+        "profile": config.get("profile"),
+        "width": _num(model.get("width", config.get("width"))),
+        "target": None if target is None else str(target),
+        "model_id": model.get("id"),
+        "created_at": record.get("created_at"),
+        "schema_version": record.get("schema_version"),
+        "job_id": record.get("_job", {}).get("job_id"),
+        "achieved_sparsity": _num(comp.get("achieved_sparsity", 0.0 if dense else None)),
+        "params": _num(comp.get("params", model.get("params"))),
+        "params_dense": _num(comp.get("params_dense", model.get("params"))),
+        "macs": _num(comp.get("macs", model.get("macs"))),
+        "macs_dense": _num(comp.get("macs_dense", model.get("macs"))),
+        "macs_ratio": _num(comp.get("macs_ratio", 1.0 if dense else None)),
+        "acc_dense": _num(comp.get("acc_dense", metrics.get("clean_acc") if dense else None)),
+        "latency_ms": _num(latency.get("p50") if isinstance(latency, dict) else latency),
+        "latency_p90_ms": _num(latency.get("p90") if isinstance(latency, dict) else None),
+        "dense_latency_ms": _num(dep.get("dense_latency_ms")),
+        "speedup": _num(dep.get("speedup_vs_dense")),
+        "agreement_top1": _num(dep.get("agreement_top1")),
+        "compile_seconds": _num(dep.get("compile_seconds")),
+        "total_seconds": _num(_section(record, "timings").get("total")),
+    }
+    for name, value in metrics.items():
+        key = name if name not in row else f"metric_{name}"
+        row[key] = _num(value)
+    return row
+
+
+def tables(records: list[dict[str, Any]], paths: list[Path] | None = None,
+           skipped: list[tuple[Path, str]] | None = None,
+           failed_jobs: list[dict[str, Any]] | None = None) -> RunData:
+    """Build the tables from already loaded records."""
+    import pandas as pd
+
+    rows = [run_row(r) for r in records]
+    runs = pd.DataFrame(rows)
+    if runs.empty:
+        runs = pd.DataFrame(columns=list(IDENTITY + RUN_FACTS) + ["clean_acc"])
+    attack_rows, fingerprint_rows, transfers = [], [], []
+    higher: dict[str, bool] = {}
+    for record, row in zip(records, rows):
+        ident = {k: row.get(k) for k in ROW_IDENTITY}
+        hib = record.get("higher_is_better")
+        if isinstance(hib, dict):
+            higher.update({str(k): bool(v) for k, v in hib.items()})
+        for entry in record.get("attacks") or []:
+            if not isinstance(entry, dict):
+                continue
+            a = {**ident, **{f: entry.get(f) for f in ATTACK_FIELDS}}
+            a["attack_source"] = entry.get("source")  # the images the attack used (may differ from the run's)
+            for f in ("eps", "fooling_rate", "asr", "misclassification_rate", "robust_acc", "achieved_norm",
+                      "steps", "grad_queries", "seconds"):
+                a[f] = _num(a[f])
+            if math.isnan(a["robust_acc"]) and not math.isnan(a["misclassification_rate"]):
+                a["robust_acc"] = 1.0 - a["misclassification_rate"]
+            a["id"] = str(entry.get("id", "?"))
+            attack_rows.append(a)
+        for entry in record.get("fingerprints") or []:
+            if not isinstance(entry, dict):
+                continue
+            f = {**ident, **{k: entry.get(k) for k in FINGERPRINT_FIELDS}}
+            for k in FINGERPRINT_FIELDS[1:]:
+                f[k] = _num(f[k])
+            f["id"] = str(entry.get("id", "?"))
+            roc = entry.get("roc")
+            f["roc"] = roc if isinstance(roc, dict) and "fpr" in roc and "tpr" in roc else None
+            fingerprint_rows.append(f)
+        transfer = record.get("transfer")
+        if isinstance(transfer, dict):
+            for name, matrix in transfer.items():
+                if _valid_matrix(matrix):
+                    transfers.append({"run_id": row["run_id"], "label": run_label(row), "name": str(name),
+                                      "rows": [str(r) for r in matrix["rows"]],
+                                      "cols": [str(c) for c in matrix["cols"]],
+                                      "values": [[_num(v) for v in line] for line in matrix["values"]],
+                                      "metric": str(matrix.get("metric", "fooling_rate"))})
+    attacks = pd.DataFrame(attack_rows, columns=list(ROW_IDENTITY) + list(ATTACK_FIELDS))
+    fingerprints = pd.DataFrame(fingerprint_rows, columns=list(ROW_IDENTITY) + list(FINGERPRINT_FIELDS) + ["roc"])
+    return RunData(records, list(paths or []), list(skipped or []), runs, attacks, fingerprints, transfers,
+                   list(failed_jobs or []), higher)
+
+
+def _valid_matrix(matrix: Any) -> bool:
+    if not isinstance(matrix, dict):
+        return False
+    rows, cols, values = matrix.get("rows"), matrix.get("cols"), matrix.get("values")
+    if not (isinstance(rows, list) and isinstance(cols, list) and isinstance(values, list)):
+        return False
+    return len(values) == len(rows) and all(isinstance(v, list) and len(v) == len(cols) for v in values)
+
+
+def run_label(row: dict[str, Any]) -> str:
+    """Short human label of a run: ``model/compress@sparsity/backend/s<seed>``."""
+    sparsity = row.get("sparsity")
+    s = "" if sparsity is None or (isinstance(sparsity, float) and math.isnan(sparsity)) else f"@{sparsity:g}"
+    return f"{row.get('model')}/{row.get('compress')}{s}/{row.get('backend')}/s{row.get('seed')}"

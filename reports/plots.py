@@ -1,0 +1,249 @@
+"""The plots people look at, as PNG bytes (matplotlib, Agg backend).
+
+Every function returns ``None`` when the data has nothing to plot, so the
+page can say "no data" instead of drawing an empty frame.
+
+accuracy_vs_sparsity   clean accuracy against achieved sparsity, one line per
+                       (model, scheme); dense models at sparsity 0
+speedup_vs_sparsity    measured speedup over dense against sparsity, per
+                       (backend, scheme), beside the ideal 1 / (1 - s)
+uap_vs_budget          UAP fooling rate against the budget eps, per
+                       (model, scheme, evaluated on), mean over seeds
+transfer_heatmaps      transfer matrices (crafted on -> evaluated on), mean
+                       over the runs that share a matrix name and labels
+roc_curves             fingerprint ROC curves, mean TPR per method on a common
+                       FPR grid, with the mean AUC
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+MAX_SERIES = 12
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return not math.isnan(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _legend(ax, n: int) -> None:
+    """In the axes for a few series, to the right of them for many."""
+    if not n:
+        return
+    if n <= 5:
+        ax.legend(fontsize=7, loc="best")
+    else:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
+def accuracy_vs_sparsity(runs) -> bytes | None:
+    if len(runs) == 0 or "clean_acc" not in runs.columns:
+        return None
+    df = runs.copy()
+    x = df["achieved_sparsity"].where(df["achieved_sparsity"].notna(), df["sparsity"])
+    df = df.assign(x=x)
+    df = df[df["clean_acc"].map(_finite) & df["x"].map(_finite)]
+    if len(df) == 0:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.6, 4.0))
+    dense_acc = {model: g["clean_acc"].mean() for model, g in df[df["compress"].isin(["none", "dense"])]
+                 .groupby("model")}
+    series = 0
+    for (model, scheme), g in df.groupby(["model", "compress"], sort=True, dropna=False):
+        mean = g.groupby("x")["clean_acc"].mean().sort_index()
+        if scheme in ("none", "dense"):
+            ax.plot(mean.index, mean.values, "*", markersize=9, label=f"{model} dense")
+        else:
+            xs, ys = list(mean.index), list(mean.values)
+            if model in dense_acc and xs and xs[0] > 0:  # lines start at the dense model
+                xs, ys = [0.0] + xs, [dense_acc[model]] + ys
+            ax.plot(xs, ys, "-o", markersize=5, label=f"{model} {scheme}")
+        series += 1
+        if series >= MAX_SERIES:
+            break
+    ax.set_xlabel("sparsity (fraction of prunable weights removed)")
+    ax.set_ylabel("clean accuracy")
+    ax.set_title("Accuracy vs sparsity per scheme")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    _legend(ax, series)
+    return _png(fig)
+
+
+def speedup_vs_sparsity(runs) -> bytes | None:
+    if len(runs) == 0 or "speedup" not in runs.columns:
+        return None
+    df = runs.copy()
+    x = df["achieved_sparsity"].where(df["achieved_sparsity"].notna(), df["sparsity"])
+    df = df.assign(x=x)
+    df = df[df["speedup"].map(_finite) & df["x"].map(_finite)]
+    if len(df) == 0:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    top = min(0.95, max(0.9, float(df["x"].max())))
+    grid = [i / 100 * top for i in range(101)]
+    ax.plot(grid, [1 / (1 - s) for s in grid], "k--", linewidth=1, label="ideal 1/(1-s)")
+    series = 1
+    for (backend, scheme), g in df.groupby(["backend", "compress"], sort=True, dropna=False):
+        ax.plot(g["x"], g["speedup"], "o", label=f"{backend} {scheme}")
+        series += 1
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("sparsity")
+    ax.set_ylabel("measured speedup over dense (log)")
+    ax.set_title("Measured speedup vs sparsity")
+    ax.grid(alpha=0.3, which="both")
+    _legend(ax, series)
+    return _png(fig)
+
+
+def uap_vs_budget(attacks) -> bytes | None:
+    if len(attacks) == 0:
+        return None
+    df = attacks[attacks["id"].str.lower().str.contains("uap", regex=False)]
+    df = df[df["eps"].map(_finite) & df["fooling_rate"].map(_finite)]
+    if len(df) == 0:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8.4, 4.0))
+    series = 0
+    keys = ["model", "compress", "id", "evaluated_on"]
+    for key, g in df.fillna({"evaluated_on": "?"}).groupby(keys, sort=True, dropna=False):
+        mean = g.groupby("eps")["fooling_rate"].mean().sort_index()
+        ax.plot(mean.index, mean.values, "-o", markersize=4, label=" ".join(str(k) for k in key))
+        series += 1
+        if series >= MAX_SERIES:
+            break
+    ax.set_xlabel("budget eps")
+    ax.set_ylabel("fooling rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("UAP fooling rate vs budget")
+    ax.grid(alpha=0.3)
+    _legend(ax, series)
+    return _png(fig)
+
+
+def transfer_heatmaps(transfers: list[dict[str, Any]]) -> bytes | None:
+    groups: dict[tuple, list[list[list[float]]]] = {}
+    for t in transfers:
+        groups.setdefault((t["name"], tuple(t["rows"]), tuple(t["cols"]), t["metric"]), []).append(t["values"])
+    if not groups:
+        return None
+    plt = _pyplot()
+    items = sorted(groups.items())[:4]
+    fig, axes = plt.subplots(1, len(items), figsize=(4.6 * len(items), 4.0), squeeze=False)
+    for ax, ((name, rows, cols, metric), mats) in zip(axes[0], items):
+        mean = [[_mean([m[i][j] for m in mats]) for j in range(len(cols))] for i in range(len(rows))]
+        shown = [[v if not math.isnan(v) else 0.0 for v in line] for line in mean]
+        im = ax.imshow(shown, vmin=0.0, vmax=1.0, cmap="viridis")
+        ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
+        ax.set_yticks(range(len(rows)), rows)
+        ax.set_xlabel("evaluated on")
+        ax.set_ylabel("crafted on")
+        ax.set_title(f"{name} ({metric}, {len(mats)} runs)", fontsize=9)
+        for i, line in enumerate(mean):
+            for j, v in enumerate(line):
+                text = "n/a" if math.isnan(v) else f"{v:.2f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                        color="white" if (math.isnan(v) or v < 0.6) else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    return _png(fig)
+
+
+def roc_curves(fingerprints) -> bytes | None:
+    if len(fingerprints) == 0 or "roc" not in fingerprints.columns:
+        return None
+    grid = [i / 200 for i in range(201)]
+    by_method: dict[str, list[list[float]]] = {}
+    aucs: dict[str, list[float]] = {}
+    for _, row in fingerprints.iterrows():
+        roc = row.get("roc")
+        if not isinstance(roc, dict):
+            continue
+        try:
+            fpr = [float(v) for v in roc["fpr"]]
+            tpr = [float(v) for v in roc["tpr"]]
+        except (KeyError, TypeError, ValueError):
+            continue
+        if len(fpr) < 2 or len(fpr) != len(tpr):
+            continue
+        by_method.setdefault(str(row["id"]), []).append(_interp(grid, fpr, tpr))
+        if _finite(row.get("auc")):
+            aucs.setdefault(str(row["id"]), []).append(float(row["auc"]))
+    if not by_method:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
+    for method, curves in sorted(by_method.items())[:MAX_SERIES]:
+        mean = [sum(c[i] for c in curves) / len(curves) for i in range(len(grid))]
+        auc = f", AUC {_mean(aucs.get(method, [])):.3f}" if aucs.get(method) else ""
+        ax.plot(grid, mean, linewidth=2, label=f"{method} ({len(curves)} runs{auc})")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("Fingerprint ROC curves")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    _legend(ax, len(by_method) + 1)
+    return _png(fig)
+
+
+def _interp(grid: list[float], fpr: list[float], tpr: list[float]) -> list[float]:
+    """TPR of a ROC curve at each FPR of ``grid`` (linear between points; the
+    highest TPR wins where the curve rises vertically)."""
+    import numpy as np
+
+    order = np.lexsort((np.asarray(tpr), np.asarray(fpr)))
+    x, y = np.asarray(fpr)[order], np.asarray(tpr)[order]
+    return [float(v) for v in np.interp(grid, x, y)]
+
+
+def _mean(values: list[float]) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+PLOTS = {
+    "accuracy_vs_sparsity": ("Accuracy vs sparsity per scheme", "compression"),
+    "speedup_vs_sparsity": ("Measured speedup vs sparsity (ideal 1/(1-s))", "compression"),
+    "uap_vs_budget": ("UAP fooling rate vs budget", "robustness"),
+    "transfer_heatmaps": ("Transfer: dense -> compressed -> deployed", "robustness"),
+    "roc_curves": ("Fingerprint ROC curves", "ip"),
+}
+
+
+def make_plots(data) -> dict[str, bytes | None]:
+    """All plots of ``data`` by name (see :data:`PLOTS`)."""
+    return {
+        "accuracy_vs_sparsity": accuracy_vs_sparsity(data.runs),
+        "speedup_vs_sparsity": speedup_vs_sparsity(data.runs),
+        "uap_vs_budget": uap_vs_budget(data.attacks),
+        "transfer_heatmaps": transfer_heatmaps(data.transfers),
+        "roc_curves": roc_curves(data.fingerprints),
+    }

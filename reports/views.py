@@ -1,0 +1,238 @@
+"""The three leaderboard views, ranked: compression, robustness, IP protection.
+
+Each :class:`View` is a DataFrame with a ``rank`` column (1 = best on the
+sort metric; ties share a rank; rows without the metric are unranked and come
+last), identity columns and metric columns (floats).  Columns are fixed per
+view so that CSVs keep stable names; a view without data is an empty table.
+
+Robustness columns, per run (a record metric of the same name wins):
+
+uap_fooling_rate       worst (highest) fooling rate over the run's attack
+                       entries whose id contains "uap"
+pgd_robust_acc         worst (lowest) robust accuracy over entries whose id
+                       contains "pgd" but not "uap" (1 - misclassification
+                       rate when an entry gives no robust_acc)
+transfer_fooling_rate  from the run's transfer matrix: the dense -> deployed
+                       cell when the labels say so, else the mean of the
+                       off-diagonal cells
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from reports.metrics import direction
+
+IDENT = ["model", "source", "compress", "sparsity", "backend", "seed"]
+COMPRESSION_METRICS = ["clean_acc", "acc_dense", "achieved_sparsity", "macs", "macs_ratio", "params",
+                       "latency_ms", "speedup"]
+ROBUSTNESS_METRICS = ["clean_acc", "uap_fooling_rate", "pgd_robust_acc", "transfer_fooling_rate"]
+IP_METRICS = ["R", "T", "U", "auc", "tpr_at_1pct_fpr", "false_positives", "queries", "generation_seconds"]
+ATTACK_DETAIL = ["id", "norm", "eps", "crafted_on", "evaluated_on", "fooling_rate", "asr",
+                 "misclassification_rate", "robust_acc", "achieved_norm", "grad_queries", "seconds"]
+DEFAULT_SORT = {"compression": "clean_acc", "robustness": "uap_fooling_rate", "ip": "U"}
+TITLES = {"compression": "Compression", "robustness": "Robustness", "ip": "IP protection"}
+
+
+@dataclass
+class View:
+    """One ranked leaderboard table."""
+
+    key: str               # compression | robustness | ip
+    title: str
+    table: Any             # pandas.DataFrame: rank, identity, metrics
+    identity: list[str]
+    metrics: list[str]
+    sort_by: str | None    # the metric the rank is over (None: no rankable metric)
+    higher_is_better: bool | None
+
+    @property
+    def empty(self) -> bool:
+        return len(self.table) == 0
+
+    @property
+    def columns(self) -> list[str]:
+        return ["rank", *self.identity, *self.metrics]
+
+
+def parse_sort(text: str | None) -> tuple[str | None, bool | None]:
+    """``"metric"``, ``"metric:asc"`` or ``"metric:desc"`` -> (metric, higher-first or None)."""
+    if not text:
+        return None, None
+    name, _, order = text.partition(":")
+    if order not in ("", "asc", "desc"):
+        from suite.errors import ConfigError
+
+        raise ConfigError(f"--sort takes METRIC, METRIC:asc or METRIC:desc, got {text!r}")
+    return name.strip(), None if not order else order == "desc"
+
+
+def rank(table, metric: str | None, higher: bool | None, tie_columns: list[str]):
+    """Add ``rank`` and sort; rows lacking the metric are unranked and last."""
+    import pandas as pd
+
+    df = table.copy()
+    if metric is None or metric not in df.columns or len(df) == 0:
+        df.insert(0, "rank", pd.Series([math.nan] * len(df), index=df.index, dtype=float))
+        return df.sort_values(tie_columns, kind="stable", na_position="last").reset_index(drop=True)
+    values = pd.to_numeric(df[metric], errors="coerce")
+    df.insert(0, "rank", values.rank(ascending=not higher, method="min"))
+    key_cols = ["rank"] + [c for c in tie_columns if c in df.columns]
+    return df.sort_values(key_cols, kind="stable", na_position="last").reset_index(drop=True)
+
+
+def build_views(data, sort: str | None = None) -> list[View]:
+    """The three views of ``data`` (a :class:`reports.load.RunData`)."""
+    sort_metric, sort_order = parse_sort(sort)
+    hib = data.higher_is_better
+    specs = [("compression", compression_table(data), COMPRESSION_METRICS, IDENT),
+             ("robustness", robustness_table(data), ROBUSTNESS_METRICS, IDENT),
+             ("ip", ip_table(data), IP_METRICS, IDENT + ["method"])]
+    views = []
+    for key, table, metrics, ident in specs:
+        extra = [c for c in table.columns if c not in ident and c not in metrics and c != "run_id"]
+        metrics = metrics + extra
+        metric = sort_metric if sort_metric in metrics else DEFAULT_SORT[key]
+        higher = sort_order if (sort_order is not None and metric == sort_metric) else direction(metric, hib)
+        if higher is None:
+            higher = True
+        ranked = rank(table[["run_id", *ident, *metrics]], metric, higher, ident)
+        views.append(View(key, TITLES[key], ranked, ident, metrics, metric, higher))
+    return views
+
+
+def all_metrics(views: list[View]) -> set[str]:
+    return {m for v in views for m in v.metrics}
+
+
+# ------------------------------------------------------------------ tables
+def compression_table(data):
+    import pandas as pd
+
+    runs = data.runs
+    out = pd.DataFrame({c: runs[c] if c in runs.columns else math.nan for c in ["run_id", *IDENT]})
+    for m in COMPRESSION_METRICS:
+        out[m] = pd.to_numeric(runs[m], errors="coerce") if m in runs.columns else math.nan
+    return out
+
+
+def robustness_table(data):
+    """One row per run that has any robustness number (see module docstring)."""
+    import pandas as pd
+
+    runs, attacks = data.runs, data.attacks
+    extra_metrics = sorted(c for c in runs.columns
+                           if c not in ROBUSTNESS_METRICS and _looks_robust(c))
+    rows = []
+    transfer_by_run: dict[str, list[dict[str, Any]]] = {}
+    for t in data.transfers:
+        transfer_by_run.setdefault(t["run_id"], []).append(t)
+    for _, run in runs.iterrows():
+        run_id = run.get("run_id")
+        mine = attacks[attacks["run_id"] == run_id] if len(attacks) else attacks
+        row = {"run_id": run_id, **{c: run.get(c) for c in IDENT}, "clean_acc": _f(run.get("clean_acc"))}
+        row["uap_fooling_rate"] = _first(run.get("uap_fooling_rate"),
+                                         _agg(mine, lambda i: "uap" in i, "fooling_rate", max))
+        row["pgd_robust_acc"] = _first(run.get("pgd_robust_acc"),
+                                       _agg(mine, lambda i: "pgd" in i and "uap" not in i, "robust_acc", min))
+        row["transfer_fooling_rate"] = _first(run.get("transfer_fooling_rate"),
+                                              transfer_summary(transfer_by_run.get(run_id, [])))
+        for c in extra_metrics:
+            row[c] = _f(run.get(c))
+        if any(not math.isnan(row[c]) for c in ROBUSTNESS_METRICS[1:] + extra_metrics) or len(mine):
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["run_id", *IDENT, *ROBUSTNESS_METRICS, *extra_metrics])
+
+
+def _looks_robust(name: str) -> bool:
+    low = name.lower()
+    return any(k in low for k in ("fooling", "robust", "asr", "attack", "misclass"))
+
+
+def attack_details(data):
+    """All attack entries with their run's identity (sorted, unranked)."""
+    cols = ["run_id", *IDENT, *ATTACK_DETAIL]
+    attacks = data.attacks
+    if len(attacks) == 0:
+        import pandas as pd
+
+        return pd.DataFrame(columns=cols)
+    return attacks[cols].sort_values(IDENT + ["id", "eps"], kind="stable", na_position="last") \
+        .reset_index(drop=True)
+
+
+def ip_table(data):
+    """One row per (run, fingerprint method)."""
+    import pandas as pd
+
+    fps = data.fingerprints
+    cols = ["run_id", *IDENT, "method", *IP_METRICS]
+    if len(fps) == 0:
+        return pd.DataFrame(columns=cols)
+    out = fps.rename(columns={"id": "method"})
+    for m in IP_METRICS:
+        out[m] = pd.to_numeric(out[m], errors="coerce")
+    return out[cols].reset_index(drop=True)
+
+
+def transfer_summary(matrices: list[dict[str, Any]]) -> float:
+    """Dense -> deployed transfer value of the first usable matrix (see module docstring)."""
+    for m in matrices:
+        rows = [r.lower() for r in m["rows"]]
+        cols = [c.lower() for c in m["cols"]]
+        r = next((i for i, name in enumerate(rows) if "dense" in name), None)
+        c = next((j for j, name in enumerate(cols) if "deploy" in name), None)
+        if r is not None and c is not None and not math.isnan(m["values"][r][c]):
+            return float(m["values"][r][c])
+        off = [v for i, line in enumerate(m["values"]) for j, v in enumerate(line)
+               if not math.isnan(v) and rows[i] != cols[j]]
+        if off:
+            return float(sum(off) / len(off))
+    return math.nan
+
+
+def filter_runs(data, expr: str | None):
+    """Keep the runs for which ``expr`` (pandas ``DataFrame.query`` syntax on the runs table) holds."""
+    if not expr:
+        return data
+    from dataclasses import replace
+
+    from suite.errors import ConfigError
+
+    try:
+        kept = data.runs.query(expr, engine="python")
+    except Exception as err:  # noqa: BLE001 - pandas raises many kinds for a bad expression
+        cols = ", ".join(str(c) for c in data.runs.columns)
+        raise ConfigError(f"bad --filter {expr!r}: {' '.join(str(err).split())} (columns: {cols})") from None
+    ids = set(kept["run_id"])
+    keep_rows = lambda df: df[df["run_id"].isin(ids)].reset_index(drop=True)  # noqa: E731
+    records = [r for r in data.records if r.get("run_id") in ids]
+    return replace(data, records=records, runs=kept.reset_index(drop=True), attacks=keep_rows(data.attacks),
+                   fingerprints=keep_rows(data.fingerprints),
+                   transfers=[t for t in data.transfers if t["run_id"] in ids])
+
+
+# ----------------------------------------------------------------- helpers
+def _f(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _first(*values: Any) -> float:
+    for v in values:
+        f = _f(v)
+        if not math.isnan(f):
+            return f
+    return math.nan
+
+
+def _agg(attacks, match, column: str, reduce) -> float:
+    if len(attacks) == 0:
+        return math.nan
+    values = [float(v) for i, v in zip(attacks["id"], attacks[column])
+              if match(str(i).lower()) and not math.isnan(_f(v))]
+    return float(reduce(values)) if values else math.nan
