@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ JUNK = {
 
 def make_record(model: str, compress: str, sparsity: float, backend: str, seed: int, *,
                 version: str = "1.1", rng: random.Random | None = None) -> dict[str, Any]:
-    rng = rng or random.Random(hash((model, compress, sparsity, backend, seed)) & 0xFFFF)
+    rng = rng or random.Random(zlib.crc32(f"{model}/{compress}/{sparsity}/{backend}/{seed}".encode()))
     run_id = f"20260101T000000Z-{model}-{compress}-digits16-s{seed}-{backend}{int(sparsity * 100):02d}"
     dense_acc = 0.95 if model == "vgg16" else 0.9
     acc = dense_acc - (0.3 * sparsity ** 3 if compress != "none" else 0.0) - 0.01 * seed
