@@ -24,6 +24,7 @@ KINDS = ("models", "sources", "compressors", "backends", "attacks", "fingerprint
 
 # name -> "module:add_command"; see the module docstring.
 PLUGIN_COMMANDS: dict[str, str] = {
+    "meta-train": "attacks.meta_cli:add_command",
     "grid": "suite.grid:add_command",
     "leaderboard": "reports.cli:add_command",
 }

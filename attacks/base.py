@@ -1,0 +1,125 @@
+"""The attack contract: built from settings only, model and data passed at call time.
+
+One configured attack runs unchanged against dense, compressed and compiled
+models (foolbox's split of model and attack).  Every attack returns an
+:class:`AttackResult`.
+
+Query accounting: one *gradient query* is one image through a forward and a
+backward pass of the victim; forward-only passes under ``torch.no_grad`` are
+*queries* (labels or logits) and are counted separately.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from attacks.norms import check_budget
+from suite.errors import ConfigError
+
+
+@dataclass
+class AttackResult:
+    """What an attack produced on the images it was given.
+
+    perturbation: universal attacks: the UAP ``[C, H, W]`` (inside the budget).
+    adversarials: per-image attacks: ``[N, C, H, W]`` in [0, 1].
+    success: bool ``[N]``: the attack's goal reached on each given image
+        (label changed from the clean prediction, or the target hit).
+    metrics: on the given (craft) images; held-out metrics come from
+        :func:`attacks.metrics.evaluate_perturbation`.
+    converged: the stopping criterion was met before the step budget ran out.
+    history: checkpoints ``{"step", "grad_queries", "seconds", "fooling_rate"}``
+        measured on a tracking set while crafting (empty unless asked for).
+    """
+
+    attack: str
+    norm: str
+    eps: float
+    perturbation: torch.Tensor | None = None
+    adversarials: torch.Tensor | None = None
+    success: torch.Tensor | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    converged: bool = False
+    steps: int = 0
+    grad_queries: int = 0
+    queries: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    target: int | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready facts (no tensors)."""
+        return {"attack": self.attack, "norm": self.norm, "eps": self.eps, "target": self.target,
+                "converged": self.converged, "steps": self.steps, "grad_queries": self.grad_queries,
+                "queries": self.queries, "seconds": round(self.seconds, 4), **self.metrics}
+
+
+class QueryCounter(torch.nn.Module):
+    """Wraps a logits function and counts images sent through it.
+
+    Images in a forward pass with grad enabled count as gradient queries
+    (every such pass in our attacks is followed by a backward pass); the rest
+    as plain queries.
+    """
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+        self.grad_queries = 0
+        self.queries = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            self.grad_queries += int(x.shape[0])
+        else:
+            self.queries += int(x.shape[0])
+        return self.fn(x)
+
+
+class Attack:
+    """Common settings: budget ``norm``/``eps``, optional ``target`` class, ``seed``."""
+
+    name = "attack"
+    universal = True
+    needs_gradients = True
+
+    def __init__(self, *, norm: str = "linf", eps: float = 10 / 255, target: int | None = None,
+                 seed: int = 0) -> None:
+        self.norm, self.eps = check_budget(norm, eps)
+        if target is not None and (not isinstance(target, int) or target < 0):
+            raise ConfigError(f"target must be a class index >= 0, got {target!r}")
+        self.target = target
+        self.seed = int(seed)
+
+    def settings(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def _check_target(self, num_classes: int) -> None:
+        if self.target is not None and self.target >= num_classes:
+            raise ConfigError(f"target class {self.target} out of range for {num_classes} classes")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({args})"
+
+
+def positive(name: str, value: float, *, integer: bool = False, allow_zero: bool = False) -> float:
+    """Validate a numeric setting; raise ConfigError naming it."""
+    if integer and int(value) != value:
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.start

@@ -1,0 +1,382 @@
+"""Meta-learned universal perturbations: MAML + a learned optimizer, and the two ablations.
+
+A *task* is an (image source, victim model) pair at the source's own
+resolution.  Meta-training sees several tasks and learns, per variant:
+
+``meta``  (``uap-meta``) a :class:`LearnedOptimizer` *and* a :class:`MetaInit`
+          with the MAML outer loop: on each sampled task, ``K`` inner steps of
+          the learned optimizer on ``support`` images from ``init + jitter``;
+          the outer loss is the UAP loss of the adapted perturbation on
+          *other* (query) images of the task, at several inner steps.
+``maml``  (``uap-maml``) only the :class:`MetaInit`; the inner steps are
+          plain sign-gradient (Linf) or normalised-gradient (L2) steps.
+``l2o``   (``uap-l2o``) only the learned optimizer, trained the classic
+          learning-to-optimise way: random start, loss summed along the
+          trajectory on the *same* images it optimises (no support/query
+          split, no outer loop over adaptation).
+
+Meta-gradients are first order (the victim's input gradient is treated as a
+constant, as Andrychowicz et al. do); the path through the updates and the
+projections is exact.  Victim weights never change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from attacks.base import Attack, AttackResult, QueryCounter, Stopwatch, positive
+from attacks.learned import LearnedOptimizer, MetaInit
+from attacks.losses import margin_loss
+from attacks.norms import apply_perturbation, check_budget, project
+from attacks.uap import Tracker, _finish, gradient_step, random_start
+from attacks.victim import Model, labels_of, white_box
+from suite.errors import ArtifactError, ConfigError
+from suite.sources.base import ImageSplit
+
+VARIANTS = ("meta", "maml", "l2o")
+FORMAT = 1
+
+
+@dataclass
+class Task:
+    """One meta-training task: a victim model and the craft images of its source.
+
+    images: the task's *craft* split (meta-training never sees its test split).
+    """
+
+    name: str
+    source: str
+    model: torch.nn.Module
+    images: ImageSplit
+    model_id: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.images.images.shape[1:])  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    """Meta-training settings (part of the cache key).
+
+    inner_steps: K adaptation steps unrolled per meta-iteration.
+    support / query: images per task per meta-iteration (query: ``meta`` and
+        ``maml`` only; drawn disjoint from the support images).
+    meta_steps: outer iterations; lr: Adam learning rate of the meta-parameters.
+    inner_step_size: ``maml`` inner step, as a fraction of the budget scale.
+    jitter: random start around the learned init, as a fraction of the budget.
+    """
+
+    variant: str = "meta"
+    norm: str = "linf"
+    eps: float = 10 / 255
+    inner_steps: int = 10
+    support: int = 32
+    query: int = 64
+    meta_steps: int = 200
+    lr: float = 0.01
+    hidden: int = 20
+    base: int = 32
+    inner_step_size: float = 0.25
+    jitter: float = 0.25
+    kappa: float = 5.0
+    seed: int = 0
+
+    def validate(self) -> "MetaConfig":
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"unknown meta variant {self.variant!r} (choices: {', '.join(VARIANTS)})")
+        norm, eps = check_budget(self.norm, self.eps)
+        for name in ("inner_steps", "support", "query", "meta_steps", "hidden", "base"):
+            positive(name, getattr(self, name), integer=True)
+        for name in ("lr", "inner_step_size", "kappa"):
+            positive(name, getattr(self, name))
+        if not 0 <= self.jitter <= 1:
+            raise ConfigError(f"jitter must be in [0, 1], got {self.jitter}")
+        return dataclasses.replace(self, norm=norm, eps=eps)
+
+
+@dataclass
+class MetaState:
+    """A meta-trained attacker: learned optimizer and/or init, plus how it was made."""
+
+    config: MetaConfig
+    optimizer: LearnedOptimizer | None
+    init: MetaInit | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for prefix, module in (("optimizer.", self.optimizer), ("init.", self.init)):
+            if module is not None:
+                out.update({prefix + k: v.detach().clone() for k, v in module.state_dict().items()})
+        return out
+
+
+def _modules(cfg: MetaConfig) -> tuple[LearnedOptimizer | None, MetaInit | None]:
+    opt = LearnedOptimizer(cfg.hidden) if cfg.variant in ("meta", "l2o") else None
+    init = MetaInit(3, cfg.base) if cfg.variant in ("meta", "maml") else None
+    return opt, init
+
+
+# -------------------------------------------------------------- inner loop
+def start_point(state: MetaState, shape: tuple[int, int, int], norm: str, eps: float,
+                gen: torch.Generator) -> torch.Tensor:
+    """Where adaptation starts: the learned init plus jitter, or a random point (``l2o``)."""
+    jitter = random_start(shape, norm, eps, gen, fraction=state.config.jitter if state.init else 1.0)
+    if state.init is None:
+        return jitter
+    return project(state.init(shape, norm=norm, eps=eps) + jitter, norm, eps)
+
+
+def inner_loop(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labels: torch.Tensor,
+               v: torch.Tensor, state: MetaState, *, steps: int, norm: str, eps: float,
+               target: int | None = None, on_step: Callable[[int, torch.Tensor], None] | None = None,
+               batch_size: int | None = None, gen: torch.Generator | None = None) -> torch.Tensor:
+    """``steps`` adaptation steps of ``v`` on ``(x, labels)``; keeps the graph to the meta-parameters.
+
+    The input gradient at each step is taken at a detached copy of ``v``
+    (first-order meta-gradients).  ``on_step(k, v)`` is called after step k.
+    ``batch_size``: draw a mini-batch per step (seeded by ``gen``) if fewer
+    than the images given.
+    """
+    cfg = state.config
+    opt_state = state.optimizer.init_state(v.numel()) if state.optimizer is not None else None
+    horizon = max(1, cfg.inner_steps)
+    for k in range(steps):
+        if batch_size is not None and batch_size < len(x):
+            idx = torch.randperm(len(x), generator=gen)[:batch_size]
+            xb, lb = x[idx], labels[idx]
+        else:
+            xb, lb = x, labels
+        vd = v.detach().requires_grad_(True)
+        loss = margin_loss(fn(apply_perturbation(xb, vd)), lb, target, cfg.kappa)
+        (grad,) = torch.autograd.grad(loss, vd)
+        if state.optimizer is not None:
+            delta, opt_state = state.optimizer(grad, v, opt_state, min(1.0, k / horizon), norm=norm, eps=eps)
+            v = project(v + delta, norm, eps)
+        else:
+            step = cfg.inner_step_size * (eps if norm == "linf" else eps)
+            v = gradient_step(v, grad, norm, eps, step)
+        if on_step is not None:
+            on_step(k + 1, v)
+    return v
+
+
+# ------------------------------------------------------------ meta-training
+def meta_train(tasks: list[Task], cfg: MetaConfig, *, progress: bool = True,
+               desc: str = "meta-train") -> MetaState:
+    """Meta-train the variant ``cfg.variant`` over ``tasks``; returns the trained state."""
+    from tqdm import tqdm
+
+    cfg = cfg.validate()
+    if not tasks:
+        raise ConfigError("meta-training needs at least one task")
+    for t in tasks:
+        need = cfg.support + (cfg.query if cfg.variant != "l2o" else 0)
+        if len(t.images) < need:
+            raise ConfigError(f"task {t.name} has {len(t.images)} craft images; meta-training needs {need}")
+        t.model.eval()
+    torch.manual_seed(cfg.seed)
+    opt, init = _modules(cfg)
+    state = MetaState(cfg, opt, init)
+    params = [p for m in (opt, init) if m is not None for p in m.parameters()]
+    adam = torch.optim.Adam(params, lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    clean_labels = {t.name: labels_of(t.model, t.images.tensors()[0]) for t in tasks}
+    losses: list[float] = []
+    started = time.perf_counter()
+    bar = tqdm(range(cfg.meta_steps), desc=desc, disable=not progress, leave=False)
+    for it in bar:
+        task = tasks[int(torch.randint(len(tasks), (1,), generator=gen))]
+        x_all, _ = task.images.tensors()
+        perm = torch.randperm(len(x_all), generator=gen)
+        s_idx = perm[:cfg.support]
+        x_s, l_s = x_all[s_idx], clean_labels[task.name][s_idx]
+        if cfg.variant == "l2o":
+            x_q, l_q = x_s, l_s
+        else:
+            q_idx = perm[cfg.support:cfg.support + cfg.query]
+            x_q, l_q = x_all[q_idx], clean_labels[task.name][q_idx]
+        terms: list[torch.Tensor] = []
+        k_total = cfg.inner_steps
+        checkpoints = set(range(1, k_total + 1)) if cfg.variant == "l2o" else {max(1, k_total // 2), k_total}
+
+        def on_step(k: int, v: torch.Tensor) -> None:
+            if k in checkpoints:
+                terms.append((k / k_total) * margin_loss(task.model(apply_perturbation(x_q, v)), l_q,
+                                                         None, cfg.kappa))
+
+        v0 = start_point(state, task.shape, cfg.norm, cfg.eps, gen)
+        inner_loop(task.model, x_s, l_s, v0, state, steps=k_total, norm=cfg.norm, eps=cfg.eps, on_step=on_step)
+        meta_loss = torch.stack(terms).sum() / sum(k / k_total for k in checkpoints)
+        grads = torch.autograd.grad(meta_loss, params, allow_unused=True)
+        for p, g in zip(params, grads):
+            p.grad = torch.zeros_like(p) if g is None else g
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        adam.step()
+        losses.append(float(meta_loss.detach()))
+        if it % 10 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+    state.info = {"variant": cfg.variant, "tasks": [{"name": t.name, "source": t.source, "model": t.model_id,
+                                                     "shape": list(t.shape)} for t in tasks],
+                  "meta_loss_first": losses[:10], "meta_loss_last": losses[-10:],
+                  "seconds": round(time.perf_counter() - started, 3), "config": dataclasses.asdict(cfg)}
+    return state
+
+
+# ------------------------------------------------------------------ caching
+def meta_key(cfg: MetaConfig, tasks: list[Task]) -> str:
+    """Cache key: the settings and each task's (source, model sha / id, shape)."""
+    payload = {"cfg": dataclasses.asdict(cfg), "format": FORMAT,
+               "tasks": sorted([t.source, t.model_id, list(t.shape)] for t in tasks)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def save_state(state: MetaState, directory: Path) -> None:
+    """Write ``state.pt`` (tensors only) and ``meta.json`` (config, info, sha256) into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(state.state_dict(), directory / "state.pt")
+    digest = hashlib.sha256((directory / "state.pt").read_bytes()).hexdigest()
+    (directory / "meta.json").write_text(json.dumps({"format": FORMAT, "config": dataclasses.asdict(state.config),
+                                                     "info": state.info, "sha256": digest}, indent=1))
+
+
+def load_state(directory: str | os.PathLike) -> MetaState:
+    """Load a saved meta-trained state (``weights_only=True``); ArtifactError if corrupt."""
+    d = Path(directory)
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+        blob = (d / "state.pt").read_bytes()
+    except (OSError, ValueError) as err:
+        raise ArtifactError(f"meta-trained attacker in {d} is unreadable: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ArtifactError(f"meta-trained attacker in {d}: unknown format")
+    if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+        raise ArtifactError(f"meta-trained attacker in {d}: state.pt does not match its sha256")
+    try:
+        cfg = MetaConfig(**meta["config"]).validate()
+        import io
+
+        tensors = torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu")
+        opt, init = _modules(cfg)
+        for prefix, module in (("optimizer.", opt), ("init.", init)):
+            if module is not None:
+                module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    except (TypeError, KeyError, RuntimeError, ValueError) as err:
+        raise ArtifactError(f"meta-trained attacker in {d} is corrupt: {str(err).splitlines()[0]}") from None
+    return MetaState(cfg, opt, init, meta.get("info", {}))
+
+
+def get_meta_state(tasks: list[Task], cfg: MetaConfig, cache_dir: str | os.PathLike, *, progress: bool = True,
+                   log: Callable[[str], None] = lambda m: None) -> tuple[MetaState, Path, bool]:
+    """Load the meta-trained state for ``(cfg, tasks)`` from the cache, training it on a miss.
+
+    Returns ``(state, entry_dir, cache_hit)``.  Entries are published
+    atomically; a corrupt entry is reported and retrained.
+    """
+    cfg = cfg.validate()
+    key = meta_key(cfg, tasks)
+    entry = Path(cache_dir) / "meta" / cfg.variant / key[:24]
+    if (entry / "meta.json").exists():
+        try:
+            state = load_state(entry)
+            state.info["key"] = key[:24]
+            return state, entry, True
+        except ArtifactError as err:
+            log(f"warning: {err}; meta-training again")
+            shutil.rmtree(entry, ignore_errors=True)
+    state = meta_train(tasks, cfg, progress=progress, desc=f"meta-train uap-{cfg.variant}")
+    state.info["key"] = key[:24]
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}.tmp-"))
+    try:
+        save_state(state, tmp / "entry")
+        if not entry.exists():
+            os.rename(tmp / "entry", entry)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return state, entry, False
+
+
+# ------------------------------------------------------------------ attacks
+class MetaUAP(Attack):
+    """Few-shot UAP adaptation with a meta-trained state (``uap-meta`` / ``uap-maml`` / ``uap-l2o``).
+
+    meta: a :class:`MetaState` or the directory of a saved one (from
+        ``suite meta-train`` or the run's cache).  Its norm is used; ``eps``
+        may differ (features and steps are in budget units).
+    steps: adaptation steps (default 10); batch_size: images per step (all
+        given images if fewer).
+    """
+
+    variant = "meta"
+
+    def __init__(self, *, meta: Any = None, norm: str = "linf", eps: float = 10 / 255, target: int | None = None,
+                 seed: int = 0, steps: int = 10, batch_size: int = 32, track_every: int = 1) -> None:
+        super().__init__(norm=norm, eps=eps, target=target, seed=seed)
+        if meta is None:
+            raise ConfigError(f"{self.name} needs a meta-trained attacker: pass meta=DIR (see `suite meta-train`)")
+        self.meta = meta if isinstance(meta, MetaState) else load_state(meta)
+        if self.meta.config.variant != self.variant:
+            raise ConfigError(f"{self.name} needs a '{self.variant}' meta-trained state, "
+                              f"got '{self.meta.config.variant}'")
+        if self.meta.config.norm != self.norm:
+            raise ConfigError(f"the meta-trained state is for {self.meta.config.norm}, not {self.norm}")
+        self.steps = positive("steps", steps, integer=True)
+        self.batch_size = positive("batch_size", batch_size, integer=True)
+        self.track_every = positive("track_every", track_every, integer=True)
+
+    def settings(self) -> dict[str, Any]:
+        out = super().settings()
+        out["meta"] = self.meta.info.get("key", "<in memory>")
+        return out
+
+    def craft(self, model: Model, x: torch.Tensor, *, track: tuple[torch.Tensor, torch.Tensor] | None = None
+              ) -> AttackResult:
+        fn = white_box(model, self.name)
+        counter = QueryCounter(fn)
+        watch = Stopwatch()
+        gen = torch.Generator().manual_seed(self.seed)
+        clean = labels_of(fn, x)
+        tracker = Tracker(fn, track, self.track_every, self.target)
+        shape = tuple(int(s) for s in x.shape[1:])
+        with torch.no_grad():
+            v = start_point(self.meta, shape, self.norm, self.eps, gen)  # type: ignore[arg-type]
+        tracker(v, 0, 0, watch())
+        v = inner_loop(counter, x, clean, v, self.meta, steps=self.steps, norm=self.norm, eps=self.eps,
+                       target=self.target, batch_size=self.batch_size, gen=gen,
+                       on_step=lambda k, vk: tracker(vk.detach(), k, counter.grad_queries, watch()))
+        return _finish(self, fn, counter, x, clean, v.detach(), steps=self.steps, converged=True, watch=watch,
+                       tracker=tracker)
+
+
+class UAPMeta(MetaUAP):
+    """MAML-meta-trained learned optimizer and initialisation (the suite's meta attack)."""
+
+    name = "uap-meta"
+    variant = "meta"
+
+
+class UAPMAML(MetaUAP):
+    """Ablation: MAML-learned initial perturbation, plain gradient steps."""
+
+    name = "uap-maml"
+    variant = "maml"
+
+
+class UAPL2O(MetaUAP):
+    """Ablation: learned optimizer trained without the MAML outer loop, random start."""
+
+    name = "uap-l2o"
+    variant = "l2o"

@@ -1,0 +1,64 @@
+"""Meta-training tasks from the suite's own sources and model zoo.
+
+A task is (source, victim model); its model is trained (or loaded from the
+model cache) by the same machinery as ``suite run``, with the meta profile's
+width and recipe.  Only the task's *train* split is handed to meta-training.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from attacks.meta import Task
+from suite import registries as reg
+from suite.config import PROFILE_DEFAULTS, RunConfig, TrainRecipe
+
+# Victim models for meta-training tasks, per profile: narrower and shorter
+# than the run's own model (the learned optimizer only needs gradients of
+# reasonable victims, not the best ones).
+TASK_PROFILES: dict[str, dict[str, Any]] = {
+    "default": {"width": 0.5, "recipe": TrainRecipe(epochs=15), "limit": None},
+    "smoke": {"width": 0.25, "recipe": PROFILE_DEFAULTS["smoke"]["recipe"], "limit": 96},
+}
+
+
+def embedded_sources() -> list[str]:
+    return [e.name for e in reg.sources.entries() if e.tags.get("embedded")]
+
+
+def other_sources(held_out: str) -> list[str]:
+    """Embedded sources other than ``held_out`` (the meta-training sources)."""
+    held = reg.sources.canonical(held_out)
+    return [s for s in embedded_sources() if s != held]
+
+
+def build_tasks(sources: list[str], archs: list[str], *, profile: str = "default", seed: int = 0,
+                cache_dir: str | None = None, threads: int | None = None, quiet: bool = True,
+                width: float | None = None, log: Callable[[str], None] = lambda m: None) -> list[Task]:
+    """Train or load one victim per (source, arch) and wrap them as tasks."""
+    from suite.pipeline import get_trained_model, load_source, setup_runtime
+
+    prof = TASK_PROFILES[profile]
+    tasks = []
+    for src_name in sources:
+        for arch in archs:
+            kwargs = {"cache_dir": cache_dir} if cache_dir else {}
+            cfg = RunConfig(model=arch, source=src_name, profile=profile, seed=seed, threads=threads,
+                            width=width or prof["width"], recipe=prof["recipe"], limit=prof["limit"],
+                            quiet=quiet, attacks=(), fingerprints=(), **kwargs).resolved()
+            setup_runtime(cfg)
+            source = load_source(cfg)
+            trained = get_trained_model(cfg, source)
+            log(f"meta task {src_name}/{arch}: {trained.info['id']} "
+                f"({'cached' if trained.info['cache_hit'] else 'trained'})")
+            tasks.append(Task(f"{source.name}/{trained.info['id']}", source.name, trained.model, source.train,
+                              model_id=trained.info["sha256"]))
+    return tasks
+
+
+def with_profile(cfg_kwargs: dict[str, Any], profile: str) -> dict[str, Any]:
+    """Meta-training defaults per profile (smoke: tiny)."""
+    if profile == "smoke":
+        return {"meta_steps": 6, "support": 16, "query": 32, "inner_steps": 4, **cfg_kwargs}
+    return dict(cfg_kwargs)
+
