@@ -27,6 +27,7 @@ PLUGIN_COMMANDS: dict[str, str] = {
     "meta-train": "attacks.meta_cli:add_command",
     "grid": "suite.grid:add_command",
     "leaderboard": "reports.cli:add_command",
+    "audit": "fingerprints.audit_cli:add_command",
 }
 
 

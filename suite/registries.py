@@ -92,6 +92,18 @@ backends.register("tvm", "compression.tvm_backend.backend:TVMBackend", aliases=(
 backends.register("onnx", "compression.backends.onnx_backend:OnnxBackend", aliases=("onnxruntime", "ort"),
                   description="ONNX export + ONNX Runtime (CPU); isolated black-box predictor")
 
+# ------------------------------------------------------------ fingerprints
+fingerprints.register("c-examples", "fingerprints.generators:CExamples", aliases=("c", "ce"),
+                      description="characteristic examples: sign-gradient steps to a target label (owner only)")
+fingerprints.register("rc-examples", "fingerprints.generators:RCExamples", aliases=("rc",),
+                      description="robust CEs: input gradient summed over K weight-noised owner copies")
+fingerprints.register("ltrc-examples", "fingerprints.generators:LTRCExamples", aliases=("ltrc",),
+                      description="low-transfer robust CEs: RC + FFT high-pass projection of the perturbation")
+fingerprints.register("ipguard", "fingerprints.generators:IPGuard",
+                      description="[baseline] IPGuard: data points pushed just past the decision boundary")
+fingerprints.register("misclassified", "fingerprints.generators:Misclassified", aliases=("misclassified-inputs",),
+                      description="[baseline] inputs the owner gets wrong, compared by label agreement")
+
 # ----------------------------------------------------------------- attacks
 attacks.register("uap-pgd", "attacks.uap:UAPPGD", aliases=("uap",),
                  description="universal perturbation by stochastic PGD over mini-batches (Linf/L2)")

@@ -1,0 +1,139 @@
+"""Cached fingerprints of an owner and their evaluation over the owner's suspect zoo.
+
+Layout under ``<cache_dir>/fingerprints/<owner sha256[:16]>/<method>-<digest[:16]>-s<seed>/``:
+
+* ``fingerprints.npz`` / ``fingerprints.json``: the :class:`FingerprintSet`
+  (the digest covers the method's settings and the source's pixels);
+* ``eval-<zoo key[:16]>-<access>.json``: every zoo member's match rate, the
+  calibration / evaluation split of the negatives and the calibrated threshold
+  (what ``suite audit`` needs besides the fingerprints).
+
+Both are written atomically (temporary directory + rename for the set,
+``atomic_write_text`` for the evaluation); a corrupt set is regenerated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from fingerprints.base import FingerprintMethod, FingerprintSet, settings_digest
+from fingerprints.metrics import calibrate_threshold, split_negatives
+from fingerprints.verify import match_scores
+from suite.cache import atomic_write_text
+from suite.errors import ArtifactError
+
+EVAL_FORMAT = 1
+TARGET_FPR = 0.01
+
+
+def bank_dir(cache_dir: str | os.PathLike, owner_sha256: str, method: FingerprintMethod, seed: int,
+             source_sha256: str) -> Path:
+    """Where the fingerprints of (owner, method settings, seed, source) live (the source fixes the input shape)."""
+    digest = settings_digest({"method": method.digest(), "source": source_sha256})
+    return Path(cache_dir) / "fingerprints" / owner_sha256[:16] / f"{method.name}-{digest[:16]}-s{seed}"
+
+
+def get_fingerprints(method: FingerprintMethod, owner_model, source, *, owner_sha256: str, cache_dir: str,
+                     seed: int, device: str = "cpu",
+                     log: Callable[[str], None] = lambda m: None) -> tuple[FingerprintSet, Path, bool]:
+    """The cached fingerprint set of (owner, method, seed), generating it on a miss; ``(set, dir, hit)``."""
+    final = bank_dir(cache_dir, owner_sha256, method, seed, source.fingerprint())
+    if (final / "fingerprints.json").exists():
+        try:
+            return FingerprintSet.load(final), final, True
+        except ArtifactError as err:
+            log(f"warning: cached fingerprints {final} unusable ({err}); regenerating them")
+            shutil.rmtree(final, ignore_errors=True)
+    log(f"fingerprints: generating {method.name} ({method.settings.get('count')} requested)")
+    fps = method.generate(owner_model, source, seed=seed, device=device)
+    fps.meta = {**fps.meta, "owner_sha256": owner_sha256, "seed": seed}
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    try:
+        fps.save(tmp)
+        if not final.exists():
+            os.rename(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"fingerprints: {method.name}: {len(fps)} kept in {fps.generation_seconds:.1f} s")
+    return fps, final, False
+
+
+@dataclass
+class Evaluation:
+    """Match rates of every zoo member for one fingerprint set, with the calibrated threshold."""
+
+    method: str
+    access: str
+    queries: int
+    members: list[dict[str, Any]]       # id, role, family, accuracy, rate
+    calibration: list[str]              # negative ids the threshold was calibrated on
+    evaluation: list[str]               # held-out negative ids (false positives counted here)
+    threshold: float
+    seconds: float
+    path: Path | None = None
+
+    def rates(self, role: str, ids: list[str] | None = None) -> list[float]:
+        keep = set(ids) if ids is not None else None
+        return [m["rate"] for m in self.members if m["role"] == role and (keep is None or m["id"] in keep)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"format": EVAL_FORMAT, "method": self.method, "access": self.access, "queries": self.queries,
+                "members": self.members, "calibration": self.calibration, "evaluation": self.evaluation,
+                "threshold": self.threshold, "target_fpr": TARGET_FPR, "seconds": self.seconds}
+
+    @classmethod
+    def load(cls, path: Path) -> "Evaluation":
+        try:
+            d = json.loads(path.read_text())
+            if d.get("format") != EVAL_FORMAT:
+                raise ValueError("format")
+            return cls(d["method"], d["access"], int(d["queries"]), d["members"], d["calibration"],
+                       d["evaluation"], float(d["threshold"]), float(d.get("seconds", 0.0)), path)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ArtifactError(f"fingerprint evaluation {path} unreadable ({err.__class__.__name__})") from None
+
+
+def eval_path(bank: Path, zoo_key: str, access: str) -> Path:
+    return bank / f"eval-{zoo_key[:16]}-{access}.json"
+
+
+def evaluate_on_zoo(fps: FingerprintSet, zoo, *, access: str = "label", seed: int = 0,
+                    log: Callable[[str], None] = lambda m: None) -> Evaluation:
+    """Query every zoo member with ``fps`` (predictor interface only), split the negatives, calibrate."""
+    start = time.perf_counter()
+    members = []
+    for m in zoo.members:
+        with zoo.predictor(m) as pred:
+            v = match_scores(pred, fps, access)
+        members.append({"id": m.id, "role": m.role, "family": m.family, "accuracy": m.accuracy,
+                        "rate": round(v.rate, 6)})
+    neg_ids = [m["id"] for m in members if m["role"] == "negative"]
+    cal, ev = split_negatives(neg_ids, seed)
+    cal_rates = [m["rate"] for m in members if m["id"] in set(cal)]
+    threshold = calibrate_threshold(cal_rates, len(fps), TARGET_FPR)
+    seconds = round(time.perf_counter() - start, 3)
+    log(f"fingerprints: {fps.method} evaluated on {len(members)} zoo members in {seconds:.1f} s")
+    return Evaluation(fps.method, access, len(fps), members, cal, ev, threshold, seconds)
+
+
+def get_evaluation(fps: FingerprintSet, bank: Path, zoo, zoo_key: str, *, access: str = "label", seed: int = 0,
+                   fresh: bool = False, log: Callable[[str], None] = lambda m: None) -> Evaluation:
+    """Cached :func:`evaluate_on_zoo` (recomputed when ``fresh`` or unreadable)."""
+    path = eval_path(bank, zoo_key, access)
+    if path.exists() and not fresh:
+        try:
+            return Evaluation.load(path)
+        except ArtifactError as err:
+            log(f"warning: {err}; re-evaluating")
+    ev = evaluate_on_zoo(fps, zoo, access=access, seed=seed, log=log)
+    atomic_write_text(path, json.dumps({**ev.as_dict(), "zoo": str(zoo.directory)}, indent=1) + "\n")
+    ev.path = path
+    return ev

@@ -1,0 +1,51 @@
+"""The one place the zoo build reaches for an executor (the same as grids use).
+
+:func:`run_jobs` maps a picklable top-level function over job dicts with
+:func:`suite.executors.make_executor` (``local``: a fresh process per job,
+``ray``: a Ray task per job, on a cluster when ``address`` is given) and
+returns the outcomes in job order.  ``inline`` runs the jobs one after the
+other in this process: only the smoke profile uses it, where starting the
+executor's fork server (seconds) would cost more than the jobs.  A failed job raises
+:class:`~suite.errors.SuiteError` naming it: a zoo with a missing member would
+silently change every metric.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from suite.errors import SuiteError
+
+
+def run_jobs(fn: Callable[[dict[str, Any]], dict[str, Any]], jobs: Sequence[dict[str, Any]], *,
+             kind: str = "local", parallel: int = 1, address: str | None = None,
+             log: Callable[[str], None] = lambda m: None) -> list[dict[str, Any]]:
+    """``[fn(job) for job in jobs]``, each call in its own process, ``parallel`` at a time."""
+    results: list[dict[str, Any] | None] = [None] * len(jobs)
+    if not jobs:
+        return []
+    if kind == "inline":
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            for index, job in enumerate(jobs):
+                try:
+                    results[index] = fn(job)
+                except SuiteError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - same report as an executor failure
+                    raise SuiteError(f"zoo job {job.get('id', index)} failed: {type(err).__name__}: {err}") from None
+                log(f"zoo: {index + 1}/{len(jobs)} {job.get('id', index)} done (inline)")
+        finally:
+            torch.set_num_threads(threads)
+        return [r for r in results if r is not None]
+    from suite.executors import make_executor
+
+    with make_executor(kind, jobs=max(1, parallel), address=address) as ex:
+        for done, (index, outcome) in enumerate(ex.map_unordered(fn, list(jobs)), start=1):
+            if not outcome.ok:
+                raise SuiteError(f"zoo job {jobs[index].get('id', index)} failed: {outcome.error}")
+            results[index] = outcome.value
+            log(f"zoo: {done}/{len(jobs)} {jobs[index].get('id', index)} done ({outcome.seconds:.1f} s)")
+    return [r for r in results if r is not None]

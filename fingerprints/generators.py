@@ -1,0 +1,403 @@
+"""Fingerprint generators: C-, RC- and LTRC-examples, and the IPGuard and misclassified baselines.
+
+Every generator needs the owner's gradients only (never a suspect's) and
+returns inputs ``[N, C, H, W]`` in [0, 1] with the label the owner gives them;
+inputs the owner does not label as intended are dropped (``meta["kept"]``
+counts the survivors).
+
+Characteristic examples (our reading of the CE paper; exact equations are not
+public, see ../shared/NOTES.md section 4)::
+
+    x_0 ~ noise (seeded);  target t spread over the classes (t != owner(x_0))
+    repeat ``steps`` times:
+        g = sum_k grad_x max(confidence - margin_k(x, t), 0)
+            margin_k = z_t - max_{j != t} z_j of owner copy k
+        x = x - step_size * sign(g)            # sign-gradient step
+        [LTRC] x = x_0 + highpass(x - x_0)     # keep only high frequencies
+        x = clip(x, 0, 1)
+
+* ``c-examples``: one copy, the owner itself (K = 1).
+* ``rc-examples``: K copies of the owner whose conv/linear weights get fresh
+  bounded noise at every step (``noise_kind`` relative: ``w * (1 + u)``,
+  absolute: ``w + u * std(w)``, ``u ~ U(-noise, noise)``), so the example
+  keeps its label under weight changes such as pruning.
+* ``ltrc-examples``: RC plus the high-pass projection of the perturbation
+  (:mod:`fingerprints.frequency`), which transfers less to unrelated models.
+
+An example stops moving once every copy has margin >= ``confidence`` (its
+gradient is zero), so ``confidence`` (logit units) sets how far inside the
+target class it ends.
+
+Baselines:
+
+* ``ipguard``: real images pushed just across the decision boundary between
+  their class ``i`` and a random class ``j`` (``relu(z_i - z_j + margin) +
+  relu(max_{t != i, j} z_t - z_i)``, Adam), label ``j``; matched by label.
+* ``misclassified``: images of a split, under seeded noise and shifts if the
+  clean ones do not suffice, that the owner gets wrong; the fingerprint label
+  is the owner's wrong label (matched by label agreement).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from fingerprints.base import FingerprintMethod
+from fingerprints.frequency import SHAPES, highpass, lowfreq_energy_fraction
+from suite.errors import ConfigError
+
+
+# ----------------------------------------------------------------- helpers
+def owner_labels(owner: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Owner's top-1 labels ``[N]`` for ``x`` ``[N, C, H, W]`` (no gradients)."""
+    with torch.no_grad():
+        return torch.cat([owner(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]) \
+            if len(x) else torch.zeros(0, dtype=torch.long)
+
+
+def spread_targets(n: int, num_classes: int, gen: torch.Generator,
+                   avoid: torch.Tensor | None = None) -> torch.Tensor:
+    """``[n]`` target labels covering the classes evenly (seeded order).
+
+    avoid: ``[n]`` labels each target must differ from (e.g. the owner's label
+    of the start point); needs ``num_classes >= 2``.
+    """
+    reps = math.ceil(n / num_classes)
+    t = torch.cat([torch.randperm(num_classes, generator=gen) for _ in range(reps)])[:n]
+    if avoid is not None and num_classes > 1:
+        clash = t == avoid
+        t[clash] = (t[clash] + 1 + torch.randint(0, num_classes - 1, (int(clash.sum()),), generator=gen)) % num_classes
+    return t
+
+
+def init_noise(n: int, shape: tuple[int, int, int], kind: str, std: float, gen: torch.Generator) -> torch.Tensor:
+    """Start points ``[n, C, H, W]`` in [0, 1]: ``uniform`` U(0, 1) or ``gaussian`` clip(0.5 + std * N(0, 1))."""
+    if kind == "uniform":
+        return torch.rand(n, *shape, generator=gen)
+    return (0.5 + std * torch.randn(n, *shape, generator=gen)).clamp_(0.0, 1.0)
+
+
+def data_starts(owner: torch.nn.Module, source, split: str, targets: torch.Tensor, gen: torch.Generator,
+                device: str) -> torch.Tensor:
+    """One image of ``split`` per target, drawn (seeded) among those the owner labels differently."""
+    x, _ = source.split(split).tensors()
+    labels = owner_labels(owner, x.to(device)).cpu()
+    out = []
+    for t in targets.tolist():
+        pool = torch.nonzero(labels != t)[:, 0]
+        out.append(x[pool[torch.randint(0, len(pool), (1,), generator=gen)]][0])
+    return torch.stack(out)
+
+
+def project(delta: torch.Tensor, x0: torch.Tensor, eps: float, radius: float = 0.0, shape: str = "circle",
+            rounds: int = 3, chroma: bool = False) -> torch.Tensor:
+    """Perturbation ``delta`` made feasible: ``|delta| <= eps``, ``x0 + delta`` in [0, 1], and (radius > 0)
+    high-pass.
+
+    With a filter, high-pass and box projections alternate ``rounds`` times
+    (POCS) so that clipping does not bring low frequencies back; the last
+    step is always the box, so the constraints hold exactly.
+    """
+    filtered = radius > 0 or (chroma and delta.shape[1] > 1)
+    for _ in range(max(1, rounds) if filtered else 1):
+        if radius > 0:
+            delta = highpass(delta, radius, shape)
+        if chroma and delta.shape[1] > 1:
+            delta = delta - delta.mean(dim=1, keepdim=True)
+        delta = (x0 + delta.clamp(-eps, eps)).clamp(0.0, 1.0) - x0
+    return delta
+
+
+def margin(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``[N]`` ``z_t - max_{j != t} z_j``."""
+    z_t = logits.gather(1, target[:, None])[:, 0]
+    other = logits.scatter(1, target[:, None], float("-inf")).amax(1)
+    return z_t - other
+
+
+def noisy_params(params: dict[str, torch.Tensor], names: list[str], bound: float, kind: str,
+                 gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """A copy of ``params`` whose tensors in ``names`` carry bounded uniform noise."""
+    out = dict(params)
+    for name in names:
+        w = params[name]
+        u = (torch.rand(w.shape, generator=gen, device="cpu").to(w.device) * 2.0 - 1.0) * bound
+        out[name] = w * (1.0 + u) if kind == "relative" else w + u * w.std()
+    return out
+
+
+def pruned_copies(owner: torch.nn.Module, source, k: int, bound: float, seed: int,
+                  device: str) -> list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+    """``k`` (params, buffers) of owner copies magnitude-pruned at sparsities ``bound * i / k`` (i = 1..k).
+
+    Every conv/linear weight but the first conv and the classifier (which
+    pruners keep dense) loses its smallest-magnitude fraction; BN statistics
+    are then re-estimated on 256 train images, as a pruner would.
+    """
+    import copy
+
+    from fingerprints.bn import recalibrate_bn
+
+    names = weight_names(owner)
+    inner = names[1:-1] if len(names) > 2 else names
+    out = []
+    for i in range(1, k + 1):
+        sparsity = min(0.99, bound * i / k)
+        model = copy.deepcopy(owner)
+        with torch.no_grad():
+            for name in inner:
+                w = model.get_parameter(name)
+                n_drop = int(sparsity * w.numel())
+                if n_drop:
+                    cut = w.abs().flatten().kthvalue(n_drop).values
+                    w.mul_((w.abs() > cut).to(w.dtype))
+        recalibrate_bn(model, source, 256, seed + i)
+        out.append(({n: p.detach() for n, p in model.named_parameters()},
+                    {n: b for n, b in model.named_buffers()}))
+    return out
+
+
+def weight_names(model: torch.nn.Module) -> list[str]:
+    """Names of the conv and linear weight parameters (what pruning touches)."""
+    names = []
+    for mod_name, mod in model.named_modules():
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+            names.append(f"{mod_name}.weight" if mod_name else "weight")
+    return names
+
+
+# -------------------------------------------------- characteristic examples
+class CExamples(FingerprintMethod):
+    """C-examples: from noise, sign-gradient steps until the owner predicts the target label confidently.
+
+    count: fingerprints requested; steps, step_size: sign-gradient iterations and
+    step (pixel units, images in [0, 1]); confidence: logit margin at which an
+    example stops; init: ``uniform`` | ``gaussian`` start noise (``init_std``);
+    batch_size: examples optimised together.
+    """
+
+    name = "c-examples"
+    DEFAULTS: dict[str, Any] = {"count": 100, "steps": 100, "step_size": 0.01, "confidence": 10.0,
+                                "eps": 1.0, "init": "gaussian", "init_std": 0.15, "init_split": "val", "batch_size": 100}
+    CHOICES = {"init": ("uniform", "gaussian", "data"), "noise_kind": ("relative", "absolute", "prune"),
+               "filter_shape": SHAPES, "init_split": ("train", "val", "test")}
+
+    def knob(self, key: str) -> Any:
+        """A setting, or the C-example value of a knob this method does not have (k=1, no noise, no filter)."""
+        return self.settings.get(key, {"k": 1, "noise": 0.0, "noise_kind": "relative", "radius": 0.0,
+                                       "filter_shape": "circle", "projections": 1, "chroma": False}.get(key))
+
+    def _validate(self) -> None:
+        super()._validate()
+        s = self.settings
+        if not s["step_size"] > 0:
+            raise ConfigError(f"{self.name} step_size must be > 0, got {s['step_size']}")
+        if s["confidence"] < 0:
+            raise ConfigError(f"{self.name} confidence must be >= 0 (logit margin), got {s['confidence']}")
+        if not 0 < s["eps"] <= 1:
+            raise ConfigError(f"{self.name} eps must be in (0, 1] (L-inf bound of x - x_0), got {s['eps']}")
+        if not 0 <= s["init_std"] <= 1:
+            raise ConfigError(f"{self.name} init_std must be in [0, 1], got {s['init_std']}")
+        if s["batch_size"] < 1:
+            raise ConfigError(f"{self.name} batch_size must be >= 1, got {s['batch_size']}")
+        if "k" in s and not 1 <= s["k"] <= 256:
+            raise ConfigError(f"{self.name} k must be in [1, 256], got {s['k']}")
+        if "noise" in s and not 0 <= s["noise"] <= 10:
+            raise ConfigError(f"{self.name} noise must be in [0, 10], got {s['noise']}")
+        if "radius" in s and not 0 <= s["radius"] < 1.5:
+            raise ConfigError(f"{self.name} radius must be in [0, 1.5) (fraction of Nyquist), got {s['radius']}")
+
+    def _generate(self, owner, source, *, seed, device):
+        shape = tuple(source.shape)
+        num_classes = int(source.num_classes)
+        gen = torch.Generator().manual_seed(seed)
+        if self.init == "data":
+            targets = spread_targets(self.count, num_classes, gen)
+            x0 = data_starts(owner, source, self.init_split, targets, gen, device)
+        else:
+            x0 = init_noise(self.count, shape, self.init, self.init_std, gen)
+            start_labels = owner_labels(owner, x0.to(device)).cpu()
+            targets = spread_targets(self.count, num_classes, gen, avoid=start_labels)
+        params = {n: p.detach() for n, p in owner.named_parameters()}
+        buffers = {n: b for n, b in owner.named_buffers()}
+        names = weight_names(owner)
+        copies = None
+        if self.knob("noise_kind") == "prune" and self.knob("noise") > 0:
+            copies = pruned_copies(owner, source, self.knob("k"), self.knob("noise"), seed, device)
+        xs = []
+        for i in range(0, self.count, self.batch_size):
+            xs.append(self._optimise(owner, params, buffers, names, x0[i:i + self.batch_size].to(device),
+                                     targets[i:i + self.batch_size].to(device), gen, copies).cpu())
+        x = torch.cat(xs)
+        got = owner_labels(owner, x.to(device)).cpu()
+        keep = got == targets
+        with torch.no_grad():
+            logits = torch.cat([owner(x[i:i + 256].to(device)).cpu() for i in range(0, len(x), 256)])
+        meta: dict[str, Any] = {
+            "requested": self.count, "kept": int(keep.sum()),
+            "owner_margin_mean": round(float(margin(logits, targets)[keep].mean()), 4) if keep.any() else None,
+            "targets_per_class": torch.bincount(targets[keep], minlength=num_classes).tolist(),
+            "linf_from_start_mean": round(float((x - x0).abs().flatten(1).amax(1).mean()), 4),
+        }
+        radius, fshape = self.knob("radius"), self.knob("filter_shape")
+        if radius > 0:
+            meta["lowfreq_energy_fraction"] = round(lowfreq_energy_fraction(x - x0, radius, fshape), 5)
+        return x[keep], targets[keep], meta
+
+    def _optimise(self, owner, params, buffers, names, x0, target, gen, copies=None) -> torch.Tensor:
+        k, noise, noise_kind = self.knob("k"), self.knob("noise"), self.knob("noise_kind")
+        radius, fshape = self.knob("radius"), self.knob("filter_shape")
+        x = x0.clone()
+        for _ in range(self.steps):
+            x.requires_grad_(True)
+            grad = torch.zeros_like(x)
+            for _k in range(k):
+                if copies is not None:
+                    p, b = copies[_k]
+                else:
+                    p = noisy_params(params, names, noise, noise_kind, gen) if noise > 0 else params
+                    b = buffers
+                logits = functional_call(owner, {**p, **b}, (x,))
+                loss = F.relu(self.confidence - margin(logits, target)).sum()
+                if loss.item() > 0:
+                    grad += torch.autograd.grad(loss, x)[0]
+            x = x.detach()
+            if not grad.abs().sum() > 0:
+                break  # every example is past the confidence margin on every copy
+            x = x - self.step_size * grad.sign()
+            x = x0 + project(x - x0, x0, self.eps, radius, fshape, self.knob("projections"), self.knob("chroma"))
+        return x.detach()
+
+
+class RCExamples(CExamples):
+    """RC-examples: C-examples with the input gradient summed over ``k`` weight-noised owner copies.
+
+    k: noisy copies per step; noise: bound of the uniform weight noise;
+    noise_kind: ``relative`` (``w * (1 + u)``) | ``absolute`` (``w + u * std(w)``).
+    """
+
+    name = "rc-examples"
+    DEFAULTS = {**CExamples.DEFAULTS, "k": 4, "noise": 0.5, "noise_kind": "absolute"}
+
+
+class LTRCExamples(RCExamples):
+    """LTRC-examples: RC-examples whose perturbation is projected onto high frequencies every step.
+
+    radius: cut-off as a fraction of Nyquist (0 disables the filter);
+    filter_shape: ``circle`` | ``square`` | ``gaussian``.
+    """
+
+    name = "ltrc-examples"
+    DEFAULTS = {**RCExamples.DEFAULTS, "radius": 0.5, "filter_shape": "circle", "projections": 3, "chroma": False}
+
+
+# ---------------------------------------------------------------- baselines
+def _split_tensors(source, split: str, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    s = source.split(split)
+    x, y = s.tensors()
+    return (x, y) if n is None else (x[:n], y[:n])
+
+
+class IPGuard(FingerprintMethod):
+    """IPGuard baseline: real images moved just past the boundary between their class and a random one.
+
+    count: fingerprints; split: source split the images come from; steps, lr:
+    Adam iterations on the input; margin: how far (logits) past the boundary.
+    """
+
+    name = "ipguard"
+    DEFAULTS: dict[str, Any] = {"count": 100, "split": "val", "steps": 100, "lr": 0.01, "margin": 1.0,
+                                "batch_size": 100}
+    CHOICES = {"split": ("train", "val", "test")}
+
+    def _validate(self) -> None:
+        super()._validate()
+        if not self.settings["lr"] > 0 or self.settings["margin"] < 0 or self.settings["batch_size"] < 1:
+            raise ConfigError(f"{self.name} needs lr > 0, margin >= 0 and batch_size >= 1")
+
+    def _generate(self, owner, source, *, seed, device):
+        gen = torch.Generator().manual_seed(seed)
+        x_all, _ = _split_tensors(source, self.split)
+        pick = torch.randperm(len(x_all), generator=gen)
+        reps = math.ceil(self.count / max(1, len(x_all)))
+        idx = torch.cat([pick] * reps)[:self.count]
+        x0 = x_all[idx]
+        i_lab = owner_labels(owner, x0.to(device)).cpu()
+        k = int(source.num_classes)
+        j_lab = (i_lab + 1 + torch.randint(0, k - 1, (len(i_lab),), generator=gen)) % k
+        xs = []
+        for b in range(0, len(x0), self.batch_size):
+            xs.append(self._optimise(owner, x0[b:b + self.batch_size].to(device), i_lab[b:b + self.batch_size].to(device),
+                                     j_lab[b:b + self.batch_size].to(device)).cpu())
+        x = torch.cat(xs) if xs else x0
+        got = owner_labels(owner, x.to(device)).cpu()
+        keep = got == j_lab
+        return x[keep], j_lab[keep], {"requested": self.count, "kept": int(keep.sum()), "split": self.split}
+
+    def _optimise(self, owner, x0, i_lab, j_lab) -> torch.Tensor:
+        # optimise in logit space of the pixels so the box [0, 1] holds without clipping
+        w = torch.logit(x0.clamp(1e-4, 1 - 1e-4)).requires_grad_(True)
+        opt = torch.optim.Adam([w], lr=self.lr * 10)
+        for _ in range(self.steps):
+            x = torch.sigmoid(w)
+            z = owner(x)
+            z_i = z.gather(1, i_lab[:, None])[:, 0]
+            z_j = z.gather(1, j_lab[:, None])[:, 0]
+            rest = z.scatter(1, i_lab[:, None], float("-inf")).scatter(1, j_lab[:, None], float("-inf")).amax(1)
+            loss = (F.relu(z_i - z_j + self.margin) + F.relu(rest - z_i)).sum()
+            if loss.item() == 0:
+                break
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return torch.sigmoid(w).detach()
+
+
+class Misclassified(FingerprintMethod):
+    """Trivial baseline: inputs the owner gets wrong, compared by label agreement.
+
+    count: fingerprints; split: where the images come from; noise: std of the
+    Gaussian pixel noise and shift: max translation (px) applied from the
+    second round on (round 0 uses the clean images); max_rounds: corrupted
+    passes over the split before giving up with fewer than ``count``.
+    """
+
+    name = "misclassified"
+    DEFAULTS: dict[str, Any] = {"count": 100, "split": "test", "noise": 0.3, "shift": 2, "max_rounds": 30}
+    CHOICES = {"split": ("train", "val", "test")}
+
+    def _validate(self) -> None:
+        super()._validate()
+        s = self.settings
+        if s["noise"] < 0 or s["shift"] < 0 or s["max_rounds"] < 1:
+            raise ConfigError(f"{self.name} needs noise >= 0, shift >= 0 and max_rounds >= 1")
+
+    def _generate(self, owner, source, *, seed, device):
+        from suite.training import augment_batch
+
+        gen = torch.Generator().manual_seed(seed)
+        x_all, y_all = _split_tensors(source, self.split)
+        xs, ys = [], []
+        found = 0
+        rounds = 0
+        for r in range(self.max_rounds):
+            rounds = r + 1
+            x = x_all
+            if r > 0:
+                x = augment_batch(x_all, "shift", gen, max_shift=self.shift) if self.shift > 0 else x_all
+                x = (x + self.noise * torch.randn(x.shape, generator=gen)).clamp(0.0, 1.0)
+            pred = owner_labels(owner, x.to(device)).cpu()
+            wrong = pred != y_all
+            xs.append(x[wrong])
+            ys.append(pred[wrong])
+            found += int(wrong.sum())
+            if found >= self.count:
+                break
+        x = torch.cat(xs)[:self.count]
+        y = torch.cat(ys)[:self.count]
+        return x, y, {"requested": self.count, "kept": int(len(y)), "rounds": rounds, "split": self.split}

@@ -1,0 +1,628 @@
+"""The suspect zoo of one owner: real derived copies (positives) and real independent models (negatives).
+
+Positives (built from the owner's dense eager model in this process):
+
+* ``prune-<scheme>-<sparsity>``: the owner pruned with a registered scheme
+  (masks from magnitudes, no weight update), then its batch-norm statistics
+  re-estimated on ``bn_images`` train images (what any pruner does; without
+  it a BN network pruned past ~50% answers one class for everything);
+* ``prune-<scheme>-<sparsity>-ft<E>``: the same plus ``E`` epochs of masked
+  fine-tuning (then BN re-estimated);
+* ``copy-last-layer`` / ``copy-all-layers`` / ``copy-reinit-head``: the owner
+  fine-tuned (classifier only / every layer / classifier re-initialised, then
+  every layer) for ``copy_epochs`` epochs with another data order;
+* ``<backend>:<positive>``: a positive compiled with the ``tvm`` (untuned
+  template kernels) or ``onnx`` backend, queried through its isolated worker.
+
+A positive whose test accuracy falls below ``min_positive_acc`` is not a
+usable copy of the owner (nothing is left to protect); it is listed under
+``excluded`` with its accuracy instead of being scored.
+
+Negatives: models trained independently on the same source through the suite's
+own model cache (``suite.pipeline.get_trained_model``): other seeds, other
+architectures and widths, and other train subsets, one executor job each (a
+fresh process, or a Ray task on a cluster).  They do not depend on the owner,
+so the model cache shares them between owners.
+
+Cache: ``<cache_dir>/zoo/<owner sha256[:16]>-<digest[:16]>/`` holds
+``zoo.json`` (members, families, accuracies, composition, build seconds),
+``positives/<id>.pt`` (state_dicts, plus ``<id>.shapes.json`` for channel
+pruning) and ``deploy/<id>/`` (compiled artifacts with their manifests).  The
+digest covers the owner, the source, the spec and the seed.  The entry is
+assembled in a temporary directory and renamed into place; an entry that fails
+to load (missing file, sha256 mismatch, a negative gone from the model cache)
+is reported and rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from fingerprints.base import settings_digest
+from fingerprints.bn import recalibrate_bn
+from suite.cache import atomic_write_text, sha256_file
+from suite.errors import ArtifactError, ConfigError
+
+ZOO_FORMAT = 1
+
+# (arch, width or None = the owner's width, train-subset fraction)
+NEGATIVE_TEMPLATES: dict[str, tuple[tuple[str, float | None, float], ...]] = {
+    "default": (
+        ("vgg16", 0.25, 1.0), ("resnet20", 0.5, 1.0), ("resnet18", 0.25, 1.0), ("vgg16", 0.5, 1.0),
+        ("mobilenetv2", 0.25, 1.0), ("vgg16", 0.25, 0.6), ("resnet20", 0.5, 0.6), ("resnet18", 0.25, 0.6),
+        ("vgg16", 0.5, 0.6), ("resnet20", 1.0, 1.0),
+    ),
+    "smoke": (("resnet20", 0.25, 1.0), ("vgg16", 0.25, 1.0), ("resnet20", 0.25, 0.6), ("vgg16", 0.25, 0.6)),
+}
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    """What a suspect zoo contains; every field is part of the cache key.
+
+    schemes / sparsities: pruned positives (``nm`` and other fixed-ratio
+        schemes are built once at their own ratio).
+    finetune_sparsities: sparsities that also get a masked fine-tuned copy of
+        ``finetune_epochs`` epochs (``()``: none).
+    copies / copy_epochs / copy_lr: fine-tuned copies of the dense owner.
+    compiled: ``(backend, positive id)`` pairs deployed as extra positives
+        (``"owner"`` is the dense owner itself).
+    tvm_batch: the batch size the TVM positives are compiled for.
+    negatives / negative_epochs / templates: independent models, cycling
+        through ``templates`` (arch, width (None = owner's), train fraction)
+        with seeds ``1000 + i``.
+    min_positive_acc: positives below this test accuracy are excluded.
+    bn_images: train images used to re-estimate BN statistics of pruned copies.
+    executor / jobs / address: how the negatives are trained (see ``suite.executors``).
+    """
+
+    schemes: tuple[str, ...] = ("unstructured", "block", "block-punched", "pattern", "nm", "filter")
+    sparsities: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
+    finetune_sparsities: tuple[float, ...] = (0.5, 0.9)
+    finetune_epochs: int = 1
+    copies: tuple[str, ...] = ("last-layer", "all-layers", "reinit-head")
+    copy_epochs: int = 2
+    copy_lr: float = 0.01
+    compiled: tuple[tuple[str, str], ...] = (("tvm", "owner"), ("tvm", "prune-block-0.7"),
+                                             ("onnx", "prune-unstructured-0.5-ft1"),
+                                             ("onnx", "copy-all-layers"))
+    tvm_batch: int = 1
+    negatives: int = 20
+    negative_epochs: int = 8
+    templates: tuple[tuple[str, float | None, float], ...] = NEGATIVE_TEMPLATES["default"]
+    min_positive_acc: float = 0.5
+    bn_images: int = 512
+    executor: str = "local"
+    jobs: int = 2
+    address: str | None = None
+
+    # fields that do not change the zoo's content (not in the cache key)
+    RUNTIME_FIELDS = ("executor", "jobs", "address")
+
+    def validate(self) -> None:
+        if self.negatives < 2:
+            raise ConfigError(f"the zoo needs >= 2 negatives (half calibrate, half evaluate), got {self.negatives}")
+        if any(not 0.0 <= s < 1.0 for s in (*self.sparsities, *self.finetune_sparsities)):
+            raise ConfigError("zoo sparsities must be in [0, 1)")
+        if self.finetune_epochs < 0 or self.copy_epochs < 0 or self.negative_epochs < 0:
+            raise ConfigError("zoo epochs must be >= 0")
+        unknown = [c for c in self.copies if c not in COPY_KINDS]
+        if unknown:
+            raise ConfigError(f"unknown zoo copy {unknown[0]!r} (choices: {', '.join(COPY_KINDS)})")
+        for backend, _ in self.compiled:
+            if backend not in ("tvm", "onnx"):
+                raise ConfigError(f"zoo compiled backends are tvm and onnx, got {backend!r}")
+        if not self.templates:
+            raise ConfigError("the zoo needs at least one negative template")
+        if self.executor not in ("local", "ray", "inline"):
+            raise ConfigError(f"zoo executor must be local, ray or inline, got {self.executor!r}")
+        if self.jobs < 1 or self.tvm_batch < 1:
+            raise ConfigError("zoo jobs and tvm_batch must be >= 1")
+
+    def key_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in self.RUNTIME_FIELDS:
+            d.pop(k, None)
+        return d
+
+
+COPY_KINDS = ("last-layer", "all-layers", "reinit-head")
+
+PROFILE_SPECS: dict[str, ZooSpec] = {
+    "default": ZooSpec(),
+    # seconds, for tests: no compiled members, negatives trained in this process (see fingerprints.executor)
+    "smoke": ZooSpec(schemes=("block",), sparsities=(0.5,), finetune_sparsities=(0.5,), finetune_epochs=1,
+                     copies=("all-layers",), copy_epochs=1, compiled=(), negatives=4, negative_epochs=2,
+                     templates=NEGATIVE_TEMPLATES["smoke"], min_positive_acc=0.0, bn_images=96,
+                     executor="inline", jobs=1),
+}
+
+
+def _coerce_tuple(value: Any) -> Any:
+    """``"a:b"`` / ``"a"`` / lists from --fingerprint-args into tuples; ``"none"`` -> ``()``."""
+    if value is None or value == "none" or value == "":
+        return ()
+    if isinstance(value, str):
+        return tuple(v for v in value.split(":") if v)
+    if isinstance(value, (int, float)):
+        return (value,)
+    return tuple(value)
+
+
+def make_spec(profile: str = "default", negatives: int | None = None, **overrides: Any) -> ZooSpec:
+    """The profile's zoo spec with ``negatives`` and any field overridden.
+
+    Tuple fields accept ``"a:b:c"`` strings (``--fingerprint-args zoo.schemes=block:nm``);
+    ``compiled`` accepts ``"tvm/owner:onnx/copy-all-layers"``.
+    """
+    if profile not in PROFILE_SPECS:
+        raise ConfigError(f"unknown profile {profile!r} for the zoo (choices: {', '.join(PROFILE_SPECS)})")
+    base = PROFILE_SPECS[profile]
+    fields = {f.name: f for f in dataclasses.fields(ZooSpec)}
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown zoo setting {key!r}{hint} (settings: {', '.join(sorted(fields))})")
+        if key == "compiled":
+            items = _coerce_tuple(value)
+            value = tuple(tuple(v.split("/", 1)) if isinstance(v, str) else tuple(v) for v in items)
+            if any(len(v) != 2 for v in value):
+                raise ConfigError("zoo compiled entries look like backend/positive-id, e.g. tvm/owner")
+        elif key in ("sparsities", "finetune_sparsities"):
+            value = tuple(float(v) for v in _coerce_tuple(value))
+        elif key in ("schemes", "copies"):
+            value = tuple(str(v) for v in _coerce_tuple(value))
+        changes[key] = value
+    if negatives is not None:
+        changes["negatives"] = int(negatives)
+    spec = dataclasses.replace(base, **changes)
+    spec.validate()
+    return spec
+
+
+# ------------------------------------------------------------------ owner
+@dataclass
+class Owner:
+    """The model whose copies the zoo holds.
+
+    model: dense eager model; arch/width: its zoo architecture; sha256: of its
+    cached state_dict (identity); source: the image source it was trained on;
+    source_args: ``{"name", "data_root", "limit"}`` to rebuild that source in
+    another process; seed: the run seed (fine-tuning data orders derive from it).
+    """
+
+    model: torch.nn.Module
+    arch: str
+    width: float
+    sha256: str
+    model_id: str
+    source: Any
+    source_args: dict[str, Any]
+    seed: int = 0
+    profile: str = "default"
+
+
+@dataclass
+class Member:
+    """One suspect in the zoo (JSON-ready except for nothing: all fields are plain data)."""
+
+    id: str
+    role: str                      # "positive" | "negative"
+    family: dict[str, Any]
+    accuracy: float | None = None
+    arch: str | None = None
+    width: float | None = None
+    file: str | None = None        # state_dict (relative to the zoo dir, or absolute for negatives)
+    sha256: str | None = None
+    shapes: str | None = None      # channel-pruned shapes json (relative)
+    artifact: str | None = None    # compiled artifact dir (relative)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Zoo:
+    """A built (or loaded) zoo: members plus where its files are."""
+
+    directory: Path
+    owner_sha256: str
+    spec: dict[str, Any]
+    members: list[Member]
+    excluded: list[dict[str, Any]]
+    build_seconds: dict[str, float]
+    cache_hit: bool = False
+    num_classes: int = 10
+    input_shape: tuple[int, int, int] = (3, 16, 16)
+
+    def positives(self) -> list[Member]:
+        return [m for m in self.members if m.role == "positive"]
+
+    def negatives(self) -> list[Member]:
+        return [m for m in self.members if m.role == "negative"]
+
+    def composition(self) -> dict[str, Any]:
+        """Counts per role and kind, the negatives' architectures, what was excluded and why."""
+        pos = self.positives()
+        kinds: dict[str, int] = {}
+        for m in pos:
+            kinds[m.family.get("kind", "?")] = kinds.get(m.family.get("kind", "?"), 0) + 1
+        archs: dict[str, int] = {}
+        for m in self.negatives():
+            key = f"{m.arch}-w{m.width:g}" + ("" if m.family.get("subset", 1.0) >= 1.0 else
+                                              f"-subset{m.family['subset']:g}")
+            archs[key] = archs.get(key, 0) + 1
+        neg_acc = [m.accuracy for m in self.negatives() if m.accuracy is not None]
+        pos_acc = [m.accuracy for m in pos if m.accuracy is not None]
+        return {"positives": len(pos), "positive_kinds": kinds, "negatives": len(self.negatives()),
+                "negative_models": archs, "excluded": self.excluded,
+                "positive_acc_min": round(min(pos_acc), 4) if pos_acc else None,
+                "negative_acc_mean": round(float(np.mean(neg_acc)), 4) if neg_acc else None,
+                "build_seconds": self.build_seconds, "cache_hit": self.cache_hit, "directory": str(self.directory)}
+
+    @contextlib.contextmanager
+    def predictor(self, member: Member) -> Iterator[Any]:
+        """A predictor for ``member`` (eager torch, or the isolated worker of its compiled artifact)."""
+        if member.artifact:
+            from compression.backends.artifact import load_predictor
+
+            pred = load_predictor(self.directory / member.artifact, isolated=True, timeout=120.0)
+            try:
+                yield pred
+            finally:
+                pred.close()
+            return
+        from compression.backends.torch_eager import TorchPredictor
+
+        model = load_member_model(self, member)
+        yield TorchPredictor(model, self.input_shape, self.num_classes)
+
+
+def _model_path(zoo: Zoo, member: Member) -> Path:
+    assert member.file is not None
+    p = Path(member.file)
+    return p if p.is_absolute() else zoo.directory / p
+
+
+def load_member_model(zoo: Zoo, member: Member) -> torch.nn.Module:
+    """Rebuild an eager member from its state_dict (sha256 checked, ``weights_only=True``)."""
+    from suite import registries as reg
+
+    path = _model_path(zoo, member)
+    if not path.is_file():
+        raise ArtifactError(f"zoo member {member.id}: {path} is missing")
+    if member.sha256 and sha256_file(path) != member.sha256:
+        raise ArtifactError(f"zoo member {member.id}: {path} does not match its sha256")
+    model = reg.models.build(member.arch, num_classes=zoo.num_classes, width=member.width,
+                             in_channels=zoo.input_shape[0])
+    if member.shapes:
+        from compression.channel import rebuild_pruned
+
+        shapes = json.loads((zoo.directory / member.shapes).read_text())
+        model = rebuild_pruned(model, shapes, member.info.get("input_shape")) or model
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError, OSError) as err:
+        raise ArtifactError(f"zoo member {member.id}: state_dict does not load "
+                            f"({str(err).strip().splitlines()[0]})") from None
+    return model.eval()
+
+
+# ------------------------------------------------------------ helpers
+def subset_source(source, fraction: float, seed: int):
+    """``source`` with a seeded random ``fraction`` of its train split (val/test unchanged)."""
+    from suite.sources.base import ImageSource, ImageSplit
+
+    if fraction >= 1.0:
+        return source
+    n = max(2, int(round(len(source.train) * fraction)))
+    idx = np.sort(np.random.default_rng(seed).permutation(len(source.train))[:n])
+    t = source.train
+    train = ImageSplit(t.images[idx], t.labels[idx], t.indices[idx])
+    return dataclasses.replace(source, train=train, meta={**source.meta, "train_subset": fraction,
+                                                          "train_subset_seed": seed})
+
+
+def negative_jobs(owner: Owner, spec: ZooSpec, cache_dir: str, recipe: dict[str, Any]) -> list[dict[str, Any]]:
+    """One job dict per negative (picklable, JSON-able): what :func:`train_negative` trains."""
+    jobs = []
+    for i in range(spec.negatives):
+        arch, width, subset = spec.templates[i % len(spec.templates)]
+        width = owner.width if width is None else width
+        seed = 1000 + i
+        jobs.append({"id": f"neg-{arch}-w{width:g}-s{seed}" + ("" if subset >= 1.0 else f"-sub{subset:g}"),
+                     "arch": arch, "width": float(width), "seed": seed, "subset": float(subset),
+                     "subset_seed": seed, "recipe": {**recipe, "epochs": spec.negative_epochs},
+                     "source": owner.source_args, "profile": owner.profile, "cache_dir": cache_dir,
+                     "threads": 1})
+    return jobs
+
+
+def train_negative(job: dict[str, Any]) -> dict[str, Any]:
+    """Executor job: train (or load from the model cache) one independent model; JSON-able summary.
+
+    job: from :func:`negative_jobs`.  Runs in a fresh process with ``threads`` torch threads.
+    """
+    from suite.config import RunConfig, TrainRecipe
+    from suite.pipeline import get_trained_model, load_source
+    from suite.training import accuracy
+
+    torch.set_num_threads(int(job.get("threads", 1)))
+    src = job["source"]
+    cfg = RunConfig(model=job["arch"], source=src["name"], data_root=src.get("data_root"), limit=src.get("limit"),
+                    width=job["width"], seed=job["seed"], profile=job["profile"], cache_dir=job["cache_dir"],
+                    recipe=TrainRecipe(**job["recipe"]), quiet=True, threads=int(job.get("threads", 1)),
+                    attacks=(), fingerprints=()).resolved()
+    source = subset_source(load_source(cfg), job["subset"], job["subset_seed"])
+    start = time.perf_counter()
+    trained = get_trained_model(cfg, source)
+    return {"id": job["id"], "model_id": trained.info["id"], "sha256": trained.info["sha256"],
+            "file": str(Path(trained.info["cache_dir"]) / "model.pt"),
+            "accuracy": accuracy(trained.model, source.test), "cache_hit": trained.info["cache_hit"],
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _prune(owner: Owner, scheme: str, sparsity: float, epochs: int, spec: ZooSpec, device: str):
+    from suite import registries as reg
+
+    settings: dict[str, Any] = {"epochs": epochs}
+    if scheme == "nm":
+        comp = reg.compressors.build(scheme, **settings)
+    else:
+        comp = reg.compressors.build(scheme, sparsity=sparsity, **settings)
+    result = comp.compress(owner.model, owner.source, seed=owner.seed, device=device, profile=owner.profile,
+                           quiet=True)
+    model = recalibrate_bn(result.model.cpu(), owner.source, spec.bn_images, owner.seed)
+    achieved = result.info.get("achieved_sparsity", result.info.get("sparsity"))
+    return model, result.shapes, achieved
+
+
+def _finetune_copy(owner: Owner, kind: str, spec: ZooSpec, device: str) -> torch.nn.Module:
+    from suite.config import TrainRecipe
+    from suite.training import train_model
+
+    model = copy.deepcopy(owner.model).cpu()
+    head = model.classifier
+    seed = owner.seed + 7919 + COPY_KINDS.index(kind)
+    if kind == "reinit-head":
+        torch.manual_seed(seed)
+        head.reset_parameters()
+    frozen_bn = None
+    if kind == "last-layer":
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("classifier."))
+        frozen_bn = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+    recipe = TrainRecipe(epochs=spec.copy_epochs, lr=spec.copy_lr, warmup_epochs=0)
+    train_model(model, owner.source.train, None, recipe, seed=seed, device=device, quiet=True,
+                desc=f"zoo {kind}")
+    if frozen_bn is not None:  # features untouched: undo the BN running-stat drift of train mode
+        model.load_state_dict({**model.state_dict(), **frozen_bn})
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model.cpu().eval()
+
+
+def _save_state(model: torch.nn.Module, path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, path)
+    return sha256_file(path)
+
+
+def _deploy(backend_name: str, model: torch.nn.Module, owner: Owner, workdir: Path, spec: ZooSpec,
+            cache_dir: str, threads: int) -> dict[str, Any]:
+    from suite import registries as reg
+
+    shape = tuple(owner.source.shape)
+    if backend_name == "tvm":
+        from compression.layers import list_layers
+
+        backend = reg.backends.build("tvm", batch_sizes=[spec.tvm_batch], tune=False, measure_dense=False,
+                                     threads=threads, cache_dir=cache_dir)
+        names = [l.name for l in list_layers(model, shape) if l.kind == "conv" and not l.depthwise]
+        dep = backend.deploy(model, shape, owner.source.num_classes, workdir=str(workdir), layer_names=names)
+    else:
+        backend = reg.backends.build("onnx", threads=threads)
+        dep = backend.deploy(model, shape, owner.source.num_classes, workdir=str(workdir))
+    dep.predictor.close()
+    return {k: v for k, v in dep.info.items() if k in ("backend", "compile_seconds", "export_seconds", "tvm",
+                                                      "verify_max_abs_diff", "latency_ms")}
+
+
+def _accuracy_of(predictor, source) -> float:
+    from suite.predictor import predict_labels
+
+    x, y = source.test.tensors()
+    return float((predict_labels(predictor, x) == y).float().mean())
+
+
+# ------------------------------------------------------------------- build
+def zoo_key(owner_sha256: str, source_sha256: str, spec: ZooSpec, seed: int, profile: str) -> str:
+    """Digest of everything that determines a zoo's content (computable without loading any model)."""
+    return settings_digest({"owner": owner_sha256, "source": source_sha256, "spec": spec.key_dict(),
+                            "seed": int(seed), "profile": profile, "format": ZOO_FORMAT})
+
+
+def owner_zoo_key(owner: Owner, spec: ZooSpec) -> str:
+    return zoo_key(owner.sha256, owner.source.fingerprint(), spec, owner.seed, owner.profile)
+
+
+def zoo_dir(cache_dir: str | os.PathLike, owner: Owner, spec: ZooSpec) -> Path:
+    return Path(cache_dir) / "zoo" / f"{owner.sha256[:16]}-{owner_zoo_key(owner, spec)[:16]}"
+
+
+def build_zoo(owner: Owner, spec: ZooSpec, directory: Path, *, cache_dir: str, recipe: dict[str, Any],
+              threads: int = 1, device: str = "cpu", log: Callable[[str], None] = lambda m: None) -> Zoo:
+    """Build every member into ``directory`` (a fresh temporary directory) and write ``zoo.json``."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    shape = tuple(owner.source.shape)
+    num_classes = int(owner.source.num_classes)
+    members: list[Member] = []
+    excluded: list[dict[str, Any]] = []
+    eager: dict[str, torch.nn.Module] = {"owner": owner.model}
+
+    def add_positive(pid: str, model: torch.nn.Module, family: dict[str, Any], shapes: Any = None) -> None:
+        from compression.backends.torch_eager import TorchPredictor
+
+        acc = _accuracy_of(TorchPredictor(model, shape, num_classes), owner.source)
+        if acc < spec.min_positive_acc:
+            excluded.append({"id": pid, "accuracy": round(acc, 4), "family": family,
+                             "reason": f"test accuracy {acc:.3f} < min_positive_acc {spec.min_positive_acc}"})
+            log(f"zoo: {pid} excluded (accuracy {acc:.3f})")
+            return
+        sha = _save_state(model, directory / "positives" / f"{pid}.pt")
+        member = Member(pid, "positive", family, round(acc, 4), owner.arch, owner.width, f"positives/{pid}.pt", sha,
+                        info={"input_shape": list(shape)})
+        if shapes is not None:
+            atomic_write_text(directory / "positives" / f"{pid}.shapes.json", json.dumps(shapes))
+            member.shapes = f"positives/{pid}.shapes.json"
+        members.append(member)
+        eager[pid] = model
+
+    # pruned copies, with and without masked fine-tuning
+    start = time.perf_counter()
+    from suite import registries as reg
+
+    for scheme in spec.schemes:
+        fixed = reg.compressors.canonical(scheme) == "nm"
+        for sparsity in (spec.sparsities[:1] if fixed else spec.sparsities):
+            for epochs in ((0, spec.finetune_epochs) if (sparsity in spec.finetune_sparsities or fixed)
+                           and spec.finetune_epochs > 0 else (0,)):
+                model, shapes, achieved = _prune(owner, scheme, sparsity, epochs, spec, device)
+                sp = 0.5 if fixed else sparsity
+                pid = f"prune-{scheme}-{sp:g}" + (f"-ft{epochs}" if epochs else "")
+                add_positive(pid, model, {"kind": "pruned", "scheme": scheme, "sparsity": sp,
+                                          "achieved_sparsity": achieved,
+                                          "finetune": f"masked-{epochs}ep" if epochs else "none",
+                                          "compiled": "eager"}, shapes)
+                log(f"zoo: {pid} built ({time.perf_counter() - start:.0f} s so far)")
+    timings["pruned"] = round(time.perf_counter() - start, 2)
+
+    start = time.perf_counter()
+    for kind in spec.copies:
+        model = _finetune_copy(owner, kind, spec, device)
+        add_positive(f"copy-{kind}", model, {"kind": "finetuned", "scheme": "none", "sparsity": 0.0,
+                                             "finetune": kind, "compiled": "eager"})
+    timings["finetuned"] = round(time.perf_counter() - start, 2)
+
+    start = time.perf_counter()
+    for backend_name, base in spec.compiled:
+        if base not in eager:
+            excluded.append({"id": f"{backend_name}:{base}", "reason": f"base model {base!r} not in the zoo"})
+            continue
+        pid = f"{backend_name}:{base}"
+        rel = f"deploy/{backend_name}-{base}"
+        info = _deploy(backend_name, eager[base], owner, directory / rel, spec, cache_dir, threads)
+        from compression.backends.artifact import load_predictor
+
+        with load_predictor(directory / rel, isolated=True, timeout=120.0) as pred:
+            acc = _accuracy_of(pred, owner.source)
+        base_family = next((m.family for m in members if m.id == base), {"scheme": "none", "sparsity": 0.0,
+                                                                         "finetune": "none"})
+        members.append(Member(pid, "positive", {**base_family, "kind": "compiled", "compiled": backend_name,
+                                                "base": base}, round(acc, 4), owner.arch, owner.width,
+                              artifact=rel, info=info))
+        log(f"zoo: {pid} compiled ({time.perf_counter() - start:.0f} s so far)")
+    timings["compiled"] = round(time.perf_counter() - start, 2)
+
+    # negatives: independent models, one executor job each
+    start = time.perf_counter()
+    from fingerprints.executor import run_jobs
+
+    jobs = negative_jobs(owner, spec, cache_dir, recipe)
+    log(f"zoo: training {len(jobs)} independent models ({spec.executor} executor, {spec.jobs} at a time)")
+    for job, res in zip(jobs, run_jobs(train_negative, jobs, kind=spec.executor, parallel=spec.jobs,
+                                       address=spec.address, log=log)):
+        members.append(Member(job["id"], "negative", {"kind": "independent", "arch": job["arch"],
+                                                      "width": job["width"], "seed": job["seed"],
+                                                      "subset": job["subset"]},
+                              round(res["accuracy"], 4), job["arch"], job["width"], res["file"], res["sha256"],
+                              info={"model_id": res["model_id"], "cache_hit": res["cache_hit"]}))
+    timings["negatives"] = round(time.perf_counter() - start, 2)
+    timings["total"] = round(time.perf_counter() - t0, 2)
+    zoo = Zoo(directory, owner.sha256, spec.key_dict(), members, excluded, timings, False, num_classes, shape)
+    _write_zoo_json(zoo, owner)
+    return zoo
+
+
+def _write_zoo_json(zoo: Zoo, owner: Owner) -> None:
+    payload = {"format": ZOO_FORMAT, "owner": {"sha256": owner.sha256, "model_id": owner.model_id,
+                                               "arch": owner.arch, "width": owner.width},
+               "spec": zoo.spec, "num_classes": zoo.num_classes, "input_shape": list(zoo.input_shape),
+               "members": [m.as_dict() for m in zoo.members], "excluded": zoo.excluded,
+               "build_seconds": zoo.build_seconds}
+    atomic_write_text(zoo.directory / "zoo.json", json.dumps(payload, indent=1, default=str) + "\n")
+
+
+def load_zoo(directory: Path, owner_sha256: str | None = None) -> Zoo:
+    """Read ``zoo.json`` and check every member's files (sha256, artifact manifest); ArtifactError if unusable."""
+    from compression.backends.artifact import read_manifest
+
+    try:
+        payload = json.loads((directory / "zoo.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ArtifactError(f"zoo {directory}: zoo.json unreadable ({err.__class__.__name__})") from None
+    if payload.get("format") != ZOO_FORMAT:
+        raise ArtifactError(f"zoo {directory}: unknown format {payload.get('format')!r}")
+    if owner_sha256 is not None and payload["owner"]["sha256"] != owner_sha256:
+        raise ArtifactError(f"zoo {directory} belongs to another owner")
+    members = [Member(**m) for m in payload["members"]]
+    zoo = Zoo(directory, payload["owner"]["sha256"], payload["spec"], members, payload.get("excluded", []),
+              payload.get("build_seconds", {}), True, int(payload["num_classes"]),
+              tuple(int(v) for v in payload["input_shape"]))
+    for m in members:
+        if m.artifact:
+            read_manifest(directory / m.artifact)
+        else:
+            path = _model_path(zoo, m)
+            if not path.is_file() or sha256_file(path) != m.sha256:
+                raise ArtifactError(f"zoo member {m.id}: {path} is missing or does not match its sha256")
+    if len(zoo.negatives()) < 2:
+        raise ArtifactError(f"zoo {directory} has fewer than 2 negatives")
+    return zoo
+
+
+def get_zoo(owner: Owner, spec: ZooSpec, *, cache_dir: str, recipe: dict[str, Any], threads: int = 1,
+            device: str = "cpu", log: Callable[[str], None] = lambda m: None) -> Zoo:
+    """Load the cached zoo of ``owner`` or build it (atomically: temporary directory + rename)."""
+    final = zoo_dir(cache_dir, owner, spec)
+    if (final / "zoo.json").exists():
+        try:
+            zoo = load_zoo(final, owner.sha256)
+            log(f"zoo: loaded {final} ({len(zoo.positives())} positives, {len(zoo.negatives())} negatives)")
+            return zoo
+        except ArtifactError as err:
+            log(f"warning: cached zoo {final} unusable ({err}); rebuilding it")
+            shutil.rmtree(final, ignore_errors=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    try:
+        build_zoo(owner, spec, tmp, cache_dir=cache_dir, recipe=recipe, threads=threads, device=device, log=log)
+        if final.exists():  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    zoo = load_zoo(final, owner.sha256)
+    zoo.cache_hit = False
+    return zoo
