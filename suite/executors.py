@@ -286,12 +286,31 @@ def _import_ray():
     return ray
 
 
-def _ray_call(fn: Callable[[Any], Any], item: Any) -> tuple[str, Any, str]:
+def _ray_call(fn: Callable[[Any], Any], item: Any) -> tuple[str, Any, str, float]:
     """Runs inside a Ray worker: exceptions become a result, not a Ray error."""
+    started = time.perf_counter()
     try:
-        return ("ok", fn(item), "")
+        return ("ok", fn(item), "", time.perf_counter() - started)
     except BaseException as err:  # noqa: BLE001
-        return ("error", one_line(f"{type(err).__name__}: {err}"), traceback.format_exc())
+        return ("error", one_line(f"{type(err).__name__}: {err}"), traceback.format_exc(),
+                time.perf_counter() - started)
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast when nothing listens at a ``HOST:PORT`` address (Ray itself retries for minutes)."""
+    import socket
+
+    if "://" in address or address == "auto" or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except ValueError:
+        raise ConfigError(f"bad Ray address {address!r} (expected HOST:PORT, e.g. head-node:6379)") from None
+    except OSError as err:
+        raise ConfigError(f"cannot reach the Ray cluster at {address!r} ({err.strerror or err}); "
+                          f"is `ray start --head` running there?") from None
 
 
 class RayExecutor(Executor):
@@ -322,12 +341,13 @@ class RayExecutor(Executor):
                 kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(
                     p for p in sys.path if p and os.path.isdir(p))}}
             else:
+                _check_reachable(address)
                 kwargs["address"] = address
             try:
                 ray.init(**kwargs)
-            except ConnectionError as err:
-                raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {one_line(str(err))}") \
-                    from None
+            except Exception as err:  # noqa: BLE001 - Ray raises several kinds for a bad address
+                where = f"connect to the Ray cluster at {address!r}" if address else "start a local Ray instance"
+                raise ConfigError(f"cannot {where}: {one_line(f'{type(err).__name__}: {err}')}") from None
             self._connected_here = True
         self._remote = ray.remote(max_calls=1, max_retries=0, num_cpus=cpus_per_job)(_ray_call)
 
@@ -341,12 +361,11 @@ class RayExecutor(Executor):
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
                     index = pending.pop(ref)
-                    seconds = time.perf_counter() - started
                     try:
-                        status, payload, detail = ray.get(ref)
+                        status, payload, detail, seconds = ray.get(ref)
                     except Exception as err:  # worker crash, OOM kill, cancellation
                         msg = one_line(f"{type(err).__name__}: {err}")
-                        yield index, JobOutcome(False, None, msg, str(err), seconds)
+                        yield index, JobOutcome(False, None, msg, str(err), time.perf_counter() - started)
                         continue
                     if status == "ok":
                         yield index, JobOutcome(True, payload, "", "", seconds)

@@ -115,11 +115,11 @@ def run_grid(grid, output_dir: str | os.PathLike, *, executor: str = "local", ad
         for job in todo:
             items.append({"job_id": job.job_id, "config": job.config, "staging": str(store.new_staging(job.job_id))})
         driver_host = socket.gethostname()
+        ex = make_executor(executor, jobs=jobs, address=address, timeout=timeout, cpus_per_job=cpus_per_job)
         bar = tqdm(total=len(items), unit="job", desc=f"grid {grid.name}", file=sys.stderr, disable=quiet,
                    dynamic_ncols=True)
         try:
-            with make_executor(executor, jobs=jobs, address=address, timeout=timeout,
-                               cpus_per_job=cpus_per_job) as ex:
+            with ex:
                 for index, outcome in ex.map_unordered(run_job, items):
                     job, item = todo[index], items[index]
                     summary["ran"] += 1

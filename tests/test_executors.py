@@ -158,3 +158,11 @@ def test_ray_executor_runs_and_isolates_crashes():
     assert out[0].ok and out[0].value == {"x": 0} and out[3].ok and out[3].value == {"x": 5}
     assert not out[1].ok and out[1].error == "ValueError: bad item second line"
     assert not out[2].ok and "\n" not in out[2].error and out[2].error
+
+
+def test_ray_unreachable_address_fails_fast():
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e \".[cluster]\")")
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="cannot reach the Ray cluster"):
+        make_executor("ray", address="127.0.0.1:1")
+    assert time.perf_counter() - start < 30
