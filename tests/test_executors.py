@@ -80,9 +80,9 @@ def test_local_crashes_become_failed_outcomes(start_method):
 
 
 def test_local_parallelism_and_timeout():
-    ex = LocalExecutor(jobs=2, timeout=8)
+    ex = LocalExecutor(jobs=2, timeout=5)
     start = time.perf_counter()
-    out = dict(ex.map_unordered(_sleep, [2.0, 2.0, 60.0]))
+    out = dict(ex.map_unordered(_sleep, [1.0, 1.0, 60.0]))
     elapsed = time.perf_counter() - start
     ex.close()
     assert out[0].ok and out[1].ok

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from browser_check import needs_browser, render
 from leaderboard_records import make_record
 from suite.cli import main
 from suite.errors import ConfigError, DataError, UnknownNameError
@@ -307,6 +308,24 @@ def test_leaderboard_on_grid_records(local_grid, tmp_path):
     page = (board / "leaderboard.html").read_text()
     assert 'id="plot-accuracy_vs_sparsity"' in page and 'id="table-compression"' in page
     assert (board / "runs.csv").read_text().count("\n") == 13
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@needs_browser
+def test_grid_leaderboard_page_in_chromium(local_grid, tmp_path):
+    from reports.cli import write_leaderboard
+
+    write_leaderboard(local_grid["out"], tmp_path / "board", formats=("html",), warn=lambda m: None)
+    page = render(tmp_path / "board" / "leaderboard.html", tmp_path)
+    for view in ("compression", "robustness", "ip"):
+        assert f'id="view-{view}"' in page.dom
+    assert page.table_rows("table-compression") == 12
+    # smoke records have no attack or fingerprint sections yet: those views say so
+    assert 'id="table-robustness-nodata"' in page.dom and 'id="table-ip-nodata"' in page.dom
+    [acc] = [p for p in page.plots if p["id"] == "plot-accuracy_vs_sparsity"]
+    stddev, colours = page.plot_pixels(acc)
+    assert acc["decoded"] and stddev > 15 and colours > 20
 
 
 @pytest.mark.slow
