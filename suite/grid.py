@@ -182,7 +182,6 @@ def add_command(sub: Any) -> Callable[[argparse.Namespace], int]:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from suite.config import default_cache_dir
     from suite.errors import ConfigError
     from suite.executors import EXECUTORS
     from suite.gridspec import describe, load_grid
@@ -193,8 +192,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-    cache_dir = str(Path(args.cache_dir or default_cache_dir()).expanduser().absolute())
-    grid = load_grid(args.grid_file, cache_dir=cache_dir, threads=args.threads,
+    grid = load_grid(args.grid_file, cache_dir=args.cache_dir, threads=args.threads,
                      default_threads=default_threads(args.executor, args.jobs))
     if args.dry_run:
         print("\n".join(describe(grid.jobs)))

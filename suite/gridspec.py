@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from suite.config import PROFILE_DEFAULTS, PROFILES, RunConfig, TrainRecipe
+from suite.config import PROFILE_DEFAULTS, PROFILES, RunConfig, TrainRecipe, default_cache_dir
 from suite.errors import ConfigError, DataError
 
 IDENTITY_EXCLUDED = ("output_dir", "cache_dir", "quiet", "threads")
@@ -210,7 +210,9 @@ def expand_grid(spec: dict[str, Any], *, default_name: str = "grid", cache_dir: 
     """Expand a parsed grid mapping into resolved, de-duplicated jobs (see module docstring).
 
     ``cache_dir`` and ``threads`` override the file's settings;
-    ``default_threads`` applies when neither sets threads.
+    ``default_threads`` applies when neither sets threads.  Without a cache
+    directory from either, jobs use ``$SUITE_CACHE`` (or ``~/.cache/suite``)
+    as resolved here, on the driver.
     """
     from suite import registries as reg
 
@@ -226,8 +228,9 @@ def expand_grid(spec: dict[str, Any], *, default_name: str = "grid", cache_dir: 
         settings["threads"] = threads
     elif "threads" not in settings and default_threads is not None:
         settings["threads"] = default_threads
-    if cache_dir is not None:
-        settings["cache_dir"] = cache_dir
+    # one absolute cache path for every job (workers may run elsewhere, with another cwd)
+    settings["cache_dir"] = str(Path(cache_dir or settings.get("cache_dir") or default_cache_dir())
+                                .expanduser().absolute())
     models = [str(m) for m in _as_list(spec, "models", ["vgg16"])]
     sources = [str(s) for s in _as_list(spec, "sources", ["digits16"])]
     compressors = _entries(spec, "compressors", ["none"], ("name", "args", "sparsities"))

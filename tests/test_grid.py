@@ -74,6 +74,9 @@ def test_expansion_exclude_and_identity():
     assert [j.job_id for j in other.jobs] == [j.job_id for j in grid.jobs]
     changed = expand_grid(_spec(settings={"limit": 64, "epochs": 2, "threads": 1}), cache_dir="/tmp/c")
     assert not {j.job_id for j in changed.jobs} & {j.job_id for j in grid.jobs}
+    assert all(j.config["cache_dir"] == "/tmp/c" for j in grid.jobs)
+    in_file = expand_grid(_spec(settings={"limit": 64, "cache_dir": "rel/cache"}))
+    assert {j.config["cache_dir"] for j in in_file.jobs} == {str(Path("rel/cache").absolute())}
     # a job's config rebuilds the same RunConfig
     job = grid.jobs[3]
     rebuilt = config_from_dict(job.config).resolved().as_dict()
