@@ -207,13 +207,17 @@ class LocalExecutor(Executor):
         return _Running(index, proc, recv, time.perf_counter())
 
     def _finish(self, run: _Running, killed_for_timeout: bool = False) -> JobOutcome:
-        if run.message is None and not killed_for_timeout and run.process.is_alive():
-            # only the pipe closed so far; give the exit status a moment to appear
-            run.process.join(5)
         run.process.join(30)
         if run.process.is_alive():  # sent its result but hangs on exit
             run.process.kill()
             run.process.join()
+        if run.message is None and not run.eof and not killed_for_timeout:
+            # it may have sent its result just before exiting, after our last look at the pipe
+            try:
+                if run.conn.poll():
+                    run.message = run.conn.recv()
+            except (EOFError, OSError):
+                pass
         run.conn.close()
         seconds = time.perf_counter() - run.started
         if run.message is not None:

@@ -166,3 +166,12 @@ def test_ray_unreachable_address_fails_fast():
     with pytest.raises(ConfigError, match="cannot reach the Ray cluster"):
         make_executor("ray", address="127.0.0.1:1")
     assert time.perf_counter() - start < 30
+
+
+def test_many_quick_jobs_never_lose_a_result():
+    # a child that sends its result and exits at once must not be mistaken for a crash
+    with make_executor("local", jobs=4) as ex:
+        out = dict(ex.map_unordered(_pid_square, list(range(40))))
+    assert sorted(out) == list(range(40))
+    assert all(o.ok and o.value["square"] == i * i for i, o in out.items()), \
+        [o.error for o in out.values() if not o.ok]
