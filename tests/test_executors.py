@@ -175,3 +175,17 @@ def test_many_quick_jobs_never_lose_a_result():
     assert sorted(out) == list(range(40))
     assert all(o.ok and o.value["square"] == i * i for i, o in out.items()), \
         [o.error for o in out.values() if not o.ok]
+
+
+def _nested(n: int) -> dict:
+    with make_executor("local", jobs=2) as ex:
+        out = dict(ex.map_unordered(_pid_square, list(range(n))))
+    return {"squares": sorted(o.value["square"] for o in out.values() if o.ok), "pid": os.getpid()}
+
+
+def test_jobs_may_use_an_executor_themselves():
+    # e.g. a fingerprint stage building its suspect zoo inside a grid job
+    with make_executor("local") as ex:
+        [(_, outcome)] = list(ex.map_unordered(_nested, [3]))
+    assert outcome.ok, outcome.error
+    assert outcome.value["squares"] == [0, 1, 4]
