@@ -14,7 +14,10 @@ runs          one row per record: identity columns (``IDENTITY``), compression
               and deployment facts (``RUN_FACTS``), then every metric under its
               own name
 attacks       one row per attack entry, with the run's identity columns (the
-              entry's own ``source`` is ``attack_source``)
+              entry's own ``source`` is ``attack_source``; ``headline`` marks
+              entries crafted on the run's compressed model -- dense when it
+              has none -- and evaluated on what it ships: deployed, else
+              compressed, else dense)
 fingerprints  one row per fingerprint entry (``roc`` kept as an object column)
 transfers     list of ``{run_id, label, name, rows, cols, values, metric}``
 """
@@ -33,7 +36,7 @@ IDENTITY = ("run_id", "model", "source", "compress", "sparsity", "backend", "see
 RUN_FACTS = ("achieved_sparsity", "params", "params_dense", "macs", "macs_dense", "macs_ratio", "acc_dense",
              "latency_ms", "latency_p90_ms", "dense_latency_ms", "speedup", "agreement_top1", "compile_seconds",
              "total_seconds")
-ATTACK_FIELDS = ("id", "norm", "eps", "attack_source", "crafted_on", "evaluated_on", "fooling_rate", "asr",
+ATTACK_FIELDS = ("id", "attack", "universal", "norm", "eps", "attack_source", "crafted_on", "evaluated_on", "fooling_rate", "asr",
                  "misclassification_rate", "robust_acc", "achieved_norm", "steps", "grad_queries", "seconds")
 FINGERPRINT_FIELDS = ("id", "R", "T", "U", "auc", "tpr_at_1pct_fpr", "threshold", "false_positives",
                       "n_positives", "n_negatives", "queries", "generation_seconds")
@@ -221,9 +224,12 @@ def tables(records: list[dict[str, Any]], paths: list[Path] | None = None,
         hib = record.get("higher_is_better")
         if isinstance(hib, dict):
             higher.update({str(k): bool(v) for k, v in hib.items()})
-        for entry in record.get("attacks") or []:
-            if not isinstance(entry, dict):
-                continue
+        entries = [e for e in (record.get("attacks") or []) if isinstance(e, dict)]
+        crafted = {str(e.get("crafted_on")) for e in entries}
+        evaluated = {str(e.get("evaluated_on")) for e in entries}
+        nearest = "compressed" if "compressed" in crafted else "dense"
+        final = next((t for t in ("deployed", "compressed", "dense") if t in evaluated), None)
+        for entry in entries:
             a = {**ident, **{f: entry.get(f) for f in ATTACK_FIELDS}}
             a["attack_source"] = entry.get("source")  # the images the attack used (may differ from the run's)
             for f in ("eps", "fooling_rate", "asr", "misclassification_rate", "robust_acc", "achieved_norm",
@@ -232,6 +238,10 @@ def tables(records: list[dict[str, Any]], paths: list[Path] | None = None,
             if math.isnan(a["robust_acc"]) and not math.isnan(a["misclassification_rate"]):
                 a["robust_acc"] = 1.0 - a["misclassification_rate"]
             a["id"] = str(entry.get("id", "?"))
+            # attacks.stage ids read "<attack>:<crafted_on>-><evaluated_on>"; the attack name is their head
+            a["attack"] = str(entry.get("attack") or a["id"].split(":", 1)[0])
+            # the run's headline pair: crafted on its nearest white-box model, evaluated on what it ships
+            a["headline"] = entry.get("crafted_on") == nearest and entry.get("evaluated_on") == final
             attack_rows.append(a)
         for entry in record.get("fingerprints") or []:
             if not isinstance(entry, dict):
@@ -252,7 +262,7 @@ def tables(records: list[dict[str, Any]], paths: list[Path] | None = None,
                                       "cols": [str(c) for c in matrix["cols"]],
                                       "values": [[_num(v) for v in line] for line in matrix["values"]],
                                       "metric": str(matrix.get("metric", "fooling_rate"))})
-    attacks = pd.DataFrame(attack_rows, columns=list(ROW_IDENTITY) + list(ATTACK_FIELDS))
+    attacks = pd.DataFrame(attack_rows, columns=list(ROW_IDENTITY) + list(ATTACK_FIELDS) + ["headline"])
     fingerprints = pd.DataFrame(fingerprint_rows, columns=list(ROW_IDENTITY) + list(FINGERPRINT_FIELDS) + ["roc"])
     return RunData(records, list(paths or []), list(skipped or []), runs, attacks, fingerprints, transfers,
                    list(failed_jobs or []), higher)

@@ -33,13 +33,15 @@ LABELS: dict[str, str] = {
 FRACTIONS = {"clean_acc", "acc_dense", "achieved_sparsity", "agreement_top1", "uap_fooling_rate",
              "pgd_robust_acc", "transfer_fooling_rate", "fooling_rate", "asr", "misclassification_rate",
              "robust_acc", "R", "T", "U", "auc", "tpr_at_1pct_fpr", "sparsity", "macs_ratio", "eps"}
+# metric names made by stages, e.g. uap_pgd_fooling_rate, pgd_robust_acc, fp_ipguard_auc
+FRACTION_SUFFIXES = ("_rate", "_acc", "_auc", "_R", "_T", "_U", "_fpr")
 COUNTS = {"params", "macs", "false_positives", "queries", "n_positives", "n_negatives", "seed", "steps",
           "grad_queries", "test_images"}
 
 
 # columns that hold names, not numbers (left-aligned, sorted as text)
-TEXT_COLUMNS = {"model", "source", "compress", "backend", "method", "id", "norm", "crafted_on", "evaluated_on",
-                "run_id", "target", "job", "error"}
+TEXT_COLUMNS = {"model", "source", "compress", "backend", "method", "id", "attack", "norm", "crafted_on",
+                "evaluated_on", "run_id", "target", "job", "error"}
 
 
 def direction(name: str, overrides: dict[str, bool] | None = None) -> bool | None:
@@ -81,7 +83,7 @@ def fmt(name: str, value: Any) -> str:
         return _si(v)
     if name == "speedup":
         return f"{v:.2f}x"
-    if name in FRACTIONS:
+    if name in FRACTIONS or name.endswith(FRACTION_SUFFIXES):
         return f"{v:.3f}"
     if name.endswith("_ms"):
         return f"{v:.3g}"

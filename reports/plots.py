@@ -8,9 +8,12 @@ accuracy_vs_sparsity   clean accuracy against achieved sparsity, one line per
 speedup_vs_sparsity    measured speedup over dense against sparsity, per
                        (backend, scheme), beside the ideal 1 / (1 - s)
 uap_vs_budget          UAP fooling rate against the budget eps, per
-                       (model, scheme, evaluated on), mean over seeds
+                       (model, scheme, attack), headline entries (crafted on
+                       the compressed model, evaluated on the deployment),
+                       mean over seeds and backends
 transfer_heatmaps      transfer matrices (crafted on -> evaluated on), mean
-                       over the runs that share a matrix name and labels
+                       over the runs that share a matrix name and labels; the
+                       four fullest (dense -> compressed -> deployed) first
 roc_curves             fingerprint ROC curves, mean TPR per method on a common
                        FPR grid, with the mean AUC
 """
@@ -125,17 +128,18 @@ def speedup_vs_sparsity(runs) -> bytes | None:
 def uap_vs_budget(attacks) -> bytes | None:
     if len(attacks) == 0:
         return None
-    df = attacks[attacks["id"].str.lower().str.contains("uap", regex=False)]
+    df = attacks[attacks["attack"].str.lower().str.contains("uap", regex=False)]
     df = df[df["eps"].map(_finite) & df["fooling_rate"].map(_finite)]
     if len(df) == 0:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8.4, 4.0))
     series = 0
-    keys = ["model", "compress", "id", "evaluated_on"]
-    for key, g in df.fillna({"evaluated_on": "?"}).groupby(keys, sort=True, dropna=False):
+    if "headline" in df.columns and df["headline"].fillna(False).astype(bool).any():
+        df = df[df["headline"].fillna(False).astype(bool)]
+    for (model, scheme, attack), g in df.groupby(["model", "compress", "attack"], sort=True, dropna=False):
         mean = g.groupby("eps")["fooling_rate"].mean().sort_index()
-        ax.plot(mean.index, mean.values, "-o", markersize=4, label=" ".join(str(k) for k in key))
+        ax.plot(mean.index, mean.values, "-o", markersize=4, label=f"{model} {scheme} {attack}")
         series += 1
         if series >= MAX_SERIES:
             break
@@ -151,13 +155,20 @@ def uap_vs_budget(attacks) -> bytes | None:
 def transfer_heatmaps(transfers: list[dict[str, Any]]) -> bytes | None:
     groups: dict[tuple, list[list[list[float]]]] = {}
     for t in transfers:
+        if len(t["rows"]) * len(t["cols"]) < 2:
+            continue  # a dense-only run has nothing to transfer to
         groups.setdefault((t["name"], tuple(t["rows"]), tuple(t["cols"]), t["metric"]), []).append(t["values"])
     if not groups:
         return None
     plt = _pyplot()
-    items = sorted(groups.items())[:4]
-    fig, axes = plt.subplots(1, len(items), figsize=(4.6 * len(items), 4.0), squeeze=False)
-    for ax, ((name, rows, cols, metric), mats) in zip(axes[0], items):
+    # the fullest matrices (dense -> compressed -> deployed) first, then the most common
+    items = sorted(groups.items(), key=lambda kv: (-len(kv[0][1]) * len(kv[0][2]), -len(kv[1]), kv[0][0]))[:4]
+    ncols = min(2, len(items))
+    nrows = math.ceil(len(items) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.9 * nrows), squeeze=False)
+    for ax in axes.flat[len(items):]:
+        ax.axis("off")
+    for ax, ((name, rows, cols, metric), mats) in zip(axes.flat, items):
         mean = [[_mean([m[i][j] for m in mats]) for j in range(len(cols))] for i in range(len(rows))]
         shown = [[v if not math.isnan(v) else 0.0 for v in line] for line in mean]
         im = ax.imshow(shown, vmin=0.0, vmax=1.0, cmap="viridis")

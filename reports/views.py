@@ -5,16 +5,21 @@ sort metric; ties share a rank; rows without the metric are unranked and come
 last), identity columns and metric columns (floats).  Columns are fixed per
 view so that CSVs keep stable names; a view without data is an empty table.
 
-Robustness columns, per run (a record metric of the same name wins):
+Robustness columns, per run (a record metric of the same name wins).  The
+"target" of a run is the model it ships: its deployment when its entries
+have one, else the compressed model, else the dense one.
 
-uap_fooling_rate       worst (highest) fooling rate over the run's attack
-                       entries whose id contains "uap"
-pgd_robust_acc         worst (lowest) robust accuracy over entries whose id
-                       contains "pgd" but not "uap" (1 - misclassification
-                       rate when an entry gives no robust_acc)
-transfer_fooling_rate  from the run's transfer matrix: the dense -> deployed
-                       cell when the labels say so, else the mean of the
-                       off-diagonal cells
+uap_fooling_rate       worst (highest) of the run's UAP headline metrics
+                       (``uap*_fooling_rate``, as ``attacks.stage`` writes
+                       them), else of its UAP entries (attack name contains
+                       "uap") evaluated on the target
+pgd_robust_acc         worst (lowest) robust accuracy of its PGD entries
+                       (name contains "pgd", not "uap") evaluated on the
+                       target (1 - misclassification rate when an entry gives
+                       no robust_acc)
+transfer_fooling_rate  worst over the run's transfer matrices of the
+                       dense -> deployed cell (dense -> compressed when there
+                       is no deployed column), else the mean off-diagonal
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ COMPRESSION_METRICS = ["clean_acc", "acc_dense", "achieved_sparsity", "macs", "m
                        "latency_ms", "speedup"]
 ROBUSTNESS_METRICS = ["clean_acc", "uap_fooling_rate", "pgd_robust_acc", "transfer_fooling_rate"]
 IP_METRICS = ["R", "T", "U", "auc", "tpr_at_1pct_fpr", "false_positives", "queries", "generation_seconds"]
-ATTACK_DETAIL = ["id", "norm", "eps", "crafted_on", "evaluated_on", "fooling_rate", "asr",
+ATTACK_DETAIL = ["attack", "norm", "eps", "crafted_on", "evaluated_on", "fooling_rate", "asr",
                  "misclassification_rate", "robust_acc", "achieved_norm", "grad_queries", "seconds"]
 DEFAULT_SORT = {"compression": "clean_acc", "robustness": "uap_fooling_rate", "ip": "U"}
 TITLES = {"compression": "Compression", "robustness": "Robustness", "ip": "IP protection"}
@@ -133,10 +138,13 @@ def robustness_table(data):
         run_id = run.get("run_id")
         mine = attacks[attacks["run_id"] == run_id] if len(attacks) else attacks
         row = {"run_id": run_id, **{c: run.get(c) for c in IDENT}, "clean_acc": _f(run.get("clean_acc"))}
-        row["uap_fooling_rate"] = _first(run.get("uap_fooling_rate"),
-                                         _agg(mine, lambda i: "uap" in i, "fooling_rate", max))
+        target = _target(mine)
+        on_target = mine[mine["evaluated_on"] == target] if len(mine) else mine
+        headline = [run.get(c) for c in runs.columns if c.startswith("uap") and c.endswith("_fooling_rate")]
+        row["uap_fooling_rate"] = _first(run.get("uap_fooling_rate"), _max(headline),
+                                         _agg(on_target, lambda a: "uap" in a, "fooling_rate", max))
         row["pgd_robust_acc"] = _first(run.get("pgd_robust_acc"),
-                                       _agg(mine, lambda i: "pgd" in i and "uap" not in i, "robust_acc", min))
+                                       _agg(on_target, lambda a: "pgd" in a and "uap" not in a, "robust_acc", min))
         row["transfer_fooling_rate"] = _first(run.get("transfer_fooling_rate"),
                                               transfer_summary(transfer_by_run.get(run_id, [])))
         for c in extra_metrics:
@@ -159,7 +167,8 @@ def attack_details(data):
         import pandas as pd
 
         return pd.DataFrame(columns=cols)
-    return attacks[cols].sort_values(IDENT + ["id", "eps"], kind="stable", na_position="last") \
+    return attacks[cols].sort_values(IDENT + ["attack", "eps", "crafted_on", "evaluated_on"], kind="stable",
+                                     na_position="last") \
         .reset_index(drop=True)
 
 
@@ -178,19 +187,22 @@ def ip_table(data):
 
 
 def transfer_summary(matrices: list[dict[str, Any]]) -> float:
-    """Dense -> deployed transfer value of the first usable matrix (see module docstring)."""
+    """Worst dense -> deployed (else dense -> compressed) cell over the matrices (see module docstring)."""
+    cells = []
     for m in matrices:
         rows = [r.lower() for r in m["rows"]]
         cols = [c.lower() for c in m["cols"]]
         r = next((i for i, name in enumerate(rows) if "dense" in name), None)
-        c = next((j for j, name in enumerate(cols) if "deploy" in name), None)
+        c = next((j for j, name in enumerate(cols) if "deploy" in name),
+                 next((j for j, name in enumerate(cols) if "compress" in name), None))
         if r is not None and c is not None and not math.isnan(m["values"][r][c]):
-            return float(m["values"][r][c])
+            cells.append(float(m["values"][r][c]))
+            continue
         off = [v for i, line in enumerate(m["values"]) for j, v in enumerate(line)
                if not math.isnan(v) and rows[i] != cols[j]]
         if off:
-            return float(sum(off) / len(off))
-    return math.nan
+            cells.append(float(sum(off) / len(off)))
+    return max(cells) if cells else math.nan
 
 
 def filter_runs(data, expr: str | None):
@@ -230,9 +242,27 @@ def _first(*values: Any) -> float:
     return math.nan
 
 
+def _max(values: list[Any]) -> float:
+    vals = [_f(v) for v in values]
+    vals = [v for v in vals if not math.isnan(v)]
+    return max(vals) if vals else math.nan
+
+
+def _target(attacks) -> str | None:
+    """The model a run ships, among its entries' ``evaluated_on``."""
+    if len(attacks) == 0:
+        return None
+    seen = {str(v) for v in attacks["evaluated_on"] if v is not None}
+    for name in ("deployed", "compressed", "dense"):
+        if name in seen:
+            return name
+    return next(iter(sorted(seen)), None)
+
+
 def _agg(attacks, match, column: str, reduce) -> float:
+    """Reduce ``column`` over entries whose attack name (lower case) satisfies ``match``."""
     if len(attacks) == 0:
         return math.nan
-    values = [float(v) for i, v in zip(attacks["id"], attacks[column])
-              if match(str(i).lower()) and not math.isnan(_f(v))]
+    values = [float(v) for a, v in zip(attacks["attack"], attacks[column])
+              if match(str(a).lower()) and not math.isnan(_f(v))]
     return float(reduce(values)) if values else math.nan
