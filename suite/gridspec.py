@@ -17,6 +17,10 @@ Format (every list is an axis; the grid is the product of the axes)::
                                       # a list of lists: an axis ([[uap-pgd], []]);
                                       # absent: the default list of `run`
     fingerprints: []                  # same rules as attacks
+    attack_args: [{eps: 0.0157}, {eps: 0.0314}]   # optional axis of attack settings
+                                      # (a mapping: the same for every job);
+                                      # merged over settings.attack_args
+    fingerprint_args: {count: 20}     # same rules as attack_args
     exclude:                          # drop jobs matching every key of a rule
       - {compress: nm, sparsity: 0.75}
       - {model: vgg16, backend: [onnx, tvm]}
@@ -51,7 +55,8 @@ from suite.errors import ConfigError, DataError
 
 IDENTITY_EXCLUDED = ("output_dir", "cache_dir", "quiet", "threads")
 AXES = ("models", "sources", "compressors", "sparsities", "backends", "seeds", "attacks", "fingerprints")
-TOP_LEVEL = ("name", "profile", "exclude", "settings", "description", *AXES)
+ARG_AXES = ("attack_args", "fingerprint_args")
+TOP_LEVEL = ("name", "profile", "exclude", "settings", "description", *AXES, *ARG_AXES)
 EXCLUDE_KEYS = ("model", "source", "compress", "sparsity", "backend", "seed", "attacks", "fingerprints")
 RECIPE_OVERRIDES = ("epochs", "batch_size", "lr")
 AXIS_FIELDS = ("model", "source", "compress", "compress_args", "sparsity", "backend", "backend_args", "target",
@@ -73,6 +78,8 @@ class Job:
         lab = self.labels
         extras = "".join(f"/{k[:3]}={'+'.join(lab[k]) or '-'}" for k in ("attacks", "fingerprints")
                          if lab.get(k))
+        extras += "".join(f"/{k.split('_')[0][:3]}:" + ",".join(f"{a}={v}" for a, v in sorted(lab[k].items()))
+                          for k in ARG_AXES if lab.get(k))
         return (f"{lab['model']}/{lab['source']}/{lab['compress']}@{lab['sparsity']:g}/{lab['backend']}"
                 f"/s{lab['seed']}{extras}")
 
@@ -153,6 +160,17 @@ def _name_sets(spec: dict[str, Any], key: str) -> list[tuple[str, ...] | None]:
     if any(isinstance(v, list) for v in value):
         raise ConfigError(f"grid {key!r} mixes names and lists: use [a, b] (every job) or [[a], [b]] (axis)")
     return [tuple(str(x) for x in value)]
+
+
+def _arg_sets(spec: dict[str, Any], key: str) -> list[dict[str, Any] | None]:
+    """attack_args / fingerprint_args: absent -> [None]; a mapping -> one set; a list of mappings -> axis."""
+    value = spec.get(key)
+    if value is None:
+        return [None]
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, dict) for v in values):
+        raise ConfigError(f"grid {key!r} must be a mapping of settings or a list of mappings, got {value!r}")
+    return [dict(v) for v in values]
 
 
 def _entries(spec: dict[str, Any], key: str, default: list[Any], allowed: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -241,6 +259,7 @@ def expand_grid(spec: dict[str, Any], *, default_name: str = "grid", cache_dir: 
         raise ConfigError(f"grid seeds must be integers, got {seeds!r}")
     attack_sets = _name_sets(spec, "attacks")
     fingerprint_sets = _name_sets(spec, "fingerprints")
+    arg_sets = {key: _arg_sets(spec, key) for key in ARG_AXES}
     rules = _exclude_rules(spec.get("exclude") or [])
 
     jobs: dict[str, Job] = {}
@@ -249,13 +268,17 @@ def expand_grid(spec: dict[str, Any], *, default_name: str = "grid", cache_dir: 
         comp_name = reg.compressors.canonical(comp["name"])
         comp_sparsities = ([None] if comp_name == "none" else
                            [_sparsity(s) for s in comp.get("sparsities", sparsities)])
-        for sparsity, backend, attacks, fingerprints in itertools.product(
-                comp_sparsities, backends, attack_sets, fingerprint_sets):
+        for sparsity, backend, attacks, fingerprints, attack_args, fingerprint_args in itertools.product(
+                comp_sparsities, backends, attack_sets, fingerprint_sets, *arg_sets.values()):
+            job_settings = dict(settings)
+            for key, value in (("attack_args", attack_args), ("fingerprint_args", fingerprint_args)):
+                if value is not None:
+                    job_settings[key] = {**settings.get(key, {}), **value}
             cfg = RunConfig(model=model, source=source, compress=comp_name,
                             compress_args=dict(comp.get("args") or {}), sparsity=sparsity,
                             backend=backend["name"], backend_args=dict(backend.get("args") or {}),
                             target=backend.get("target"), seed=seed, profile=profile, attacks=attacks,
-                            fingerprints=fingerprints, quiet=True, **settings)
+                            fingerprints=fingerprints, quiet=True, **job_settings)
             try:
                 resolved = cfg.resolved()
             except TypeError as err:
@@ -264,7 +287,9 @@ def expand_grid(spec: dict[str, Any], *, default_name: str = "grid", cache_dir: 
             labels = {"model": resolved.model, "source": resolved.source, "compress": resolved.compress,
                       "sparsity": resolved.sparsity, "backend": resolved.backend, "seed": resolved.seed,
                       "attacks": list(resolved.attacks or ()),
-                      "fingerprints": list(resolved.fingerprints or ())}
+                      "fingerprints": list(resolved.fingerprints or ()),
+                      **{key: dict(v) for key, v in (("attack_args", attack_args),
+                                                      ("fingerprint_args", fingerprint_args)) if v}}
             if any(_matches(rule, labels) for rule in rules):
                 excluded += 1
                 continue

@@ -92,6 +92,18 @@ def test_expansion_dedupes_and_axes():
     assert {j.labels["compress"] for j in aliases.jobs} == {"none", "block"}
 
 
+def test_attack_args_axis():
+    spec = _spec(models=["resnet20"], compressors=["none"], backends=["torch"], seeds=[0],
+                 attack_args=[{"eps": 0.0157}, {"eps": 0.0314}],
+                 settings={"limit": 64, "attack_args": {"eval_limit": 32}})
+    grid = expand_grid(spec, cache_dir="/tmp/c")
+    assert [j.config["attack_args"] for j in grid.jobs] == [{"eval_limit": 32, "eps": 0.0157},
+                                                          {"eval_limit": 32, "eps": 0.0314}]
+    assert grid.jobs[0].job_id != grid.jobs[1].job_id and grid.jobs[1].name.endswith("/att:eps=0.0314")
+    with pytest.raises(ConfigError, match="mapping"):
+        expand_grid(_spec(attack_args=[0.1]), cache_dir="/tmp/c")
+
+
 @pytest.mark.parametrize("change, error, match", [
     ({"modles": ["vgg16"]}, ConfigError, "unknown keys modles"),
     ({"models": ["vgg17"]}, UnknownNameError, "did you mean 'vgg16'"),
