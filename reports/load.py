@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 IDENTITY = ("run_id", "model", "source", "compress", "sparsity", "backend", "seed", "profile", "width",
-            "target", "model_id", "created_at", "schema_version", "job_id")
+            "target", "attack_args", "fingerprint_args", "model_id", "created_at", "schema_version", "job_id")
 RUN_FACTS = ("achieved_sparsity", "params", "params_dense", "macs", "macs_dense", "macs_ratio", "acc_dense",
              "latency_ms", "latency_p90_ms", "dense_latency_ms", "speedup", "agreement_top1", "compile_seconds",
              "total_seconds")
@@ -182,6 +182,8 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
         "profile": config.get("profile"),
         "width": _num(model.get("width", config.get("width"))),
         "target": None if target is None else str(target),
+        "attack_args": settings_text(config.get("attack_args")),
+        "fingerprint_args": settings_text(config.get("fingerprint_args")),
         "model_id": model.get("id"),
         "created_at": record.get("created_at"),
         "schema_version": record.get("schema_version"),
@@ -275,6 +277,13 @@ def _valid_matrix(matrix: Any) -> bool:
     if not (isinstance(rows, list) and isinstance(cols, list) and isinstance(values, list)):
         return False
     return len(values) == len(rows) and all(isinstance(v, list) and len(v) == len(cols) for v in values)
+
+
+def settings_text(settings: Any) -> str:
+    """``{"eps": 0.03, "steps": 10}`` -> ``"eps=0.03,steps=10"`` (sorted; "" for none)."""
+    if not isinstance(settings, dict):
+        return ""
+    return ",".join(f"{k}={settings[k]}" for k in sorted(settings))
 
 
 def run_label(row: dict[str, Any]) -> str:

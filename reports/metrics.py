@@ -41,7 +41,7 @@ COUNTS = {"params", "macs", "false_positives", "queries", "n_positives", "n_nega
 
 # columns that hold names, not numbers (left-aligned, sorted as text)
 TEXT_COLUMNS = {"model", "source", "compress", "backend", "method", "id", "attack", "norm", "crafted_on",
-                "evaluated_on", "run_id", "target", "job", "error"}
+                "evaluated_on", "run_id", "target", "job", "error", "attack_args", "fingerprint_args"}
 
 
 def direction(name: str, overrides: dict[str, bool] | None = None) -> bool | None:

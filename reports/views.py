@@ -93,8 +93,8 @@ def build_views(data, sort: str | None = None) -> list[View]:
     sort_metric, sort_order = parse_sort(sort)
     hib = data.higher_is_better
     specs = [("compression", compression_table(data), COMPRESSION_METRICS, IDENT),
-             ("robustness", robustness_table(data), ROBUSTNESS_METRICS, IDENT),
-             ("ip", ip_table(data), IP_METRICS, IDENT + ["method"])]
+             ("robustness", robustness_table(data), ROBUSTNESS_METRICS, IDENT + ["attack_args"]),
+             ("ip", ip_table(data), IP_METRICS, IDENT + ["method", "fingerprint_args"])]
     views = []
     for key, table, metrics, ident in specs:
         extra = [c for c in table.columns if c not in ident and c not in metrics and c != "run_id"]
@@ -128,8 +128,10 @@ def robustness_table(data):
     import pandas as pd
 
     runs, attacks = data.runs, data.attacks
+    from reports.load import IDENTITY
+
     extra_metrics = sorted(c for c in runs.columns
-                           if c not in ROBUSTNESS_METRICS and _looks_robust(c))
+                           if c not in ROBUSTNESS_METRICS and c not in IDENTITY and _looks_robust(c))
     rows = []
     transfer_by_run: dict[str, list[dict[str, Any]]] = {}
     for t in data.transfers:
@@ -137,7 +139,8 @@ def robustness_table(data):
     for _, run in runs.iterrows():
         run_id = run.get("run_id")
         mine = attacks[attacks["run_id"] == run_id] if len(attacks) else attacks
-        row = {"run_id": run_id, **{c: run.get(c) for c in IDENT}, "clean_acc": _f(run.get("clean_acc"))}
+        row = {"run_id": run_id, **{c: run.get(c) for c in IDENT}, "attack_args": run.get("attack_args", ""),
+               "clean_acc": _f(run.get("clean_acc"))}
         target = _target(mine)
         on_target = mine[mine["evaluated_on"] == target] if len(mine) else mine
         headline = [run.get(c) for c in runs.columns if c.startswith("uap") and c.endswith("_fooling_rate")]
@@ -151,7 +154,7 @@ def robustness_table(data):
             row[c] = _f(run.get(c))
         if any(not math.isnan(row[c]) for c in ROBUSTNESS_METRICS[1:] + extra_metrics) or len(mine):
             rows.append(row)
-    return pd.DataFrame(rows, columns=["run_id", *IDENT, *ROBUSTNESS_METRICS, *extra_metrics])
+    return pd.DataFrame(rows, columns=["run_id", *IDENT, "attack_args", *ROBUSTNESS_METRICS, *extra_metrics])
 
 
 def _looks_robust(name: str) -> bool:
@@ -177,10 +180,12 @@ def ip_table(data):
     import pandas as pd
 
     fps = data.fingerprints
-    cols = ["run_id", *IDENT, "method", *IP_METRICS]
+    cols = ["run_id", *IDENT, "method", "fingerprint_args", *IP_METRICS]
     if len(fps) == 0:
         return pd.DataFrame(columns=cols)
+    args = dict(zip(data.runs["run_id"], data.runs.get("fingerprint_args", [""] * len(data.runs))))
     out = fps.rename(columns={"id": "method"})
+    out["fingerprint_args"] = out["run_id"].map(args).fillna("")
     for m in IP_METRICS:
         out[m] = pd.to_numeric(out[m], errors="coerce")
     return out[cols].reset_index(drop=True)

@@ -96,6 +96,7 @@ def test_views_rank_by_direction(runs_dir):
     ip = views["ip"].table
     assert views["ip"].sort_by == "U" and ip["U"].iloc[0] == ip["U"].max()
     assert set(ip["method"]) == {"ltrc-examples", "ipguard"}
+    assert "attack_args" in views["robustness"].identity and "fingerprint_args" in views["ip"].identity
     # ties share a rank; ranks count positions (1, 1, 3, ...)
     ranks = list(comp["rank"])
     assert ranks == sorted(ranks) and ranks[0] == 1
