@@ -38,6 +38,12 @@ from suite import registries as reg
 from suite.errors import ConfigError
 
 STAGE_KEYS = ("eval_limit", "few_shot", "sweep", "track_every")
+# The smoke profile makes every attack tiny (tests run the whole pipeline in seconds).
+SMOKE_SETTINGS: dict[str, dict[str, Any]] = {
+    "uap-pgd": {"steps": 10}, "uap-deepfool": {"passes": 1, "deepfool_steps": 10}, "pgd": {"steps": 3},
+    "cw": {"steps": 10}, "uap-meta": {"steps": 3}, "uap-maml": {"steps": 3}, "uap-l2o": {"steps": 3},
+}
+SMOKE_STAGE = {"eval_limit": 64, "track_every": 5}
 META_ATTACKS = {"uap-meta": "meta", "uap-maml": "maml", "uap-l2o": "l2o"}
 
 
@@ -137,6 +143,9 @@ def run_attack_stage(ctx) -> dict[str, Any]:
     cfg = ctx.cfg
     names = tuple(cfg.attacks)
     per, stage = split_settings(names, dict(cfg.attack_args))
+    if cfg.profile == "smoke":
+        per = {n: {**SMOKE_SETTINGS.get(n, {}), **per[n]} for n in names}
+        stage = {**SMOKE_STAGE, **stage}
     eval_limit = stage.get("eval_limit")
     few_shot = int(stage.get("few_shot", 32))
     track_every = int(stage.get("track_every", 5))

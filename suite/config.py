@@ -71,7 +71,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 
 # What a plain ``run`` evaluates after deployment; entries join these lists
 # as their implementations land (names must be registered).
-DEFAULT_ATTACKS: tuple[str, ...] = ()
+# Per profile: the smoke profile skips meta-training (its own tests cover it).
+DEFAULT_ATTACKS: dict[str, tuple[str, ...]] = {"default": ("uap-pgd", "uap-meta", "pgd"),
+                                               "smoke": ("uap-pgd", "pgd")}
 DEFAULT_FINGERPRINTS: tuple[str, ...] = ()
 
 
@@ -143,7 +145,7 @@ class RunConfig:
             cache_dir=str(Path(self.cache_dir).expanduser()),
             data_root=str(Path(self.data_root).expanduser()) if self.data_root else None,
             attacks=tuple(reg.attacks.canonical(a) for a in
-                          (DEFAULT_ATTACKS if self.attacks is None else self.attacks)),
+                          (DEFAULT_ATTACKS[self.profile] if self.attacks is None else self.attacks)),
             fingerprints=tuple(reg.fingerprints.canonical(f) for f in
                                (DEFAULT_FINGERPRINTS if self.fingerprints is None else self.fingerprints)),
         )
