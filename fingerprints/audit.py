@@ -17,10 +17,10 @@ Steps:
    threshold calibrated on half of the zoo's negatives:
 
    * ``derived``: ``m >= threshold`` and ``p_value <= alpha``;
-   * ``independent``: ``m < threshold`` and ``m <=`` the highest match rate of
-     any independent zoo model;
-   * ``inconclusive``: everything else (above every independent model but
-     below the threshold, or above the threshold without significance).
+   * ``independent``: ``m < threshold`` and ``p_value > 0.05`` (as common among
+     independent models as that);
+   * ``inconclusive``: everything else (below the threshold but unusually
+     high for an independent model, or above it without significance).
 
    ``p_value``: probability that an independent model matches at least as many
    fingerprints, under a beta-binomial fitted to all negatives' match counts
@@ -223,11 +223,14 @@ def _other_method_key(key: str, method: str) -> bool:
     return head in reg.fingerprints and _canonical(head) != method
 
 
-def verdict(rate: float, threshold: float, p: float, max_negative: float, alpha: float) -> str:
+INDEPENDENT_P = 0.05
+
+
+def verdict(rate: float, threshold: float, p: float, alpha: float) -> str:
     """See the module docstring."""
     if rate >= threshold and p <= alpha:
         return "derived"
-    if rate < threshold and rate <= max_negative:
+    if rate < threshold and p > INDEPENDENT_P:
         return "independent"
     return "inconclusive"
 
@@ -273,7 +276,7 @@ def audit(ref: OwnerRef, suspect: str, *, cache_dir: str, method: str = "ltrc-ex
     rate = v.rate
     p = p_value(rate, n, neg)
     result = {
-        "verdict": verdict(rate, ev.threshold, p, max(neg), alpha),
+        "verdict": verdict(rate, ev.threshold, p, alpha),
         "owner": ref.model_id, "owner_sha256": ref.sha256,
         "suspect": str(Path(suspect).resolve()), "format": fmt_seen, "suspect_details": details,
         "fingerprints": fps.method, "access": access,

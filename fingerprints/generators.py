@@ -5,28 +5,34 @@ returns inputs ``[N, C, H, W]`` in [0, 1] with the label the owner gives them;
 inputs the owner does not label as intended are dropped (``meta["kept"]``
 counts the survivors).
 
-Characteristic examples (our reading of the CE paper; exact equations are not
-public, see ../shared/NOTES.md section 4)::
+Characteristic examples (our reading of the CE paper; its exact equations
+are not public, see ../shared/NOTES.md section 4)::
 
-    x_0 ~ noise (seeded);  target t spread over the classes (t != owner(x_0))
+    x_0: start point (seeded): a real image the owner labels != t (init=data,
+         the default) or noise (init=uniform | gaussian)
+    t:   target labels spread evenly over the classes
     repeat ``steps`` times:
         g = sum_k grad_x max(confidence - margin_k(x, t), 0)
             margin_k = z_t - max_{j != t} z_j of owner copy k
-        x = x - step_size * sign(g)            # sign-gradient step
-        [LTRC] x = x_0 + highpass(x - x_0)     # keep only high frequencies
-        x = clip(x, 0, 1)
+        x = x - step_size * sign(g)                  # sign-gradient step
+        x = x_0 + project(x - x_0)                   # |.| <= eps, box [0, 1],
+                                                     # [LTRC] high-pass (POCS)
 
 * ``c-examples``: one copy, the owner itself (K = 1).
-* ``rc-examples``: K copies of the owner whose conv/linear weights get fresh
-  bounded noise at every step (``noise_kind`` relative: ``w * (1 + u)``,
-  absolute: ``w + u * std(w)``, ``u ~ U(-noise, noise)``), so the example
-  keeps its label under weight changes such as pruning.
-* ``ltrc-examples``: RC plus the high-pass projection of the perturbation
+* ``rc-examples``: K copies of the owner.  ``noise_kind=prune`` (default):
+  copies pruned at sparsities ``noise * i / K`` with jittered magnitudes and
+  BN re-estimated (the weight changes a pruner makes); ``relative`` /
+  ``absolute``: fresh bounded uniform weight noise every step
+  (``w * (1 + u)`` / ``w + u * std(w)``, ``u ~ U(-noise, noise)``).
+* ``ltrc-examples``: RC plus the FFT high-pass projection of the perturbation
   (:mod:`fingerprints.frequency`), which transfers less to unrelated models.
 
 An example stops moving once every copy has margin >= ``confidence`` (its
 gradient is zero), so ``confidence`` (logit units) sets how far inside the
-target class it ends.
+target class it ends.  Why the defaults start from real images rather than
+noise (measured, bench/RESULTS.md "Fingerprints"): on digits every model maps
+noise into the same few "sink" classes, so noise-started examples whose
+target is a sink class match independent models for free.
 
 Baselines:
 
@@ -133,11 +139,13 @@ def noisy_params(params: dict[str, torch.Tensor], names: list[str], bound: float
 
 def pruned_copies(owner: torch.nn.Module, source, k: int, bound: float, seed: int,
                   device: str) -> list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
-    """``k`` (params, buffers) of owner copies magnitude-pruned at sparsities ``bound * i / k`` (i = 1..k).
+    """``k`` (params, buffers) of owner copies pruned at sparsities ``bound * i / k`` (i = 1..k).
 
     Every conv/linear weight but the first conv and the classifier (which
-    pruners keep dense) loses its smallest-magnitude fraction; BN statistics
-    are then re-estimated on 256 train images, as a pruner would.
+    pruners keep dense) loses the fraction with the smallest jittered
+    magnitude ``|w| * U(0.5, 1.5)`` (seeded; deliberately unlike any
+    registered pruner's masks); BN statistics are then re-estimated on 256
+    train images, as a pruner would.
     """
     import copy
 
@@ -145,6 +153,7 @@ def pruned_copies(owner: torch.nn.Module, source, k: int, bound: float, seed: in
 
     names = weight_names(owner)
     inner = names[1:-1] if len(names) > 2 else names
+    gen = torch.Generator().manual_seed(seed + 7)
     out = []
     for i in range(1, k + 1):
         sparsity = min(0.99, bound * i / k)
@@ -153,9 +162,10 @@ def pruned_copies(owner: torch.nn.Module, source, k: int, bound: float, seed: in
             for name in inner:
                 w = model.get_parameter(name)
                 n_drop = int(sparsity * w.numel())
-                if n_drop:
-                    cut = w.abs().flatten().kthvalue(n_drop).values
-                    w.mul_((w.abs() > cut).to(w.dtype))
+                if n_drop:  # magnitude with a random jitter: not the deterministic masks of any pruner
+                    score = w.abs() * (0.5 + torch.rand(w.shape, generator=gen)).to(w.device)
+                    cut = score.flatten().kthvalue(n_drop).values
+                    w.mul_((score > cut).to(w.dtype))
         recalibrate_bn(model, source, 256, seed + i)
         out.append(({n: p.detach() for n, p in model.named_parameters()},
                     {n: b for n, b in model.named_buffers()}))
@@ -182,8 +192,9 @@ class CExamples(FingerprintMethod):
     """
 
     name = "c-examples"
-    DEFAULTS: dict[str, Any] = {"count": 100, "steps": 100, "step_size": 0.01, "confidence": 10.0,
-                                "eps": 1.0, "init": "gaussian", "init_std": 0.15, "init_split": "val", "batch_size": 100}
+    DEFAULTS: dict[str, Any] = {"count": 100, "steps": 200, "step_size": 0.01, "confidence": 10.0,
+                                "eps": 0.3, "init": "data", "init_std": 0.15, "init_split": "val",
+                                "batch_size": 100}
     CHOICES = {"init": ("uniform", "gaussian", "data"), "noise_kind": ("relative", "absolute", "prune"),
                "filter_shape": SHAPES, "init_split": ("train", "val", "test")}
 
@@ -209,6 +220,8 @@ class CExamples(FingerprintMethod):
             raise ConfigError(f"{self.name} k must be in [1, 256], got {s['k']}")
         if "noise" in s and not 0 <= s["noise"] <= 10:
             raise ConfigError(f"{self.name} noise must be in [0, 10], got {s['noise']}")
+        if s.get("noise_kind") == "prune" and not s["noise"] < 1:
+            raise ConfigError(f"{self.name} noise is the largest sparsity with noise_kind=prune: must be < 1")
         if "radius" in s and not 0 <= s["radius"] < 1.5:
             raise ConfigError(f"{self.name} radius must be in [0, 1.5) (fraction of Nyquist), got {s['radius']}")
 
@@ -282,7 +295,7 @@ class RCExamples(CExamples):
     """
 
     name = "rc-examples"
-    DEFAULTS = {**CExamples.DEFAULTS, "k": 4, "noise": 0.5, "noise_kind": "absolute"}
+    DEFAULTS = {**CExamples.DEFAULTS, "k": 4, "noise": 0.9, "noise_kind": "prune"}
 
 
 class LTRCExamples(RCExamples):
@@ -293,7 +306,7 @@ class LTRCExamples(RCExamples):
     """
 
     name = "ltrc-examples"
-    DEFAULTS = {**RCExamples.DEFAULTS, "radius": 0.5, "filter_shape": "circle", "projections": 3, "chroma": False}
+    DEFAULTS = {**RCExamples.DEFAULTS, "radius": 0.25, "filter_shape": "circle", "projections": 3, "chroma": False}
 
 
 # ---------------------------------------------------------------- baselines
@@ -382,7 +395,7 @@ class Misclassified(FingerprintMethod):
 
         gen = torch.Generator().manual_seed(seed)
         x_all, y_all = _split_tensors(source, self.split)
-        xs, ys = [], []
+        xs, ys, truths = [], [], []
         found = 0
         rounds = 0
         for r in range(self.max_rounds):
@@ -395,9 +408,12 @@ class Misclassified(FingerprintMethod):
             wrong = pred != y_all
             xs.append(x[wrong])
             ys.append(pred[wrong])
+            truths.append(y_all[wrong])
             found += int(wrong.sum())
             if found >= self.count:
                 break
         x = torch.cat(xs)[:self.count]
         y = torch.cat(ys)[:self.count]
-        return x, y, {"requested": self.count, "kept": int(len(y)), "rounds": rounds, "split": self.split}
+        truth = torch.cat(truths)[:self.count]
+        return x, y, {"requested": self.count, "kept": int(len(y)), "rounds": rounds, "split": self.split,
+                      "wrong": int((y != truth).sum())}

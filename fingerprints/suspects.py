@@ -110,14 +110,12 @@ class StateDictSuspect:
         widths = (width,) if width is not None else WIDTH_CANDIDATES
         model = None
         for w in widths:
-            with torch.device("meta"):
-                try:
-                    probe = factory(num_classes=num_classes, width=w, in_channels=in_channels)
-                except Exception:  # noqa: BLE001 - a width this arch rejects
-                    continue
+            try:
+                probe = factory(num_classes=num_classes, width=w, in_channels=in_channels)
+            except Exception:  # noqa: BLE001 - a width this arch rejects
+                continue
             if _shapes_match(probe, state):
-                model = factory(num_classes=num_classes, width=w, in_channels=in_channels)
-                width = w
+                model, width = probe, w
                 break
         if model is None:
             raise ArtifactError(f"suspect {p} does not fit architecture {arch} at any width "
@@ -150,17 +148,31 @@ class Pt2Suspect:
         shape = _placeholder_shape(ep)
         if shape is None:
             raise ArtifactError(f"suspect {path}: the exported program's input is not one image batch [N, C, H, W]")
-        c, h, w = shape
+        n, c, h, w = shape
+        self.fixed_batch = n
         self.input_shape = (c, h if h is not None else int(input_hw[0]), w if w is not None else int(input_hw[1]))
         self.num_classes = _probe_classes(self, path)
-        self.details = {"format": "pt2", "graph_nodes": len(ep.graph.nodes)}
+        self.details = {"format": "pt2", "graph_nodes": len(ep.graph.nodes), "fixed_batch": n}
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            out = self.module(x.float())
+            out = self.module(x)
         if isinstance(out, (tuple, list)):
             out = out[0]
         return out
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        if self.fixed_batch is None:
+            return self._run(x)
+        outs = []
+        for i in range(0, len(x), self.fixed_batch):  # exported with a static batch: pad the last chunk
+            chunk = x[i:i + self.fixed_batch]
+            pad = self.fixed_batch - len(chunk)
+            if pad:
+                chunk = torch.cat([chunk, chunk.new_zeros(pad, *chunk.shape[1:])])
+            outs.append(self._run(chunk)[:len(chunk) - pad])
+        return torch.cat(outs)
 
 
 def _static(v: Any) -> int | None:
@@ -170,8 +182,8 @@ def _static(v: Any) -> int | None:
         return None
 
 
-def _placeholder_shape(ep) -> tuple[int, int | None, int | None] | None:
-    """``(C, H, W)`` of the single user input (H/W None when symbolic), or None."""
+def _placeholder_shape(ep) -> tuple[int | None, int, int | None, int | None] | None:
+    """``(N, C, H, W)`` of the single user input (N/H/W None when symbolic), or None."""
     names = list(ep.graph_signature.user_inputs)
     if len(names) != 1:
         return None
@@ -181,7 +193,7 @@ def _placeholder_shape(ep) -> tuple[int, int | None, int | None] | None:
             shape = getattr(val, "shape", None)
             if shape is None or len(shape) != 4 or _static(shape[1]) is None:
                 return None
-            return _static(shape[1]), _static(shape[2]), _static(shape[3])  # type: ignore[return-value]
+            return _static(shape[0]), _static(shape[1]), _static(shape[2]), _static(shape[3])  # type: ignore[return-value]
     return None
 
 

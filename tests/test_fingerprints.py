@@ -1,0 +1,337 @@
+"""Fingerprint generators, the high-pass projection, metrics and calibration, the suspect zoo and the run stage."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from fingerprints.bank import Evaluation, evaluate_on_zoo
+from fingerprints.base import FingerprintSet
+from fingerprints.frequency import highpass, highpass_mask, lowfreq_energy_fraction
+from fingerprints.generators import project
+from fingerprints.metrics import (auc, calibrate_threshold, p_value, p_value_empirical, roc_curve,
+                                  split_negatives, tpr_at_fpr)
+from suite import registries as reg
+from suite.config import TrainRecipe
+from suite.errors import ConfigError
+from suite.training import accuracy, train_model
+
+FAST = {"count": 20, "steps": 40, "step_size": 0.02, "confidence": 3.0, "batch_size": 20}
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return reg.sources.build("digits16", None)
+
+
+@pytest.fixture(scope="session")
+def owner(digits):
+    """A tiny but real owner: VGG16 at width 0.25, 4 epochs on digits16 (~97% test accuracy)."""
+    torch.manual_seed(0)
+    model = reg.models.build("vgg16", num_classes=10, width=0.25, in_channels=3)
+    train_model(model, digits.train, None, TrainRecipe(epochs=4, lr=0.05), seed=0, quiet=True)
+    model.eval()
+    assert accuracy(model, digits.test) > 0.85
+    return model
+
+
+# ------------------------------------------------------------ frequency
+@pytest.mark.parametrize("shape", ["circle", "square", "gaussian"])
+def test_highpass_removes_low_frequencies(shape):
+    delta = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    assert lowfreq_energy_fraction(delta, 0.4, shape) > 0.05  # white noise has plenty of low frequencies
+    out = highpass(delta, 0.4, shape)
+    assert out.shape == delta.shape and out.dtype == delta.dtype
+    if shape == "gaussian":  # soft roll-off: DC exactly gone, low band strongly attenuated
+        assert lowfreq_energy_fraction(out, 0.4, shape) < 0.25 * lowfreq_energy_fraction(delta, 0.4, shape)
+        assert float(out.mean(dim=(-2, -1)).abs().max()) < 1e-5
+    else:
+        assert lowfreq_energy_fraction(out, 0.4, shape) < 1e-10
+        assert torch.allclose(highpass(out, 0.4, shape), out, atol=1e-5)  # a projection
+    assert torch.equal(highpass(delta, 0.0, shape), delta)
+
+
+def test_highpass_mask_layout_and_errors():
+    m = highpass_mask(16, 16, 0.3)
+    assert m[0, 0] == 0 and m[8, 8] == 1 and m.shape == (16, 16)
+    assert float(m.mean()) > 0.5
+    with pytest.raises(ValueError):
+        highpass_mask(8, 8, 0.3, "triangle")
+
+
+def test_project_keeps_box_eps_and_high_frequencies():
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.rand(3, 3, 16, 16, generator=g)
+    delta = torch.randn(3, 3, 16, 16, generator=g)
+    out = project(delta, x0, eps=0.2, radius=0.4, rounds=5)
+    assert float(out.abs().max()) <= 0.2 + 1e-6
+    assert float((x0 + out).min()) >= 0 and float((x0 + out).max()) <= 1
+    assert lowfreq_energy_fraction(out, 0.4) < 0.1 * lowfreq_energy_fraction(delta.clamp(-0.2, 0.2), 0.4)
+
+
+# ------------------------------------------------------------ generators
+@pytest.mark.parametrize("name,settings", [
+    ("c-examples", FAST),
+    ("rc-examples", {**FAST, "k": 2, "noise": 0.5}),
+    ("ltrc-examples", {**FAST, "k": 2, "noise": 0.5}),
+    ("ipguard", {"count": 20, "steps": 30, "batch_size": 20}),
+    ("misclassified", {"count": 20}),
+])
+def test_generators_give_unit_range_inputs_the_owner_labels_as_intended(name, settings, owner, digits):
+    method = reg.fingerprints.build(name, **settings)
+    fps = method.generate(owner, digits, seed=3)
+    assert len(fps) >= 10, fps.meta  # most requested fingerprints survive
+    assert fps.x.shape[1:] == (3, 16, 16) and fps.x.dtype == torch.float32
+    assert float(fps.x.min()) >= 0.0 and float(fps.x.max()) <= 1.0
+    with torch.no_grad():
+        assert torch.equal(owner(fps.x).argmax(1), fps.y)
+    assert fps.generation_seconds > 0 and fps.meta["kept"] == len(fps)
+    if name.endswith("-examples"):  # targets spread over the classes
+        assert len(set(fps.y.tolist())) >= 5
+    if name == "misclassified":  # the owner gets every one of them wrong
+        assert fps.meta["rounds"] >= 1 and fps.meta["wrong"] == len(fps)
+    if name in ("c-examples", "misclassified"):  # same seed, same fingerprints
+        again = reg.fingerprints.build(name, **settings).generate(owner, digits, seed=3)
+        assert torch.equal(again.x, fps.x) and torch.equal(again.y, fps.y)
+
+
+def test_ltrc_perturbation_is_high_frequency(owner, digits):
+    method = reg.fingerprints.build("ltrc-examples", **{**FAST, "k": 2, "noise": 0.5, "radius": 0.5})
+    fps = method.generate(owner, digits, seed=4)
+    assert fps.meta["lowfreq_energy_fraction"] < 0.02
+
+
+def test_settings_are_validated():
+    with pytest.raises(ConfigError, match="did you mean 'radius'"):
+        reg.fingerprints.build("ltrc-examples", radiuss=0.3)
+    with pytest.raises(ConfigError, match="unknown setting 'radius'"):
+        reg.fingerprints.build("c-examples", radius=0.3)  # C-examples have no filter
+    with pytest.raises(ConfigError):
+        reg.fingerprints.build("rc-examples", k=0)
+    with pytest.raises(ConfigError):
+        reg.fingerprints.build("ltrc-examples", filter_shape="hexagon")
+    with pytest.raises(ConfigError):
+        reg.fingerprints.build("misclassified", count="many")
+    m = reg.fingerprints.build("ltrc", count=7)
+    assert m.name == "ltrc-examples" and m.settings["count"] == 7 and m.digest() != \
+        reg.fingerprints.build("ltrc", count=8).digest()
+
+
+def test_fingerprint_set_roundtrip_and_corruption(tmp_path):
+    fps = FingerprintSet("c-examples", {"count": 2}, torch.rand(2, 3, 16, 16), torch.tensor([1, 2]), 0.5, {"kept": 2})
+    fps.save(tmp_path / "fp")
+    back = FingerprintSet.load(tmp_path / "fp")
+    assert torch.equal(back.x, fps.x) and torch.equal(back.y, fps.y) and back.settings == {"count": 2}
+    (tmp_path / "fp" / "fingerprints.npz").write_bytes(b"junk")
+    from suite.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="corrupt"):
+        FingerprintSet.load(tmp_path / "fp")
+
+
+# ------------------------------------------------------------ metrics
+def test_roc_auc_tpr():
+    assert auc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert auc([0.5], [0.5]) == 0.5
+    assert auc([0.1], [0.9]) == 0.0
+    fpr, tpr, _ = roc_curve([0.9, 0.3], [0.1, 0.5])
+    assert (fpr[0], tpr[0]) == (0.0, 0.0) and (fpr[-1], tpr[-1]) == (1.0, 1.0)
+    assert tpr_at_fpr([0.9, 0.3], [0.1, 0.5], 0.01) == 0.5
+    assert tpr_at_fpr([0.9, 0.8], [0.1, 0.2], 0.01) == 1.0
+
+
+def test_threshold_and_p_values():
+    neg = [0.0, 0.02, 0.05, 0.01]
+    t = calibrate_threshold(neg, 100, 0.01)
+    assert t > max(neg) and t < 0.5
+    assert p_value(0.9, 100, neg) < 1e-10 < p_value(0.02, 100, neg)
+    assert p_value(0.0, 100, neg) == 1.0
+    assert p_value_empirical(0.9, neg) == pytest.approx(1 / 5)
+    assert p_value_empirical(0.0, neg) == 1.0
+
+
+def test_negative_split_is_disjoint_seeded_and_order_free():
+    ids = [f"neg-{i}" for i in range(21)]
+    cal, ev = split_negatives(ids, seed=0)
+    assert not set(cal) & set(ev) and set(cal) | set(ev) == set(ids) and len(cal) == 10
+    assert split_negatives(list(reversed(ids)), seed=0) == (cal, ev)
+    assert split_negatives(ids, seed=1) != (cal, ev)
+
+
+class _ConstPredictor:
+    """Answers label ``answer[i]`` for the i-th fingerprint (by position in the batch)."""
+
+    differentiable = False
+
+    def __init__(self, answers, k=10):
+        self.answers, self.num_classes, self.input_shape = answers, k, (3, 4, 4)
+
+    def predict(self, x):
+        out = torch.zeros(len(x), self.num_classes)
+        out[torch.arange(len(x)), self.answers[:len(x)]] = 1.0
+        return out
+
+
+class _FakeZoo:
+    """A zoo whose members answer fixed labels (enough to exercise calibration)."""
+
+    def __init__(self, members):
+        self.members = members
+
+    class _M:
+        def __init__(self, id, role, answers):
+            self.id, self.role, self.family, self.accuracy, self.answers = id, role, {"kind": role}, None, answers
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def predictor(self, m):
+        yield _ConstPredictor(m.answers)
+
+
+def test_calibration_never_sees_the_evaluation_half():
+    n = 20
+    y = torch.arange(n) % 10
+    fps = FingerprintSet("c-examples", {}, torch.rand(n, 3, 4, 4), y, 0.1)
+    ids = [f"neg-{i:02d}" for i in range(10)]
+    cal, held = split_negatives(ids, seed=0)
+
+    def zoo(held_matches: int):
+        members = [_FakeZoo._M("pos", "positive", y.clone())]
+        for i, nid in enumerate(ids):
+            answers = (y + 1) % 10  # never the fingerprint label
+            if nid in held:
+                answers = answers.clone()
+                answers[:held_matches] = y[:held_matches]
+            elif i % 3 == 0:
+                answers = answers.clone()
+                answers[:2] = y[:2]
+            members.append(_FakeZoo._M(nid, "negative", answers))
+        return _FakeZoo(members)
+
+    ev_low = evaluate_on_zoo(fps, zoo(0), seed=0)
+    ev_high = evaluate_on_zoo(fps, zoo(20), seed=0)  # the held-out half now matches everything
+    assert ev_low.calibration == cal and ev_low.evaluation == held
+    assert ev_low.threshold == ev_high.threshold  # calibration saw none of it
+    assert ev_low.threshold > 2 / n
+    from fingerprints.summary import summarize
+
+    assert summarize(fps, ev_low)["false_positives"] == 0
+    assert summarize(fps, ev_high)["false_positives"] == len(held)
+
+
+# ------------------------------------------------------------ zoo + stage
+def _owner_obj(model, source, seed=0):
+    from fingerprints.zoo import Owner
+    from suite.pipeline import state_sha256
+
+    return Owner(model=model, arch="vgg16", width=0.25, sha256=state_sha256(model), model_id="test-owner",
+                 source=source, source_args={"name": "digits16", "data_root": None, "limit": 96}, seed=seed,
+                 profile="smoke")
+
+
+def test_smoke_zoo_builds_real_members_and_is_cached(owner, cache_dir):
+    from fingerprints.zoo import get_zoo, load_member_model, make_spec, zoo_dir
+    from suite.config import PROFILE_DEFAULTS
+
+    source = reg.sources.build("digits16", None, limit=96)
+    spec = make_spec("smoke", negatives=3)
+    o = _owner_obj(owner, source)
+    recipe = PROFILE_DEFAULTS["smoke"]["recipe"].as_dict()
+    logs: list[str] = []
+    zoo = get_zoo(o, spec, cache_dir=str(cache_dir), recipe=recipe, log=logs.append)
+    assert not zoo.cache_hit
+    comp = zoo.composition()
+    assert comp["negatives"] == 3 and comp["positives"] == 3
+    ids = {m.id for m in zoo.positives()}
+    assert ids == {"prune-block-0.5", "prune-block-0.5-ft1", "copy-all-layers"}
+    pruned = load_member_model(zoo, next(m for m in zoo.positives() if m.id == "prune-block-0.5"))
+    w = dict(pruned.named_parameters())["features.3.0.weight"]
+    assert 0.4 < float((w == 0).float().mean()) < 0.6  # really pruned
+    negs = zoo.negatives()
+    assert len({(m.arch, m.width, m.family["seed"]) for m in negs}) == 3
+    assert all(m.family["kind"] == "independent" for m in negs)
+    again = get_zoo(o, spec, cache_dir=str(cache_dir), recipe=recipe)
+    assert again.cache_hit and [m.id for m in again.members] == [m.id for m in zoo.members]
+    # a corrupt entry is detected and rebuilt
+    (zoo_dir(str(cache_dir), o, spec) / "positives" / "prune-block-0.5.pt").write_bytes(b"junk")
+    logs.clear()
+    rebuilt = get_zoo(o, spec, cache_dir=str(cache_dir), recipe=recipe, log=logs.append)
+    assert not rebuilt.cache_hit and any("unusable" in m for m in logs)
+
+
+def test_zoo_negatives_go_through_the_executor(owner, cache_dir):
+    """The default path: one fresh process per independent model (suite.executors, local)."""
+    from fingerprints.zoo import get_zoo, make_spec
+    from suite.config import PROFILE_DEFAULTS
+
+    source = reg.sources.build("digits16", None, limit=96)
+    spec = make_spec("smoke", negatives=2, executor="local", jobs=2, copies="none", finetune_sparsities="none")
+    zoo = get_zoo(_owner_obj(owner, source), spec, cache_dir=str(cache_dir),
+                  recipe=PROFILE_DEFAULTS["smoke"]["recipe"].as_dict())
+    assert len(zoo.negatives()) == 2 and len(zoo.positives()) == 1
+    assert all((cache_dir / "models").exists() for _ in [0])
+
+
+def test_zoo_spec_overrides_and_errors():
+    from fingerprints.zoo import make_spec
+
+    spec = make_spec("default", negatives=30, schemes="block:nm", compiled="tvm/owner:onnx/copy-all-layers")
+    assert spec.negatives == 30 and spec.schemes == ("block", "nm")
+    assert spec.compiled == (("tvm", "owner"), ("onnx", "copy-all-layers"))
+    assert make_spec("default").negatives >= 20
+    with pytest.raises(ConfigError, match="did you mean 'negatives'"):
+        make_spec("default", negatvies=3)
+    with pytest.raises(ConfigError):
+        make_spec("default", negatives=1)
+    with pytest.raises(ConfigError):
+        make_spec("default", compiled="tflite/owner")
+
+
+def test_fingerprint_args_routing():
+    from fingerprints.options import split_args
+
+    per, zoo, access = split_args(("ltrc-examples", "misclassified"),
+                                  {"count": 5, "radius": 0.3, "ltrc-examples.k": 2, "zoo.negatives": 4,
+                                   "access": "prob"})
+    assert per["ltrc-examples"] == {"count": 5, "radius": 0.3, "k": 2} and per["misclassified"] == {"count": 5}
+    assert zoo == {"negatives": 4} and access == "prob"
+    with pytest.raises(ConfigError, match="no selected fingerprint method"):
+        split_args(("misclassified",), {"radius": 0.3})
+    with pytest.raises(ConfigError, match="not among the selected"):
+        split_args(("misclassified",), {"ipguard.steps": 3})
+
+
+def test_run_records_fingerprints(tmp_path, cache_dir):
+    """A smoke run with fingerprints: the record carries one entry per method with every field."""
+    from suite.config import RunConfig
+    from suite.pipeline import run
+
+    cfg = RunConfig(model="vgg16", compress="block", profile="smoke", cache_dir=str(cache_dir),
+                    output_dir=str(tmp_path / "runs"), quiet=True, threads=1,
+                    recipe=TrainRecipe(epochs=3, batch_size=32, lr=0.05, warmup_epochs=0), attacks=(),
+                    fingerprints=("ltrc-examples", "misclassified"), negatives=2,
+                    fingerprint_args={"ltrc-examples.steps": 20, "ltrc-examples.radius": 0.3})
+    path, record = run(cfg)
+    entries = {e["id"]: e for e in record["fingerprints"]}
+    assert set(entries) == {"ltrc-examples", "misclassified"}
+    for e in entries.values():
+        for key in ("id", "R", "T", "U", "auc", "tpr_at_1pct_fpr", "threshold", "false_positives", "n_positives",
+                    "n_negatives", "queries", "generation_seconds", "by_family", "roc"):
+            assert key in e, key
+        assert e["n_negatives"] == 2 and e["n_positives"] == 4  # 3 zoo positives + this run's compressed model
+        assert e["U"] == pytest.approx(e["R"] - e["T"], abs=1e-5)
+        assert 0 <= e["auc"] <= 1 and e["queries"] <= 16
+        assert "this-run" in e["by_family"]["kind"] and set(e["by_family"]) >= {"scheme", "sparsity", "finetune",
+                                                                                 "compiled"}
+        assert len(e["roc"]["fpr"]) == len(e["roc"]["tpr"])
+    assert record["metrics"]["fp_ltrc-examples_auc"] == entries["ltrc-examples"]["auc"]
+    assert record["higher_is_better"]["fp_ltrc-examples_T"] is False
+    assert "fingerprint" in record["timings"]
+    details = json.loads((path / "fingerprints" / "ltrc-examples.json").read_text())
+    assert any(m["id"] == "this-run:compressed" for m in details["members"])
+    assert (path / "fingerprints" / "ltrc-examples" / "fingerprints.npz").is_file()
