@@ -192,9 +192,18 @@ def owner_bank(ref: OwnerRef, method_name: str, *, cache_dir: str, access: str =
     bank = bank_dir(cache_dir, ref.sha256, method, ref.seed, ref.source_sha256)
     key = zoo_key(ref.sha256, ref.source_sha256, spec, ref.seed, ref.profile)
     path = eval_path(bank, key, access)
-    if (bank / "fingerprints.json").is_file() and path.is_file():
+    if (bank / "fingerprints.json").is_file():
         try:
-            return FingerprintSet.load(bank), Evaluation.load(path), False
+            fps = FingerprintSet.load(bank)
+            if path.is_file():
+                return fps, Evaluation.load(path), False
+            zdir = Path(cache_dir) / "zoo" / f"{ref.sha256[:16]}-{key[:16]}"
+            if (zdir / "zoo.json").is_file():  # e.g. another --access: query the cached zoo again
+                from fingerprints.zoo import load_zoo
+
+                zoo = load_zoo(zdir, ref.sha256)
+                log(f"audit: evaluating the cached zoo with {access} access")
+                return fps, get_evaluation(fps, bank, zoo, key, access=access, seed=ref.seed, log=log), False
         except ArtifactError as err:
             log(f"warning: {err}; rebuilding")
     log(f"audit: no cached {method_name} fingerprints for {ref.model_id} with this zoo; building them "

@@ -90,13 +90,20 @@ def init_noise(n: int, shape: tuple[int, int, int], kind: str, std: float, gen: 
 
 def data_starts(owner: torch.nn.Module, source, split: str, targets: torch.Tensor, gen: torch.Generator,
                 device: str) -> torch.Tensor:
-    """One image of ``split`` per target, drawn (seeded) among those the owner labels differently."""
+    """One image of ``split`` per target, drawn (seeded) among those the owner labels differently.
+
+    A target that the owner gives to every image of the split (a degenerate
+    owner, or an empty split) starts from mid-grey noise instead.
+    """
     x, _ = source.split(split).tensors()
     labels = owner_labels(owner, x.to(device)).cpu()
     out = []
     for t in targets.tolist():
         pool = torch.nonzero(labels != t)[:, 0]
-        out.append(x[pool[torch.randint(0, len(pool), (1,), generator=gen)]][0])
+        if len(pool):
+            out.append(x[pool[torch.randint(0, len(pool), (1,), generator=gen)]][0])
+        else:
+            out.append(init_noise(1, tuple(source.shape), "gaussian", 0.15, gen)[0])
     return torch.stack(out)
 
 

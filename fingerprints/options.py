@@ -21,9 +21,11 @@ from fingerprints.verify import ACCESS
 from suite import registries as reg
 from suite.errors import ConfigError
 
-PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
+# profile -> {"*" or method name: settings}; "*" applies to every method that has the setting
+PROFILE_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "default": {},
-    "smoke": {"count": 16, "steps": 15, "k": 2, "confidence": 1.0, "batch_size": 16, "max_rounds": 5},
+    "smoke": {"*": {"count": 16, "steps": 15, "k": 2, "confidence": 1.0, "batch_size": 16, "max_rounds": 5},
+              "rc-examples": {"noise": 0.5}, "ltrc-examples": {"noise": 0.5}},
 }
 
 
@@ -64,6 +66,9 @@ def split_args(methods: tuple[str, ...], args: dict[str, Any]) -> tuple[dict[str
 
 def build_method(name: str, profile: str, settings: dict[str, Any]):
     """``reg.fingerprints.build(name, **settings)`` on top of the profile's shrunken defaults."""
+    name = reg.fingerprints.canonical(name)
     defaults = method_defaults(name)
-    base = {k: v for k, v in PROFILE_SETTINGS.get(profile, {}).items() if k in defaults}
+    table = PROFILE_SETTINGS.get(profile, {})
+    base = {k: v for k, v in table.get("*", {}).items() if k in defaults}
+    base.update(table.get(name, {}))
     return reg.fingerprints.build(name, **{**base, **settings})

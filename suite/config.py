@@ -74,7 +74,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 # Per profile: the smoke profile skips meta-training (its own tests cover it).
 DEFAULT_ATTACKS: dict[str, tuple[str, ...]] = {"default": ("uap-pgd", "uap-meta", "pgd"),
                                                "smoke": ("uap-pgd", "pgd")}
-DEFAULT_FINGERPRINTS: tuple[str, ...] = ()
+DEFAULT_FINGERPRINTS: tuple[str, ...] = ("ltrc-examples", "misclassified")
 
 
 def parse_names(text: str | None) -> tuple[str, ...] | None:
