@@ -8,14 +8,21 @@ Both are resolution-free, so one trained pair serves tasks of any input size:
   the tensor, its sign, a running average of the normalised gradient, the
   current value in units of the budget scale ``s`` (``eps`` for Linf,
   ``eps / sqrt(d)`` for L2) and the step fraction ``t / T``.  The update is
-  ``s * out_scale * tanh(head(h))``, so steps are in budget units at every
-  resolution.
+  ``s * (-a_t * base(g) + out_scale * tanh(head(h)))``: a descent step along
+  ``base(g)`` (the gradient sign for Linf, the RMS-normalised gradient for
+  L2) with a learned step size per step ``a_t`` (Meta-SGD style), plus the
+  recurrent net's coordinate-wise correction.  The correction head starts at
+  zero, so an untrained optimizer is sign-PGD with step ``a0``; meta-training
+  learns the schedule, the correction and (with MAML) the start.  Steps are
+  in budget units at every resolution.
 * :class:`MetaInit` is a perturbation at a fixed base resolution, in budget
   units (``tanh``-bounded), bilinearly resized to a task's size and
   re-projected.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -28,25 +35,29 @@ N_FEATURES = 5
 class LearnedOptimizer(torch.nn.Module):
     """Coordinate-wise 2-layer LSTM mapping gradient features to perturbation updates."""
 
-    def __init__(self, hidden: int = 20, out_scale: float = 0.5) -> None:
+    MAX_STEPS = 64  # learned step sizes; later steps reuse the last one
+
+    def __init__(self, hidden: int = 20, out_scale: float = 0.5, a0: float = 0.5) -> None:
         super().__init__()
         self.hidden = int(hidden)
         self.cell1 = torch.nn.LSTMCell(N_FEATURES, self.hidden)
         self.cell2 = torch.nn.LSTMCell(self.hidden, self.hidden)
         self.head = torch.nn.Linear(self.hidden, 1)
         self.out_scale = float(out_scale)
+        self.log_step = torch.nn.Parameter(torch.full((self.MAX_STEPS,), math.log(a0)))
         torch.nn.init.zeros_(self.head.bias)
-        torch.nn.init.normal_(self.head.weight, std=0.1)
+        torch.nn.init.zeros_(self.head.weight)
 
     def init_state(self, numel: int) -> dict[str, torch.Tensor]:
         z = torch.zeros(numel, self.hidden)
         return {"h1": z, "c1": z, "h2": z, "c2": z, "avg": torch.zeros(numel)}
 
     def forward(self, grad: torch.Tensor, v: torch.Tensor, state: dict[str, torch.Tensor], t: float, *,
-                norm: str, eps: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                norm: str, eps: float, step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Update for ``v`` given ``grad`` (both ``[C, H, W]``); returns ``(delta, new_state)``.
 
-        ``grad`` is the gradient of the loss to *minimise*; ``t`` in [0, 1].
+        ``grad`` is the gradient of the loss to *minimise*; ``t`` in [0, 1];
+        ``step`` the 0-based step index (selects the learned step size).
         """
         g = grad.reshape(-1)
         s = coordinate_scale(norm, eps, g.numel())
@@ -56,7 +67,9 @@ class LearnedOptimizer(torch.nn.Module):
                              torch.full_like(gn, float(t))], dim=1)
         h1, c1 = self.cell1(feats, (state["h1"], state["c1"]))
         h2, c2 = self.cell2(h1, (state["h2"], state["c2"]))
-        delta = s * self.out_scale * torch.tanh(self.head(h2).squeeze(1))
+        base = gn.sign() if norm == "linf" else gn.clamp(-3, 3)
+        a_t = self.log_step[min(step, self.MAX_STEPS - 1)].exp()
+        delta = s * (-a_t * base + self.out_scale * torch.tanh(self.head(h2).squeeze(1)))
         return delta.view_as(grad), {"h1": h1, "c1": c1, "h2": h2, "c2": c2, "avg": avg}
 
 

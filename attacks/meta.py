@@ -45,7 +45,7 @@ from suite.errors import ArtifactError, ConfigError
 from suite.sources.base import ImageSplit
 
 VARIANTS = ("meta", "maml", "l2o")
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclass
@@ -82,13 +82,13 @@ class MetaConfig:
     norm: str = "linf"
     eps: float = 10 / 255
     inner_steps: int = 10
-    support: int = 32
-    query: int = 64
-    meta_steps: int = 200
+    support: int = 16
+    query: int = 32
+    meta_steps: int = 100
     lr: float = 0.01
     hidden: int = 20
     base: int = 32
-    inner_step_size: float = 0.25
+    inner_step_size: float = 0.5
     jitter: float = 0.25
     kappa: float = 5.0
     seed: int = 0
@@ -163,11 +163,11 @@ def inner_loop(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labe
         loss = margin_loss(fn(apply_perturbation(xb, vd)), lb, target, cfg.kappa)
         (grad,) = torch.autograd.grad(loss, vd)
         if state.optimizer is not None:
-            delta, opt_state = state.optimizer(grad, v, opt_state, min(1.0, k / horizon), norm=norm, eps=eps)
+            delta, opt_state = state.optimizer(grad, v, opt_state, min(1.0, k / horizon), norm=norm, eps=eps,
+                                               step=k)
             v = project(v + delta, norm, eps)
         else:
-            step = cfg.inner_step_size * (eps if norm == "linf" else eps)
-            v = gradient_step(v, grad, norm, eps, step)
+            v = gradient_step(v, grad, norm, eps, cfg.inner_step_size * eps)
         if on_step is not None:
             on_step(k + 1, v)
     return v

@@ -17,7 +17,7 @@ from suite.config import PROFILE_DEFAULTS, RunConfig, TrainRecipe
 # than the run's own model (the learned optimizer only needs gradients of
 # reasonable victims, not the best ones).
 TASK_PROFILES: dict[str, dict[str, Any]] = {
-    "default": {"width": 0.25, "recipe": TrainRecipe(epochs=15), "limit": None},
+    "default": {"width": 0.5, "recipe": TrainRecipe(epochs=15), "limit": None},
     "smoke": {"width": 0.25, "recipe": PROFILE_DEFAULTS["smoke"]["recipe"], "limit": 96},
 }
 
