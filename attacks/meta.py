@@ -84,7 +84,7 @@ class MetaConfig:
     inner_steps: int = 10
     support: int = 16
     query: int = 32
-    meta_steps: int = 100
+    meta_steps: int = 40
     lr: float = 0.01
     hidden: int = 20
     base: int = 32
