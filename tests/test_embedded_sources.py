@@ -78,3 +78,15 @@ def test_stratified_split_properties():
     assert [len(s1[k]) for k in "abc"] == [100, 50, 50]
     for k in "abc":
         assert np.all(np.bincount(labels[s1[k]], minlength=5) == len(s1[k]) // 5)
+
+
+def test_pixels_do_not_depend_on_the_thread_count():
+    import subprocess
+    import sys
+
+    code = ("import torch, sys; torch.set_num_threads(int(sys.argv[1])); "
+            "from suite.sources.embedded import load_embedded; "
+            "print(*(load_embedded(n).fingerprint() for n in ('digits16', 'digits-photo32', 'digits-affine24')))")
+    outs = {subprocess.run([sys.executable, "-c", code, str(t)], capture_output=True, text=True,
+                           check=True).stdout for t in (1, 2)}
+    assert len(outs) == 1

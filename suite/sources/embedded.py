@@ -158,7 +158,15 @@ EMBEDDED_DESCRIPTIONS = {name: spec[2] for name, spec in _SPEC.items()}
 @functools.lru_cache(maxsize=None)
 def _build(name: str) -> ImageSource:
     make, res, desc = _SPEC[name]
-    images, labels = make()
+    # Parallel float reductions in torch's resampling round differently with
+    # the thread count; generate on one thread so the pixels (and every cache
+    # key built on their sha256) are the same on every machine and setting.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        images, labels = make()
+    finally:
+        torch.set_num_threads(threads)
     splits = load_split_indices(name)
     parts = {k: ImageSplit(images[idx], labels[idx], idx) for k, idx in splits.items()}
     return ImageSource(
