@@ -35,12 +35,12 @@ from typing import Any, Callable
 
 import torch
 
-from attacks.base import Attack, AttackResult, QueryCounter, Stopwatch, positive
+from attacks.base import Attack, AttackResult, positive
 from attacks.learned import LearnedOptimizer, MetaInit
 from attacks.losses import margin_loss
 from attacks.norms import apply_perturbation, check_budget, project
-from attacks.uap import Tracker, _finish, gradient_step, random_start
-from attacks.victim import Model, labels_of, white_box
+from attacks.uap import CraftSession, gradient_step, random_start
+from attacks.victim import Model, labels_of
 from suite.errors import ArtifactError, ConfigError
 from suite.sources.base import ImageSplit
 
@@ -344,12 +344,9 @@ class MetaUAP(Attack):
 
     def craft(self, model: Model, x: torch.Tensor, *, track: tuple[torch.Tensor, torch.Tensor] | None = None
               ) -> AttackResult:
-        fn = white_box(model, self.name)
-        counter = QueryCounter(fn)
-        watch = Stopwatch()
-        gen = torch.Generator().manual_seed(self.seed)
-        clean = labels_of(fn, x)
-        tracker = Tracker(fn, track, self.track_every, self.target)
+        session = CraftSession.open(self, model, x, track, self.track_every)
+        counter, watch, gen, clean, tracker = (session.counter, session.watch, session.gen, session.clean,
+                                               session.tracker)
         shape = tuple(int(s) for s in x.shape[1:])
         with torch.no_grad():
             v = start_point(self.meta, shape, self.norm, self.eps, gen)  # type: ignore[arg-type]
@@ -357,8 +354,7 @@ class MetaUAP(Attack):
         v = inner_loop(counter, x, clean, v, self.meta, steps=self.steps, norm=self.norm, eps=self.eps,
                        target=self.target, batch_size=self.batch_size, gen=gen,
                        on_step=lambda k, vk: tracker(vk.detach(), k, counter.grad_queries, watch()))
-        return _finish(self, fn, counter, x, clean, v.detach(), steps=self.steps, converged=True, watch=watch,
-                       tracker=tracker)
+        return session.finish(self, x, v.detach(), steps=self.steps, converged=True)
 
 
 class UAPMeta(MetaUAP):

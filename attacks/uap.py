@@ -9,6 +9,8 @@ evaluation is :func:`attacks.metrics.evaluate_perturbation`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -60,6 +62,33 @@ def _finish(attack: Attack, model_fn, counter: QueryCounter, x: torch.Tensor, cl
                         target=attack.target)
 
 
+@dataclass
+class CraftSession:
+    """Per-call state of a white-box universal attack: victim, counters, clock, RNG, clean labels."""
+
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    counter: QueryCounter
+    watch: Stopwatch
+    gen: torch.Generator
+    clean: torch.Tensor
+    tracker: Tracker
+
+    @classmethod
+    def open(cls, attack: Attack, model: Model, x: torch.Tensor,
+             track: tuple[torch.Tensor, torch.Tensor] | None, every: int) -> "CraftSession":
+        fn = white_box(model, attack.name)
+        clean = labels_of(fn, x)
+        if attack.target is not None and len(x):
+            attack._check_target(int(fn(x[:1]).shape[1]))
+        return cls(fn, QueryCounter(fn), Stopwatch(), torch.Generator().manual_seed(attack.seed), clean,
+                   Tracker(fn, track, every, attack.target))
+
+    def finish(self, attack: Attack, x: torch.Tensor, v: torch.Tensor, *, steps: int,
+               converged: bool) -> AttackResult:
+        return _finish(attack, self.fn, self.counter, x, self.clean, v, steps=steps, converged=converged,
+                       watch=self.watch, tracker=self.tracker)
+
+
 def gradient_step(v: torch.Tensor, grad: torch.Tensor, norm: str, eps: float, step_size: float) -> torch.Tensor:
     """One projected descent step on ``v``: sign step (Linf) or normalised step (L2)."""
     if norm == "linf":
@@ -103,13 +132,9 @@ class UAPPGD(Attack):
 
     def craft(self, model: Model, x: torch.Tensor, *, track: tuple[torch.Tensor, torch.Tensor] | None = None
               ) -> AttackResult:
-        fn = white_box(model, self.name)
-        counter = QueryCounter(fn)
-        watch = Stopwatch()
-        gen = torch.Generator().manual_seed(self.seed)
-        clean = labels_of(fn, x)
-        self._check_target(int(fn(x[:1]).shape[1]) if len(x) else 0)
-        tracker = Tracker(fn, track, self.track_every, self.target)
+        session = CraftSession.open(self, model, x, track, self.track_every)
+        counter, watch, gen, clean, tracker = (session.counter, session.watch, session.gen, session.clean,
+                                               session.tracker)
         shape = tuple(x.shape[1:])
         v = random_start(shape, self.norm, self.eps, gen) if self.random_init else torch.zeros(shape)
         alpha0 = self.step_size * coordinate_scale(self.norm, self.eps, 1) if self.norm == "linf" else \
@@ -135,8 +160,7 @@ class UAPPGD(Attack):
             if float(fooled.float().mean()) >= self.stop_fooling:
                 converged = True
                 break
-        return _finish(self, fn, counter, x, clean, v, steps=step, converged=converged, watch=watch,
-                       tracker=tracker)
+        return session.finish(self, x, v, steps=step, converged=converged)
 
 
 class UAPDeepFool(Attack):

@@ -98,8 +98,6 @@ def main() -> None:
                      "train_sources": train_sources, "models": models, "width": args.width, "epochs": args.epochs,
                      "few_shot": args.few_shot, "steps": args.steps, "trials": args.trials, "budgets": {}}
 
-    import dataclasses
-
     from attacks import tasks as tasks_mod
 
     tasks_mod.TASK_PROFILES["default"] = {"width": args.width, "recipe": TrainRecipe(epochs=args.epochs),
@@ -108,8 +106,6 @@ def main() -> None:
     meta_tasks = build_tasks(train_sources, models, cache_dir=cache_dir, threads=args.threads, log=log)
     victims = {t.name.split("/")[1].split("-")[0]: t for t in build_tasks([held], models, cache_dir=cache_dir,
                                                                             threads=args.threads, log=log)}
-    from suite.sources.embedded import digits16  # noqa: F401  (sources resolve through the registry)
-
     sources = {name: reg.sources.get(name)(None) for name in embedded_sources()}
     data = AttackData.from_source(sources[held], eval_limit=args.eval_limit)
     xc, _ = data.craft_tensors()
