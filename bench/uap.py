@@ -317,5 +317,48 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+
+
+def render(path: str) -> str:
+    """Markdown tables of a ``uap.json`` (for bench/RESULTS.md): ``python bench/uap.py --render FILE``."""
+    from tabulate import tabulate
+
+    r = json.loads(Path(path).read_text())
+    out = []
+    for label, b in r["budgets"].items():
+        for arch, summary in b["few_shot"].items():
+            rows = [[name, s["final_fr"], s.get("final_fr_std"), s.get("step_size")] for name, s in summary.items()
+                    if not name.startswith("uap-pgd@")]
+            out.append(f"**{label}, {arch}, few-shot ({r['few_shot']} images, {r['steps']} steps, "
+                       f"{r['trials']} trials), held-out fooling rate after the last step**\n")
+            out.append(tabulate(rows, headers=["method", "fooling rate", "std", "pgd step"], tablefmt="github",
+                                floatfmt=".3f"))
+            cost = b["cost"].get(arch, {})
+            if cost:
+                crow = [[n, c["max_fr"], c.get("grad_queries_to_fr50"), c.get("seconds_to_fr50"),
+                         c.get("grad_queries_to_fr80"), c.get("seconds_to_fr80"), c["total"]["grad_queries"]]
+                        for n, c in cost.items()]
+                out.append("\n" + tabulate(crow, headers=["method", "max FR", "queries to 0.5", "s to 0.5",
+                                                          "queries to 0.8", "s to 0.8", "queries total"],
+                                           tablefmt="github", floatfmt=".3f"))
+            full = b["full"].get(arch, {})
+            frow = [[n, f["fooling_rate"], f.get("seconds"), f.get("grad_queries"), f.get("converged")]
+                    for n, f in full.items()]
+            out.append("\n" + tabulate(frow, headers=["full budget", "fooling rate", "seconds", "grad queries",
+                                                      "converged"], tablefmt="github", floatfmt=".3f") + "\n")
+    t = r.get("transfer")
+    if t:
+        for key in ("sources", "deploy"):
+            m = t[key]
+            out.append(f"**transfer ({key}, {t['budget']})**\n")
+            out.append(tabulate([[row, *vals] for row, vals in zip(m["rows"], m["values"])],
+                                headers=["crafted on \\ evaluated on", *m["cols"]], tablefmt="github",
+                                floatfmt=".3f") + "\n")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--render":
+        print(render(sys.argv[2]))
+    else:
+        main()
