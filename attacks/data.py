@@ -33,6 +33,8 @@ class AttackData:
     source: str
     craft: ImageSplit
     evaluate: ImageSplit
+    shared_indices: bool = True  # split indices index one pool (embedded sources); False for
+    #                              on-disk datasets whose train and test files are numbered apart
 
     def __post_init__(self) -> None:
         if len(self.craft) == 0 or len(self.evaluate) == 0:
@@ -40,7 +42,7 @@ class AttackData:
         if self.craft.images.shape[1:] != self.evaluate.images.shape[1:]:
             raise ConfigError("craft and evaluation images differ in shape: "
                               f"{self.craft.images.shape[1:]} vs {self.evaluate.images.shape[1:]}")
-        shared = np.intersect1d(self.craft.indices, self.evaluate.indices)
+        shared = np.intersect1d(self.craft.indices, self.evaluate.indices) if self.shared_indices else []
         if len(shared):
             raise ConfigError(f"craft and evaluation sets share {len(shared)} images of {self.source!r} "
                               "(by index): a UAP must be evaluated on held-out images")
@@ -71,7 +73,7 @@ class AttackData:
             c = ImageSplit(c.images[pick], c.labels[pick], c.indices[pick])
         if eval_limit is not None:
             e = e.subset(eval_limit)
-        return cls(source.name, c, e)
+        return cls(source.name, c, e, shared_indices=bool(source.meta.get("embedded")))
 
     @property
     def shape(self) -> tuple[int, int, int]:
