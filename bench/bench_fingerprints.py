@@ -15,10 +15,11 @@ on the default source, trained or loaded through the suite's model cache):
    negatives and counts false positives on the other half;
 3. runs ``python -m suite audit`` (a fresh process, fingerprints cached) on
    suspects built *outside* the suite's zoo code: a hand-pruned copy (global
-   magnitude pruning with torch.nn.utils.prune, BN re-estimated) as a
-   state_dict, as ``.onnx`` and as ``.pt2``; the owner compiled by the TVM
-   backend (artifact directory); an independently trained model (own training
-   loop, another seed) as state_dict, ``.onnx`` and ``.pt2``.
+   magnitude pruning with torch.nn.utils.prune, BN re-estimated), a fine-tuned
+   copy (all layers, 2 epochs, plain loop) and an independently trained model
+   (same architecture, another seed, plain loop), each as a state_dict, an
+   ``.onnx`` and a ``.pt2``; and the owner compiled by the TVM backend (artifact
+   directory).
 
 Writes ``bench/results/fingerprints.json`` and ``bench/results/fingerprints_roc.png``
 and prints Markdown tables for bench/RESULTS.md.
@@ -86,6 +87,11 @@ def external_suspects(owner, cfg, out: Path, threads: int) -> list[dict]:
     for m, name in params:
         tprune.remove(m, name)
     recalibrate_bn(derived, owner.source, 512, 123)
+    # derived: the owner fine-tuned on all layers for 2 epochs by a plain loop (another data order)
+    finetuned = copy.deepcopy(owner.model).cpu()
+    train_model(finetuned, owner.source.train, None, TrainRecipe(epochs=2, lr=0.01, warmup_epochs=0), seed=99,
+                quiet=True)
+    finetuned.eval()
     # independent: the same architecture trained from scratch with another seed by a plain loop
     torch.manual_seed(4242)
     independent = reg.models.build(owner.arch, num_classes=owner.source.num_classes, width=owner.width,
@@ -96,7 +102,8 @@ def external_suspects(owner, cfg, out: Path, threads: int) -> list[dict]:
     log(f"external independent model trained in {time.perf_counter() - start:.0f} s "
         f"(acc {accuracy(independent, owner.source.test):.3f})")
     suspects = []
-    for tag, model, truth in (("pruned60", derived, "derived"), ("independent", independent, "independent")):
+    for tag, model, truth in (("pruned60", derived, "derived"), ("finetuned", finetuned, "derived"),
+                              ("independent", independent, "independent")):
         acc = accuracy(model, owner.source.test)
         sd = out / f"{tag}.pth"
         torch.save(model.state_dict(), sd)

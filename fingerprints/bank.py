@@ -58,8 +58,11 @@ def get_fingerprints(method: FingerprintMethod, owner_model, source, *, owner_sh
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
     try:
         fps.save(tmp)
-        if not final.exists():
+        try:
             os.rename(tmp, final)
+        except OSError:  # another process published the same set first
+            if not (final / "fingerprints.json").exists():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"fingerprints: {method.name}: {len(fps)} kept in {fps.generation_seconds:.1f} s")

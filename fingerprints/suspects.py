@@ -176,10 +176,10 @@ class Pt2Suspect:
 
 
 def _static(v: Any) -> int | None:
-    try:
+    """A dimension that is a plain integer (not a symbol: ``int(SymInt)`` would specialise it), else None."""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         return int(v)
-    except (TypeError, ValueError):
-        return None
+    return None
 
 
 def _placeholder_shape(ep) -> tuple[int | None, int, int | None, int | None] | None:

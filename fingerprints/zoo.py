@@ -617,10 +617,12 @@ def get_zoo(owner: Owner, spec: ZooSpec, *, cache_dir: str, recipe: dict[str, An
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
     try:
         build_zoo(owner, spec, tmp, cache_dir=cache_dir, recipe=recipe, threads=threads, device=device, log=log)
-        if final.exists():  # another process won the race
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
+        try:
             os.rename(tmp, final)
+        except OSError:
+            if not (final / "zoo.json").exists():  # not a lost race: a real failure
+                raise
+            log(f"zoo: another process published {final} first; using it")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     zoo = load_zoo(final, owner.sha256)

@@ -242,3 +242,22 @@ def test_unknown_owner_is_a_clear_error(capsys, tmp_path):
                  "--cache-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "is not a run directory" in err
+
+
+def test_pt2_with_static_batch_and_dynamic_batch(tmp_path):
+    """A .pt2 exported with a fixed batch is padded per chunk; a symbolic batch is not mistaken for a fixed one."""
+    from fingerprints.suspects import Pt2Suspect
+
+    torch.manual_seed(0)
+    m = reg.models.build("resnet20", num_classes=10, width=0.25, in_channels=3).eval()
+    torch.export.save(torch.export.export(m, (torch.rand(3, 3, 16, 16),)), tmp_path / "static.pt2")
+    torch.export.save(torch.export.export(m, (torch.rand(3, 3, 16, 16),),
+                                          dynamic_shapes=({0: torch.export.Dim("n", min=1, max=64)},)),
+                      tmp_path / "dynamic.pt2")
+    x = torch.rand(7, 3, 16, 16)
+    with torch.no_grad():
+        want = m(x)
+    for name, fixed in (("static", 3), ("dynamic", None)):
+        s = Pt2Suspect(str(tmp_path / f"{name}.pt2"), (16, 16))
+        assert s.fixed_batch == fixed and s.input_shape == (3, 16, 16) and s.num_classes == 10
+        assert torch.allclose(s.predict(x), want, atol=1e-4)
