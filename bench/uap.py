@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--eval-limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-transfer", action="store_true")
+    ap.add_argument("--deepfool-images", type=int, default=256, help="craft images of the uap-deepfool baseline")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "uap.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -190,10 +191,11 @@ def main() -> None:
 
             # full-budget baselines
             full = {}
-            for name, settings in (("uap-pgd", {}), ("uap-deepfool", {})):
-                res = reg.attacks.build(name, norm=norm, eps=eps, **settings).craft(model, xc)
+            for name, settings, n_img in (("uap-pgd", {}, len(xc)), ("uap-deepfool", {"passes": 2}, args.deepfool_images)):
+                res = reg.attacks.build(name, norm=norm, eps=eps, **settings).craft(model, xc[:n_img])
                 m = evaluate_perturbation(model, res.perturbation, xe, ye, norm=norm, clean_labels=clean)
                 full[name] = {"fooling_rate": m["fooling_rate"], "asr": m["asr"], "seconds": round(res.seconds, 2),
+                              "craft_images": min(n_img, len(xc)),
                               "grad_queries": res.grad_queries, "steps": res.steps, "converged": res.converged}
                 if name == "uap-pgd":
                     b.setdefault("uaps", {})[arch] = res.perturbation
