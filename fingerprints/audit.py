@@ -145,8 +145,6 @@ def _load_owner(ref: OwnerRef, cache_dir: str, log: Callable[[str], None]):
     from suite import registries as reg
     from suite.config import RunConfig
     from suite.pipeline import load_source
-    from suite.zoo.profile import count_params  # noqa: F401 - warms the zoo package
-
     from fingerprints.zoo import Owner
 
     cfg = RunConfig(model=ref.arch, source=ref.source, data_root=ref.data_root, limit=ref.limit, width=ref.width,

@@ -330,7 +330,7 @@ def load_member_model(zoo: Zoo, member: Member) -> torch.nn.Module:
 # ------------------------------------------------------------ helpers
 def subset_source(source, fraction: float, seed: int):
     """``source`` with a seeded random ``fraction`` of its train split (val/test unchanged)."""
-    from suite.sources.base import ImageSource, ImageSplit
+    from suite.sources.base import ImageSplit
 
     if fraction >= 1.0:
         return source

@@ -270,3 +270,18 @@ def test_pt2_with_static_batch_and_dynamic_batch(tmp_path):
         s = Pt2Suspect(str(tmp_path / f"{name}.pt2"), (16, 16))
         assert s.fixed_batch == fixed and s.input_shape == (3, 16, 16) and s.num_classes == 10
         assert torch.allclose(s.predict(x), want, atol=1e-4)
+
+
+def test_audit_builds_missing_fingerprints_from_the_owner(owner_run, suspects, capsys):
+    """No cached misclassified set: the audit loads the owner and its source, generates, reuses the cached zoo."""
+    run_dir, cache, _, record = owner_run
+    model_id = record["model"]["id"]
+    common = ["--fingerprints", "misclassified", "--profile", "smoke", "--negatives", "6",
+              "--fingerprint-args", "count=40,zoo.negative_epochs=5"]
+    code, out, err = _audit(capsys, model_id, cache, suspects / "pruned.onnx", *common)
+    assert code == 2 and "pass --data-root / --limit as in its run" in err  # trained on a 600-image limit
+    code, out, err = _audit(capsys, model_id, cache, suspects / "pruned.onnx", *common, "--limit", "600")
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["fingerprints"] == "misclassified" and r["fingerprints_built_now"] is True
+    assert r["verdict"] in ("derived", "inconclusive") and r["match_rate"] > r["negatives"]["mean_rate"]

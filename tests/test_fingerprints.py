@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 
-import numpy as np
 import pytest
 import torch
 
-from fingerprints.bank import Evaluation, evaluate_on_zoo
+from fingerprints.bank import evaluate_on_zoo
 from fingerprints.base import FingerprintSet
 from fingerprints.frequency import highpass, highpass_mask, lowfreq_energy_fraction
 from fingerprints.generators import project
