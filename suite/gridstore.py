@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from suite.cache import atomic_write_text
 from suite.errors import ConfigError
+from suite.record import fsync_dir
 
 STATE_DIR = ".grid"
 
@@ -170,7 +171,7 @@ class GridStore:
             atomic_write_text(staged / "config.yaml", config_text)
             atomic_write_text(staged / "job.json", json.dumps(info, indent=2) + "\n")
             os.rename(staged, final)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             shutil.rmtree(staged.parent, ignore_errors=True)
         else:
             from suite.record import write_run_dir
@@ -212,13 +213,3 @@ class GridStore:
         if self._inside_staging(path):
             shutil.rmtree(path, ignore_errors=True)
 
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -209,7 +209,7 @@ class PendingRunDir:
         for name, text in (extra_files or {}).items():
             atomic_write_text(self.path / name, text)
         os.rename(self.path, self.final)
-        _fsync_dir(self.output_dir)
+        fsync_dir(self.output_dir)
         self.committed = True
         return self.final
 
@@ -231,7 +231,8 @@ def write_run_dir(output_dir: str | os.PathLike, record: ResultRecord, config: d
         return pending.commit(record, config, extra_files)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (renames) to disk; best effort."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
