@@ -11,9 +11,10 @@ backward pass of the victim; forward-only passes under ``torch.no_grad`` are
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -118,8 +119,19 @@ def positive(name: str, value: float, *, integer: bool = False, allow_zero: bool
 
 
 class Stopwatch:
+    """Seconds since creation, minus the time spent inside :meth:`paused` (e.g. held-out tracking)."""
+
     def __init__(self) -> None:
         self.start = time.perf_counter()
+        self.excluded = 0.0
 
     def __call__(self) -> float:
-        return time.perf_counter() - self.start
+        return time.perf_counter() - self.start - self.excluded
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.excluded += time.perf_counter() - began

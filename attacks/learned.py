@@ -10,9 +10,14 @@ Both are resolution-free, so one trained pair serves tasks of any input size:
   ``eps / sqrt(d)`` for L2) and the step fraction ``t / T``.  The update is
   ``s * (-a_t * base(g) + out_scale * tanh(head(h)))``: a descent step along
   ``base(g)`` (the gradient sign for Linf, the RMS-normalised gradient for
-  L2) with a learned step size per step ``a_t`` (Meta-SGD style), plus the
-  recurrent net's coordinate-wise correction.  The correction head starts at
-  zero, so an untrained optimizer is sign-PGD with step ``a0``; meta-training
+  L2) with a learned step size ``a_t`` (Meta-SGD style), plus the recurrent
+  net's coordinate-wise correction.  ``a_t`` is a learned schedule over the
+  run's *relative* progress ``t = k / (T - 1)`` (piecewise linear between
+  ``KNOTS`` learned log step sizes), so a run longer or shorter than the
+  meta-training horizon stretches the schedule (it keeps annealing) rather
+  than repeating the last step.  The schedule starts as uap-pgd's cosine
+  decay from ``a_max`` (a full-budget first step) to ``0.05 * a_max``.  The correction head starts at
+  zero, so an untrained optimizer is sign-PGD with a cosine step schedule; meta-training
   learns the schedule, the correction and (with MAML) the start.  Steps are
   in budget units at every resolution.
 * :class:`MetaInit` is a perturbation at a fixed base resolution, in budget
@@ -28,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from attacks.norms import coordinate_scale, project
+from attacks.uap import cosine_fraction
 
 N_FEATURES = 5
 
@@ -35,16 +41,23 @@ N_FEATURES = 5
 class LearnedOptimizer(torch.nn.Module):
     """Coordinate-wise 2-layer LSTM mapping gradient features to perturbation updates."""
 
-    MAX_STEPS = 64  # learned step sizes; later steps reuse the last one
+    KNOTS = 11  # learned log step sizes at t = 0, 0.1, ..., 1
 
-    def __init__(self, hidden: int = 20, out_scale: float = 0.5, a0: float = 0.5) -> None:
+    CORRECTIONS = ("gate", "add")
+
+    def __init__(self, hidden: int = 20, out_scale: float = 0.5, a_max: float = 1.0,
+                 correction: str = "gate") -> None:
         super().__init__()
+        if correction not in self.CORRECTIONS:
+            raise ValueError(f"unknown correction {correction!r} (choices: {', '.join(self.CORRECTIONS)})")
+        self.correction = correction
         self.hidden = int(hidden)
         self.cell1 = torch.nn.LSTMCell(N_FEATURES, self.hidden)
         self.cell2 = torch.nn.LSTMCell(self.hidden, self.hidden)
         self.head = torch.nn.Linear(self.hidden, 1)
         self.out_scale = float(out_scale)
-        self.log_step = torch.nn.Parameter(torch.full((self.MAX_STEPS,), math.log(a0)))
+        start = [math.log(a_max * cosine_fraction(j / (self.KNOTS - 1))) for j in range(self.KNOTS)]
+        self.log_step = torch.nn.Parameter(torch.tensor(start))
         torch.nn.init.zeros_(self.head.bias)
         torch.nn.init.zeros_(self.head.weight)
 
@@ -53,11 +66,11 @@ class LearnedOptimizer(torch.nn.Module):
         return {"h1": z, "c1": z, "h2": z, "c2": z, "avg": torch.zeros(numel)}
 
     def forward(self, grad: torch.Tensor, v: torch.Tensor, state: dict[str, torch.Tensor], t: float, *,
-                norm: str, eps: float, step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                norm: str, eps: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Update for ``v`` given ``grad`` (both ``[C, H, W]``); returns ``(delta, new_state)``.
 
-        ``grad`` is the gradient of the loss to *minimise*; ``t`` in [0, 1];
-        ``step`` the 0-based step index (selects the learned step size).
+        ``grad`` is the gradient of the loss to *minimise*; ``t`` in [0, 1] is
+        the run's progress (0 at the first step, 1 at the last).
         """
         g = grad.reshape(-1)
         s = coordinate_scale(norm, eps, g.numel())
@@ -68,9 +81,20 @@ class LearnedOptimizer(torch.nn.Module):
         h1, c1 = self.cell1(feats, (state["h1"], state["c1"]))
         h2, c2 = self.cell2(h1, (state["h2"], state["c2"]))
         base = gn.sign() if norm == "linf" else gn.clamp(-3, 3)
-        a_t = self.log_step[min(step, self.MAX_STEPS - 1)].exp()
-        delta = s * (-a_t * base + self.out_scale * torch.tanh(self.head(h2).squeeze(1)))
+        a_t = self.step_size(t)
+        out = self.head(h2).squeeze(1)
+        if self.correction == "gate":  # per-coordinate step in (0, 2) x a_t, along the gradient
+            delta = -s * a_t * base * 2 * torch.sigmoid(out)
+        else:  # free additive correction of at most out_scale per coordinate
+            delta = s * (-a_t * base + self.out_scale * torch.tanh(out))
         return delta.view_as(grad), {"h1": h1, "c1": c1, "h2": h2, "c2": c2, "avg": avg}
+
+    def step_size(self, t: float) -> torch.Tensor:
+        """The learned step size at progress ``t`` in [0, 1], in budget units (differentiable)."""
+        pos = min(max(float(t), 0.0), 1.0) * (self.KNOTS - 1)
+        lo = min(int(pos), self.KNOTS - 2)
+        frac = pos - lo
+        return ((1 - frac) * self.log_step[lo] + frac * self.log_step[lo + 1]).exp()
 
 
 class MetaInit(torch.nn.Module):

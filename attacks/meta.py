@@ -39,13 +39,13 @@ from attacks.base import Attack, AttackResult, positive
 from attacks.learned import LearnedOptimizer, MetaInit
 from attacks.losses import margin_loss
 from attacks.norms import apply_perturbation, check_budget, project
-from attacks.uap import CraftSession, gradient_step, random_start
+from attacks.uap import CraftSession, cosine_fraction, gradient_step, random_start
 from attacks.victim import Model, labels_of
 from suite.errors import ArtifactError, ConfigError
 from suite.sources.base import ImageSplit
 
 VARIANTS = ("meta", "maml", "l2o")
-FORMAT = 2
+FORMAT = 3
 
 
 @dataclass
@@ -74,7 +74,9 @@ class MetaConfig:
     support / query: images per task per meta-iteration (query: ``meta`` and
         ``maml`` only; drawn disjoint from the support images).
     meta_steps: outer iterations; lr: Adam learning rate of the meta-parameters.
-    inner_step_size: ``maml`` inner step, as a fraction of the budget scale.
+    inner_step_size: ``maml`` first inner step, as a fraction of ``eps`` (cosine
+        decay over the run, as ``uap-pgd``); also the learned optimizer's
+        initial first step (``meta`` / ``l2o``).
     jitter: random start around the learned init, as a fraction of the budget.
     """
 
@@ -88,8 +90,10 @@ class MetaConfig:
     lr: float = 0.01
     hidden: int = 20
     base: int = 32
-    inner_step_size: float = 0.5
+    inner_step_size: float = 1.0
     jitter: float = 0.25
+    correction: str = "gate"
+    second_order: bool = False
     kappa: float = 5.0
     seed: int = 0
 
@@ -101,6 +105,9 @@ class MetaConfig:
             positive(name, getattr(self, name), integer=True)
         for name in ("lr", "inner_step_size", "kappa"):
             positive(name, getattr(self, name))
+        if self.correction not in LearnedOptimizer.CORRECTIONS:
+            raise ConfigError(f"unknown correction {self.correction!r} "
+                              f"(choices: {', '.join(LearnedOptimizer.CORRECTIONS)})")
         if not 0 <= self.jitter <= 1:
             raise ConfigError(f"jitter must be in [0, 1], got {self.jitter}")
         return dataclasses.replace(self, norm=norm, eps=eps)
@@ -124,7 +131,7 @@ class MetaState:
 
 
 def _modules(cfg: MetaConfig) -> tuple[LearnedOptimizer | None, MetaInit | None]:
-    opt = LearnedOptimizer(cfg.hidden) if cfg.variant in ("meta", "l2o") else None
+    opt = LearnedOptimizer(cfg.hidden, a_max=cfg.inner_step_size, correction=cfg.correction) if cfg.variant in ("meta", "l2o") else None
     init = MetaInit(3, cfg.base) if cfg.variant in ("meta", "maml") else None
     return opt, init
 
@@ -142,7 +149,8 @@ def start_point(state: MetaState, shape: tuple[int, int, int], norm: str, eps: f
 def inner_loop(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labels: torch.Tensor,
                v: torch.Tensor, state: MetaState, *, steps: int, norm: str, eps: float,
                target: int | None = None, on_step: Callable[[int, torch.Tensor], None] | None = None,
-               batch_size: int | None = None, gen: torch.Generator | None = None) -> torch.Tensor:
+               batch_size: int | None = None, gen: torch.Generator | None = None,
+               second_order: bool = False) -> torch.Tensor:
     """``steps`` adaptation steps of ``v`` on ``(x, labels)``; keeps the graph to the meta-parameters.
 
     The input gradient at each step is taken at a detached copy of ``v``
@@ -152,22 +160,21 @@ def inner_loop(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labe
     """
     cfg = state.config
     opt_state = state.optimizer.init_state(v.numel()) if state.optimizer is not None else None
-    horizon = max(1, cfg.inner_steps)
     for k in range(steps):
         if batch_size is not None and batch_size < len(x):
             idx = torch.randperm(len(x), generator=gen)[:batch_size]
             xb, lb = x[idx], labels[idx]
         else:
             xb, lb = x, labels
-        vd = v.detach().requires_grad_(True)
+        vd = v if second_order and v.requires_grad else v.detach().requires_grad_(True)
         loss = margin_loss(fn(apply_perturbation(xb, vd)), lb, target, cfg.kappa)
-        (grad,) = torch.autograd.grad(loss, vd)
+        (grad,) = torch.autograd.grad(loss, vd, create_graph=second_order)
         if state.optimizer is not None:
-            delta, opt_state = state.optimizer(grad, v, opt_state, min(1.0, k / horizon), norm=norm, eps=eps,
-                                               step=k)
+            delta, opt_state = state.optimizer(grad, v, opt_state, k / max(1, steps - 1), norm=norm, eps=eps)
             v = project(v + delta, norm, eps)
         else:
-            v = gradient_step(v, grad, norm, eps, cfg.inner_step_size * eps)
+            v = gradient_step(v, grad, norm, eps,
+                              cfg.inner_step_size * eps * cosine_fraction(k / max(1, steps - 1)))
         if on_step is not None:
             on_step(k + 1, v)
     return v
@@ -218,7 +225,8 @@ def meta_train(tasks: list[Task], cfg: MetaConfig, *, progress: bool = True,
                                                          None, cfg.kappa))
 
         v0 = start_point(state, task.shape, cfg.norm, cfg.eps, gen)
-        inner_loop(task.model, x_s, l_s, v0, state, steps=k_total, norm=cfg.norm, eps=cfg.eps, on_step=on_step)
+        inner_loop(task.model, x_s, l_s, v0, state, steps=k_total, norm=cfg.norm, eps=cfg.eps, on_step=on_step,
+                   second_order=cfg.second_order)
         meta_loss = torch.stack(terms).sum() / sum(k / k_total for k in checkpoints)
         grads = torch.autograd.grad(meta_loss, params, allow_unused=True)
         for p, g in zip(params, grads):

@@ -8,6 +8,7 @@ evaluation is :func:`attacks.metrics.evaluate_perturbation`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -26,11 +27,14 @@ class Tracker:
     """Measures the held-out fooling rate of ``v`` every ``every`` steps (not counted as queries).
 
     track: ``(x, clean_labels)`` of a tracking set; ``None`` disables tracking.
+    watch: the attack's stopwatch, paused while tracking (tracking time is
+        not attack time).
     """
 
     def __init__(self, model: Model, track: tuple[torch.Tensor, torch.Tensor] | None, every: int = 1,
-                 target: int | None = None) -> None:
+                 target: int | None = None, watch: Stopwatch | None = None) -> None:
         self.model, self.track, self.every, self.target = model, track, max(1, every), target
+        self.watch = watch
         self.history: list[dict[str, float]] = []
 
     def __call__(self, v: torch.Tensor, step: int, grad_queries: int, seconds: float, force: bool = False) -> None:
@@ -39,7 +43,8 @@ class Tracker:
         if self.history and self.history[-1]["step"] == step:
             return
         x, clean = self.track
-        adv = labels_of(self.model, apply_perturbation(x, v))
+        with self.watch.paused() if self.watch is not None else contextlib.nullcontext():
+            adv = labels_of(self.model, apply_perturbation(x, v))
         rate = float((adv == self.target).float().mean()) if self.target is not None else \
             float((adv != clean).float().mean())
         self.history.append({"step": float(step), "grad_queries": float(grad_queries),
@@ -80,8 +85,9 @@ class CraftSession:
         clean = labels_of(fn, x)
         if attack.target is not None and len(x):
             attack._check_target(int(fn(x[:1]).shape[1]))
-        return cls(fn, QueryCounter(fn), Stopwatch(), torch.Generator().manual_seed(attack.seed), clean,
-                   Tracker(fn, track, every, attack.target))
+        watch = Stopwatch()
+        return cls(fn, QueryCounter(fn), watch, torch.Generator().manual_seed(attack.seed), clean,
+                   Tracker(fn, track, every, attack.target, watch))
 
     def finish(self, attack: Attack, x: torch.Tensor, v: torch.Tensor, *, steps: int,
                converged: bool) -> AttackResult:
@@ -94,6 +100,12 @@ def gradient_step(v: torch.Tensor, grad: torch.Tensor, norm: str, eps: float, st
     if norm == "linf":
         return project(v - step_size * grad.sign(), norm, eps)
     return project(v - step_size * grad / grad.norm().clamp_min(1e-12), norm, eps)
+
+
+def cosine_fraction(t: float, floor: float = 0.05) -> float:
+    """Cosine decay from 1 at ``t = 0`` to ``floor`` at ``t = 1`` (fraction of the initial step)."""
+    t = min(max(float(t), 0.0), 1.0)
+    return max(floor, 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def random_start(shape: tuple[int, ...], norm: str, eps: float, gen: torch.Generator,
@@ -151,8 +163,7 @@ class UAPPGD(Attack):
             logits = counter(apply_perturbation(x[idx], v_var))
             loss = margin_loss(logits, clean[idx], self.target, self.kappa)
             (grad,) = torch.autograd.grad(loss, v_var)
-            alpha = alpha0 * 0.5 * (1 + math.cos(math.pi * (step - 1) / self.steps))
-            v = gradient_step(v, grad, self.norm, self.eps, max(alpha, alpha0 * 0.05))
+            v = gradient_step(v, grad, self.norm, self.eps, alpha0 * cosine_fraction((step - 1) / self.steps))
             tracker(v, step, counter.grad_queries, watch())
             with torch.no_grad():
                 fooled = logits.argmax(1) == self.target if self.target is not None else \
@@ -204,7 +215,7 @@ class UAPDeepFool(Attack):
         gen = torch.Generator().manual_seed(self.seed)
         clean = labels_of(fn, x)
         num_classes = int(fn(x[:1]).shape[1])
-        tracker = Tracker(fn, track, self.track_every)
+        tracker = Tracker(fn, track, self.track_every, watch=watch)
         fmodel = fb.PyTorchModel(counter.eval(), bounds=(0.0, 1.0), device="cpu")
         cls = fb.attacks.LinfDeepFoolAttack if self.norm == "linf" else fb.attacks.L2DeepFoolAttack
         deepfool = cls(steps=self.deepfool_steps, candidates=min(self.candidates, num_classes),
@@ -265,7 +276,7 @@ class NoiseUniform(Attack):
         watch = Stopwatch()
         counter = QueryCounter(lambda t: _predict(model, t))
         clean = labels_of(counter, x)
-        tracker = Tracker(counter, track, 1, self.target)
+        tracker = Tracker(counter, track, 1, self.target, watch)
         v = project(self.pattern(tuple(x.shape[1:])), self.norm, self.eps)
         return _finish(self, counter, counter, x, clean, v, steps=0, converged=True, watch=watch, tracker=tracker)
 

@@ -1,13 +1,13 @@
 """UAP benchmark: meta-learned few-shot UAPs vs PGD / DeepFool / noise, costs, and transfer.
 
-    python bench/uap.py [--models vgg16,resnet18] [--held-out digits16] [--budgets linf:10,linf:48,l2:2]
+    python bench/uap.py [--models vgg16,resnet18] [--held-out digits16] [--budgets linf:64,linf:10,l2:4]
 
 Protocol (everything measured in this run, on this machine):
 
-1. Victims: each model trained (or loaded from the cache) on every embedded
-   source at ``--width`` / ``--epochs``.  Meta-training tasks are the
-   sources other than ``--held-out``; the held-out source is never seen by
-   meta-training.
+1. Victims: each of ``--models`` trained (or loaded from the cache) on the
+   held-out source, and each of ``--task-models`` on every other embedded
+   source (the meta-training tasks), at ``--width`` / ``--epochs``.  The
+   held-out source is never seen by meta-training.
 2. Per budget: meta-train ``uap-meta``, ``uap-maml``, ``uap-l2o`` (cached).
 3. Few-shot on the held-out source: for ``--trials`` seeds, the same
    ``--few-shot`` train images and ``--steps`` steps for every method;
@@ -15,15 +15,19 @@ Protocol (everything measured in this run, on this machine):
    ``uap-pgd`` runs at its default step size and at the best of a small grid
    (reported separately: the grid is chosen on the test images, i.e. an
    optimistic baseline).
-4. Cost to fooling rate 0.5 / 0.8: ``uap-meta`` (few-shot images, up to
-   ``--long-steps`` steps) vs ``uap-pgd`` (all train images, default
-   settings, up to ``--pgd-steps``), gradient queries and seconds.
-5. Full-budget baselines: ``uap-pgd`` and ``uap-deepfool`` on the whole
-   train split; noise baselines; time per model.
+4. Cost to fooling rate 0.5 / 0.8, all methods streaming mini-batches of
+   32 over the whole train split: the meta variants and ``uap-pgd`` at step
+   1.0 run ``--long-steps`` steps; ``uap-pgd`` at its defaults
+   (``--pgd-steps``); gradient queries and seconds.
+5. Full-budget baselines: ``uap-pgd`` on the whole train split and
+   ``uap-deepfool`` on ``--deepfool-images`` of it; noise baselines; time per
+   model.
 6. Transfer: model x model and source x source (UAPs resized), and dense ->
    block-pruned -> compiled (TVM, ONNX Runtime) on the held-out source.
 
-Writes ``bench/results/uap.json`` and ``bench/results/uap_curves.png``.
+Writes ``bench/results/uap.json``, ``bench/results/uap_curves.png`` (few-shot
+fooling rate vs steps) and ``bench/results/uap_cost.png`` (fooling rate vs
+gradient queries).
 """
 
 from __future__ import annotations
@@ -72,31 +76,33 @@ def fr_curve(attack, model, x_craft, xe, clean) -> tuple[list[dict], dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="vgg16,resnet18")
+    ap.add_argument("--models", default="vgg16,resnet18", help="victims on the held-out source")
+    ap.add_argument("--task-models", default="resnet18", help="victims of the meta-training tasks")
     ap.add_argument("--held-out", default="digits16")
     ap.add_argument("--width", type=float, default=0.5)
     ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--budgets", default="linf:64,linf:10,l2:3")
+    ap.add_argument("--budgets", default="linf:64,linf:10,l2:4")
     ap.add_argument("--few-shot", type=int, default=32)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--trials", type=int, default=3)
-    ap.add_argument("--long-steps", type=int, default=60)
-    ap.add_argument("--pgd-steps", type=int, default=400)
-    ap.add_argument("--meta-steps", type=int, default=100)
+    ap.add_argument("--long-steps", type=int, default=20)
+    ap.add_argument("--pgd-steps", type=int, default=200)
+    ap.add_argument("--meta-steps", type=int, default=150)
     ap.add_argument("--eval-limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-transfer", action="store_true")
-    ap.add_argument("--deepfool-images", type=int, default=256, help="craft images of the uap-deepfool baseline")
+    ap.add_argument("--deepfool-images", type=int, default=512, help="craft images of the uap-deepfool baseline")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "uap.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cache_dir = os.environ.get("SUITE_CACHE") or str(Path.home() / ".cache" / "suite")
     models = args.models.split(",")
+    task_models = args.task_models.split(",")
     held = reg.sources.canonical(args.held_out)
     train_sources = [s for s in embedded_sources() if s != held]
     started = time.perf_counter()
     results: dict = {"command": "python bench/uap.py " + " ".join(sys.argv[1:]), "held_out": held,
-                     "train_sources": train_sources, "models": models, "width": args.width, "epochs": args.epochs,
+                     "train_sources": train_sources, "models": models, "task_models": task_models, "width": args.width, "epochs": args.epochs,
                      "few_shot": args.few_shot, "steps": args.steps, "trials": args.trials, "budgets": {}}
 
     from attacks import tasks as tasks_mod
@@ -104,7 +110,7 @@ def main() -> None:
     tasks_mod.TASK_PROFILES["default"] = {"width": args.width, "recipe": TrainRecipe(epochs=args.epochs),
                                           "limit": None}
     log("training / loading victims")
-    meta_tasks = build_tasks(train_sources, models, cache_dir=cache_dir, threads=args.threads, log=log)
+    meta_tasks = build_tasks(train_sources, task_models, cache_dir=cache_dir, threads=args.threads, log=log)
     victims = {t.name.split("/")[1].split("-")[0]: t for t in build_tasks([held], models, cache_dir=cache_dir,
                                                                             threads=args.threads, log=log)}
     sources = {name: reg.sources.get(name)(None) for name in embedded_sources()}
@@ -169,25 +175,29 @@ def main() -> None:
             b["few_shot"][arch] = summary
             log(f"  few-shot {arch}: " + ", ".join(f"{n}={s['final_fr']:.3f}" for n, s in summary.items()))
 
-            # cost to reach fooling rate 0.5 / 0.8 on the held-out images
-            pick = torch.randperm(len(xc), generator=torch.Generator().manual_seed(100))[:args.few_shot]
-            meta_long = reg.attacks.build("uap-meta", meta=states["uap-meta"], norm=norm, eps=eps,
-                                          steps=args.long_steps)
-            hist_m, cost_m = fr_curve(meta_long, model, xc[pick], xe, clean)
-            pgd_long = reg.attacks.build("uap-pgd", norm=norm, eps=eps, steps=args.pgd_steps, track_every=5)
-            hist_p, cost_p = fr_curve(pgd_long, model, xc, xe, clean)
+            # cost to reach fooling rate 0.5 / 0.8 on the held-out images, every
+            # method streaming mini-batches of 32 over the whole train split
             from attacks.stage import cost_to
 
+            runs = {name: reg.attacks.build(name, meta=states[name], norm=norm, eps=eps, steps=args.long_steps)
+                    for name in META}
+            runs["uap-pgd@1.0"] = reg.attacks.build("uap-pgd", norm=norm, eps=eps, steps=args.long_steps,
+                                                    step_size=1.0, track_every=1)
+            runs["uap-pgd(default)"] = reg.attacks.build("uap-pgd", norm=norm, eps=eps, steps=args.pgd_steps,
+                                                         track_every=2)
             cost = {}
-            for name, hist, total in (("uap-meta", hist_m, cost_m), ("uap-pgd", hist_p, cost_p)):
-                row = {"total": total, "max_fr": max(h["fooling_rate"] for h in hist)}
+            for name, attack in runs.items():
+                hist, total = fr_curve(attack, model, xc, xe, clean)
+                row = {"total": total, "max_fr": max(h["fooling_rate"] for h in hist),
+                       "curve": [[h["grad_queries"], h["fooling_rate"]] for h in hist]}
                 for level in (0.5, 0.8):
                     q, s = cost_to(hist, level)
                     row[f"grad_queries_to_fr{int(level * 100)}"] = q
                     row[f"seconds_to_fr{int(level * 100)}"] = s
                 cost[name] = row
             b["cost"][arch] = cost
-            log(f"  cost {arch}: {json.dumps(cost)}")
+            log(f"  cost {arch}: " + json.dumps({n: {k: v for k, v in c.items() if k != "curve"}
+                                                 for n, c in cost.items()}))
 
             # full-budget baselines
             full = {}
@@ -220,17 +230,20 @@ def main() -> None:
     results["seconds"] = round(time.perf_counter() - started, 1)
     Path(args.out).write_text(json.dumps(results, indent=1))
     plot(results, Path(args.out).with_name("uap_curves.png"))
+    plot_cost(results, Path(args.out).with_name("uap_cost.png"))
     log(f"done in {results['seconds']} s -> {args.out}")
 
 
 def transfer_section(args, victims, meta_tasks, sources, held, cache_dir) -> dict:
     """Source x source (resized UAPs) and dense -> pruned -> compiled, at the first budget."""
     norm, eps, label = parse_budgets(args.budgets)[0]
-    arch = list(victims)[0]
-    per_source = {held: victims[arch].model}
+    task_arch = next((a for a in victims if any(t.name.split("/")[1].startswith(a + "-") for t in meta_tasks)),
+                     list(victims)[0])
+    per_source = {held: victims[task_arch].model}
     for t in meta_tasks:
-        if t.name.split("/")[1].startswith(arch + "-"):
+        if t.name.split("/")[1].startswith(task_arch + "-"):
             per_source[t.source] = t.model
+    arch = list(victims)[0]
     uaps = {}
     for src, model in per_source.items():
         xs, _ = sources[src].train.tensors()
@@ -283,7 +296,8 @@ def transfer_section(args, victims, meta_tasks, sources, held, cache_dir) -> dic
             values.append([evaluate_perturbation(t, v, xe, ye, norm=norm)["fooling_rate"] for t in targets.values()])
     for p in deployments.values():
         getattr(p, "close", lambda: None)()
-    out = {"budget": label, "sources": {"rows": list(per_source), "cols": list(per_source), "values": src_matrix},
+    out = {"budget": label, "sources_arch": task_arch, "deploy_arch": arch,
+           "sources": {"rows": list(per_source), "cols": list(per_source), "values": src_matrix},
            "deploy": {"rows": rows, "cols": list(targets), "values": values,
                       "pruned_sparsity": comp.info.get("sparsity"),
                       "pruned_acc": float((labels_of(pruned, xe) == ye).float().mean())}}
@@ -319,6 +333,33 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+
+
+def plot_cost(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = list(results["budgets"])
+    archs = results["models"]
+    fig, axes = plt.subplots(len(budgets), len(archs), figsize=(5 * len(archs), 3.6 * len(budgets)), squeeze=False)
+    for i, label in enumerate(budgets):
+        for j, arch in enumerate(archs):
+            ax = axes[i][j]
+            for name, row in results["budgets"][label]["cost"].get(arch, {}).items():
+                q, fr = zip(*row["curve"])
+                ax.plot(q, fr, label=name)
+            ax.axhline(0.8, color="grey", linewidth=0.8, linestyle=":")
+            ax.set_xscale("symlog", linthresh=32)
+            ax.set_title(f"{arch}, {label}, batches of 32 from the train split")
+            ax.set_xlabel("gradient queries (images)")
+            ax.set_ylabel("held-out fooling rate")
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def render(path: str) -> str:
