@@ -340,3 +340,48 @@ def test_unknown_attack_args_exit_2(tmp_path, cache_dir):
     out = subprocess.run([sys.executable, "-m", "suite", "run", "--attacks", "uap-pgdd", "--output-dir",
                           str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "uap-pgd" in out.stderr
+
+
+def test_learned_optimizer_starts_as_cosine_sign_pgd_and_stretches():
+    """Untrained: the update is a sign step of a_max * eps * cosine(t); the schedule is over relative progress."""
+    from attacks.learned import LearnedOptimizer
+    from attacks.uap import cosine_fraction
+
+    opt = LearnedOptimizer(hidden=4, a_max=1.0)
+    assert float(opt.step_size(0.0)) == pytest.approx(1.0, rel=1e-5)
+    assert float(opt.step_size(1.0)) == pytest.approx(0.05, rel=1e-5)
+    for t in (0.0, 0.25, 0.5, 0.9):
+        assert float(opt.step_size(t)) == pytest.approx(cosine_fraction(t), rel=0.05)
+    grad = torch.randn(3, 5, 5)
+    v = torch.zeros(3, 5, 5)
+    delta, _ = opt(grad, v, opt.init_state(v.numel()), 0.5, norm="linf", eps=0.2)
+    assert torch.allclose(delta, -0.2 * float(opt.step_size(0.5)) * grad.sign(), atol=1e-6)
+    with pytest.raises(ValueError, match="gate"):
+        LearnedOptimizer(correction="mul")
+    with pytest.raises(ConfigError, match="correction"):
+        MetaConfig(correction="mul").validate()
+
+
+def test_second_order_meta_training_runs(tiny_tasks):
+    cfg = MetaConfig(variant="meta", eps=EPS_LINF, meta_steps=2, inner_steps=2, support=8, query=8,
+                     second_order=True)
+    state = meta_train(tiny_tasks, cfg, progress=False)
+    assert len(state.info["meta_loss_last"]) == 2
+    assert all(np.isfinite(state.info["meta_loss_last"]))
+
+
+def test_tracking_time_is_not_attack_time(model, data):
+    from attacks.base import Stopwatch
+
+    watch = Stopwatch()
+    with watch.paused():
+        import time
+
+        time.sleep(0.05)
+    assert watch() < 0.05
+    x, _ = data.craft_tensors()
+    xe, ye = data.eval_tensors()
+    res = reg.attacks.build("uap-pgd", eps=EPS_LINF, steps=4, track_every=1).craft(
+        model, x[:32], track=(xe, model(xe).argmax(1)))
+    assert [h["step"] for h in res.history] == [0, 1, 2, 3, 4]
+    assert res.history[-1]["seconds"] <= res.seconds + 1e-6
