@@ -26,12 +26,15 @@ def parse_budget(text: str) -> float:
 
 
 def add_command(sub) -> Callable[[argparse.Namespace], int]:
+    from attacks.tasks import DEFAULT_TASK_MODELS
+
     p = sub.add_parser("meta-train", help="meta-train the uap-meta / uap-maml / uap-l2o attackers (cached)")
     p.add_argument("--variant", default="meta", help="meta | maml | l2o | all")
     p.add_argument("--held-out", default="digits16", help="source left out of meta-training")
     p.add_argument("--sources", default=None, help="comma-separated meta-training sources (default: the "
                                                    "embedded sources other than --held-out)")
-    p.add_argument("--models", default="vgg16", help="comma-separated victim architectures")
+    p.add_argument("--models", default=",".join(DEFAULT_TASK_MODELS),
+                   help="comma-separated victim architectures of the tasks (default: the ones `run` uses)")
     p.add_argument("--norm", default="linf", help="linf | l2")
     p.add_argument("--eps", type=parse_budget, default=10 / 255, help="budget, e.g. 10/255")
     p.add_argument("--meta-steps", type=int, default=None, help="outer iterations (profile default)")

@@ -16,7 +16,9 @@ Settings: ``--attack-args`` keys apply to every attack that takes them
 (``eps=0.0627``, ``norm=l2``); ``NAME.key=value`` to one attack
 (``uap-pgd.steps=100``).  Stage keys: ``eval_limit`` (held-out images),
 ``few_shot`` (craft images of the meta attacks, default 32), ``sweep``
-(colon-separated Linf budgets in /255 for a per-image eps sweep).
+(colon-separated Linf budgets in /255 for a per-image eps sweep),
+``task_models`` (colon-separated architectures of the meta-training tasks,
+default ``resnet18``).
 
 Returns ``{"attacks": [entry...], "transfer": {...}, "metrics": {...},
 "higher_is_better": {...}}`` (see :func:`entry`).
@@ -37,7 +39,7 @@ from attacks.victim import Model, labels_of
 from suite import registries as reg
 from suite.errors import ConfigError
 
-STAGE_KEYS = ("eval_limit", "few_shot", "sweep", "track_every")
+STAGE_KEYS = ("eval_limit", "few_shot", "sweep", "track_every", "task_models")
 # The smoke profile makes every attack tiny (tests run the whole pipeline in seconds).
 SMOKE_SETTINGS: dict[str, dict[str, Any]] = {
     "uap-pgd": {"steps": 10}, "uap-deepfool": {"passes": 1, "deepfool_steps": 10}, "pgd": {"steps": 3},
@@ -114,15 +116,17 @@ def entry(result: AttackResult, metrics: dict[str, float], *, source: str, craft
     return out
 
 
-def meta_state_for(ctx, name: str, settings: dict[str, Any]):
+def meta_state_for(ctx, name: str, settings: dict[str, Any], task_models: str | None = None):
     """The cached meta-trained state for a meta attack, meta-training it on a miss.
 
-    Tasks: the run's architecture on every embedded source except the run's
-    own (the run's source is the held-out one, so adaptation is few-shot on
-    a source meta-training never saw).
+    Tasks: the ``task_models`` architectures (stage key, ``:``-separated;
+    default :data:`attacks.tasks.DEFAULT_TASK_MODELS`) on every embedded
+    source except the run's own (the run's source is the held-out one, so
+    adaptation is few-shot on a source meta-training never saw).
     """
     from attacks.meta import MetaConfig, get_meta_state
-    from attacks.tasks import build_tasks, other_sources, with_profile
+    from attacks.tasks import DEFAULT_TASK_MODELS, build_tasks, other_sources, with_profile
+    from suite import registries as reg
 
     cfg = ctx.cfg
     meta_kwargs = with_profile({"seed": cfg.seed}, cfg.profile)
@@ -131,7 +135,9 @@ def meta_state_for(ctx, name: str, settings: dict[str, Any]):
             meta_kwargs[key] = settings[key]
     mcfg = MetaConfig(variant=META_ATTACKS[name], **meta_kwargs).validate()
     sources = other_sources(cfg.source)
-    tasks = build_tasks(sources, [cfg.model], profile=cfg.profile, seed=cfg.seed, cache_dir=cfg.cache_dir,
+    archs = [reg.models.canonical(a) for a in str(task_models or "").split(":") if a] or \
+        list(DEFAULT_TASK_MODELS)
+    tasks = build_tasks(sources, archs, profile=cfg.profile, seed=cfg.seed, cache_dir=cfg.cache_dir,
                         threads=cfg.threads, quiet=cfg.quiet, log=ctx.log)
     state, path, hit = get_meta_state(tasks, mcfg, cfg.cache_dir, progress=not cfg.quiet, log=ctx.log)
     ctx.log(f"{name}: {'loaded' if hit else 'meta-trained'} attacker {path}")
@@ -174,7 +180,7 @@ def run_attack_stage(ctx) -> dict[str, Any]:
         settings = {"seed": cfg.seed, **per[name]}
         extra: dict[str, Any] = {}
         if name in META_ATTACKS and "meta" not in settings:
-            settings["meta"], extra = meta_state_for(ctx, name, settings)
+            settings["meta"], extra = meta_state_for(ctx, name, settings, stage.get("task_models"))
         attack = build_attack(name, **settings)
         ctx.log(f"attack {name} ({attack.norm}, eps={attack.eps:.4f})")
         rows, values = [], []

@@ -15,7 +15,7 @@ from attacks.meta import MetaConfig, Task, get_meta_state, load_state, meta_trai
 from attacks.metrics import evaluate_perturbation, label_metrics
 from attacks.norms import apply_perturbation, norms_of, project, resize_perturbation
 from suite import registries as reg
-from suite.errors import ArtifactError, ConfigError
+from suite.errors import ArtifactError, ConfigError, UnknownNameError
 from suite.sources.base import ImageSplit
 from suite.sources.embedded import digits16, digits_affine24
 
@@ -385,3 +385,15 @@ def test_tracking_time_is_not_attack_time(model, data):
         model, x[:32], track=(xe, model(xe).argmax(1)))
     assert [h["step"] for h in res.history] == [0, 1, 2, 3, 4]
     assert res.history[-1]["seconds"] <= res.seconds + 1e-6
+
+
+def test_task_models_is_a_stage_key():
+    from attacks.stage import split_settings
+    from attacks.tasks import DEFAULT_TASK_MODELS
+
+    per, stage = split_settings(("uap-meta", "uap-pgd"), {"task_models": "resnet18:vgg16", "steps": 4})
+    assert stage == {"task_models": "resnet18:vgg16"}
+    assert per["uap-meta"] == {"steps": 4} and per["uap-pgd"] == {"steps": 4}
+    assert all(reg.models.canonical(m) == m for m in DEFAULT_TASK_MODELS)
+    with pytest.raises(UnknownNameError, match="resnet18"):
+        reg.models.canonical("resnet-eighteen")
