@@ -51,6 +51,7 @@ class LearnedOptimizer(torch.nn.Module):
         if correction not in self.CORRECTIONS:
             raise ValueError(f"unknown correction {correction!r} (choices: {', '.join(self.CORRECTIONS)})")
         self.correction = correction
+        self.gate_range = 0.5  # a gate cannot stop a coordinate (a learned early stop does not transfer)
         self.hidden = int(hidden)
         self.cell1 = torch.nn.LSTMCell(N_FEATURES, self.hidden)
         self.cell2 = torch.nn.LSTMCell(self.hidden, self.hidden)
@@ -83,8 +84,8 @@ class LearnedOptimizer(torch.nn.Module):
         base = gn.sign() if norm == "linf" else gn.clamp(-3, 3)
         a_t = self.step_size(t)
         out = self.head(h2).squeeze(1)
-        if self.correction == "gate":  # per-coordinate step in (0, 2) x a_t, along the gradient
-            delta = -s * a_t * base * 2 * torch.sigmoid(out)
+        if self.correction == "gate":  # per-coordinate step of (1 +- gate_range) x a_t, along the gradient
+            delta = -s * a_t * base * (1 + self.gate_range * torch.tanh(out))
         else:  # free additive correction of at most out_scale per coordinate
             delta = s * (-a_t * base + self.out_scale * torch.tanh(out))
         return delta.view_as(grad), {"h1": h1, "c1": c1, "h2": h2, "c2": c2, "avg": avg}

@@ -45,7 +45,7 @@ from suite.errors import ArtifactError, ConfigError
 from suite.sources.base import ImageSplit
 
 VARIANTS = ("meta", "maml", "l2o")
-FORMAT = 3
+FORMAT = 4
 
 
 @dataclass
