@@ -7,19 +7,23 @@ Both are resolution-free, so one trained pair serves tasks of any input size:
   (2016).  Features per coordinate: the gradient normalised by its RMS over
   the tensor, its sign, a running average of the normalised gradient, the
   current value in units of the budget scale ``s`` (``eps`` for Linf,
-  ``eps / sqrt(d)`` for L2) and the step fraction ``t / T``.  The update is
-  ``s * (-a_t * base(g) + out_scale * tanh(head(h)))``: a descent step along
-  ``base(g)`` (the gradient sign for Linf, the RMS-normalised gradient for
-  L2) with a learned step size ``a_t`` (Meta-SGD style), plus the recurrent
-  net's coordinate-wise correction.  ``a_t`` is a learned schedule over the
-  run's *relative* progress ``t = k / (T - 1)`` (piecewise linear between
-  ``KNOTS`` learned log step sizes), so a run longer or shorter than the
-  meta-training horizon stretches the schedule (it keeps annealing) rather
-  than repeating the last step.  The schedule starts as uap-pgd's cosine
-  decay from ``a_max`` (a full-budget first step) to ``0.05 * a_max``.  The correction head starts at
-  zero, so an untrained optimizer is sign-PGD with a cosine step schedule; meta-training
-  learns the schedule, the correction and (with MAML) the start.  Steps are
-  in budget units at every resolution.
+  ``eps / sqrt(d)`` for L2) and the run's progress ``t``.  The update is a
+  descent step along ``base(g)`` (the gradient sign for Linf, the
+  RMS-normalised gradient for L2) of learned size ``a_t`` (Meta-SGD style),
+  modulated per coordinate by the recurrent net:
+  ``s * -a_t * base(g) * (1 + 0.5 * tanh(head(h)))`` (``correction="gate"``,
+  the default; the gate is bounded so the net cannot stop a coordinate: an
+  unbounded gate learned to freeze after three steps on the meta-training
+  tasks, which did not transfer), or ``s * (-a_t * base(g) + 0.5 *
+  tanh(head(h)))`` (``correction="add"``).  ``a_t`` is a learned schedule
+  over the run's *relative* progress ``t = k / (T - 1)`` (piecewise linear
+  between ``KNOTS`` learned log step sizes), so a run longer or shorter than
+  the meta-training horizon stretches the schedule (it keeps annealing)
+  rather than repeating the last step.  The schedule starts as uap-pgd's
+  cosine decay from ``a_max`` (a full-budget first step) to ``0.05 * a_max``
+  and the head at zero, so an untrained optimizer *is* sign-PGD with a
+  cosine schedule; meta-training learns the schedule, the gates and (with
+  MAML) the start.  Steps are in budget units at every resolution.
 * :class:`MetaInit` is a perturbation at a fixed base resolution, in budget
   units (``tanh``-bounded), bilinearly resized to a task's size and
   re-projected.

@@ -370,12 +370,14 @@ def render(path: str) -> str:
     out = []
     for label, b in r["budgets"].items():
         for arch, summary in b["few_shot"].items():
-            rows = [[name, s["final_fr"], s.get("final_fr_std"), s.get("step_size")] for name, s in summary.items()
-                    if not name.startswith("uap-pgd@")]
+            noise = max(summary[n]["final_fr"] for n in ("noise-uniform", "noise-checkerboard") if n in summary)
+            rows = [[name, s["final_fr"], s.get("final_fr_std"), s.get("step_size"),
+                     None if name.startswith("noise") or noise <= 0 else s["final_fr"] / noise]
+                    for name, s in summary.items() if not name.startswith("uap-pgd@")]
             out.append(f"**{label}, {arch}, few-shot ({r['few_shot']} images, {r['steps']} steps, "
                        f"{r['trials']} trials), held-out fooling rate after the last step**\n")
-            out.append(tabulate(rows, headers=["method", "fooling rate", "std", "pgd step"], tablefmt="github",
-                                floatfmt=".3f"))
+            out.append(tabulate(rows, headers=["method", "fooling rate", "std", "pgd step", "x best noise"],
+                                tablefmt="github", floatfmt=".3f"))
             cost = b["cost"].get(arch, {})
             if cost:
                 crow = [[n, c["max_fr"], c.get("grad_queries_to_fr50"), c.get("seconds_to_fr50"),
@@ -389,6 +391,12 @@ def render(path: str) -> str:
                     for n, f in full.items()]
             out.append("\n" + tabulate(frow, headers=["full budget", "fooling rate", "seconds", "grad queries",
                                                       "converged"], tablefmt="github", floatfmt=".3f") + "\n")
+        m = b.get("transfer_models")
+        if m and m["rows"]:
+            out.append(f"**transfer (models, {label}, full-budget uap-pgd on {r['held_out']})**\n")
+            out.append(tabulate([[row, *vals] for row, vals in zip(m["rows"], m["values"])],
+                                headers=["crafted on \\ evaluated on", *m["cols"]], tablefmt="github",
+                                floatfmt=".3f") + "\n")
     t = r.get("transfer")
     if t:
         for key in ("sources", "deploy"):
