@@ -305,7 +305,8 @@ def transfer_section(args, victims, meta_tasks, sources, held, cache_dir) -> dic
     return out
 
 
-def plot(results: dict, path: Path) -> None:
+def _panels(results: dict, path: Path, xlabel: str, draw) -> None:
+    """One panel per (budget, victim); ``draw(ax, budget_entry, arch, label)`` fills it; saved to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -317,49 +318,43 @@ def plot(results: dict, path: Path) -> None:
     for i, label in enumerate(budgets):
         for j, arch in enumerate(archs):
             ax = axes[i][j]
-            summary = results["budgets"][label]["few_shot"].get(arch, {})
-            for name in ("uap-meta", "uap-maml", "uap-l2o", "uap-pgd(default)", "uap-pgd(best-step)",
-                         "noise-uniform", "noise-checkerboard"):
-                if name in summary:
-                    ax.plot(range(len(summary[name]["curve"])), summary[name]["curve"], label=name,
-                            linestyle="--" if name.startswith("noise") else "-")
-            ax.set_title(f"{arch}, {label}, {results['few_shot']} images")
-            ax.set_xlabel("steps")
+            draw(ax, results["budgets"][label], arch, label)
+            ax.set_xlabel(xlabel)
             ax.set_ylabel("held-out fooling rate")
             ax.set_ylim(0, 1)
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
+def plot(results: dict, path: Path) -> None:
+    """Few-shot fooling rate vs adaptation steps."""
+    def draw(ax, b, arch, label):
+        summary = b["few_shot"].get(arch, {})
+        for name in ("uap-meta", "uap-maml", "uap-l2o", "uap-pgd(default)", "uap-pgd(best-step)",
+                     "noise-uniform", "noise-checkerboard"):
+            if name in summary:
+                ax.plot(range(len(summary[name]["curve"])), summary[name]["curve"], label=name,
+                        linestyle="--" if name.startswith("noise") else "-")
+        ax.set_title(f"{arch}, {label}, {results['few_shot']} images")
+
+    _panels(results, path, "steps", draw)
 
 
 def plot_cost(results: dict, path: Path) -> None:
-    import matplotlib
+    """Fooling rate vs gradient queries, streaming batches of 32."""
+    def draw(ax, b, arch, label):
+        for name, row in b["cost"].get(arch, {}).items():
+            q, fr = zip(*row["curve"])
+            ax.plot(q, fr, label=name)
+        ax.axhline(0.8, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_xscale("symlog", linthresh=32)
+        ax.set_xlim(left=0)
+        ax.set_title(f"{arch}, {label}, batches of 32 from the train split")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    budgets = list(results["budgets"])
-    archs = results["models"]
-    fig, axes = plt.subplots(len(budgets), len(archs), figsize=(5 * len(archs), 3.6 * len(budgets)), squeeze=False)
-    for i, label in enumerate(budgets):
-        for j, arch in enumerate(archs):
-            ax = axes[i][j]
-            for name, row in results["budgets"][label]["cost"].get(arch, {}).items():
-                q, fr = zip(*row["curve"])
-                ax.plot(q, fr, label=name)
-            ax.axhline(0.8, color="grey", linewidth=0.8, linestyle=":")
-            ax.set_xscale("symlog", linthresh=32)
-            ax.set_title(f"{arch}, {label}, batches of 32 from the train split")
-            ax.set_xlabel("gradient queries (images)")
-            ax.set_ylabel("held-out fooling rate")
-            ax.set_ylim(0, 1)
-            ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _panels(results, path, "gradient queries (images)", draw)
 
 
 def render(path: str) -> str:
