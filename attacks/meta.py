@@ -15,8 +15,9 @@ resolution.  Meta-training sees several tasks and learns, per variant:
           trajectory on the *same* images it optimises (no support/query
           split, no outer loop over adaptation).
 
-Meta-gradients are first order (the victim's input gradient is treated as a
-constant, as Andrychowicz et al. do); the path through the updates and the
+Meta-gradients are first order by default (the victim's input gradient is
+treated as a constant, as Andrychowicz et al. do; ``second_order=True``
+differentiates through it too); the path through the updates and the
 projections is exact.  Victim weights never change.
 """
 
@@ -131,7 +132,8 @@ class MetaState:
 
 
 def _modules(cfg: MetaConfig) -> tuple[LearnedOptimizer | None, MetaInit | None]:
-    opt = LearnedOptimizer(cfg.hidden, a_max=cfg.inner_step_size, correction=cfg.correction) if cfg.variant in ("meta", "l2o") else None
+    opt = (LearnedOptimizer(cfg.hidden, a_max=cfg.inner_step_size, correction=cfg.correction)
+           if cfg.variant in ("meta", "l2o") else None)
     init = MetaInit(3, cfg.base) if cfg.variant in ("meta", "maml") else None
     return opt, init
 
@@ -154,7 +156,8 @@ def inner_loop(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labe
     """``steps`` adaptation steps of ``v`` on ``(x, labels)``; keeps the graph to the meta-parameters.
 
     The input gradient at each step is taken at a detached copy of ``v``
-    (first-order meta-gradients).  ``on_step(k, v)`` is called after step k.
+    (first-order meta-gradients) unless ``second_order`` (then through the
+    victim's Hessian-vector products, about 2.3x the time).  ``on_step(k, v)`` is called after step k.
     ``batch_size``: draw a mini-batch per step (seeded by ``gen``) if fewer
     than the images given.
     """
