@@ -19,14 +19,8 @@ from suite.cli import main
 FP_ARGS = "count=32,steps=60,step_size=0.02,confidence=4,k=2,noise=0.5,radius=0.1"
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads per process thrash (20x slower measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 def _children() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}

@@ -21,14 +21,8 @@ from suite.training import accuracy, train_model
 FAST = {"count": 20, "steps": 40, "step_size": 0.02, "confidence": 3.0, "batch_size": 20}
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads per process thrash (20x slower measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="session")
 def digits():
