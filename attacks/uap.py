@@ -209,13 +209,10 @@ class UAPDeepFool(Attack):
               ) -> AttackResult:
         import foolbox as fb
 
-        fn = white_box(model, self.name)
-        counter = QueryCounter(fn)
-        watch = Stopwatch()
-        gen = torch.Generator().manual_seed(self.seed)
-        clean = labels_of(fn, x)
-        num_classes = int(fn(x[:1]).shape[1])
-        tracker = Tracker(fn, track, self.track_every, watch=watch)
+        session = CraftSession.open(self, model, x, track, self.track_every)
+        counter, watch, gen, clean, tracker = (session.counter, session.watch, session.gen, session.clean,
+                                               session.tracker)
+        num_classes = int(session.fn(x[:1]).shape[1])
         fmodel = fb.PyTorchModel(counter.eval(), bounds=(0.0, 1.0), device="cpu")
         cls = fb.attacks.LinfDeepFoolAttack if self.norm == "linf" else fb.attacks.L2DeepFoolAttack
         deepfool = cls(steps=self.deepfool_steps, candidates=min(self.candidates, num_classes),
@@ -250,8 +247,7 @@ class UAPDeepFool(Attack):
             if rate >= 1 - self.delta:
                 converged = True
                 break
-        return _finish(self, fn, counter, x, clean, v, steps=step, converged=converged, watch=watch,
-                       tracker=tracker)
+        return session.finish(self, x, v, steps=step, converged=converged)
 
 
 class NoiseUniform(Attack):
