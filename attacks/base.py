@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import torch
 
 from attacks.norms import check_budget
-from suite.errors import ConfigError
+from suite.core.errors import ConfigError
 
 
 @dataclass

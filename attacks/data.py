@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from suite.errors import ConfigError
-from suite.sources.base import ImageSource, ImageSplit
+from suite.core.errors import ConfigError
+from suite.core.sources.base import ImageSource, ImageSplit
 
 
 def _row_digests(images: np.ndarray) -> set[bytes]:

@@ -42,8 +42,8 @@ from attacks.losses import margin_loss
 from attacks.norms import apply_perturbation, check_budget, project
 from attacks.uap import CraftSession, cosine_fraction, gradient_step, random_start
 from attacks.victim import Model, labels_of
-from suite.errors import ArtifactError, ConfigError
-from suite.sources.base import ImageSplit
+from suite.core.errors import ArtifactError, ConfigError
+from suite.core.sources.base import ImageSplit
 
 VARIANTS = ("meta", "maml", "l2o")
 FORMAT = 4

@@ -50,9 +50,11 @@ def add_command(sub) -> Callable[[argparse.Namespace], int]:
 def run_meta_train(args: argparse.Namespace) -> int:
     from attacks.meta import VARIANTS, MetaConfig, get_meta_state
     from attacks.tasks import build_tasks, other_sources, with_profile
-    from suite import registries as reg
-    from suite.config import PROFILES, default_cache_dir
-    from suite.errors import ConfigError
+    from suite.core import registries as reg
+    import torch
+
+    from suite.core.config import PROFILES, default_cache_dir, default_threads
+    from suite.core.errors import ConfigError
 
     if args.profile not in PROFILES:
         raise ConfigError(f"unknown profile {args.profile!r} (choices: {', '.join(PROFILES)})")
@@ -61,6 +63,7 @@ def run_meta_train(args: argparse.Namespace) -> int:
                if args.sources else other_sources(args.held_out))
     models = [reg.models.canonical(m.strip()) for m in args.models.split(",") if m.strip()]
     cache_dir = args.cache_dir or default_cache_dir()
+    torch.set_num_threads(args.threads or default_threads())
     log = (lambda m: None) if args.quiet else (lambda m: print(f"[suite] {m}", flush=True))
     tasks = build_tasks(sources, models, profile=args.profile, seed=args.seed, cache_dir=cache_dir,
                         threads=args.threads, quiet=args.quiet, log=log)

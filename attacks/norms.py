@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from suite.errors import ConfigError
+from suite.core.errors import ConfigError
 
 NORMS = ("linf", "l2")
 

@@ -16,7 +16,7 @@ from attacks.base import Attack, AttackResult, QueryCounter, Stopwatch, positive
 from attacks.metrics import label_metrics
 from attacks.norms import norms_of
 from attacks.victim import Model, as_module, labels_of
-from suite.errors import ConfigError
+from suite.core.errors import ConfigError
 
 
 class PerImageAttack(Attack):

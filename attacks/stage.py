@@ -1,7 +1,7 @@
 """The run's attack stage: craft on white-box models, evaluate on dense, compressed and deployed.
 
-Called by :func:`suite.pipeline.run_stages` with a
-:class:`~suite.pipeline.StageContext`.  For each configured attack:
+Called by :func:`suite.app.pipeline.run_stages` with a
+:class:`~suite.app.pipeline.StageContext`.  For each configured attack:
 
 * universal attacks are crafted on the craft split (train; few-shot subset
   for the meta attacks) of each white-box model (the dense model and, when
@@ -36,8 +36,8 @@ from attacks.base import AttackResult
 from attacks.data import AttackData
 from attacks.metrics import evaluate_perturbation, label_metrics
 from attacks.victim import Model, labels_of
-from suite import registries as reg
-from suite.errors import ConfigError
+from suite.core import registries as reg
+from suite.core.errors import ConfigError
 
 STAGE_KEYS = ("eval_limit", "few_shot", "sweep", "track_every", "task_models")
 # The smoke profile makes every attack tiny (tests run the whole pipeline in seconds).
@@ -126,7 +126,7 @@ def meta_state_for(ctx, name: str, settings: dict[str, Any], task_models: str | 
     """
     from attacks.meta import MetaConfig, get_meta_state
     from attacks.tasks import DEFAULT_TASK_MODELS, build_tasks, other_sources, with_profile
-    from suite import registries as reg
+    from suite.core import registries as reg
 
     cfg = ctx.cfg
     meta_kwargs = with_profile({"seed": cfg.seed}, cfg.profile)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from attacks.meta import Task
-from suite import registries as reg
-from suite.config import PROFILE_DEFAULTS, RunConfig, TrainRecipe
+from suite.core import registries as reg
+from suite.core.config import PROFILE_DEFAULTS, TrainRecipe
+from suite.core.models import ModelSpec, SourceSpec, get_trained_model, load_source
+from suite.core.runtime import Runtime, current
 
 # Victim models for meta-training tasks, per profile: narrower and shorter
 # than the run's own model (the learned optimizer only needs gradients of
@@ -45,19 +47,16 @@ def build_tasks(sources: list[str], archs: list[str], *, profile: str = "default
                 cache_dir: str | None = None, threads: int | None = None, quiet: bool = True,
                 width: float | None = None, log: Callable[[str], None] = lambda m: None) -> list[Task]:
     """Train or load one victim per (source, arch) and wrap them as tasks."""
-    from suite.pipeline import get_trained_model, load_source, setup_runtime
-
     prof = TASK_PROFILES[profile]
+    base = current()
+    rt = Runtime(cache_dir=cache_dir or base.cache_dir, device=base.device, threads=threads or base.threads,
+                 quiet=quiet)
     tasks = []
     for src_name in sources:
         for arch in archs:
-            kwargs = {"cache_dir": cache_dir} if cache_dir else {}
-            cfg = RunConfig(model=arch, source=src_name, profile=profile, seed=seed, threads=threads,
-                            width=width or prof["width"], recipe=prof["recipe"], limit=prof["limit"],
-                            quiet=quiet, attacks=(), fingerprints=(), **kwargs).resolved()
-            setup_runtime(cfg)
-            source = load_source(cfg)
-            trained = get_trained_model(cfg, source)
+            source = load_source(SourceSpec(src_name, None, prof["limit"]))
+            spec = ModelSpec(arch, float(width or prof["width"]), seed, prof["recipe"])
+            trained = get_trained_model(spec, source, rt, log=log)
             log(f"meta task {src_name}/{arch}: {trained.info['id']} "
                 f"({'cached' if trained.info['cache_hit'] else 'trained'})")
             tasks.append(Task(f"{source.name}/{trained.info['id']}", source.name, trained.model, source.train,

@@ -20,7 +20,7 @@ from attacks.losses import margin_loss
 from attacks.metrics import label_metrics
 from attacks.norms import apply_perturbation, coordinate_scale, norms_of, project
 from attacks.victim import Model, labels_of, white_box
-from suite.errors import ConfigError
+from suite.core.errors import ConfigError
 
 
 class Tracker:

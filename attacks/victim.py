@@ -1,7 +1,7 @@
 """How attacks see a model: a white-box torch callable or a black-box predictor.
 
 Attacks accept either a ``torch.nn.Module`` (eager, differentiable) or any
-:class:`suite.predictor.Predictor`.  Gradient attacks call :func:`white_box`,
+:class:`suite.core.predictor.Predictor`.  Gradient attacks call :func:`white_box`,
 which refuses black boxes (compiled TVM / ONNX deployments) with a clear
 error; evaluation only needs :func:`labels_of`, which works for both.
 """
@@ -12,8 +12,8 @@ from typing import Callable, Union
 
 import torch
 
-from suite.errors import ConfigError
-from suite.predictor import Predictor
+from suite.core.errors import ConfigError
+from suite.core.predictor import Predictor
 
 Model = Union[torch.nn.Module, Predictor]
 Logits = Callable[[torch.Tensor], torch.Tensor]

@@ -27,9 +27,9 @@ import torch
 
 from compression import latency as lat
 from compression.layers import list_layers
-from suite import registries as reg
-from suite.config import RunConfig
-from suite.pipeline import get_trained_model, load_source, setup_runtime
+from suite.core import registries as reg
+from suite.core.config import RunConfig
+from suite.app.pipeline import get_trained_model, load_source, setup_runtime
 
 SCHEMES = ["unstructured", "block", "block-punched", "pattern", "nm", "filter", "pas", "auto-rule", "auto-search"]
 
@@ -112,7 +112,7 @@ def main() -> None:
 
 
 def _acc(model, source) -> float:
-    from suite.training import accuracy
+    from suite.core.training import accuracy
 
     return accuracy(model, source.test)
 

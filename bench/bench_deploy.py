@@ -7,7 +7,7 @@ Exact command (full run; ``--quick`` = vgg16, block, sparsity 0.8, batch 1 only)
 
 Everything runs in ONE process on the CPU with 2 threads (``TVM_NUM_THREADS=2``,
 ``torch.set_num_threads(2)``, ORT ``intra_op_num_threads=2``).  Models are
-``suite.zoo`` builds (10 classes, 3 input channels, width 1.0) with random
+``suite.core.zoo`` builds (10 classes, 3 input channels, width 1.0) with random
 weights and slightly randomised BatchNorm statistics (so BN folding is not a
 no-op); latency needs no training.  Compressed models are the same weights with
 masks applied in place: ``block`` = ``make_scheme("block", r=8, c=16)`` on
@@ -87,7 +87,7 @@ def _load() -> list[float]:
 
 
 def build(arch: str, seed: int = 0) -> torch.nn.Module:
-    from suite.zoo import build_model
+    from suite.core.zoo import build_model
 
     torch.manual_seed(seed)
     model = build_model(arch, num_classes=10, width=1.0, in_channels=3)
@@ -129,8 +129,8 @@ def auto_masks(model: torch.nn.Module, sparsity: float) -> tuple[dict[str, torch
     from compression.layers import get_weight
     from compression.mapping import AutoCompressor
     from compression.schemes import make_scheme
-    from suite.config import default_cache_dir
-    from suite.sources.embedded import load_embedded
+    from suite.core.config import default_cache_dir
+    from suite.core.sources.embedded import load_embedded
 
     global _SOURCE
     if _SOURCE is None:
@@ -295,7 +295,7 @@ def load_rows(path: Path) -> list[dict]:
 
 
 def save_rows(path: Path, rows: list[dict], meta: dict) -> None:
-    from suite.cache import atomic_write_text
+    from suite.core.cache import atomic_write_text
 
     atomic_write_text(path, json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
 

@@ -47,8 +47,8 @@ def log(msg: str) -> None:
 
 
 def owner_for(model: str, args):
-    from suite.config import RunConfig
-    from suite.pipeline import get_trained_model, load_source, setup_runtime
+    from suite.core.config import RunConfig
+    from suite.app.pipeline import get_trained_model, load_source, setup_runtime
 
     from fingerprints.zoo import Owner
 
@@ -74,9 +74,9 @@ def external_suspects(owner, cfg, out: Path, threads: int) -> list[dict]:
 
     from compression.backends.onnx_backend import export_onnx
     from fingerprints.bn import recalibrate_bn
-    from suite import registries as reg
-    from suite.config import TrainRecipe
-    from suite.training import accuracy, train_model
+    from suite.core import registries as reg
+    from suite.core.config import TrainRecipe
+    from suite.core.training import accuracy, train_model
 
     out.mkdir(parents=True, exist_ok=True)
     shape = owner.source.shape
@@ -239,7 +239,7 @@ def markdown(results: list[dict]) -> str:
 
 
 def main() -> int:
-    from suite.config import default_cache_dir
+    from suite.core.config import default_cache_dir
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="vgg16,resnet18")

@@ -50,8 +50,8 @@ from attacks.metrics import evaluate_perturbation  # noqa: E402
 from attacks.norms import resize_perturbation  # noqa: E402
 from attacks.tasks import build_tasks, embedded_sources  # noqa: E402
 from attacks.victim import labels_of  # noqa: E402
-from suite import registries as reg  # noqa: E402
-from suite.config import TrainRecipe  # noqa: E402
+from suite.core import registries as reg  # noqa: E402
+from suite.core.config import TrainRecipe  # noqa: E402
 
 META = ("uap-meta", "uap-maml", "uap-l2o")
 

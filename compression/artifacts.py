@@ -25,8 +25,8 @@ import torch
 
 from compression.plan import Plan
 from compression.schemes.base import CompactLayer
-from suite.cache import atomic_write_text, sha256_file
-from suite.errors import ArtifactError
+from suite.core.cache import atomic_write_text, sha256_file
+from suite.core.errors import ArtifactError
 
 
 def save_compression(result, directory: Path, relative_to: Path | None = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import torch
 
-from suite.sources.base import ImageSource
+from suite.core.sources.base import ImageSource
 
 
 @dataclass

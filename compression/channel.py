@@ -42,8 +42,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from suite.errors import ArtifactError, ConfigError
-from suite.zoo.profile import count_macs, count_params, eval_mode, layer_table
+from suite.core.errors import ArtifactError, ConfigError
+from suite.core.zoo.profile import count_macs, count_params, eval_mode, layer_table
 
 __all__ = [
     "ChannelPruneReport",
@@ -89,7 +89,7 @@ class ChannelPruneReport:
     channel_ratio: the uniform fraction of each group's channels removed that
         bisection settled on (``None`` with ``per_layer_ratio``).
     params_* : all parameters of the model; macs_*: MACs of one image of
-        ``input_shape`` (Conv2d + Linear, :func:`suite.zoo.count_macs`).
+        ``input_shape`` (Conv2d + Linear, :func:`suite.core.zoo.count_macs`).
     history: torch-pruning's pruning history ``[root_name, is_out, idxs]``.
     """
 
@@ -163,7 +163,7 @@ def build_graph(model: nn.Module, input_shape: Sequence[int]) -> tp.DependencyGr
 
 
 def compute_layers(model: nn.Module, input_shape: Sequence[int]) -> list[dict]:
-    """:func:`suite.zoo.layer_table` rows (Conv2d/Linear, execution order)."""
+    """:func:`suite.core.zoo.layer_table` rows (Conv2d/Linear, execution order)."""
     return layer_table(model, tuple(input_shape))
 
 

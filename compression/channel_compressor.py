@@ -18,11 +18,11 @@ from torch import nn
 from compression.base import CompressionResult
 from compression.channel import channel_plan_json, export_shapes, prune_channels
 from compression.compressor import PROFILE_EPOCHS
-from suite.config import TrainRecipe
-from suite.errors import ConfigError
-from suite.sources.base import ImageSource
-from suite.training import accuracy, train_model
-from suite.zoo.profile import count_macs, count_params
+from suite.core.config import TrainRecipe
+from suite.core.errors import ConfigError
+from suite.core.sources.base import ImageSource
+from suite.core.training import accuracy, train_model
+from suite.core.zoo.profile import count_macs, count_params
 
 
 def _check(sparsity: float) -> float:

@@ -23,9 +23,9 @@ from compression.plan import LayerPlan, Plan
 from compression.recovery import RecoveryConfig, admm, gradual, oneshot
 from compression.schemes import make_scheme
 from compression.schemes.base import CompactLayer
-from suite.errors import ConfigError
-from suite.sources.base import ImageSource
-from suite.training import accuracy
+from suite.core.errors import ConfigError
+from suite.core.sources.base import ImageSource
+from suite.core.training import accuracy
 
 RECOVERY_KEYS = {f for f in RecoveryConfig.__dataclass_fields__} - {"method"}
 PROFILE_EPOCHS = {"default": 10, "smoke": 1}
@@ -178,7 +178,7 @@ def summarize(model: nn.Module, source: ImageSource, plan: Plan, masks: MaskSet,
               acc_dense: float, acc_before: float, *, method: str, recovery: RecoveryConfig,
               recovery_log: dict, seconds: float) -> dict[str, Any]:
     """The ``compression`` section of the result record."""
-    from suite.zoo.profile import count_params
+    from suite.core.zoo.profile import count_params
 
     all_layers = list_layers(model, source.shape)
     dense_macs = sum(l.macs for l in all_layers)

@@ -109,7 +109,7 @@ class LatencyCache:
 
     @staticmethod
     def key(layer: LayerInfo, scheme: str, sparsity: float, settings: dict) -> str:
-        from suite.record import cpu_name
+        from suite.core.record import cpu_name
 
         r = settings.get("r", 1) if scheme in ("block", "block-punched") else 1
         return (f"{BACKEND}|{cpu_name()}|t{torch.get_num_threads()}|{layer.kind}|{layer.rows}x{layer.cols}"
@@ -125,7 +125,7 @@ class LatencyCache:
     def save(self) -> None:
         import json
 
-        from suite.cache import atomic_write_text
+        from suite.core.cache import atomic_write_text
 
         if self.path and self.dirty:
             atomic_write_text(self.path, json.dumps({"backend": BACKEND, "entries": self.entries}, indent=0))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from suite.zoo.profile import layer_table
+from suite.core.zoo.profile import layer_table
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,8 @@ from compression import latency as lat
 from compression.layers import LayerInfo, list_layers
 from compression.plan import LayerPlan, Plan
 from compression.schemes import make_scheme
-from suite.errors import ConfigError
-from suite.sources.base import ImageSource
+from suite.core.errors import ConfigError
+from suite.core.sources.base import ImageSource
 
 MAPPINGS = ("rule", "search")
 DEFAULT_RATIOS = (0.5, 0.6, 0.7, 0.8, 0.875, 0.9, 0.95)

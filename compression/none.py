@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from compression.base import CompressionResult
-from suite.sources.base import ImageSource
+from suite.core.sources.base import ImageSource
 
 
 class NoCompression:
@@ -15,7 +15,7 @@ class NoCompression:
 
     def __init__(self, sparsity: float = 0.0) -> None:
         if sparsity != 0.0:
-            from suite.errors import ConfigError
+            from suite.core.errors import ConfigError
 
             raise ConfigError(f"--compress none takes no --sparsity (got {sparsity})")
 

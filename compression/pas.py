@@ -55,10 +55,10 @@ from compression.channel import (
     prunable_groups,
     prunable_layer_names,
 )
-from suite.errors import ConfigError
-from suite.sources.base import ImageSource, ImageSplit
-from suite.training import augment_batch, lr_at
-from suite.zoo.profile import count_macs, count_params, layer_table
+from suite.core.errors import ConfigError
+from suite.core.sources.base import ImageSource, ImageSplit
+from suite.core.training import augment_batch, lr_at
+from suite.core.zoo.profile import count_macs, count_params, layer_table
 
 __all__ = ["BinaryGate", "GateSet", "PaSReport", "attach_gates", "pas_prune"]
 
@@ -435,7 +435,7 @@ def pas_prune(
         weight decay 5e-4, cosine schedule); gate_lr: plain SGD on the gates
         (constant), gates clipped to ``[0, 1]`` after every step.
     alpha: weight of the MAC penalty ``((MACs - target) / dense)^2``.
-    augment: ``"none"``, ``"shift"`` or ``"shift-flip"`` (see :func:`suite.training.augment_batch`).
+    augment: ``"none"``, ``"shift"`` or ``"shift-flip"`` (see :func:`suite.core.training.augment_batch`).
     Deterministic given ``seed`` (batch order/augmentation from a private
     generator).  Returns a :class:`PaSReport`; ``model`` ends in eval mode.
     """

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from suite.errors import ArtifactError
+from suite.core.errors import ArtifactError
 
 PLAN_VERSION = 1
 

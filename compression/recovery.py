@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from compression.masks import MaskSet
-from suite.config import TrainRecipe
-from suite.errors import ConfigError
-from suite.sources.base import ImageSource
-from suite.training import train_model
+from suite.core.config import TrainRecipe
+from suite.core.errors import ConfigError
+from suite.core.sources.base import ImageSource
+from suite.core.training import train_model
 
 METHODS = ("oneshot", "gradual", "admm")
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from suite.errors import ArtifactError, ConfigError
+from suite.core.errors import ArtifactError, ConfigError
 
 VERDICTS = ("derived", "independent", "inconclusive")
 
@@ -89,7 +89,7 @@ def resolve_owner(text: str, cache_dir: str) -> OwnerRef:
     """Owner from a run directory, a model-cache entry directory or a cached model id."""
     p = Path(text).expanduser()
     if p.is_dir() and (p / "result.json").is_file():
-        from suite.record import load_record
+        from suite.core.record import load_record
 
         try:
             record = load_record(p)
@@ -142,20 +142,20 @@ def _load_owner(ref: OwnerRef, cache_dir: str, log: Callable[[str], None]):
     """The owner's model and source (only needed when fingerprints must be built)."""
     import torch
 
-    from suite import registries as reg
-    from suite.config import RunConfig
-    from suite.pipeline import load_source
+    from suite.core import registries as reg
+    from suite.core.config import RunConfig
+    from suite.core.models import SourceSpec, load_source
     from fingerprints.zoo import Owner
 
     cfg = RunConfig(model=ref.arch, source=ref.source, data_root=ref.data_root, limit=ref.limit, width=ref.width,
                     seed=ref.seed, profile=ref.profile, cache_dir=cache_dir, quiet=True, attacks=(),
                     fingerprints=()).resolved()
-    source = load_source(cfg)
+    source = load_source(SourceSpec(cfg.source, cfg.data_root, cfg.limit))
     if source.fingerprint() != ref.source_sha256:
         raise ConfigError(f"the source {ref.source} loaded here differs from the one owner {ref.model_id} was "
                           f"trained on; pass --data-root / --limit as in its run, or audit with the run directory")
     model = reg.models.build(ref.arch, num_classes=ref.num_classes, width=ref.width, in_channels=ref.in_channels)
-    from suite.cache import sha256_file
+    from suite.core.cache import sha256_file
 
     weights = ref.entry_dir / "model.pt"
     if not weights.is_file() or sha256_file(weights) != ref.sha256:
@@ -215,7 +215,7 @@ def owner_bank(ref: OwnerRef, method_name: str, *, cache_dir: str, access: str =
 
 
 def _canonical(name: str) -> str:
-    from suite import registries as reg
+    from suite.core import registries as reg
 
     return reg.fingerprints.canonical(name)
 
@@ -224,7 +224,7 @@ def _other_method_key(key: str, method: str) -> bool:
     """A ``<method>.key`` argument of the owner's run that targets another method."""
     if "." not in key or key.startswith("zoo."):
         return False
-    from suite import registries as reg
+    from suite.core import registries as reg
 
     head = key.split(".", 1)[0]
     return head in reg.fingerprints and _canonical(head) != method

@@ -45,8 +45,8 @@ def add_command(sub) -> Callable[[argparse.Namespace], int]:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from fingerprints.audit import audit, human_summary, resolve_owner
-    from suite.config import PROFILES, default_cache_dir, parse_kv
-    from suite.errors import ConfigError
+    from suite.core.config import PROFILES, default_cache_dir, parse_kv
+    from suite.core.errors import ConfigError
 
     cache_dir = args.cache_dir or default_cache_dir()
     if args.timeout <= 0 or args.startup_timeout <= 0:

@@ -26,8 +26,8 @@ from typing import Any, Callable
 from fingerprints.base import FingerprintMethod, FingerprintSet, settings_digest
 from fingerprints.metrics import calibrate_threshold, split_negatives
 from fingerprints.verify import match_scores
-from suite.cache import atomic_write_text
-from suite.errors import ArtifactError
+from suite.core.cache import atomic_write_text
+from suite.core.errors import ArtifactError
 
 EVAL_FORMAT = 1
 TARGET_FPR = 0.01

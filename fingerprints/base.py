@@ -2,7 +2,7 @@
 
 A method is built from its settings only (``fingerprints.build(name,
 **settings)``; an unknown or impossible setting is a
-:class:`~suite.errors.ConfigError`) and generates fingerprints at call time
+:class:`~suite.core.errors.ConfigError`) and generates fingerprints at call time
 from the owner's eager model (gradients of the owner only) and the image
 source::
 
@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from suite.cache import atomic_write_text, sha256_file
-from suite.errors import ArtifactError, ConfigError
+from suite.core.cache import atomic_write_text, sha256_file
+from suite.core.errors import ArtifactError, ConfigError
 
 SET_FORMAT = 1
 

@@ -1,12 +1,12 @@
 """The one place the zoo build reaches for an executor (the same as grids use).
 
 :func:`run_jobs` maps a picklable top-level function over job dicts with
-:func:`suite.executors.make_executor` (``local``: a fresh process per job,
+:func:`suite.core.executors.make_executor` (``local``: a fresh process per job,
 ``ray``: a Ray task per job, on a cluster when ``address`` is given) and
 returns the outcomes in job order.  ``inline`` runs the jobs one after the
 other in this process: only the smoke profile uses it, where starting the
 executor's fork server (seconds) would cost more than the jobs.  A failed job raises
-:class:`~suite.errors.SuiteError` naming it: a zoo with a missing member would
+:class:`~suite.core.errors.SuiteError` naming it: a zoo with a missing member would
 silently change every metric.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 
 
 def run_jobs(fn: Callable[[dict[str, Any]], dict[str, Any]], jobs: Sequence[dict[str, Any]], *,
@@ -40,7 +40,7 @@ def run_jobs(fn: Callable[[dict[str, Any]], dict[str, Any]], jobs: Sequence[dict
         finally:
             torch.set_num_threads(threads)
         return [r for r in results if r is not None]
-    from suite.executors import make_executor
+    from suite.core.executors import make_executor
 
     with make_executor(kind, jobs=max(1, parallel), address=address) as ex:
         for done, (index, outcome) in enumerate(ex.map_unordered(fn, list(jobs)), start=1):

@@ -55,7 +55,7 @@ from torch.func import functional_call
 
 from fingerprints.base import FingerprintMethod
 from fingerprints.frequency import SHAPES, highpass, lowfreq_energy_fraction
-from suite.errors import ConfigError
+from suite.core.errors import ConfigError
 
 
 # ----------------------------------------------------------------- helpers
@@ -398,7 +398,7 @@ class Misclassified(FingerprintMethod):
             raise ConfigError(f"{self.name} needs noise >= 0, shift >= 0 and max_rounds >= 1")
 
     def _generate(self, owner, source, *, seed, device):
-        from suite.training import augment_batch
+        from suite.core.training import augment_batch
 
         gen = torch.Generator().manual_seed(seed)
         x_all, y_all = _split_tensors(source, self.split)

@@ -4,9 +4,9 @@
 the same isolation as :class:`compression.backends.artifact.IsolatedPredictor`
 (subprocess, pipes, JSON + ``.npy`` frames, no pickle), with a time limit for
 loading (``startup_timeout``) and one per request (``timeout``).  A suspect that
-hangs is killed and reported as :class:`~suite.errors.ArtifactError`; so is
+hangs is killed and reported as :class:`~suite.core.errors.ArtifactError`; so is
 one that crashes, returns garbage or does not load.  It is a
-:class:`~suite.predictor.Predictor` (``differentiable = False``): attacks and
+:class:`~suite.core.predictor.Predictor` (``differentiable = False``): attacks and
 fingerprints query it like any deployment.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from compression.backends.artifact import _drain, _stop_process, _Worker, _worker_env
-from suite.errors import ArtifactError
+from suite.core.errors import ArtifactError
 
 SUSPECT_WORKER = "fingerprints.suspect_worker"
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from fingerprints.verify import ACCESS
-from suite import registries as reg
-from suite.errors import ConfigError
+from suite.core import registries as reg
+from suite.core.errors import ConfigError
 
 # profile -> {"*" or method name: settings}; "*" applies to every method that has the setting
 PROFILE_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {

@@ -7,7 +7,7 @@ constants.  :func:`load_exported_program` runs it with those three doors shut:
 every ``torch.load`` is forced to ``weights_only=True`` (tensors and plain
 containers only) and the two raw unpicklers raise.  A plain exported CNN (raw
 tensor payloads plus the JSON graph) loads; an archive that needs pickle is
-refused with :class:`~suite.errors.ArtifactError`.
+refused with :class:`~suite.core.errors.ArtifactError`.
 
 Call it only inside the isolated suspect worker: the graph itself is still
 interpreted by torch, and the worker's time limits apply.
@@ -22,7 +22,7 @@ import pickle
 import zipfile
 from typing import Any, Iterator
 
-from suite.errors import ArtifactError
+from suite.core.errors import ArtifactError
 
 
 class PickleRefused(pickle.UnpicklingError):

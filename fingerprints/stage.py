@@ -1,6 +1,6 @@
 """The pipeline's fingerprint stage: generate, build/load the suspect zoo, verify, record.
 
-``run_fingerprint_stage(ctx)`` (called by :func:`suite.pipeline.run_stages`
+``run_fingerprint_stage(ctx)`` (called by :func:`suite.app.pipeline.run_stages`
 when ``cfg.fingerprints`` is non-empty):
 
 1. the owner is the run's dense trained model (``ctx.trained``);
@@ -29,7 +29,7 @@ from fingerprints.options import build_method, split_args
 from fingerprints.summary import flat_metrics, summarize
 from fingerprints.verify import match_scores
 from fingerprints.zoo import Owner, get_zoo, make_spec, owner_zoo_key
-from suite.cache import atomic_write_text
+from suite.core.cache import atomic_write_text
 
 
 def owner_from_context(ctx) -> Owner:

@@ -18,7 +18,7 @@ Formats (``detect_format`` in the parent decides, before anything is loaded):
 Every runtime exposes ``input_shape`` ``(C, H, W)``, ``num_classes``,
 ``details`` (JSON-ready facts) and ``predict(x [N, C, H, W] in [0, 1]) ->
 logits [N, K]``.  Every load failure is a one-line
-:class:`~suite.errors.ArtifactError`.
+:class:`~suite.core.errors.ArtifactError`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from suite.errors import ArtifactError
+from suite.core.errors import ArtifactError
 
 FORMATS = ("state_dict", "pt2", "onnx", "artifact")
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
@@ -90,7 +90,7 @@ class StateDictSuspect:
     differentiable = False
 
     def __init__(self, path: str, arch: str, input_hw: tuple[int, int], width: float | None = None) -> None:
-        from suite import registries as reg
+        from suite.core import registries as reg
 
         p = Path(path)
         try:

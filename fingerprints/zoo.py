@@ -19,7 +19,7 @@ usable copy of the owner (nothing is left to protect); it is listed under
 ``excluded`` with its accuracy instead of being scored.
 
 Negatives: models trained independently on the same source through the suite's
-own model cache (``suite.pipeline.get_trained_model``): other seeds, other
+own model cache (``suite.core.models.get_trained_model``): other seeds, other
 architectures and widths, and other train subsets, one executor job each (a
 fresh process, or a Ray task on a cluster).  They do not depend on the owner,
 so the model cache shares them between owners.
@@ -53,8 +53,8 @@ import torch
 
 from fingerprints.base import settings_digest
 from fingerprints.bn import recalibrate_bn
-from suite.cache import atomic_write_text, sha256_file
-from suite.errors import ArtifactError, ConfigError
+from suite.core.cache import atomic_write_text, sha256_file
+from suite.core.errors import ArtifactError, ConfigError
 
 ZOO_FORMAT = 1
 
@@ -86,7 +86,7 @@ class ZooSpec:
         with seeds ``1000 + i``.
     min_positive_acc: positives below this test accuracy are excluded.
     bn_images: train images used to re-estimate BN statistics of pruned copies.
-    executor / jobs / address: how the negatives are trained (see ``suite.executors``).
+    executor / jobs / address: how the negatives are trained (see ``suite.core.executors``).
     """
 
     schemes: tuple[str, ...] = ("unstructured", "block", "block-punched", "pattern", "nm", "filter")
@@ -304,7 +304,7 @@ def _model_path(zoo: Zoo, member: Member) -> Path:
 
 def load_member_model(zoo: Zoo, member: Member) -> torch.nn.Module:
     """Rebuild an eager member from its state_dict (sha256 checked, ``weights_only=True``)."""
-    from suite import registries as reg
+    from suite.core import registries as reg
 
     path = _model_path(zoo, member)
     if not path.is_file():
@@ -330,7 +330,7 @@ def load_member_model(zoo: Zoo, member: Member) -> torch.nn.Module:
 # ------------------------------------------------------------ helpers
 def subset_source(source, fraction: float, seed: int):
     """``source`` with a seeded random ``fraction`` of its train split (val/test unchanged)."""
-    from suite.sources.base import ImageSplit
+    from suite.core.sources.base import ImageSplit
 
     if fraction >= 1.0:
         return source
@@ -362,19 +362,20 @@ def train_negative(job: dict[str, Any]) -> dict[str, Any]:
 
     job: from :func:`negative_jobs`.  Runs in a fresh process with ``threads`` torch threads.
     """
-    from suite.config import RunConfig, TrainRecipe
-    from suite.pipeline import get_trained_model, load_source
-    from suite.training import accuracy
+    from suite.core.config import TrainRecipe
+    from suite.core.models import ModelSpec, SourceSpec, get_trained_model, load_source
+    from suite.core.runtime import Runtime
+    from suite.core.training import accuracy
 
-    torch.set_num_threads(int(job.get("threads", 1)))
+    threads = int(job.get("threads", 1))
+    torch.set_num_threads(threads)
     src = job["source"]
-    cfg = RunConfig(model=job["arch"], source=src["name"], data_root=src.get("data_root"), limit=src.get("limit"),
-                    width=job["width"], seed=job["seed"], profile=job["profile"], cache_dir=job["cache_dir"],
-                    recipe=TrainRecipe(**job["recipe"]), quiet=True, threads=int(job.get("threads", 1)),
-                    attacks=(), fingerprints=()).resolved()
-    source = subset_source(load_source(cfg), job["subset"], job["subset_seed"])
+    source = subset_source(load_source(SourceSpec(src["name"], src.get("data_root"), src.get("limit"))),
+                           job["subset"], job["subset_seed"])
+    spec = ModelSpec(job["arch"], float(job["width"]), int(job["seed"]), TrainRecipe(**job["recipe"]))
+    rt = Runtime(cache_dir=job["cache_dir"], device="cpu", threads=threads, quiet=True)
     start = time.perf_counter()
-    trained = get_trained_model(cfg, source)
+    trained = get_trained_model(spec, source, rt)
     return {"id": job["id"], "model_id": trained.info["id"], "sha256": trained.info["sha256"],
             "file": str(Path(trained.info["cache_dir"]) / "model.pt"),
             "accuracy": accuracy(trained.model, source.test), "cache_hit": trained.info["cache_hit"],
@@ -382,7 +383,7 @@ def train_negative(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _prune(owner: Owner, scheme: str, sparsity: float, epochs: int, spec: ZooSpec, device: str):
-    from suite import registries as reg
+    from suite.core import registries as reg
 
     settings: dict[str, Any] = {"epochs": epochs}
     if scheme == "nm":
@@ -397,8 +398,8 @@ def _prune(owner: Owner, scheme: str, sparsity: float, epochs: int, spec: ZooSpe
 
 
 def _finetune_copy(owner: Owner, kind: str, spec: ZooSpec, device: str) -> torch.nn.Module:
-    from suite.config import TrainRecipe
-    from suite.training import train_model
+    from suite.core.config import TrainRecipe
+    from suite.core.training import train_model
 
     model = copy.deepcopy(owner.model).cpu()
     head = model.classifier
@@ -429,7 +430,7 @@ def _save_state(model: torch.nn.Module, path: Path) -> str:
 
 def _deploy(backend_name: str, model: torch.nn.Module, owner: Owner, workdir: Path, spec: ZooSpec,
             cache_dir: str, threads: int) -> dict[str, Any]:
-    from suite import registries as reg
+    from suite.core import registries as reg
 
     shape = tuple(owner.source.shape)
     if backend_name == "tvm":
@@ -448,7 +449,7 @@ def _deploy(backend_name: str, model: torch.nn.Module, owner: Owner, workdir: Pa
 
 
 def _accuracy_of(predictor, source) -> float:
-    from suite.predictor import predict_labels
+    from suite.core.predictor import predict_labels
 
     x, y = source.test.tensors()
     return float((predict_labels(predictor, x) == y).float().mean())
@@ -500,7 +501,7 @@ def build_zoo(owner: Owner, spec: ZooSpec, directory: Path, *, cache_dir: str, r
 
     # pruned copies, with and without masked fine-tuning
     start = time.perf_counter()
-    from suite import registries as reg
+    from suite.core import registries as reg
 
     for scheme in spec.schemes:
         fixed = reg.compressors.canonical(scheme) == "nm"

@@ -35,7 +35,7 @@ def add_command(sub: Any) -> Callable[[argparse.Namespace], int]:
 
 
 def parse_formats(text: str) -> list[str]:
-    from suite.errors import ConfigError
+    from suite.core.errors import ConfigError
 
     formats = [f.strip().lower() for f in text.split(",") if f.strip()]
     formats = ["md" if f == "markdown" else f for f in formats]
@@ -49,9 +49,9 @@ def write_leaderboard(runs_dir: str | Path, out_dir: str | Path, *, formats: lis
                       sort: str | None = None, filter_expr: str | None = None, title: str = "Leaderboard",
                       warn: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Load, rank and write; returns ``{"records", "skipped", "written"}``."""
-    from suite.cache import atomic_write_text
-    from suite.errors import ConfigError
-    from suite.record import utc_now
+    from suite.core.cache import atomic_write_text
+    from suite.core.errors import ConfigError
+    from suite.core.record import utc_now
 
     from reports.load import load_runs
     from reports.views import all_metrics, build_views, filter_runs, parse_sort

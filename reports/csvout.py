@@ -38,7 +38,7 @@ def write_csvs(views: list[View], data, out_dir: Path) -> list[Path]:
 
 
 def _write(df, path: Path) -> Path:
-    from suite.cache import atomic_write_text
+    from suite.core.cache import atomic_write_text
 
     atomic_write_text(path, df.to_csv(index=False))
     return path

@@ -4,7 +4,7 @@
 directories such as ``.grid`` and half-written ``.<run_id>.tmp-*`` are not
 entered) and at every other ``*.json`` directly in ``DIR`` (a record copied
 there flat still counts).  Each file is read with
-:func:`suite.record.load_record` (schema 1.0 and 1.1); a file that is not
+:func:`suite.core.record.load_record` (schema 1.0 and 1.1); a file that is not
 JSON, not an object, of another schema version or lacking record keys is
 *skipped* with the reason -- never an exception.
 
@@ -75,7 +75,7 @@ def candidate_files(root: Path) -> list[Path]:
 
 def read_record(path: Path) -> tuple[dict[str, Any] | None, str]:
     """``(record, "")`` or ``(None, reason)``; never raises for bad content."""
-    from suite.record import load_record
+    from suite.core.record import load_record
 
     try:
         return dict(load_record(path)), ""
@@ -91,7 +91,7 @@ def read_record(path: Path) -> tuple[dict[str, Any] | None, str]:
 
 def load_runs(root: str | os.PathLike) -> RunData:
     """Load every usable record below ``root`` into tables (see module docstring)."""
-    from suite.errors import DataError
+    from suite.core.errors import DataError
 
     base = Path(root)
     if not base.is_dir():

@@ -68,7 +68,7 @@ def parse_sort(text: str | None) -> tuple[str | None, bool | None]:
         return None, None
     name, _, order = text.partition(":")
     if order not in ("", "asc", "desc"):
-        from suite.errors import ConfigError
+        from suite.core.errors import ConfigError
 
         raise ConfigError(f"--sort takes METRIC, METRIC:asc or METRIC:desc, got {text!r}")
     return name.strip(), None if not order else order == "desc"
@@ -216,7 +216,7 @@ def filter_runs(data, expr: str | None):
         return data
     from dataclasses import replace
 
-    from suite.errors import ConfigError
+    from suite.core.errors import ConfigError
 
     try:
         kept = data.runs.query(expr, engine="python")

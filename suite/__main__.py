@@ -1,5 +1,5 @@
 """``python -m suite`` entry point."""
 
-from suite.cli import main
+from suite.app.cli import main
 
 raise SystemExit(main())

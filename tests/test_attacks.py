@@ -14,10 +14,10 @@ from attacks.data import AttackData
 from attacks.meta import MetaConfig, Task, get_meta_state, load_state, meta_train, save_state
 from attacks.metrics import evaluate_perturbation, label_metrics
 from attacks.norms import apply_perturbation, norms_of, project, resize_perturbation
-from suite import registries as reg
-from suite.errors import ArtifactError, ConfigError, UnknownNameError
-from suite.sources.base import ImageSplit
-from suite.sources.embedded import digits16, digits_affine24
+from suite.core import registries as reg
+from suite.core.errors import ArtifactError, ConfigError, UnknownNameError
+from suite.core.sources.base import ImageSplit
+from suite.core.sources.embedded import digits16, digits_affine24
 
 EPS_LINF = 64 / 255
 EPS_L2 = 2.0

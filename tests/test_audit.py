@@ -12,8 +12,8 @@ import psutil
 import pytest
 import torch
 
-from suite import registries as reg
-from suite.cli import main
+from suite.core import registries as reg
+from suite.app.cli import main
 
 # ltrc settings small enough for tests; the audit finds them through the owner's run directory
 FP_ARGS = "count=32,steps=60,step_size=0.02,confidence=4,k=2,noise=0.5,radius=0.1"
@@ -29,8 +29,8 @@ def _children() -> set[int]:
 @pytest.fixture(scope="module")
 def owner_run(tmp_path_factory):
     """A real (small) owner run with its fingerprints and a 6-negative zoo cached: (run_dir, cache_dir, source)."""
-    from suite.config import RunConfig, TrainRecipe, parse_kv
-    from suite.pipeline import run
+    from suite.core.config import RunConfig, TrainRecipe, parse_kv
+    from suite.app.pipeline import run
 
     cache = tmp_path_factory.mktemp("cache")
     cfg = RunConfig(model="vgg16", compress="none", profile="smoke", limit=600, cache_dir=str(cache),
@@ -59,8 +59,8 @@ def suspects(owner_run, tmp_path_factory):
     import torch.nn.utils.prune as tprune
 
     from fingerprints.bn import recalibrate_bn
-    from suite.config import TrainRecipe
-    from suite.training import train_model
+    from suite.core.config import TrainRecipe
+    from suite.core.training import train_model
 
     run_dir, _, source, _ = owner_run
     out = tmp_path_factory.mktemp("suspects")

@@ -18,9 +18,9 @@ import torch
 from compression.backends._testing import write_fake_artifact
 from compression.backends.artifact import IsolatedPredictor, load_predictor, read_manifest, write_manifest
 from compression.backends.onnx_backend import OnnxBackend, OnnxPredictor, export_onnx
-from suite.errors import ArtifactError
-from suite.predictor import Predictor
-from suite.zoo import build_model
+from suite.core.errors import ArtifactError
+from suite.core.predictor import Predictor
+from suite.core.zoo import build_model
 
 SHAPE = (3, 16, 16)
 ARCHS = ("vgg16", "resnet20", "mobilenetv2")
@@ -136,7 +136,7 @@ def _edit_manifest(art, **changes):
     (art / "manifest.json").write_text(json.dumps(m))
 
 
-@pytest.mark.parametrize("runtime", ["os:system", "builtins:eval", "compressionx.evil:Cls", "suite.cache:ModelCache",
+@pytest.mark.parametrize("runtime", ["os:system", "builtins:eval", "compressionx.evil:Cls", "suite.core.cache:ModelCache",
                                      "compression.backends._testing", "compression.backends._testing:os"])
 def test_runtime_outside_our_packages_is_refused(tmp_path, runtime):
     write_fake_artifact(tmp_path)
@@ -241,7 +241,7 @@ def test_bad_input_shape(deployed):
 
 
 def test_backend_settings_are_validated():
-    from suite.errors import ConfigError
+    from suite.core.errors import ConfigError
 
     with pytest.raises(ConfigError):
         OnnxBackend(opset=3)

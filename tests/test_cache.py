@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from suite.cache import CacheMiss, ModelCache, ModelKey
+from suite.core.cache import CacheMiss, ModelCache, ModelKey
 
 
 def _key(**kw):
@@ -83,7 +83,7 @@ class _Boom:
 def _corrupt_malicious_pickle(d):
     """A pickle that would run code; must be refused (weights_only) even if its hash is 'right'."""
     torch.save({"weight": _Boom()}, d / "model.pt", pickle_module=pickle)
-    from suite.cache import sha256_file
+    from suite.core.cache import sha256_file
 
     meta = json.loads((d / "meta.json").read_text())
     meta["sha256"] = sha256_file(d / "model.pt")
@@ -92,7 +92,7 @@ def _corrupt_malicious_pickle(d):
 
 def _corrupt_wrong_shapes(d):
     torch.save({"1.weight": torch.zeros(2, 2), "1.bias": torch.zeros(2)}, d / "model.pt")
-    from suite.cache import sha256_file
+    from suite.core.cache import sha256_file
 
     meta = json.loads((d / "meta.json").read_text())
     meta["sha256"] = sha256_file(d / "model.pt")
@@ -127,7 +127,7 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
     def fail(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("suite.cache.atomic_write_text", fail)
+    monkeypatch.setattr("suite.core.cache.atomic_write_text", fail)
     with pytest.raises(KeyboardInterrupt):
         cache.save(key, _tiny(), {})
     assert not cache.entry_dir(key).exists()

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from compression.channel import channel_plan_json, export_shapes, prune_channels, rebuild_pruned
-from suite.errors import ConfigError
-from suite.zoo import build_model, count_params
+from suite.core.errors import ConfigError
+from suite.core.zoo import build_model, count_params
 
 SHAPE = (3, 16, 16)
 
@@ -140,7 +140,7 @@ def test_rebuild_and_reload_round_trip(arch, tmp_path):
 
 
 def test_rebuild_rejects_foreign_shapes():
-    from suite.errors import ArtifactError
+    from suite.core.errors import ArtifactError
 
     shapes = export_shapes(_model("resnet20"))
     with pytest.raises(ArtifactError):

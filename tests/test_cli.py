@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from suite.cli import main
-from suite.record import REQUIRED_KEYS, SCHEMA_VERSION, load_record
+from suite.app.cli import main
+from suite.core.record import REQUIRED_KEYS, SCHEMA_VERSION, load_record
 
 SMOKE = ["--profile", "smoke", "--quiet"]
 
@@ -115,12 +115,12 @@ def test_smoke_run_record_schema_and_cache_reuse(capsys, tmp_path, cache_dir):
 
 
 def test_interrupted_run_leaves_no_record(monkeypatch, capsys, tmp_path, cache_dir):
-    import suite.pipeline
+    import suite.app.pipeline
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(suite.pipeline, "evaluate_clean", interrupt)
+    monkeypatch.setattr(suite.app.pipeline, "evaluate_clean", interrupt)
     out_dir = tmp_path / "runs"
     code, _, err = run_cli(["run", *SMOKE, "--output-dir", str(out_dir)], capsys)
     assert code == 130 and "no record" in err
@@ -128,12 +128,12 @@ def test_interrupted_run_leaves_no_record(monkeypatch, capsys, tmp_path, cache_d
 
 
 def test_crash_leaves_no_record(monkeypatch, tmp_path, cache_dir):
-    import suite.pipeline
+    import suite.app.pipeline
 
     def crash(*a, **k):
         raise RuntimeError("backend exploded")
 
-    monkeypatch.setattr(suite.pipeline, "evaluate_clean", crash)
+    monkeypatch.setattr(suite.app.pipeline, "evaluate_clean", crash)
     out_dir = tmp_path / "runs"
     with pytest.raises(RuntimeError):
         main(["run", *SMOKE, "--output-dir", str(out_dir)])

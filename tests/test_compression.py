@@ -14,9 +14,9 @@ from compression.layers import list_layers
 from compression.mapping import (AutoCompressor, Candidate, rule_plan, search_plan, size_scaled_ratios)
 from compression.plan import Plan
 from compression.schemes import make_scheme
-from suite.errors import ArtifactError, ConfigError
-from suite.sources.embedded import load_embedded
-from suite.zoo import build_model
+from suite.core.errors import ArtifactError, ConfigError
+from suite.core.sources.embedded import load_embedded
+from suite.core.zoo import build_model
 
 
 @pytest.fixture(scope="module")
@@ -198,8 +198,8 @@ def test_artifacts_round_trip_and_tamper_detection(vgg, source, tmp_path):
     ("auto", ["--mapping", "search", "--compress-args", "ratios=0.5:0.75:0.9"]), ("nm", []),
 ])
 def test_run_records_compression_and_reloads_artifacts(compress, extra, tmp_path, cache_dir, capsys):
-    from suite.cli import main
-    from suite.record import load_record
+    from suite.app.cli import main
+    from suite.core.record import load_record
 
     code = main(["run", "--model", "resnet20", "--compress", compress, *extra, "--profile", "smoke", "--quiet",
                  "--output-dir", str(tmp_path / "runs")])
@@ -226,7 +226,7 @@ def test_run_records_compression_and_reloads_artifacts(compress, extra, tmp_path
 
 
 def test_cli_bad_compression_settings_exit_2(tmp_path, cache_dir, capsys):
-    from suite.cli import main
+    from suite.app.cli import main
 
     for args, needle in [(["--compress", "block", "--sparsity", "1.0"], "sparsity"),
                          (["--compress", "block", "--compress-args", "r=0"], "r"),
@@ -241,8 +241,8 @@ def test_cli_bad_compression_settings_exit_2(tmp_path, cache_dir, capsys):
 
 
 def test_compressed_model_cache_reuse_and_corruption(tmp_path, cache_dir, capsys):
-    from suite.cli import main
-    from suite.record import load_record
+    from suite.app.cli import main
+    from suite.core.record import load_record
 
     args = ["run", "--model", "resnet20", "--compress", "block", "--profile", "smoke", "--quiet",
             "--output-dir", str(tmp_path / "runs")]

@@ -11,9 +11,9 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from suite.errors import ConfigError, DataError
-from suite.sources.base import ImageSource
-from suite.sources.disk import (
+from suite.core.errors import ConfigError, DataError
+from suite.core.sources.base import ImageSource
+from suite.core.sources.disk import (
     DISK_SOURCES,
     load_cifar10,
     load_cifar100,

@@ -4,9 +4,9 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from suite import registries as reg
-from suite.sources import embedded
-from suite.sources.splits import indices_digest, stratified_split
+from suite.core import registries as reg
+from suite.core.sources import embedded
+from suite.core.sources.splits import indices_digest, stratified_split
 
 NAMES = ["digits16", "digits-photo32", "digits-affine24"]
 RESOLUTION = {"digits16": 16, "digits-photo32": 32, "digits-affine24": 24}
@@ -85,7 +85,7 @@ def test_pixels_do_not_depend_on_the_thread_count():
     import sys
 
     code = ("import torch, sys; torch.set_num_threads(int(sys.argv[1])); "
-            "from suite.sources.embedded import load_embedded; "
+            "from suite.core.sources.embedded import load_embedded; "
             "print(*(load_embedded(n).fingerprint() for n in ('digits16', 'digits-photo32', 'digits-affine24')))")
     outs = {subprocess.run([sys.executable, "-c", code, str(t)], capture_output=True, text=True,
                            check=True).stdout for t in (1, 2)}

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from suite.errors import ConfigError
-from suite.executors import JobOutcome, LocalExecutor, make_executor
+from suite.core.errors import ConfigError
+from suite.core.executors import JobOutcome, LocalExecutor, make_executor
 
 
 # Job functions must be top-level (picklable by reference).
@@ -109,7 +109,7 @@ def test_jobs_die_with_a_killed_driver(tmp_path):
     pidfile = tmp_path / "job.pid"
     driver = subprocess.Popen([sys.executable, "-c", (
         "import sys; sys.path.insert(0, %r); import test_executors as t\n"
-        "from suite.executors import make_executor\n"
+        "from suite.core.executors import make_executor\n"
         "with make_executor('local') as ex:\n"
         "    list(ex.map_unordered(t._write_pid_and_sleep, [%r]))\n") % (str(Path(__file__).parent), str(pidfile))])
     try:

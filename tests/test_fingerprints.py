@@ -13,10 +13,10 @@ from fingerprints.frequency import highpass, highpass_mask, lowfreq_energy_fract
 from fingerprints.generators import project
 from fingerprints.metrics import (auc, calibrate_threshold, p_value, p_value_empirical, roc_curve,
                                   split_negatives, tpr_at_fpr)
-from suite import registries as reg
-from suite.config import TrainRecipe
-from suite.errors import ConfigError
-from suite.training import accuracy, train_model
+from suite.core import registries as reg
+from suite.core.config import TrainRecipe
+from suite.core.errors import ConfigError
+from suite.core.training import accuracy, train_model
 
 FAST = {"count": 20, "steps": 40, "step_size": 0.02, "confidence": 3.0, "batch_size": 20}
 
@@ -128,7 +128,7 @@ def test_fingerprint_set_roundtrip_and_corruption(tmp_path):
     back = FingerprintSet.load(tmp_path / "fp")
     assert torch.equal(back.x, fps.x) and torch.equal(back.y, fps.y) and back.settings == {"count": 2}
     (tmp_path / "fp" / "fingerprints.npz").write_bytes(b"junk")
-    from suite.errors import ArtifactError
+    from suite.core.errors import ArtifactError
 
     with pytest.raises(ArtifactError, match="corrupt"):
         FingerprintSet.load(tmp_path / "fp")
@@ -228,7 +228,7 @@ def test_calibration_never_sees_the_evaluation_half():
 # ------------------------------------------------------------ zoo + stage
 def _owner_obj(model, source, seed=0):
     from fingerprints.zoo import Owner
-    from suite.pipeline import state_sha256
+    from suite.app.pipeline import state_sha256
 
     return Owner(model=model, arch="vgg16", width=0.25, sha256=state_sha256(model), model_id="test-owner",
                  source=source, source_args={"name": "digits16", "data_root": None, "limit": 96}, seed=seed,
@@ -237,7 +237,7 @@ def _owner_obj(model, source, seed=0):
 
 def test_smoke_zoo_builds_real_members_and_is_cached(owner, cache_dir):
     from fingerprints.zoo import get_zoo, load_member_model, make_spec, zoo_dir
-    from suite.config import PROFILE_DEFAULTS
+    from suite.core.config import PROFILE_DEFAULTS
 
     source = reg.sources.build("digits16", None, limit=96)
     spec = make_spec("smoke", negatives=3)
@@ -266,9 +266,9 @@ def test_smoke_zoo_builds_real_members_and_is_cached(owner, cache_dir):
 
 
 def test_zoo_negatives_go_through_the_executor(owner, cache_dir):
-    """The default path: one fresh process per independent model (suite.executors, local)."""
+    """The default path: one fresh process per independent model (suite.core.executors, local)."""
     from fingerprints.zoo import get_zoo, make_spec
-    from suite.config import PROFILE_DEFAULTS
+    from suite.core.config import PROFILE_DEFAULTS
 
     source = reg.sources.build("digits16", None, limit=96)
     spec = make_spec("smoke", negatives=2, executor="local", jobs=2, copies="none", finetune_sparsities="none")
@@ -310,8 +310,8 @@ def test_fingerprint_args_routing():
 
 def test_run_records_fingerprints(tmp_path, cache_dir):
     """A smoke run with fingerprints: the record carries one entry per method with every field."""
-    from suite.config import RunConfig
-    from suite.pipeline import run
+    from suite.core.config import RunConfig
+    from suite.app.pipeline import run
 
     cfg = RunConfig(model="vgg16", compress="block", profile="smoke", cache_dir=str(cache_dir),
                     output_dir=str(tmp_path / "runs"), quiet=True, threads=1,

@@ -21,11 +21,11 @@ import yaml
 
 from browser_check import needs_browser, render
 from leaderboard_records import make_record
-from suite.cli import main
-from suite.errors import ConfigError, DataError, UnknownNameError
-from suite.gridspec import config_from_dict, expand_grid, job_identity, load_grid
-from suite.gridstore import GridStore
-from suite.record import load_record
+from suite.app.cli import main
+from suite.core.errors import ConfigError, DataError, UnknownNameError
+from suite.app.gridspec import config_from_dict, expand_grid, job_identity, load_grid
+from suite.app.gridstore import GridStore
+from suite.core.record import load_record
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_GRID = REPO / "suite" / "data" / "grids" / "smoke.yaml"

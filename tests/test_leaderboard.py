@@ -21,8 +21,8 @@ from leaderboard_records import JUNK, make_record, write_runs
 from reports.cli import write_leaderboard
 from reports.load import IDENTITY, RUN_FACTS, load_runs
 from reports.views import build_views, filter_runs
-from suite.cli import main
-from suite.errors import ConfigError, DataError
+from suite.app.cli import main
+from suite.core.errors import ConfigError, DataError
 
 
 @pytest.fixture
@@ -200,7 +200,7 @@ def test_cli(runs_dir, tmp_path, capsys):
 
 
 def test_cli_module_imports_are_light():
-    code = ("import sys, suite.cli, reports.cli, suite.grid; "
+    code = ("import sys, suite.app.cli, reports.cli, suite.app.grid; "
             "heavy = [m for m in ('pandas', 'ray', 'matplotlib', 'torch') if m in sys.modules]; "
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

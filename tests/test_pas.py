@@ -10,9 +10,9 @@ from torch import nn
 
 from compression.channel import apply_plan
 from compression.pas import BinaryGate, attach_gates, pas_prune
-from suite.errors import ConfigError
-from suite.sources.embedded import load_embedded
-from suite.zoo import build_model, layer_table
+from suite.core.errors import ConfigError
+from suite.core.sources.embedded import load_embedded
+from suite.core.zoo import build_model, layer_table
 
 SHAPE = (3, 16, 16)
 

@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from suite.errors import SuiteError, UnknownNameError
-from suite.registry import Registry
+from suite.core.errors import SuiteError, UnknownNameError
+from suite.core.registry import Registry
 
 
 def test_register_get_alias_and_decorator():
@@ -55,7 +55,7 @@ def test_lazy_target_imported_on_first_use():
 
 
 def test_import_suite_does_not_import_heavy_backends():
-    code = ("import sys, suite, suite.registries, suite.cli; "
+    code = ("import sys, suite, suite.core.registries, suite.app.cli; "
             "heavy = [m for m in ('tvm', 'onnxruntime', 'ray', 'torchvision') if m in sys.modules]; "
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -63,7 +63,7 @@ def test_import_suite_does_not_import_heavy_backends():
 
 
 def test_every_builtin_target_resolves():
-    from suite.registries import REGISTRIES
+    from suite.core.registries import REGISTRIES
 
     for registry in REGISTRIES.values():
         for entry in registry.entries():

@@ -13,7 +13,7 @@ from compression.schemes import SCHEMES, accepted_settings, make_scheme
 from compression.schemes.base import gemm_view
 from compression.schemes.pattern import select_library
 from compression.schemes.unstructured import global_masks
-from suite.errors import ConfigError, UnknownNameError
+from suite.core.errors import ConfigError, UnknownNameError
 
 SHAPES = [(16, 8, 3, 3), (24, 16, 3, 3), (20, 12, 3, 3), (32, 64), (16, 8, 1, 1)]
 SPARSITIES = [0.3, 0.5, 0.75, 0.9]

@@ -20,8 +20,8 @@ from compression.tvm_backend.compile import compile_model  # noqa: E402
 from compression.tvm_backend.kernels import ConvSpec, conv_kernel, pack_weights, row_block_columns  # noqa: E402
 from compression.tvm_backend.target import host_target_dict  # noqa: E402
 from compression.tvm_backend.tuning import TuningDB, best_tile, compile_prim  # noqa: E402
-from suite.errors import ArtifactError  # noqa: E402
-from suite.zoo import build_model  # noqa: E402
+from suite.core.errors import ArtifactError  # noqa: E402
+from suite.core.zoo import build_model  # noqa: E402
 
 TARGET = host_target_dict(2)
 SCHEMES = {
@@ -206,8 +206,8 @@ def test_mobile_target_exports_object_archive(tmp_path):
 @pytest.mark.parametrize("backend, extra", [("tvm", ["--backend-args", "batch_sizes=1,tune=false"]),
                                             ("onnx", [])])
 def test_run_with_compiled_backend_records_deployment(backend, extra, tmp_path, cache_dir, capsys):
-    from suite.cli import main
-    from suite.record import load_record
+    from suite.app.cli import main
+    from suite.core.record import load_record
 
     code = main(["run", "--model", "resnet20", "--compress", "block", "--backend", backend, *extra,
                  "--profile", "smoke", "--quiet", "--output-dir", str(tmp_path / "runs")])
@@ -234,7 +234,7 @@ def test_run_with_compiled_backend_records_deployment(backend, extra, tmp_path, 
 
 
 def test_bad_backend_settings_exit_2(tmp_path, cache_dir, capsys):
-    from suite.cli import main
+    from suite.app.cli import main
 
     for args in (["--backend", "tvm", "--target", "{not json"], ["--backend", "torch", "--target", "host"],
                  ["--backend", "tvm", "--backend-args", "bogus=1"]):

@@ -1,4 +1,4 @@
-"""Tests for suite.zoo: shapes, determinism, width scaling, normalisation, profiling."""
+"""Tests for suite.core.zoo: shapes, determinism, width scaling, normalisation, profiling."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from suite.errors import ConfigError, UnknownNameError
-from suite.zoo import ZOO, Normalize, build_model, count_macs, count_params, layer_table
+from suite.core.errors import ConfigError, UnknownNameError
+from suite.core.zoo import ZOO, Normalize, build_model, count_macs, count_params, layer_table
 
 ARCHS = sorted(ZOO)
 

@@ -12,9 +12,9 @@ Layout of an artifact directory (written by a backend such as ``onnx``)::
 A manifest is untrusted input: :func:`read_manifest` checks its structure, the
 sha256 of every listed file, and that ``runtime`` names a class inside our own
 ``compression.`` package (nothing else is ever imported).  Every problem is an
-:class:`~suite.errors.ArtifactError` with a one-line message naming the file.
+:class:`~suite.core.errors.ArtifactError` with a one-line message naming the file.
 
-:func:`load_predictor` turns a directory into a :class:`~suite.predictor.Predictor`.
+:func:`load_predictor` turns a directory into a :class:`~suite.core.predictor.Predictor`.
 By default (``isolated=True``) the runtime runs in a separate worker process
 (``python -m compression.backends.worker DIR``) so that a compiled artifact that
 hangs or crashes costs an :class:`ArtifactError`, not the evaluation process.
@@ -52,8 +52,8 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from suite.cache import atomic_write_text, sha256_file
-from suite.errors import ArtifactError, SuiteError
+from suite.core.cache import atomic_write_text, sha256_file
+from suite.core.errors import ArtifactError, SuiteError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -221,7 +221,7 @@ def resolve_runtime(manifest: dict[str, Any], where: str = MANIFEST_NAME) -> typ
 
 def load_predictor(artifact_dir: str | os.PathLike, *, isolated: bool = True, timeout: float = 60.0,
                    startup_timeout: float | None = None):
-    """A :class:`~suite.predictor.Predictor` (``differentiable=False``) for an artifact directory.
+    """A :class:`~suite.core.predictor.Predictor` (``differentiable=False``) for an artifact directory.
 
     isolated: run the runtime in a worker process (:class:`IsolatedPredictor`);
         ``False`` constructs ``Class(artifact_dir, manifest)`` in this process.

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from compression.backends.artifact import MANIFEST_NAME, load_predictor, write_manifest
-from suite.errors import ArtifactError, ConfigError
-from suite.predictor import Deployment
+from suite.core.errors import ArtifactError, ConfigError
+from suite.core.predictor import Deployment
 
 MODEL_FILE = "model.onnx"
 RUNTIME = "compression.backends.onnx_backend:OnnxPredictor"

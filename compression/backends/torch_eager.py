@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from suite.predictor import Deployment
+from suite.core.predictor import Deployment
 
 
 class TorchPredictor:

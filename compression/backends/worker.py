@@ -64,7 +64,7 @@ def _serve(predictor, proto_in: int, proto_out: int) -> int:
 
 def _message(err: BaseException) -> str:
     from compression.backends.artifact import _one_line
-    from suite.errors import SuiteError
+    from suite.core.errors import SuiteError
 
     text = _one_line(err)
     return text if isinstance(err, SuiteError) else f"{err.__class__.__name__}: {text}"

@@ -2,7 +2,7 @@
 
 ``SCHEMES`` maps a scheme name to its class; :func:`make_scheme` builds one
 from user settings, rejecting unknown setting names and bad values with a
-one-line :class:`~suite.errors.ConfigError`.
+one-line :class:`~suite.core.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from compression.schemes.nm import NM
 from compression.schemes.pattern import Pattern, select_library
 from compression.schemes.punched import BlockPunched
 from compression.schemes.unstructured import Unstructured, global_masks
-from suite.errors import ConfigError, UnknownNameError
+from suite.core.errors import ConfigError, UnknownNameError
 
 SCHEMES: dict[str, type] = {
     "unstructured": Unstructured,

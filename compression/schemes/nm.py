@@ -30,7 +30,7 @@ from compression.schemes.base import CompactLayer, gemm_view
 from compression.schemes.unstructured import (assert_bool_mask, check_compact, check_pair,
                                               check_sparsity, keep_top, require_applicable,
                                               setting_int, squared)
-from suite.errors import ConfigError
+from suite.core.errors import ConfigError
 
 MAX_M = 256  # idx is uint8
 

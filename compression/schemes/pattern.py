@@ -57,7 +57,7 @@ from compression.schemes.unstructured import (assert_bool_mask, check_compact, c
                                               check_sparsity, keep_top, kept_count,
                                               require_applicable, setting_bool, setting_int,
                                               squared)
-from suite.errors import ConfigError
+from suite.core.errors import ConfigError
 
 N_POS = 9
 CENTRE = 4

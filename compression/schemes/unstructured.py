@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from compression.schemes.base import CompactLayer, gemm_view
-from suite.errors import ArtifactError, ConfigError
+from suite.core.errors import ArtifactError, ConfigError
 
 # --------------------------------------------------------------------------
 # shared helpers

@@ -24,8 +24,8 @@ import torch
 
 from compression.backends.artifact import load_predictor, write_manifest
 from compression.tvm_backend.target import is_host, parse_target
-from suite.errors import ConfigError
-from suite.predictor import Deployment
+from suite.core.errors import ConfigError
+from suite.core.predictor import Deployment
 
 RUNTIME = "compression.tvm_backend.runtime:TVMPredictor"
 
@@ -37,7 +37,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def tuning_db_path(cache_dir: str | None) -> str:
-    from suite.config import default_cache_dir
+    from suite.core.config import default_cache_dir
 
     return os.path.join(cache_dir or default_cache_dir(), "tvm", "tuning.json")
 

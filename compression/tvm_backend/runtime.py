@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from suite.errors import ArtifactError
+from suite.core.errors import ArtifactError
 
 
 class TVMPredictor:

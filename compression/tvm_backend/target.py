@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-from suite.errors import ConfigError
+from suite.core.errors import ConfigError
 
 MOBILE_TARGET = {"kind": "llvm", "mtriple": "aarch64-linux-android", "mattr": ["+neon"]}
 

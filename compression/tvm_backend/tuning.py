@@ -45,7 +45,7 @@ class TuningDB:
     def save(self) -> None:
         if not self.path:
             return
-        from suite.cache import atomic_write_text
+        from suite.core.cache import atomic_write_text
 
         atomic_write_text(self.path, json.dumps({"entries": self.entries}, indent=0))
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from suite.errors import ConfigError
+from suite.core.errors import ConfigError
 
 EXECUTORS = ("local", "ray")
 
@@ -171,7 +171,8 @@ class _Running:
 
 
 # Imported once by the fork server so that each job does not pay for them.
-FORKSERVER_PRELOAD = ("torch", "sklearn.datasets", "suite.pipeline")
+# Callers add the modules their jobs run (the grid preloads its pipeline).
+FORKSERVER_PRELOAD = ("torch", "sklearn.datasets")
 
 
 class LocalExecutor(Executor):
@@ -180,12 +181,14 @@ class LocalExecutor(Executor):
     timeout: optional seconds after which a job's process is killed and the
         job reported as failed.
     start_method: ``"forkserver"`` (default on Linux; preloads
-        :data:`FORKSERVER_PRELOAD`) or ``"spawn"``.
+        :data:`FORKSERVER_PRELOAD` plus ``preload``) or ``"spawn"``.
+    preload: further module names the fork server imports once.
     """
 
     kind = "local"
 
-    def __init__(self, jobs: int = 1, timeout: float | None = None, start_method: str | None = None) -> None:
+    def __init__(self, jobs: int = 1, timeout: float | None = None, start_method: str | None = None,
+                 preload: tuple[str, ...] = ()) -> None:
         if jobs < 1:
             raise ConfigError(f"jobs must be >= 1, got {jobs}")
         self.jobs = int(jobs)
@@ -194,7 +197,7 @@ class LocalExecutor(Executor):
             start_method = "forkserver" if sys.platform.startswith("linux") else "spawn"
         self._ctx = mp.get_context(start_method)
         if start_method == "forkserver":
-            self._ctx.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+            self._ctx.set_forkserver_preload([*FORKSERVER_PRELOAD, *preload])
         self._running: dict[int, _Running] = {}
 
     def _start(self, fn: Callable[[Any], Any], index: int, item: Any) -> _Running:
@@ -389,17 +392,19 @@ class RayExecutor(Executor):
 
 
 def make_executor(kind: str = "local", *, jobs: int = 1, address: str | None = None,
-                  timeout: float | None = None, cpus_per_job: float = 1.0) -> Executor:
+                  timeout: float | None = None, cpus_per_job: float = 1.0,
+                  preload: tuple[str, ...] = ()) -> Executor:
     """Build an executor by name (see the module docstring for the contract).
 
-    Unknown ``kind`` raises :class:`~suite.errors.ConfigError` listing the
+    Unknown ``kind`` raises :class:`~suite.core.errors.ConfigError` listing the
     choices; ``"ray"`` without Ray installed raises one naming the extra.
-    ``timeout`` applies to the local executor only.
+    ``timeout`` and ``preload`` (modules the local fork server imports once)
+    apply to the local executor only.
     """
     if kind == "local":
         if address is not None:
             raise ConfigError("--address applies to --executor ray, not local")
-        return LocalExecutor(jobs=jobs, timeout=timeout)
+        return LocalExecutor(jobs=jobs, timeout=timeout, preload=preload)
     if kind == "ray":
         return RayExecutor(jobs=jobs, address=address, cpus_per_job=cpus_per_job)
     raise ConfigError(f"unknown executor {kind!r} (choices: {', '.join(EXECUTORS)})")

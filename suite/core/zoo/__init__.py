@@ -2,7 +2,7 @@
 
 Every model maps float images ``[N, C, H, W]`` in ``[0, 1]`` (any ``H, W >=
 16``) to logits ``[N, num_classes]``.  Its first submodule ``normalize`` is a
-:class:`~suite.zoo.common.Normalize` with per-channel ``mean``/``std`` buffers
+:class:`~suite.core.zoo.common.Normalize` with per-channel ``mean``/``std`` buffers
 (default 0.5 / 0.25).  Top-level layout of all models: ``normalize ->
 features -> pool -> flatten -> classifier``; ``model.forward_features(x)``
 returns the pooled embedding.
@@ -16,12 +16,12 @@ from collections.abc import Callable
 
 from torch import nn
 
-from suite.errors import UnknownNameError
-from suite.zoo.common import Normalize, ZooModel, check_common
-from suite.zoo.mobilenetv2 import build_mobilenetv2
-from suite.zoo.profile import count_macs, count_params, layer_table
-from suite.zoo.resnet import build_resnet18, build_resnet20
-from suite.zoo.vgg import build_vgg16
+from suite.core.errors import UnknownNameError
+from suite.core.zoo.common import Normalize, ZooModel, check_common
+from suite.core.zoo.mobilenetv2 import build_mobilenetv2
+from suite.core.zoo.profile import count_macs, count_params, layer_table
+from suite.core.zoo.resnet import build_resnet18, build_resnet20
+from suite.core.zoo.vgg import build_vgg16
 
 ZOO: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "vgg16": (build_vgg16, "CIFAR VGG16-BN: 13 conv3x3+BN+ReLU, ceil-mode max-pools, global avg pool, one FC"),
@@ -41,8 +41,8 @@ def build_model(
 ) -> nn.Module:
     """Build ``arch`` from :data:`ZOO`.
 
-    Raises :class:`~suite.errors.UnknownNameError` for an unknown ``arch`` and
-    :class:`~suite.errors.ConfigError` for a bad ``num_classes``, ``width``,
+    Raises :class:`~suite.core.errors.UnknownNameError` for an unknown ``arch`` and
+    :class:`~suite.core.errors.ConfigError` for a bad ``num_classes``, ``width``,
     ``in_channels``, ``mean`` or ``std``.
     """
     if not isinstance(arch, str) or arch not in ZOO:

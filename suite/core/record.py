@@ -18,7 +18,7 @@ suite_version      version of the installed ``suite`` package
 git_sha            commit of the checkout the run came from (or null)
 env                python, torch, tvm, onnxruntime, numpy, platform, cpu,
                    threads, device
-config             the resolved :class:`~suite.config.RunConfig`
+config             the resolved :class:`~suite.core.config.RunConfig`
 seeds              ``{"run", "model_init", "data_order", "split"}``
 source             name, shape, num_classes, split sizes, sha256, split digest
 model              id, arch, width, source, params, macs (per image), sha256
@@ -53,7 +53,7 @@ from typing import Any, TypedDict
 
 import yaml
 
-from suite.cache import atomic_write_text
+from suite.core.cache import atomic_write_text
 
 SCHEMA_VERSION = "1.1"
 SUPPORTED_SCHEMA_VERSIONS = ("1.0", "1.1")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from suite.errors import DataError
+from suite.core.errors import DataError
 
 
 @dataclass(frozen=True)

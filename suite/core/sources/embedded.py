@@ -31,9 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from suite.errors import DataError
-from suite.sources.base import ImageSource, ImageSplit
-from suite.sources.splits import indices_digest, stratified_split
+from suite.core.errors import DataError
+from suite.core.sources.base import ImageSource, ImageSplit
+from suite.core.sources.splits import indices_digest, stratified_split
 
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 DIGIT_NAMES = tuple(str(i) for i in range(10))

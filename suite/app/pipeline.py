@@ -18,15 +18,17 @@ from typing import Any, Callable, Iterator
 import torch
 
 import suite
-from suite import registries as reg
-from suite.cache import ModelCache, ModelKey, sha256_file
-from suite.config import RunConfig
-from suite.errors import ConfigError
-from suite.predictor import Deployment, predict_labels
-from suite.record import (HIGHER_IS_BETTER, SCHEMA_VERSION, PendingRunDir, ResultRecord, env_info,
+from suite.core import registries as reg
+from suite.core import models as core_models
+from suite.core.cache import ModelKey, sha256_file
+from suite.core.config import RunConfig
+from suite.core.errors import ConfigError
+from suite.core.models import ModelSpec, SourceSpec, TrainedModel
+from suite.core.predictor import Deployment, predict_labels
+from suite.core.record import (HIGHER_IS_BETTER, SCHEMA_VERSION, PendingRunDir, ResultRecord, env_info,
                           git_sha, new_run_id, utc_now)
-from suite.sources.base import ImageSource
-from suite.training import train_model
+from suite.core.sources.base import ImageSource
+from suite.core.runtime import Runtime
 
 
 def log(cfg: RunConfig, msg: str) -> None:
@@ -47,14 +49,6 @@ class Timer:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 4)
-
-
-@dataclass
-class TrainedModel:
-    """The dense model the run starts from, with its record entry."""
-
-    model: torch.nn.Module
-    info: dict[str, Any]
 
 
 @dataclass
@@ -116,62 +110,30 @@ def setup_runtime(cfg: RunConfig) -> None:
         raise ConfigError("--device cuda requested but no CUDA device is available to torch")
 
 
+def source_spec(cfg: RunConfig) -> SourceSpec:
+    return SourceSpec(cfg.source, cfg.data_root, cfg.limit)
+
+
+def model_spec(cfg: RunConfig) -> ModelSpec:
+    assert cfg.recipe is not None and cfg.width is not None
+    return ModelSpec(cfg.model, float(cfg.width), cfg.seed, cfg.recipe)
+
+
+def runtime_of(cfg: RunConfig) -> Runtime:
+    return Runtime(cache_dir=cfg.cache_dir, device=cfg.device, threads=cfg.threads or 1, quiet=cfg.quiet)
+
+
 def load_source(cfg: RunConfig) -> ImageSource:
-    entry = reg.sources.entry(cfg.source)
-    if entry.tags.get("needs_data_root") and not cfg.data_root:
-        raise ConfigError(f"source {cfg.source!r} reads a dataset on disk: pass --data-root PATH")
-    kwargs: dict[str, Any] = {}
-    if cfg.limit is not None:
-        kwargs["limit"] = cfg.limit
-    return entry.resolve()(cfg.data_root, **kwargs)
+    return core_models.load_source(source_spec(cfg))
 
 
 def model_key(cfg: RunConfig, source: ImageSource) -> ModelKey:
-    assert cfg.recipe is not None and cfg.width is not None
-    return ModelKey.make(arch=cfg.model, width=cfg.width, in_channels=source.shape[0],
-                         num_classes=source.num_classes, source=source.name,
-                         source_sha256=source.fingerprint(), seed=cfg.seed, recipe=cfg.recipe.as_dict())
+    return core_models.model_key(model_spec(cfg), source)
 
 
 def get_trained_model(cfg: RunConfig, source: ImageSource) -> TrainedModel:
-    """Load the dense model from the cache, training it first on a miss."""
-    from suite.zoo.profile import count_macs, count_params
-
-    key = model_key(cfg, source)
-    factory = reg.models.get(cfg.model)
-    assert cfg.recipe is not None
-
-    def build() -> torch.nn.Module:
-        torch.manual_seed(cfg.seed)
-        return factory(num_classes=source.num_classes, width=cfg.width, in_channels=source.shape[0])
-
-    def train(model: torch.nn.Module) -> dict[str, Any]:
-        log(cfg, f"training {key.model_id()} on {source.name} ({len(source.train)} images, "
-                 f"{cfg.recipe.epochs} epochs, {cfg.device})")
-        report = train_model(model, source.train, source.val, cfg.recipe, seed=cfg.seed,
-                             device=cfg.device, quiet=cfg.quiet, desc=f"train {cfg.model}")
-        model.cpu()
-        return {"train": report.as_dict(), "created_at": utc_now().isoformat(),
-                "suite_version": suite.__version__}
-
-    cache = ModelCache(cfg.cache_dir)
-    model, meta, hit = cache.get_or_create(key, build, train, warn=lambda m: log(cfg, f"warning: {m}"))
-    if hit:
-        log(cfg, f"loaded cached model {key.model_id()}")
-    model.eval()
-    info = {
-        "id": key.model_id(),
-        "arch": cfg.model,
-        "width": cfg.width,
-        "source": source.name,
-        "params": count_params(model),
-        "macs": count_macs(model, source.shape),
-        "sha256": meta["sha256"],
-        "cache_hit": hit,
-        "cache_dir": str(cache.entry_dir(key)),
-        "train": meta.get("train", {}),
-    }
-    return TrainedModel(model, info)
+    """Load the dense model from the model store, training it first on a miss."""
+    return core_models.get_trained_model(model_spec(cfg), source, runtime_of(cfg))
 
 
 def build_compressor(cfg: RunConfig):
@@ -281,7 +243,7 @@ def get_compressed(cfg: RunConfig, trained: TrainedModel, source: ImageSource, c
 
     from compression.artifacts import load_compression, save_compression
     from compression.base import CompressionResult
-    from suite.errors import ArtifactError
+    from suite.core.errors import ArtifactError
 
     if cfg.compress == "none":
         return compress_model(cfg, trained, source, compressor)
@@ -328,11 +290,11 @@ def get_deployment(cfg: RunConfig, compressed, source: ImageSource, workdir: Pat
     import tempfile
 
     from compression.backends.artifact import load_predictor
-    from suite.errors import ArtifactError
+    from suite.core.errors import ArtifactError
 
     if cfg.backend == "torch":
         return deploy_model(cfg, compressed.model, source, workdir)
-    from suite.record import package_version
+    from suite.core.record import package_version
 
     state_digest = state_sha256(compressed.model)
     key = _digest({"state": state_digest, "backend": cfg.backend, "target": cfg.target, "args": cfg.backend_args,

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from suite.cache import atomic_write_text
-from suite.errors import ConfigError
-from suite.record import fsync_dir
+from suite.core.cache import atomic_write_text
+from suite.core.errors import ConfigError
+from suite.core.record import fsync_dir
 
 STATE_DIR = ".grid"
 
@@ -146,7 +146,7 @@ class GridStore:
     def promote(self, job_id: str, value: dict[str, Any], job_info: dict[str, Any]) -> Path:
         """Put a finished job's record in place; returns the run directory.
 
-        ``value`` is the job's return value (see ``suite.grid.run_job``).  When
+        ``value`` is the job's return value (see ``suite.app.grid.run_job``).  When
         the staged directory is visible here (same machine or shared
         filesystem) the whole run directory, artifacts included, is moved;
         otherwise the driver writes the record from the returned texts and
@@ -154,7 +154,7 @@ class GridStore:
         """
         import yaml
 
-        from suite.record import validate_record
+        from suite.core.record import validate_record
 
         record = json.loads(value["result_json"])
         record["config"]["output_dir"] = str(self.root)  # as if `suite run --output-dir DIR` wrote it
@@ -174,7 +174,7 @@ class GridStore:
             fsync_dir(self.root)
             shutil.rmtree(staged.parent, ignore_errors=True)
         else:
-            from suite.record import write_run_dir
+            from suite.core.record import write_run_dir
 
             info["artifacts_left_at"] = f"{value.get('host', '?')}:{staged}"
             write_run_dir(self.root, record, record["config"],  # type: ignore[arg-type]

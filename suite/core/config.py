@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from suite.errors import ConfigError
+from suite.core.errors import ConfigError
+from suite.core.runtime import default_cache_dir
 
 PROFILES = ("smoke", "default")
 DEVICES = ("cpu", "cuda")
@@ -85,11 +86,6 @@ def parse_names(text: str | None) -> tuple[str, ...] | None:
     return () if items in ((), ("none",)) else items
 
 
-def default_cache_dir() -> str:
-    """``$SUITE_CACHE`` if set, else ``~/.cache/suite``."""
-    return os.environ.get("SUITE_CACHE") or str(Path.home() / ".cache" / "suite")
-
-
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a run; the resolved copy is saved with each record."""
@@ -121,7 +117,7 @@ class RunConfig:
 
     def resolved(self) -> "RunConfig":
         """Fill profile defaults, canonicalise registry names and validate."""
-        from suite import registries as reg
+        from suite.core import registries as reg
 
         if self.profile not in PROFILES:
             raise ConfigError(f"unknown profile {self.profile!r} (choices: {', '.join(PROFILES)})")

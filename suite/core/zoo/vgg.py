@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from suite.zoo.common import (
+from suite.core.zoo.common import (
     ZooModel,
     check_common,
     conv_bn_relu,

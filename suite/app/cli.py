@@ -18,14 +18,14 @@ import json
 import sys
 from typing import Sequence
 
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 
 KINDS = ("models", "sources", "compressors", "backends", "attacks", "fingerprints")
 
 # name -> "module:add_command"; see the module docstring.
 PLUGIN_COMMANDS: dict[str, str] = {
     "meta-train": "attacks.meta_cli:add_command",
-    "grid": "suite.grid:add_command",
+    "grid": "suite.app.grid:add_command",
     "leaderboard": "reports.cli:add_command",
     "audit": "fingerprints.audit_cli:add_command",
 }
@@ -104,10 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args: argparse.Namespace, **extra):
-    from suite.config import PROFILE_DEFAULTS, PROFILES, RunConfig, default_cache_dir
+    from suite.core.config import PROFILE_DEFAULTS, PROFILES, RunConfig, default_cache_dir
     import dataclasses
 
-    from suite.errors import ConfigError
+    from suite.core.errors import ConfigError
 
     if args.profile not in PROFILES:
         raise ConfigError(f"unknown profile {args.profile!r} (choices: {', '.join(PROFILES)})")
@@ -124,8 +124,8 @@ def _config_from_args(args: argparse.Namespace, **extra):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from suite.config import parse_kv, parse_names
-    from suite.pipeline import run
+    from suite.core.config import parse_kv, parse_names
+    from suite.app.pipeline import run
 
     compress_args = parse_kv(args.compress_args)
     for key, value in (("mapping", args.mapping), ("latency_target", args.latency_target),
@@ -147,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from suite.pipeline import get_trained_model, load_source, setup_runtime
+    from suite.app.pipeline import get_trained_model, load_source, setup_runtime
 
     cfg = _config_from_args(args).resolved()
     setup_runtime(cfg)
@@ -161,8 +161,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from suite.registries import REGISTRIES
-    from suite.errors import UnknownNameError
+    from suite.core.registries import REGISTRIES
+    from suite.core.errors import UnknownNameError
     import difflib
 
     kinds = KINDS if args.kind is None else (args.kind,)

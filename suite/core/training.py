@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from suite.config import TrainRecipe
-from suite.sources.base import ImageSplit
+from suite.core.config import TrainRecipe
+from suite.core.sources.base import ImageSplit
 
 
 @dataclass

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from suite.zoo.common import (
+from suite.core.zoo.common import (
     ZooModel,
     check_common,
     conv_bn_relu,

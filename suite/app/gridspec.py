@@ -30,7 +30,7 @@ Format (every list is an axis; the grid is the product of the axes)::
       threads: 1
       attack_args: {eps: 0.04}
 
-Each job is a fully resolved :class:`~suite.config.RunConfig` (profile
+Each job is a fully resolved :class:`~suite.core.config.RunConfig` (profile
 defaults filled, names canonical, values validated) so that a bad grid fails
 before anything runs.  A job's identity (:func:`job_identity`) is a hash of
 that resolved configuration without the fields that say where or how fast a
@@ -50,8 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from suite.config import PROFILE_DEFAULTS, PROFILES, RunConfig, TrainRecipe, default_cache_dir
-from suite.errors import ConfigError, DataError
+from suite.core.config import PROFILE_DEFAULTS, PROFILES, RunConfig, TrainRecipe, default_cache_dir
+from suite.core.errors import ConfigError, DataError
 
 IDENTITY_EXCLUDED = ("output_dir", "cache_dir", "quiet", "threads")
 AXES = ("models", "sources", "compressors", "sparsities", "backends", "seeds", "attacks", "fingerprints")
@@ -232,7 +232,7 @@ def expand_grid(spec: dict[str, Any], *, default_name: str = "grid", cache_dir: 
     directory from either, jobs use ``$SUITE_CACHE`` (or ``~/.cache/suite``)
     as resolved here, on the driver.
     """
-    from suite import registries as reg
+    from suite.core import registries as reg
 
     unknown = sorted(set(spec) - set(TOP_LEVEL) - {"output_dir"})
     if unknown:
@@ -307,7 +307,7 @@ def expand_grid(spec: dict[str, Any], *, default_name: str = "grid", cache_dir: 
 
 # ------------------------------------------------------------------ exclude
 def _exclude_rules(rules: Any) -> list[dict[str, list[Any]]]:
-    from suite import registries as reg
+    from suite.core import registries as reg
 
     if not isinstance(rules, list):
         raise ConfigError("grid 'exclude' must be a list of mappings like {compress: nm, sparsity: 0.75}")

@@ -23,7 +23,7 @@ from numbers import Real
 import torch
 from torch import nn
 
-from suite.errors import ConfigError
+from suite.core.errors import ConfigError
 
 DEFAULT_MEAN = 0.5
 DEFAULT_STD = 0.25

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from suite.errors import ConfigError
+from suite.core.errors import ConfigError
 
 __all__ = ["count_params", "count_macs", "layer_table", "module_macs"]
 

@@ -3,7 +3,7 @@
 A target is either a callable or a ``"package.module:attr"`` string that is
 imported only when the entry is first used, so ``import suite`` stays cheap
 (no TVM, ONNX Runtime or Ray import until a run needs them).  Lookups of
-unknown names raise :class:`~suite.errors.UnknownNameError` with close matches
+unknown names raise :class:`~suite.core.errors.UnknownNameError` with close matches
 and the full list of choices.
 """
 
@@ -14,7 +14,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from suite.errors import SuiteError, UnknownNameError
+from suite.core.errors import SuiteError, UnknownNameError
 
 
 @dataclass
@@ -56,6 +56,13 @@ class Registry:
         self.singular = singular or kind.rstrip("s")
         self._entries: dict[str, Entry] = {}
         self._aliases: dict[str, str] = {}
+        # Called before every lookup: imports the modules that register this
+        # kind's entries (plugins), so listing or resolving sees all of them.
+        self.loader: Callable[[], None] | None = None
+
+    def _load(self) -> None:
+        if self.loader is not None:
+            self.loader()
 
     # -- registration -------------------------------------------------
     def register(
@@ -94,6 +101,7 @@ class Registry:
 
     def canonical(self, name: str) -> str:
         """Canonical name for ``name`` or an alias; raises UnknownNameError."""
+        self._load()
         key = self._normalise(str(name))
         if key in self._entries:
             return key
@@ -126,6 +134,7 @@ class Registry:
         return True
 
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._entries)
 
     def entries(self) -> Iterator[Entry]:
@@ -133,6 +142,7 @@ class Registry:
             yield self._entries[key]
 
     def __len__(self) -> int:
+        self._load()
         return len(self._entries)
 
     def __repr__(self) -> str:

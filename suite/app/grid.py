@@ -1,9 +1,9 @@
 """``python -m suite grid GRID.yaml``: run a product of run settings, resumably.
 
-Every job runs in its own process (see :mod:`suite.executors`) and produces
+Every job runs in its own process (see :mod:`suite.core.executors`) and produces
 one record exactly as ``suite run`` does.  The job writes into a hidden
 staging directory and returns; the driver puts the record in place (see
-:mod:`suite.gridstore` for the exactly-once argument).  Re-running a grid
+:mod:`suite.app.gridstore` for the exactly-once argument).  Re-running a grid
 skips the jobs already recorded; failed jobs are remembered with their error
 and re-run only with ``--retry-failed``.
 
@@ -37,8 +37,8 @@ def run_job(item: dict[str, Any]) -> dict[str, Any]:
     import socket
 
     os.environ.setdefault("TQDM_DISABLE", "1")
-    from suite.gridspec import config_from_dict
-    from suite.pipeline import run
+    from suite.app.gridspec import config_from_dict
+    from suite.app.pipeline import run
 
     started = time.perf_counter()
     cfg = dataclasses.replace(config_from_dict(item["config"]), output_dir=item["staging"], quiet=True)
@@ -65,16 +65,16 @@ def run_grid(grid, output_dir: str | os.PathLike, *, executor: str = "local", ad
              cpus_per_job: float = 1.0, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the grid's jobs that are not recorded yet; returns a summary (``SUMMARY_KEYS``).
 
-    grid: a :class:`suite.gridspec.GridSpec`.
+    grid: a :class:`suite.app.gridspec.GridSpec`.
     """
     import socket
 
     from tqdm import tqdm
 
-    from suite.executors import make_executor
-    from suite.gridspec import job_identity
-    from suite.gridstore import GridStore
-    from suite.record import utc_now
+    from suite.core.executors import make_executor
+    from suite.app.gridspec import job_identity
+    from suite.app.gridstore import GridStore
+    from suite.core.record import utc_now
 
     say = log or (lambda m: print(f"[grid] {m}", file=sys.stderr, flush=True))
     started = time.perf_counter()
@@ -115,7 +115,8 @@ def run_grid(grid, output_dir: str | os.PathLike, *, executor: str = "local", ad
         for job in todo:
             items.append({"job_id": job.job_id, "config": job.config, "staging": str(store.new_staging(job.job_id))})
         driver_host = socket.gethostname()
-        ex = make_executor(executor, jobs=jobs, address=address, timeout=timeout, cpus_per_job=cpus_per_job)
+        ex = make_executor(executor, jobs=jobs, address=address, timeout=timeout, cpus_per_job=cpus_per_job,
+                           preload=("suite.app.pipeline",))
         bar = tqdm(total=len(items), unit="job", desc=f"grid {grid.name}", file=sys.stderr, disable=quiet,
                    dynamic_ncols=True)
         try:
@@ -149,7 +150,7 @@ def run_grid(grid, output_dir: str | os.PathLike, *, executor: str = "local", ad
 
 
 def _write_manifest(store, grid) -> None:
-    from suite.cache import atomic_write_text
+    from suite.core.cache import atomic_write_text
 
     manifest = {"grid": grid.name, "jobs": [{"job_id": j.job_id, "name": j.name, "labels": j.labels}
                                             for j in grid.jobs]}
@@ -182,9 +183,9 @@ def add_command(sub: Any) -> Callable[[argparse.Namespace], int]:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from suite.errors import ConfigError
-    from suite.executors import EXECUTORS
-    from suite.gridspec import describe, load_grid
+    from suite.core.errors import ConfigError
+    from suite.core.executors import EXECUTORS
+    from suite.app.gridspec import describe, load_grid
 
     if args.executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {args.executor!r} (choices: {', '.join(EXECUTORS)})")

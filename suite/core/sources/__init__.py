@@ -1,5 +1,5 @@
 """Image sources: embedded defaults and loaders for datasets on local disk."""
 
-from suite.sources.base import ImageSource, ImageSplit
+from suite.core.sources.base import ImageSource, ImageSplit
 
 __all__ = ["ImageSource", "ImageSplit"]

@@ -10,7 +10,7 @@ import hashlib
 
 import numpy as np
 
-from suite.errors import ConfigError
+from suite.core.errors import ConfigError
 
 
 def stratified_split(

@@ -13,7 +13,7 @@ Supported on-disk formats, each exactly as its authors distribute it:
 * ``imagefolder`` -- ``root/<class_name>/*.png|jpg|jpeg|bmp|ppm`` (or ``root/train/...``
   plus ``root/test/...``), decoded with Pillow to RGB and resized to ``size x size``.
 
-Every loader returns an :class:`~suite.sources.base.ImageSource` whose images are
+Every loader returns an :class:`~suite.core.sources.base.ImageSource` whose images are
 ``uint8 [N, 3, H, W]`` (row-major, channel order RGB) and labels ``int64`` in
 ``[0, num_classes)``.  ``indices`` are positions in the file order of the official
 train set (train and val splits) or test set (test split).  For datasets with an
@@ -24,7 +24,7 @@ class-mixed prefix.
 
 Every problem with the files -- a missing directory or file, a truncated pickle,
 wrong keys, wrong shapes, out-of-range labels, an unreadable image -- raises
-:class:`~suite.errors.DataError` with a one-line message naming the expected file.
+:class:`~suite.core.errors.DataError` with a one-line message naming the expected file.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from suite.errors import ConfigError, DataError
-from suite.sources.base import ImageSource, ImageSplit
-from suite.sources.splits import holdout_split, indices_digest, stratified_split
+from suite.core.errors import ConfigError, DataError
+from suite.core.sources.base import ImageSource, ImageSplit
+from suite.core.sources.splits import holdout_split, indices_digest, stratified_split
 
 PathLike = str | os.PathLike
 
