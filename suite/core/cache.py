@@ -1,6 +1,6 @@
 """On-disk cache of trained models, keyed by everything that determines them.
 
-Layout: ``<cache_dir>/models/<arch>/<digest>/`` with ``model.pt`` (a plain
+Layout: ``<cache_dir>/models/<arch>/<digest>/`` (a :mod:`suite.core.store` entry) with ``model.pt`` (a plain
 ``state_dict``) and ``meta.json`` (the key, the sha256 of ``model.pt``, the
 training report).  Entries are written to a temporary directory and renamed
 into place, so a crash never leaves a half-written entry under the final name.
@@ -12,17 +12,16 @@ the reason, and the caller rebuilds -- a corrupt entry is never used.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
+
+from suite.core.files import atomic_write_text, fsync_dir, json_digest, sha256_file  # noqa: F401 (re-exported)
+from suite.core.store import Store
 
 CACHE_FORMAT = 1
 
@@ -53,8 +52,7 @@ class ModelKey:
         return d
 
     def digest(self) -> str:
-        blob = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return json_digest(self.as_dict(), compact=True)
 
     def model_id(self) -> str:
         """Stable, human-readable model ID (RobustBench style)."""
@@ -70,52 +68,26 @@ class CacheMiss(Exception):
         self.corrupt = corrupt
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a fsynced temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; records and manifests are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 class ModelCache:
-    """Trained-model cache rooted at ``root`` (created on demand)."""
+    """Trained-model cache rooted at ``root`` (created on demand); a :class:`~suite.core.store.Store`
+    namespace ``models`` with the entry name ``<arch>/<digest[:24]>`` and a per-key lock."""
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
+        self.store = Store(self.root, "models")
+
+    @staticmethod
+    def _name(key: ModelKey) -> str:
+        return f"{key.arch}/{key.digest()[:24]}"
 
     def entry_dir(self, key: ModelKey) -> Path:
-        return self.root / "models" / key.arch / key.digest()[:24]
+        return self.store.entry_dir(key.as_dict(), self._name(key))
 
     @contextlib.contextmanager
     def lock(self, key: ModelKey) -> Iterator[None]:
         """Exclusive inter-process lock on one key (so parallel jobs train once)."""
-        d = self.root / "models" / key.arch
-        d.mkdir(parents=True, exist_ok=True)
-        with open(d / f".{key.digest()[:24]}.lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with self.store.lock(self.entry_dir(key)):
+            yield
 
     def load(self, key: ModelKey, model: torch.nn.Module) -> dict[str, Any]:
         """Load the entry for ``key`` into ``model``; return its meta or raise CacheMiss."""
@@ -147,27 +119,30 @@ class ModelCache:
             raise CacheMiss(f"state_dict does not fit the model ({first})", corrupt=True) from None
         return meta
 
+    @staticmethod
+    def _write(directory: Path, key: ModelKey, model: torch.nn.Module, extra: dict[str, Any]) -> dict[str, Any]:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save(state, directory / "model.pt")
+        meta = {"key": key.as_dict(), "model_id": key.model_id(), "sha256": sha256_file(directory / "model.pt"),
+                **extra}
+        atomic_write_text(directory / "meta.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        return meta
+
     def save(self, key: ModelKey, model: torch.nn.Module, extra: dict[str, Any]) -> dict[str, Any]:
-        """Write ``model``'s state_dict and meta atomically; return the meta."""
-        final = self.entry_dir(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-        try:
-            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            torch.save(state, tmp / "model.pt")
-            meta = {"key": key.as_dict(), "model_id": key.model_id(), "sha256": sha256_file(tmp / "model.pt"),
-                    **extra}
-            atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
-            if final.exists():
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        """Write ``model``'s state_dict and meta atomically; return the meta.
+
+        If the entry exists already (another process published it first) it
+        is kept and its meta returned; the own copy is discarded.
+        """
+        entry, won, meta = self.store.publish(key.as_dict(), lambda d: self._write(d, key, model, extra),
+                                              name=self._name(key))
+        if not won:
+            with contextlib.suppress(OSError, ValueError):
+                meta = json.loads((entry / "meta.json").read_text())
         return meta
 
     def discard(self, key: ModelKey) -> None:
-        shutil.rmtree(self.entry_dir(key), ignore_errors=True)
+        self.store.discard(self.entry_dir(key))
 
     def get_or_create(self, key: ModelKey, build: Callable[[], torch.nn.Module],
                       train: Callable[[torch.nn.Module], dict[str, Any]],
@@ -178,15 +153,18 @@ class ModelCache:
         train: trains the model in place and returns extra meta to store.
         warn: called with a one-line message when a corrupt entry is rebuilt.
         """
-        with self.lock(key):
+
+        def load(entry: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
             model = build()
-            try:
-                return model, self.load(key, model), True
-            except CacheMiss as miss:
-                if miss.corrupt:
-                    warn(f"cache entry {self.entry_dir(key)} is corrupt ({miss.reason}); rebuilding it")
-                    self.discard(key)
+            return model, self.load(key, model)
+
+        def make(tmp: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
             model = build()
             extra = train(model)
-            meta = self.save(key, model, extra)
-            return model, meta, False
+            return model, self._write(tmp, key, model, extra)
+
+        got = self.store.get_or_build(
+            key.as_dict(), make, load, name=self._name(key), lock=True, legacy=True, corrupt=(CacheMiss,),
+            warn=lambda entry, reason: warn(f"cache entry {entry} is corrupt ({reason}); rebuilding it"))
+        model, meta = got.value
+        return model, meta, got.hit

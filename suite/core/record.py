@@ -53,7 +53,7 @@ from typing import Any, TypedDict
 
 import yaml
 
-from suite.core.cache import atomic_write_text
+from suite.core.files import atomic_write_text, fsync_dir  # noqa: F401 (fsync_dir re-exported)
 
 SCHEMA_VERSION = "1.1"
 SUPPORTED_SCHEMA_VERSIONS = ("1.0", "1.1")
@@ -229,18 +229,6 @@ def write_run_dir(output_dir: str | os.PathLike, record: ResultRecord, config: d
     """Create ``output_dir/<run_id>/`` with ``result.json`` and ``config.yaml`` atomically."""
     with PendingRunDir(output_dir, record["run_id"]) as pending:
         return pending.commit(record, config, extra_files)
-
-
-def fsync_dir(path: Path) -> None:
-    """Flush a directory's entries (renames) to disk; best effort."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_record(path: str | os.PathLike) -> ResultRecord:
