@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 import suite
+from compression.base import CompressionResult
 from suite.core import registries as reg
 from suite.core import models as core_models
 from suite.core.cache import ModelKey, sha256_file
@@ -28,7 +29,8 @@ from suite.core.predictor import Deployment, predict_labels
 from suite.core.record import (HIGHER_IS_BETTER, SCHEMA_VERSION, PendingRunDir, ResultRecord, env_info,
                           git_sha, new_run_id, utc_now)
 from suite.core.sources.base import ImageSource
-from suite.core.runtime import Runtime
+from suite.core.runtime import Runtime, using
+from suite.core.stages import Role, Stage, StageInput, StageOutput, Subject, Subjects
 
 
 def log(cfg: RunConfig, msg: str) -> None:
@@ -51,55 +53,42 @@ class Timer:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 4)
 
 
-@dataclass
-class StageContext:
-    """What the evaluation stages after deployment (attacks, fingerprints) receive.
-
-    trained.model: the dense eager model (gradients available).
-    compressed.model: the compressed eager model (gradients available).
-    deployment.predictor: the deployed model, a black box unless
-        ``differentiable`` (query it only through ``predict``).
-    run_dir: the pending run directory; files written here land with the record.
-    """
-
-    cfg: RunConfig
-    source: ImageSource
-    trained: TrainedModel
-    compressed: Any  # compression.base.CompressionResult
-    deployment: Deployment
-    run_dir: Path
-    log: Callable[[str], None]
+# Post-deployment stages, in order: "module:class" implementing suite.core.stages.Stage
+# (imported only when the run asks for the stage).
+STAGES: tuple[str, ...] = ("attacks.stage:AttackStage", "fingerprints.stage:FingerprintStage")
 
 
-# A stage returns a dict with any of: its record sections (e.g. "attacks",
-# "transfer", "fingerprints"), "metrics" (name -> float, merged into the
-# record's metrics) and "higher_is_better" (name -> bool).
-STAGES: tuple[tuple[str, str, str], ...] = (
-    # (config field, timer name, "module:function")
-    ("attacks", "attack", "attacks.stage:run_attack_stage"),
-    ("fingerprints", "fingerprint", "fingerprints.stage:run_fingerprint_stage"),
-)
+def make_subjects(cfg: RunConfig, source: ImageSource, trained: TrainedModel, compressed: CompressionResult,
+                  deployment: Deployment) -> Subjects:
+    """The typed subjects the stages may use: dense, compressed (if any), deployed (if another runtime)."""
+    from compression.backends.torch_eager import TorchPredictor
+
+    def eager(model: torch.nn.Module) -> TorchPredictor:
+        return TorchPredictor(model.eval(), source.shape, source.num_classes)
+
+    dense = Subject(Role.DENSE, eager(trained.model), trained.model.eval(), dict(trained.info))
+    comp = None
+    if cfg.compress != "none":
+        comp = Subject(Role.COMPRESSED, eager(compressed.model), compressed.model.eval(), dict(compressed.info))
+    deployed = None
+    if not deployment.predictor.differentiable and deployment.info.get("runnable", True):
+        deployed = Subject(Role.DEPLOYED, deployment.predictor, None, dict(deployment.info))
+    return Subjects(dense, comp, deployed)
 
 
-def run_stages(ctx: StageContext, timer: "Timer") -> dict[str, Any]:
-    """Run each configured post-deployment stage; returns merged record sections."""
+def run_stages(inp: StageInput, timer: "Timer") -> StageOutput:
+    """Run each configured post-deployment stage; returns the merged record sections."""
     import importlib
 
-    sections: dict[str, Any] = {"attacks": [], "transfer": {}, "fingerprints": [], "metrics": {},
-                                "higher_is_better": {}}
-    for field_name, timer_name, target in STAGES:
-        if not getattr(ctx.cfg, field_name):
-            continue
+    merged = StageOutput()
+    for target in STAGES:
         module, attr = target.split(":")
-        stage = getattr(importlib.import_module(module), attr)
-        with timer.stage(timer_name):
-            out = stage(ctx)
-        for key, value in out.items():
-            if key in ("metrics", "higher_is_better"):
-                sections[key].update(value)
-            else:
-                sections[key] = value
-    return sections
+        stage: Stage = getattr(importlib.import_module(module), attr)()
+        if not stage.enabled(inp.config):
+            continue
+        with timer.stage(stage.name):
+            merged.merge(stage.run(inp))
+    return merged
 
 
 # ------------------------------------------------------------------ stages
@@ -146,11 +135,9 @@ def build_compressor(cfg: RunConfig):
 
 def compress_model(cfg: RunConfig, trained: TrainedModel, source: ImageSource, compressor=None):
     compressor = compressor or build_compressor(cfg)
-    kwargs: dict[str, Any] = {}
-    if getattr(compressor, "name", "") == "auto":
-        kwargs["cache_dir"] = cfg.cache_dir  # latency tables are cached next to the models
-    return compressor.compress(trained.model, source, seed=cfg.seed, device=cfg.device, profile=cfg.profile,
-                               quiet=cfg.quiet, **kwargs)
+    with using(runtime_of(cfg)):  # components read the cache directory from the runtime context
+        return compressor.compress(trained.model, source, seed=cfg.seed, device=cfg.device, profile=cfg.profile,
+                                   quiet=cfg.quiet)
 
 
 def build_backend(cfg: RunConfig):
@@ -172,14 +159,7 @@ def build_backend(cfg: RunConfig):
 
 def deploy_model(cfg: RunConfig, model: torch.nn.Module, source: ImageSource, workdir: Path) -> Deployment:
     backend = build_backend(cfg)
-    kwargs: dict[str, Any] = {}
-    if cfg.backend == "tvm":
-        from compression.layers import list_layers
-
-        kwargs["layer_names"] = [l.name for l in list_layers(model, source.shape)
-                                 if l.kind == "conv" and not l.depthwise]
-    return backend.deploy(model, source.shape, source.num_classes, workdir=str(workdir), device=cfg.device,
-                          **kwargs)
+    return backend.deploy(model, source.shape, source.num_classes, workdir=str(workdir), device=cfg.device)
 
 
 def check_deployment(deployment: Deployment, model: torch.nn.Module, source: ImageSource) -> dict[str, Any]:
@@ -202,10 +182,10 @@ def evaluate_clean(deployment: Deployment, source: ImageSource) -> dict[str, flo
 
 
 def _digest(payload: dict[str, Any]) -> str:
-    import hashlib
-    import json
+    """sha256 of the sorted JSON of ``payload`` (:func:`suite.core.files.json_digest`)."""
+    from suite.core.files import json_digest
 
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return json_digest(payload)
 
 
 def state_sha256(model: torch.nn.Module) -> str:
@@ -220,119 +200,43 @@ def state_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _publish(tmp: Path, final: Path) -> None:
-    """Move a finished cache entry into place (another process may have won the race)."""
-    import shutil
-
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    os.rename(tmp, final)
-
-
 def get_compressed(cfg: RunConfig, trained: TrainedModel, source: ImageSource, compressor, workdir: Path):
     """Compress (or load the cached compressed model) and place its files in ``workdir``.
 
     Cache key: the dense model's sha256, the compressor and its settings, the
-    seed and the profile.  A corrupt entry is reported and rebuilt.
+    seed and the profile (:func:`compression.cache.get_compressed`).  A
+    corrupt entry is reported and rebuilt.
     """
-    import json
-    import shutil
-    import tempfile
-
-    from compression.artifacts import load_compression, save_compression
-    from compression.base import CompressionResult
-    from suite.core.errors import ArtifactError
+    from compression import cache as ccache
 
     if cfg.compress == "none":
         return compress_model(cfg, trained, source, compressor)
-    key = _digest({"dense": trained.info["sha256"], "compress": cfg.compress, "sparsity": cfg.sparsity,
-                   "args": cfg.compress_args, "seed": cfg.seed, "profile": cfg.profile, "format": 1})
-    entry = Path(cfg.cache_dir) / "compressed" / cfg.model / key[:24]
-    if (entry / "info.json").exists():
-        try:
-            factory = reg.models.get(cfg.model)
-
-            def build() -> torch.nn.Module:
-                return factory(num_classes=source.num_classes, width=cfg.width, in_channels=source.shape[0])
-
-            model, plan, masks = load_compression(entry, build)
-            info = json.loads((entry / "info.json").read_text())
-            shutil.copytree(entry, workdir)
-            log(cfg, f"loaded cached compressed model {entry}")
-            return CompressionResult(model, {**info, "cache_hit": True}, plan=plan)
-        except (ArtifactError, OSError, ValueError) as err:
-            log(cfg, f"warning: cached compressed model {entry} unusable ({err}); rebuilding it")
-            shutil.rmtree(entry, ignore_errors=True)
-    result = compress_model(cfg, trained, source, compressor)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}.tmp-"))
-    try:
-        fields = save_compression(result, tmp / "c", relative_to=tmp)
-        fields = {k: (v.replace("c", "compressed", 1) if isinstance(v, str) and v.startswith("c") else v)
-                  for k, v in fields.items()}
-        result.info.update(fields)
-        result.info["cache_hit"] = False
-        (tmp / "c" / "info.json").write_text(json.dumps(result.info, indent=1, default=str))
-        shutil.copytree(tmp / "c", workdir)
-        os.rename(tmp / "c", tmp / "entry")
-        _publish(tmp / "entry", entry)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return result
+    factory = reg.models.get(cfg.model)
+    return ccache.get_compressed(
+        cache_dir=cfg.cache_dir, model_name=cfg.model, dense_sha256=trained.info["sha256"],
+        compress_name=cfg.compress, sparsity=cfg.sparsity, settings=cfg.compress_args, seed=cfg.seed,
+        profile=cfg.profile,
+        model_factory=lambda: factory(num_classes=source.num_classes, width=cfg.width, in_channels=source.shape[0]),
+        compress=lambda: compress_model(cfg, trained, source, compressor), workdir=Path(workdir),
+        log=lambda m: log(cfg, m))
 
 
 def get_deployment(cfg: RunConfig, compressed, source: ImageSource, workdir: Path) -> Deployment:
     """Deploy (or reuse a cached compiled artifact) and check it against the eager model."""
-    import json
-    import shutil
-    import tempfile
-
-    from compression.backends.artifact import load_predictor
-    from suite.core.errors import ArtifactError
+    from compression import cache as ccache
+    from suite.core.record import package_version
 
     if cfg.backend == "torch":
         return deploy_model(cfg, compressed.model, source, workdir)
-    from suite.core.record import package_version
-
-    state_digest = state_sha256(compressed.model)
-    key = _digest({"state": state_digest, "backend": cfg.backend, "target": cfg.target, "args": cfg.backend_args,
-                   "threads": cfg.threads, "shape": source.shape, "tvm": package_version("apache-tvm"),
-                   "ort": package_version("onnxruntime"), "format": 1})
-    entry = Path(cfg.cache_dir) / "artifacts" / cfg.backend / key[:24]
-    if (entry / "deployment.json").exists():
-        try:
-            info = json.loads((entry / "deployment.json").read_text())
-            shutil.copytree(entry, workdir, ignore=shutil.ignore_patterns("deployment.json"))
-            runnable = info.get("runnable", True)
-            predictor = load_predictor(workdir, isolated=True) if runnable else deploy_model(
-                cfg, compressed.model, source, workdir).predictor
-            deployment = Deployment(predictor, {**info, "artifact": "artifacts", "cache_hit": True})
-            if runnable:
-                deployment.info.update(check_deployment(deployment, compressed.model, source))
-            log(cfg, f"reused cached {cfg.backend} artifact {entry}")
-            return deployment
-        except (ArtifactError, OSError, ValueError) as err:
-            log(cfg, f"warning: cached artifact {entry} unusable ({err}); rebuilding it")
-            shutil.rmtree(entry, ignore_errors=True)
-            shutil.rmtree(workdir, ignore_errors=True)
-    deployment = deploy_model(cfg, compressed.model, source, workdir)
-    if not deployment.predictor.differentiable and deployment.info.get("runnable", True):
-        deployment.info.update(check_deployment(deployment, compressed.model, source))
-    deployment.info["artifact"] = "artifacts"
-    deployment.info["cache_hit"] = False
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}.tmp-"))
-    try:
-        shutil.copytree(workdir, tmp / "entry")
-        cached = {k: v for k, v in deployment.info.items()
-                  if k not in ("agreement_top1", "max_abs_logit_diff", "checked_images", "cache_hit")}
-        (tmp / "entry" / "deployment.json").write_text(json.dumps(cached, indent=1, default=str))
-        _publish(tmp / "entry", entry)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return deployment
+    key = ccache.deployment_key(
+        state_sha256=state_sha256(compressed.model), backend=cfg.backend, target=cfg.target,
+        args=cfg.backend_args, threads=cfg.threads, shape=source.shape, tvm=package_version("apache-tvm"),
+        ort=package_version("onnxruntime"))
+    return ccache.get_deployment(
+        cache_dir=cfg.cache_dir, backend=cfg.backend, key=key,
+        deploy=lambda wd: deploy_model(cfg, compressed.model, source, wd),
+        check=lambda dep: check_deployment(dep, compressed.model, source), workdir=Path(workdir),
+        log=lambda m: log(cfg, m))
 
 
 # ----------------------------------------------------------------- driver
@@ -348,7 +252,8 @@ def run(cfg: RunConfig, *, on_stage: Callable[[str], None] | None = None) -> tup
     build_backend(cfg)
     timer = Timer()
     run_id = new_run_id(cfg.model, cfg.compress, cfg.source, cfg.seed)
-    with PendingRunDir(cfg.output_dir, run_id) as pending:
+    runtime = runtime_of(cfg)
+    with using(runtime), PendingRunDir(cfg.output_dir, run_id) as pending:
         with timer.stage("source"):
             source = load_source(cfg)
         log(cfg, f"source {source.name}: {source.shape}, train/val/test = "
@@ -361,10 +266,10 @@ def run(cfg: RunConfig, *, on_stage: Callable[[str], None] | None = None) -> tup
             deployment = get_deployment(cfg, compressed, source, pending.path / "artifacts")
         with timer.stage("evaluate"):
             metrics = evaluate_clean(deployment, source)
-        ctx = StageContext(cfg, source, trained, compressed, deployment, pending.path, lambda m: log(cfg, m))
-        sections = run_stages(ctx, timer)
-        metrics.update(sections.pop("metrics"))
-        higher_is_better = {**HIGHER_IS_BETTER, **sections.pop("higher_is_better")}
+        subjects = make_subjects(cfg, source, trained, compressed, deployment)
+        sections = run_stages(StageInput(cfg, source, subjects, pending.path, runtime), timer)
+        metrics.update(sections.metrics)
+        higher_is_better = {**HIGHER_IS_BETTER, **sections.higher_is_better}
         timer.seconds["total"] = round(time.perf_counter() - started, 4)
         config = cfg.as_dict()
         record: ResultRecord = {
@@ -382,9 +287,9 @@ def run(cfg: RunConfig, *, on_stage: Callable[[str], None] | None = None) -> tup
             "compression": compressed.info,
             "deployment": deployment.info,
             "metrics": metrics,
-            "attacks": sections["attacks"],
-            "transfer": sections["transfer"],
-            "fingerprints": sections["fingerprints"],
+            "attacks": sections.attacks,
+            "transfer": sections.transfer,
+            "fingerprints": sections.fingerprints,
             "timings": dict(timer.seconds),
             "higher_is_better": {k: v for k, v in higher_is_better.items() if k in metrics},
         }
