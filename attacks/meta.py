@@ -27,8 +27,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +41,10 @@ from attacks.norms import apply_perturbation, check_budget, project
 from attacks.uap import CraftSession, cosine_fraction, gradient_step, random_start
 from attacks.victim import Model, labels_of
 from suite.core.errors import ArtifactError, ConfigError
+from suite.core.files import json_digest
+from suite.core.settings import Field
 from suite.core.sources.base import ImageSplit
+from suite.core.store import Store
 
 VARIANTS = ("meta", "maml", "l2o")
 FORMAT = 4
@@ -247,11 +248,15 @@ def meta_train(tasks: list[Task], cfg: MetaConfig, *, progress: bool = True,
 
 
 # ------------------------------------------------------------------ caching
+def meta_key_payload(cfg: MetaConfig, tasks: list[Task]) -> dict[str, Any]:
+    """What determines a meta-trained state: the settings and each task's (source, model sha / id, shape)."""
+    return {"cfg": dataclasses.asdict(cfg), "format": FORMAT,
+            "tasks": sorted([t.source, t.model_id, list(t.shape)] for t in tasks)}
+
+
 def meta_key(cfg: MetaConfig, tasks: list[Task]) -> str:
-    """Cache key: the settings and each task's (source, model sha / id, shape)."""
-    payload = {"cfg": dataclasses.asdict(cfg), "format": FORMAT,
-               "tasks": sorted([t.source, t.model_id, list(t.shape)] for t in tasks)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    """Cache key: the digest of :func:`meta_key_payload`."""
+    return json_digest(meta_key_payload(cfg, tasks))
 
 
 def save_state(state: MetaState, directory: Path) -> None:
@@ -297,30 +302,33 @@ def get_meta_state(tasks: list[Task], cfg: MetaConfig, cache_dir: str | os.PathL
     atomically; a corrupt entry is reported and retrained.
     """
     cfg = cfg.validate()
-    key = meta_key(cfg, tasks)
-    entry = Path(cache_dir) / "meta" / cfg.variant / key[:24]
-    if (entry / "meta.json").exists():
-        try:
-            state = load_state(entry)
-            state.info["key"] = key[:24]
-            return state, entry, True
-        except ArtifactError as err:
-            log(f"warning: {err}; meta-training again")
-            shutil.rmtree(entry, ignore_errors=True)
-    state = meta_train(tasks, cfg, progress=progress, desc=f"meta-train uap-{cfg.variant}")
-    state.info["key"] = key[:24]
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}.tmp-"))
-    try:
-        save_state(state, tmp / "entry")
-        if not entry.exists():
-            os.rename(tmp / "entry", entry)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return state, entry, False
+    payload = meta_key_payload(cfg, tasks)
+    key = json_digest(payload)
+
+    def load(entry: Path) -> MetaState:
+        state = load_state(entry)
+        state.info["key"] = key[:24]
+        return state
+
+    def build(tmp: Path) -> MetaState:
+        state = meta_train(tasks, cfg, progress=progress, desc=f"meta-train uap-{cfg.variant}")
+        state.info["key"] = key[:24]
+        save_state(state, tmp)
+        return state
+
+    got = Store(cache_dir, "meta").get_or_build(
+        payload, build, load, name=f"{cfg.variant}/{key[:24]}", corrupt=(ArtifactError,), legacy=True,
+        warn=lambda entry, why: log(f"warning: meta-trained attacker in {entry} is corrupt ({why}); "
+                                    "meta-training again"))
+    return got.value, got.path, got.hit
 
 
 # ------------------------------------------------------------------ attacks
+def _meta_state(meta: Any) -> "MetaState":
+    """The ``meta`` setting: a MetaState as is, a directory loaded (ArtifactError if corrupt)."""
+    return meta if isinstance(meta, MetaState) else load_state(meta)
+
+
 class MetaUAP(Attack):
     """Few-shot UAP adaptation with a meta-trained state (``uap-meta`` / ``uap-maml`` / ``uap-l2o``).
 
@@ -332,26 +340,26 @@ class MetaUAP(Attack):
     """
 
     variant = "meta"
+    SETTINGS = Attack.SETTINGS.extend(
+        meta=Field(None, object, optional=True, parse=_meta_state,
+                   doc="a MetaState or the directory of a saved one (loaded at construction)"),
+        steps=Field(10, int, gt=0, doc="adaptation steps"), batch_size=Field(32, int, gt=0),
+        track_every=Field(1, int, gt=0, doc="held-out tracking period (steps)"),
+        profiles={"smoke": {"steps": 3}})
 
-    def __init__(self, *, meta: Any = None, norm: str = "linf", eps: float = 10 / 255, target: int | None = None,
-                 seed: int = 0, steps: int = 10, batch_size: int = 32, track_every: int = 1) -> None:
-        super().__init__(norm=norm, eps=eps, target=target, seed=seed)
-        if meta is None:
+    def validate(self) -> None:
+        super().validate()
+        if self.meta is None:
             raise ConfigError(f"{self.name} needs a meta-trained attacker: pass meta=DIR (see `suite meta-train`)")
-        self.meta = meta if isinstance(meta, MetaState) else load_state(meta)
         if self.meta.config.variant != self.variant:
             raise ConfigError(f"{self.name} needs a '{self.variant}' meta-trained state, "
                               f"got '{self.meta.config.variant}'")
         if self.meta.config.norm != self.norm:
             raise ConfigError(f"the meta-trained state is for {self.meta.config.norm}, not {self.norm}")
-        self.steps = positive("steps", steps, integer=True)
-        self.batch_size = positive("batch_size", batch_size, integer=True)
-        self.track_every = positive("track_every", track_every, integer=True)
 
-    def settings(self) -> dict[str, Any]:
-        out = super().settings()
-        out["meta"] = self.meta.info.get("key", "<in memory>")
-        return out
+    def __repr__(self) -> str:
+        shown = {**self.settings, "meta": self.meta.info.get("key", "<in memory>")}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     def craft(self, model: Model, x: torch.Tensor, *, track: tuple[torch.Tensor, torch.Tensor] | None = None
               ) -> AttackResult:

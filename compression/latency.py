@@ -18,7 +18,7 @@ backend name so a plan says what it was scored on.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -123,10 +123,19 @@ class LatencyCache:
         return self.entries[k]
 
     def save(self) -> None:
-        import json
+        """Merge the measured entries into the file (locked read-merge-write; other writers' entries kept)."""
+        from suite.core.files import update_json
 
-        from suite.core.cache import atomic_write_text
+        def merge(current: Any) -> dict[str, Any]:
+            theirs = current.get("entries") if isinstance(current, dict) else None
+            kept: dict[str, float] = {}
+            for k, v in (theirs.items() if isinstance(theirs, dict) else ()):
+                try:
+                    kept[str(k)] = float(v)
+                except (TypeError, ValueError):
+                    continue  # a malformed entry: re-measured when needed
+            return {"backend": BACKEND, "entries": {**kept, **self.entries}}
 
         if self.path and self.dirty:
-            atomic_write_text(self.path, json.dumps({"backend": BACKEND, "entries": self.entries}, indent=0))
+            self.entries = update_json(self.path, merge)["entries"]
             self.dirty = False

@@ -8,16 +8,15 @@ Layout under ``<cache_dir>/fingerprints/<owner sha256[:16]>/<method>-<digest[:16
   calibration / evaluation split of the negatives and the calibrated threshold
   (what ``suite audit`` needs besides the fingerprints).
 
-Both are written atomically (temporary directory + rename for the set,
-``atomic_write_text`` for the evaluation); a corrupt set is regenerated.
+Both are written atomically (a :mod:`suite.core.store` entry for the set,
+``atomic_write_text`` for the evaluation, a sidecar of the entry); a corrupt
+set is regenerated.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,45 +27,48 @@ from fingerprints.metrics import calibrate_threshold, split_negatives
 from fingerprints.verify import match_scores
 from suite.core.cache import atomic_write_text
 from suite.core.errors import ArtifactError
+from suite.core.store import Store
 
 EVAL_FORMAT = 1
+#: files added to a published fingerprint set: its evaluations (and their atomic-write temporaries)
+EVAL_SIDECARS = ("eval-*.json", ".eval-*.tmp")
 TARGET_FPR = 0.01
+
+
+def _bank_name(owner_sha256: str, method: FingerprintMethod, seed: int, source_sha256: str) -> str:
+    digest = settings_digest({"method": method.digest(), "source": source_sha256})
+    return f"{owner_sha256[:16]}/{method.name}-{digest[:16]}-s{seed}"
 
 
 def bank_dir(cache_dir: str | os.PathLike, owner_sha256: str, method: FingerprintMethod, seed: int,
              source_sha256: str) -> Path:
     """Where the fingerprints of (owner, method settings, seed, source) live (the source fixes the input shape)."""
-    digest = settings_digest({"method": method.digest(), "source": source_sha256})
-    return Path(cache_dir) / "fingerprints" / owner_sha256[:16] / f"{method.name}-{digest[:16]}-s{seed}"
+    return Path(cache_dir) / "fingerprints" / _bank_name(owner_sha256, method, seed, source_sha256)
 
 
 def get_fingerprints(method: FingerprintMethod, owner_model, source, *, owner_sha256: str, cache_dir: str,
                      seed: int, device: str = "cpu",
                      log: Callable[[str], None] = lambda m: None) -> tuple[FingerprintSet, Path, bool]:
     """The cached fingerprint set of (owner, method, seed), generating it on a miss; ``(set, dir, hit)``."""
-    final = bank_dir(cache_dir, owner_sha256, method, seed, source.fingerprint())
-    if (final / "fingerprints.json").exists():
-        try:
-            return FingerprintSet.load(final), final, True
-        except ArtifactError as err:
-            log(f"warning: cached fingerprints {final} unusable ({err}); regenerating them")
-            shutil.rmtree(final, ignore_errors=True)
-    log(f"fingerprints: generating {method.name} ({method.settings.get('count')} requested)")
-    fps = method.generate(owner_model, source, seed=seed, device=device)
-    fps.meta = {**fps.meta, "owner_sha256": owner_sha256, "seed": seed}
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-    try:
+    source_sha256 = source.fingerprint()
+    key = {"owner": owner_sha256, "method": method.digest(), "source": source_sha256, "seed": seed}
+
+    def build(tmp: Path) -> FingerprintSet:
+        log(f"fingerprints: generating {method.name} ({method.settings.get('count')} requested)")
+        fps = method.generate(owner_model, source, seed=seed, device=device)
+        fps.meta = {**fps.meta, "owner_sha256": owner_sha256, "seed": seed}
         fps.save(tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process published the same set first
-            if not (final / "fingerprints.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return fps
+
+    got = Store(cache_dir, "fingerprints").get_or_build(
+        key, build, FingerprintSet.load, name=_bank_name(owner_sha256, method, seed, source_sha256),
+        corrupt=(ArtifactError,), legacy=True, sidecars=EVAL_SIDECARS,
+        warn=lambda entry, why: log(f"warning: cached fingerprints {entry} unusable ({why}); regenerating them"))
+    fps = got.value
+    if got.hit:
+        return fps, got.path, True
     log(f"fingerprints: {method.name}: {len(fps)} kept in {fps.generation_seconds:.1f} s")
-    return fps, final, False
+    return fps, got.path, False
 
 
 @dataclass

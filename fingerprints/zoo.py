@@ -41,8 +41,6 @@ import copy
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +53,7 @@ from fingerprints.base import settings_digest
 from fingerprints.bn import recalibrate_bn
 from suite.core.cache import atomic_write_text, sha256_file
 from suite.core.errors import ArtifactError, ConfigError
+from suite.core.store import Store
 
 ZOO_FORMAT = 1
 
@@ -434,12 +433,9 @@ def _deploy(backend_name: str, model: torch.nn.Module, owner: Owner, workdir: Pa
 
     shape = tuple(owner.source.shape)
     if backend_name == "tvm":
-        from compression.layers import list_layers
-
         backend = reg.backends.build("tvm", batch_sizes=[spec.tvm_batch], tune=False, measure_dense=False,
                                      threads=threads, cache_dir=cache_dir)
-        names = [l.name for l in list_layers(model, shape) if l.kind == "conv" and not l.depthwise]
-        dep = backend.deploy(model, shape, owner.source.num_classes, workdir=str(workdir), layer_names=names)
+        dep = backend.deploy(model, shape, owner.source.num_classes, workdir=str(workdir))
     else:
         backend = reg.backends.build("onnx", threads=threads)
         dep = backend.deploy(model, shape, owner.source.num_classes, workdir=str(workdir))
@@ -456,10 +452,15 @@ def _accuracy_of(predictor, source) -> float:
 
 
 # ------------------------------------------------------------------- build
+def zoo_key_payload(owner_sha256: str, source_sha256: str, spec: ZooSpec, seed: int, profile: str) -> dict:
+    """Everything that determines a zoo's content (computable without loading any model)."""
+    return {"owner": owner_sha256, "source": source_sha256, "spec": spec.key_dict(), "seed": int(seed),
+            "profile": profile, "format": ZOO_FORMAT}
+
+
 def zoo_key(owner_sha256: str, source_sha256: str, spec: ZooSpec, seed: int, profile: str) -> str:
-    """Digest of everything that determines a zoo's content (computable without loading any model)."""
-    return settings_digest({"owner": owner_sha256, "source": source_sha256, "spec": spec.key_dict(),
-                            "seed": int(seed), "profile": profile, "format": ZOO_FORMAT})
+    """Digest of :func:`zoo_key_payload`."""
+    return settings_digest(zoo_key_payload(owner_sha256, source_sha256, spec, seed, profile))
 
 
 def owner_zoo_key(owner: Owner, spec: ZooSpec) -> str:
@@ -604,28 +605,27 @@ def load_zoo(directory: Path, owner_sha256: str | None = None) -> Zoo:
 
 def get_zoo(owner: Owner, spec: ZooSpec, *, cache_dir: str, recipe: dict[str, Any], threads: int = 1,
             device: str = "cpu", log: Callable[[str], None] = lambda m: None) -> Zoo:
-    """Load the cached zoo of ``owner`` or build it (atomically: temporary directory + rename)."""
+    """Load the cached zoo of ``owner`` or build it (a :mod:`suite.core.store` entry, published atomically)."""
     final = zoo_dir(cache_dir, owner, spec)
-    if (final / "zoo.json").exists():
-        try:
-            zoo = load_zoo(final, owner.sha256)
-            log(f"zoo: loaded {final} ({len(zoo.positives())} positives, {len(zoo.negatives())} negatives)")
-            return zoo
-        except ArtifactError as err:
-            log(f"warning: cached zoo {final} unusable ({err}); rebuilding it")
-            shutil.rmtree(final, ignore_errors=True)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-    try:
+    key = zoo_key_payload(owner.sha256, owner.source.fingerprint(), spec, owner.seed, owner.profile)
+
+    def load(entry: Path) -> Zoo:
+        zoo = load_zoo(entry, owner.sha256)
+        log(f"zoo: loaded {entry} ({len(zoo.positives())} positives, {len(zoo.negatives())} negatives)")
+        return zoo
+
+    def build(tmp: Path) -> None:
         build_zoo(owner, spec, tmp, cache_dir=cache_dir, recipe=recipe, threads=threads, device=device, log=log)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "zoo.json").exists():  # not a lost race: a real failure
-                raise
-            log(f"zoo: another process published {final} first; using it")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    zoo = load_zoo(final, owner.sha256)
-    zoo.cache_hit = False
-    return zoo
+
+    def reload(entry: Path) -> Zoo:  # after publishing: the zoo as read from its final place
+        zoo = load_zoo(entry, owner.sha256)
+        zoo.cache_hit = False
+        return zoo
+
+    store = Store(cache_dir, "zoo")
+    got = store.get_or_build(key, build, load, name=final.name, corrupt=(ArtifactError,), legacy=True,
+                             warn=lambda entry, why: log(f"warning: cached zoo {entry} unusable ({why}); "
+                                                         "rebuilding it"))
+    if got.value is None:  # published by this call
+        return reload(got.path)
+    return got.value

@@ -43,11 +43,16 @@ class TuningDB:
                 self.entries = {}
 
     def save(self) -> None:
+        """Merge this database's entries into the file (locked read-merge-write; other writers' entries kept)."""
         if not self.path:
             return
-        from suite.core.cache import atomic_write_text
+        from suite.core.files import update_json
 
-        atomic_write_text(self.path, json.dumps({"entries": self.entries}, indent=0))
+        def merge(current: Any) -> dict[str, Any]:
+            theirs = current.get("entries") if isinstance(current, dict) else None
+            return {"entries": {**(theirs if isinstance(theirs, dict) else {}), **self.entries}}
+
+        self.entries = update_json(self.path, merge)["entries"]
 
 
 def _key(spec: ConvSpec, target: dict, sparse: bool) -> str:
