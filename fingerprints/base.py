@@ -19,7 +19,6 @@ assigns to that label.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import torch
 
 from suite.core.cache import atomic_write_text, sha256_file
 from suite.core.errors import ArtifactError, ConfigError
+from suite.core.files import json_digest
 
 SET_FORMAT = 1
 
@@ -87,8 +87,8 @@ class FingerprintSet:
 
 
 def settings_digest(payload: dict[str, Any]) -> str:
-    """sha256 hex of a JSON-able dict (sorted keys)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    """sha256 hex of a JSON-able dict (sorted keys): :func:`suite.core.files.json_digest`."""
+    return json_digest(payload)
 
 
 class FingerprintMethod:
