@@ -18,8 +18,9 @@ from typing import Any, Iterator
 
 import torch
 
-from attacks.norms import check_budget
+from attacks.norms import NORMS, check_budget
 from suite.core.errors import ConfigError
+from suite.core.settings import Configurable, Field, SettingsSpec
 
 
 @dataclass
@@ -81,31 +82,39 @@ class QueryCounter(torch.nn.Module):
         return self.fn(x)
 
 
-class Attack:
-    """Common settings: budget ``norm``/``eps``, optional ``target`` class, ``seed``."""
+def canonical_norm(value: Any) -> str:
+    """``inf``/``l-inf``/``l_inf`` -> ``linf``; other spellings lower-cased."""
+    norm = str(value).lower()
+    return "linf" if norm in ("inf", "linf", "l-inf", "l_inf") else norm
+
+
+BUDGET = SettingsSpec({
+    "norm": Field("linf", str, choices=NORMS, parse=canonical_norm, doc="budget norm: linf | l2"),
+    "eps": Field(10 / 255, float, gt=0, doc="budget in pixel units of [0, 1] inputs (e.g. 10/255)"),
+    "target": Field(None, int, optional=True, ge=0, doc="target class (None: untargeted)"),
+    "seed": Field(0, int, doc="random seed"),
+})
+
+
+class Attack(Configurable):
+    """Common settings: budget ``norm``/``eps``, optional ``target`` class, ``seed``.
+
+    Subclasses declare their own settings as ``SETTINGS = Attack.SETTINGS.extend(...)``
+    (with their ``smoke`` profile); the built attack is frozen (``attack.eps``
+    reads a setting, assigning one raises).
+    """
 
     name = "attack"
     universal = True
     needs_gradients = True
+    SETTINGS = BUDGET
 
-    def __init__(self, *, norm: str = "linf", eps: float = 10 / 255, target: int | None = None,
-                 seed: int = 0) -> None:
-        self.norm, self.eps = check_budget(norm, eps)
-        if target is not None and (not isinstance(target, int) or target < 0):
-            raise ConfigError(f"target must be a class index >= 0, got {target!r}")
-        self.target = target
-        self.seed = int(seed)
-
-    def settings(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+    def validate(self) -> None:
+        check_budget(self.norm, self.eps)  # e.g. a Linf budget above 1
 
     def _check_target(self, num_classes: int) -> None:
         if self.target is not None and self.target >= num_classes:
             raise ConfigError(f"target class {self.target} out of range for {num_classes} classes")
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
-        return f"{type(self).__name__}({args})"
 
 
 def positive(name: str, value: float, *, integer: bool = False, allow_zero: bool = False) -> float:

@@ -12,11 +12,12 @@ from typing import Any
 
 import torch
 
-from attacks.base import Attack, AttackResult, QueryCounter, Stopwatch, positive
+from attacks.base import Attack, AttackResult, QueryCounter, Stopwatch, canonical_norm
 from attacks.metrics import label_metrics
-from attacks.norms import norms_of
+from attacks.norms import NORMS, norms_of
 from attacks.victim import Model, as_module, labels_of
 from suite.core.errors import ConfigError
+from suite.core.settings import Field
 
 
 class PerImageAttack(Attack):
@@ -60,13 +61,9 @@ class PGD(PerImageAttack):
     """Projected gradient descent (Madry et al.) per image, Linf or L2, random start."""
 
     name = "pgd"
-
-    def __init__(self, *, norm: str = "linf", eps: float = 10 / 255, target: int | None = None, seed: int = 0,
-                 steps: int = 20, step_size: float = 0.25, random_start: bool = True) -> None:
-        super().__init__(norm=norm, eps=eps, target=target, seed=seed)
-        self.steps = positive("steps", steps, integer=True)
-        self.step_size = positive("step_size", step_size)  # fraction of eps
-        self.random_start = bool(random_start)
+    SETTINGS = Attack.SETTINGS.extend(
+        steps=Field(20, int, gt=0), step_size=Field(0.25, float, gt=0, doc="fraction of eps"),
+        random_start=Field(True, bool), profiles={"smoke": {"steps": 3}})
 
     def _build(self, module):
         import torchattacks
@@ -81,9 +78,8 @@ class FGSM(PerImageAttack):
 
     name = "fgsm"
 
-    def __init__(self, *, norm: str = "linf", eps: float = 10 / 255, target: int | None = None,
-                 seed: int = 0) -> None:
-        super().__init__(norm=norm, eps=eps, target=target, seed=seed)
+    def validate(self) -> None:
+        super().validate()
         if self.norm != "linf":
             raise ConfigError("fgsm is an Linf attack; use pgd with norm=l2 for L2")
 
@@ -101,16 +97,15 @@ class CW(PerImageAttack):
     """
 
     name = "cw"
+    SETTINGS = Attack.SETTINGS.extend(
+        norm=Field("l2", str, choices=NORMS, parse=canonical_norm), eps=Field(1.0, float, gt=0),
+        c=Field(1.0, float, gt=0), kappa=Field(0.0, float, ge=0), steps=Field(100, int, gt=0),
+        lr=Field(0.01, float, gt=0), profiles={"smoke": {"steps": 10}})
 
-    def __init__(self, *, norm: str = "l2", eps: float = 1.0, target: int | None = None, seed: int = 0,
-                 c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr: float = 0.01) -> None:
-        super().__init__(norm=norm, eps=eps, target=target, seed=seed)
+    def validate(self) -> None:
+        super().validate()
         if self.norm != "l2":
             raise ConfigError("cw is an L2 attack (norm=l2)")
-        self.c = positive("c", c)
-        self.kappa = positive("kappa", kappa, allow_zero=True)
-        self.steps = positive("steps", steps, integer=True)
-        self.lr = positive("lr", lr)
 
     def _build(self, module):
         import torchattacks

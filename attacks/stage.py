@@ -1,7 +1,9 @@
 """The run's attack stage: craft on white-box models, evaluate on dense, compressed and deployed.
 
-Called by :func:`suite.app.pipeline.run_stages` with a
-:class:`~suite.app.pipeline.StageContext`.  For each configured attack:
+:class:`AttackStage` implements :class:`suite.core.stages.Stage`: it receives a
+:class:`~suite.core.stages.StageInput` (typed subjects dense / compressed /
+deployed) and returns a :class:`~suite.core.stages.StageOutput`.  For each
+configured attack:
 
 * universal attacks are crafted on the craft split (train; few-shot subset
   for the meta attacks) of each white-box model (the dense model and, when
@@ -20,13 +22,12 @@ Settings: ``--attack-args`` keys apply to every attack that takes them
 ``task_models`` (colon-separated architectures of the meta-training tasks,
 default ``resnet18``).
 
-Returns ``{"attacks": [entry...], "transfer": {...}, "metrics": {...},
-"higher_is_better": {...}}`` (see :func:`entry`).
+Returns a :class:`~suite.core.stages.StageOutput` with ``attacks`` (entries,
+see :func:`entry`), ``transfer``, ``metrics`` and their directions.
 """
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -37,42 +38,53 @@ from attacks.data import AttackData
 from attacks.metrics import evaluate_perturbation, label_metrics
 from attacks.victim import Model, labels_of
 from suite.core import registries as reg
+from suite.core.config import RunConfig
 from suite.core.errors import ConfigError
+from suite.core.settings import Field, Group, Settings, SettingsSpec, route
+from suite.core.stages import StageInput, StageOutput
 
-STAGE_KEYS = ("eval_limit", "few_shot", "sweep", "track_every", "task_models")
-# The smoke profile makes every attack tiny (tests run the whole pipeline in seconds).
-SMOKE_SETTINGS: dict[str, dict[str, Any]] = {
-    "uap-pgd": {"steps": 10}, "uap-deepfool": {"passes": 1, "deepfool_steps": 10}, "pgd": {"steps": 3},
-    "cw": {"steps": 10}, "uap-meta": {"steps": 3}, "uap-maml": {"steps": 3}, "uap-l2o": {"steps": 3},
-}
-SMOKE_STAGE = {"eval_limit": 64, "track_every": 5}
+# The stage's own settings group: its bare keys belong to the stage (``stage.KEY`` works too).
+# Each attack's smoke profile sits next to its class (``SETTINGS.profiles``).
+STAGE = SettingsSpec({
+    "eval_limit": Field(None, int, optional=True, ge=0, doc="held-out images (0/None: all)"),
+    "few_shot": Field(32, int, gt=0, doc="craft images of the meta attacks"),
+    "sweep": Field(None, str, optional=True, doc="colon-separated Linf budgets in /255 (per-image eps sweep)"),
+    "track_every": Field(5, int, gt=0, doc="largest held-out tracking period of universal attacks"),
+    "task_models": Field(None, str, optional=True, doc="colon-separated architectures of the meta tasks"),
+}, owner="attack stage", profiles={"smoke": {"eval_limit": 64, "track_every": 5}})
+STAGE_KEYS = tuple(STAGE.keys())
 META_ATTACKS = {"uap-meta": "meta", "uap-maml": "maml", "uap-l2o": "l2o"}
 
 
 def split_settings(names: tuple[str, ...], args: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Split ``--attack-args`` into per-attack settings and stage settings.
+    """Split ``--attack-args`` into per-attack settings and the (given) stage settings.
 
-    Unknown keys (accepted by no configured attack) are a ConfigError.
+    One :func:`suite.core.settings.route` call: the stage keys are the
+    ``stage`` group's; other bare keys go to every attack that declares them.
+    Unknown keys (declared by no selected attack) are a ConfigError.
     """
-    stage = {k: args[k] for k in STAGE_KEYS if k in args}
-    per: dict[str, dict[str, Any]] = {n: {} for n in names}
-    for key, value in args.items():
-        if key in STAGE_KEYS:
-            continue
-        if "." in key:
-            name, sub = key.split(".", 1)
-            name = reg.attacks.canonical(name)
-            if name not in per:
-                raise ConfigError(f"--attack-args {key}: attack {name!r} is not in this run's attacks")
-            per[name][sub] = value
-            continue
-        takers = [n for n in names if key in inspect.signature(reg.attacks.get(n)).parameters]
-        if not takers:
-            raise ConfigError(f"--attack-args {key}: no configured attack takes it "
-                              f"(stage keys: {', '.join(STAGE_KEYS)})")
-        for n in takers:
-            per[n][key] = value
-    return per, stage
+    routed = route(args, {n: reg.attacks.get(n).SETTINGS for n in names}, groups=[Group.of("stage", STAGE)],
+                   canonical=reg.attacks.canonical, flag="--attack-args", kind="attack")
+    stage = routed.pop("stage")
+    return routed, stage
+
+
+def resolve_attack_args(names: tuple[str, ...], args: dict[str, Any],
+                        profile: str | None = None) -> tuple[dict[str, dict[str, Any]], Settings]:
+    """Per-attack settings (the profile's overrides under the given ones) and the resolved stage settings."""
+    per, stage = split_settings(names, args)
+    per = {n: {**reg.attacks.get(n).SETTINGS.profile(profile), **per[n]} for n in names}
+    return per, STAGE.resolve(stage, profile=profile)
+
+
+def with_tracking(name: str, settings: dict[str, Any], track_every: int) -> dict[str, Any]:
+    """``settings`` with ``track_every = min(attack's value, stage's)`` for attacks that track (else as is)."""
+    spec = reg.attacks.get(name).SETTINGS
+    if "track_every" not in spec:
+        return settings
+    own = spec.resolve({"track_every": settings["track_every"]} if "track_every" in settings else {},
+                       owner=name)["track_every"]
+    return {**settings, "track_every": min(own, int(track_every))}
 
 
 def build_attack(name: str, **settings: Any):
@@ -116,7 +128,7 @@ def entry(result: AttackResult, metrics: dict[str, float], *, source: str, craft
     return out
 
 
-def meta_state_for(ctx, name: str, settings: dict[str, Any], task_models: str | None = None):
+def meta_state_for(inp: StageInput, name: str, settings: dict[str, Any], task_models: str | None = None):
     """The cached meta-trained state for a meta attack, meta-training it on a miss.
 
     Tasks: the ``task_models`` architectures (stage key, ``:``-separated;
@@ -128,7 +140,7 @@ def meta_state_for(ctx, name: str, settings: dict[str, Any], task_models: str | 
     from attacks.tasks import DEFAULT_TASK_MODELS, build_tasks, other_sources, with_profile
     from suite.core import registries as reg
 
-    cfg = ctx.cfg
+    cfg = inp.config
     meta_kwargs = with_profile({"seed": cfg.seed}, cfg.profile)
     for key in ("norm", "eps"):
         if key in settings:
@@ -137,52 +149,50 @@ def meta_state_for(ctx, name: str, settings: dict[str, Any], task_models: str | 
     sources = other_sources(cfg.source)
     archs = [reg.models.canonical(a) for a in str(task_models or "").split(":") if a] or \
         list(DEFAULT_TASK_MODELS)
-    tasks = build_tasks(sources, archs, profile=cfg.profile, seed=cfg.seed, cache_dir=cfg.cache_dir,
-                        threads=cfg.threads, quiet=cfg.quiet, log=ctx.log)
-    state, path, hit = get_meta_state(tasks, mcfg, cfg.cache_dir, progress=not cfg.quiet, log=ctx.log)
-    ctx.log(f"{name}: {'loaded' if hit else 'meta-trained'} attacker {path}")
+    rt = inp.runtime
+    tasks = build_tasks(sources, archs, profile=cfg.profile, seed=cfg.seed, cache_dir=rt.cache_dir,
+                        threads=rt.threads, quiet=rt.quiet, log=inp.log)
+    state, path, hit = get_meta_state(tasks, mcfg, rt.cache_dir, progress=not rt.quiet, log=inp.log)
+    inp.log(f"{name}: {'loaded' if hit else 'meta-trained'} attacker {path}")
     return state, {"meta_dir": str(path), "meta_cache_hit": hit, "meta_tasks": [t.name for t in tasks],
-                   "held_out_source": ctx.source.name}
+                   "held_out_source": inp.source.name}
 
 
-def run_attack_stage(ctx) -> dict[str, Any]:
-    cfg = ctx.cfg
+def run_attack_stage(inp: StageInput) -> StageOutput:
+    """Craft every configured attack on the white-box subjects, evaluate it on all of them."""
+    cfg = inp.config
     names = tuple(cfg.attacks)
-    per, stage = split_settings(names, dict(cfg.attack_args))
-    if cfg.profile == "smoke":
-        per = {n: {**SMOKE_SETTINGS.get(n, {}), **per[n]} for n in names}
-        stage = {**SMOKE_STAGE, **stage}
-    eval_limit = stage.get("eval_limit")
-    few_shot = int(stage.get("few_shot", 32))
-    track_every = int(stage.get("track_every", 5))
-    data = AttackData.from_source(ctx.source, craft="train", evaluate="test",
+    per, stage = resolve_attack_args(names, dict(cfg.attack_args), cfg.profile)
+    eval_limit = stage.eval_limit
+    few_shot = stage.few_shot
+    data = AttackData.from_source(inp.source, craft="train", evaluate="test",
                                   eval_limit=int(eval_limit) if eval_limit else None)
     xc, _ = data.craft_tensors()
     xe, ye = data.eval_tensors()
 
-    white: dict[str, torch.nn.Module] = {"dense": ctx.trained.model.eval()}
-    if cfg.compress != "none":
-        white["compressed"] = ctx.compressed.model.eval()
-    targets: dict[str, Model] = dict(white)
-    if cfg.backend != "torch":
-        targets["deployed"] = ctx.deployment.predictor
+    subjects = inp.subjects
+    # white-box subjects are attacked through their eager modules, black boxes through their predictors
+    white: dict[str, torch.nn.Module] = {n: s.module for n, s in subjects.white_box().items()
+                                         if s.module is not None}
+    targets: dict[str, Model] = {n: (s.module if s.module is not None else s.predictor)
+                                 for n, s in subjects.all().items()}
     clean = {name: labels_of(m, xe) for name, m in targets.items()}
-    final = "deployed" if "deployed" in targets else ("compressed" if "compressed" in targets else "dense")
-    nearest = "compressed" if "compressed" in white else "dense"
+    final = subjects.shipped.name
+    nearest = subjects.nearest_white_box.name
 
     entries: list[dict[str, Any]] = []
     transfer: dict[str, Any] = {}
     metrics: dict[str, float] = {}
     hib: dict[str, bool] = {}
-    out_dir = Path(ctx.run_dir) / "attacks"
+    out_dir = Path(inp.run_dir) / "attacks"
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
         settings = {"seed": cfg.seed, **per[name]}
         extra: dict[str, Any] = {}
         if name in META_ATTACKS and "meta" not in settings:
-            settings["meta"], extra = meta_state_for(ctx, name, settings, stage.get("task_models"))
-        attack = build_attack(name, **settings)
-        ctx.log(f"attack {name} ({attack.norm}, eps={attack.eps:.4f})")
+            settings["meta"], extra = meta_state_for(inp, name, settings, stage.get("task_models"))
+        attack = build_attack(name, **with_tracking(name, settings, stage.track_every))
+        inp.log(f"attack {name} ({attack.norm}, eps={attack.eps:.4f})")
         rows, values = [], []
         for crafted_on, model in white.items():
             if attack.universal:
@@ -190,9 +200,7 @@ def run_attack_stage(ctx) -> dict[str, Any]:
                 if name in META_ATTACKS and few_shot < len(xc):
                     pick = torch.randperm(len(xc), generator=torch.Generator().manual_seed(cfg.seed))[:few_shot]
                     x_craft = xc[pick]
-                track = (xe, clean[crafted_on]) if hasattr(attack, "track_every") else None
-                if track is not None:
-                    attack.track_every = min(attack.track_every, track_every)
+                track = (xe, clean[crafted_on]) if "track_every" in attack.settings else None
                 result = attack.craft(model, x_craft, track=track)
                 torch.save({"perturbation": result.perturbation, "norm": attack.norm, "eps": attack.eps},
                            out_dir / f"{name}-{crafted_on}.pt")
@@ -210,7 +218,7 @@ def run_attack_stage(ctx) -> dict[str, Any]:
                 n_craft = len(xe)
             row = []
             for evaluated_on, m in per_target.items():
-                e = entry(result, m, source=ctx.source.name, crafted_on=crafted_on, evaluated_on=evaluated_on,
+                e = entry(result, m, source=inp.source.name, crafted_on=crafted_on, evaluated_on=evaluated_on,
                           craft_images=n_craft)
                 e.update(extra)
                 entries.append(e)
@@ -235,4 +243,16 @@ def run_attack_stage(ctx) -> dict[str, Any]:
             sweep = eps_sweep(type(attack), white[nearest], xe, ye, budgets,
                               **{k: v for k, v in settings.items() if k != "eps"})
             main["sweep"] = sweep
-    return {"attacks": entries, "transfer": transfer, "metrics": metrics, "higher_is_better": hib}
+    return StageOutput(attacks=entries, transfer=transfer, metrics=metrics, higher_is_better=hib)
+
+
+class AttackStage:
+    """The run's attack stage (:class:`suite.core.stages.Stage`): enabled when ``config.attacks`` is not empty."""
+
+    name = "attack"
+
+    def enabled(self, config: RunConfig) -> bool:
+        return bool(config.attacks)
+
+    def run(self, inp: StageInput) -> StageOutput:
+        return run_attack_stage(inp)

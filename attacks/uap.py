@@ -15,12 +15,13 @@ from typing import Callable
 
 import torch
 
-from attacks.base import Attack, AttackResult, QueryCounter, Stopwatch, positive
+from attacks.base import Attack, AttackResult, QueryCounter, Stopwatch
 from attacks.losses import margin_loss
 from attacks.metrics import label_metrics
 from attacks.norms import apply_perturbation, coordinate_scale, norms_of, project
 from attacks.victim import Model, labels_of, white_box
 from suite.core.errors import ConfigError
+from suite.core.settings import Field
 
 
 class Tracker:
@@ -129,18 +130,12 @@ class UAPPGD(Attack):
     """
 
     name = "uap-pgd"
-
-    def __init__(self, *, norm: str = "linf", eps: float = 10 / 255, target: int | None = None, seed: int = 0,
-                 steps: int = 200, batch_size: int = 32, step_size: float = 0.1, kappa: float = 5.0,
-                 random_init: bool = False, stop_fooling: float = 1.01, track_every: int = 5) -> None:
-        super().__init__(norm=norm, eps=eps, target=target, seed=seed)
-        self.steps = positive("steps", steps, integer=True)
-        self.batch_size = positive("batch_size", batch_size, integer=True)
-        self.step_size = positive("step_size", step_size)
-        self.kappa = positive("kappa", kappa)
-        self.random_init = bool(random_init)
-        self.stop_fooling = float(stop_fooling)
-        self.track_every = positive("track_every", track_every, integer=True)
+    SETTINGS = Attack.SETTINGS.extend(
+        steps=Field(200, int, gt=0), batch_size=Field(32, int, gt=0),
+        step_size=Field(0.1, float, gt=0, doc="initial step, fraction of eps"), kappa=Field(5.0, float, gt=0),
+        random_init=Field(False, bool), stop_fooling=Field(1.01, float, doc="craft fooling rate that stops early"),
+        track_every=Field(5, int, gt=0, doc="held-out tracking period (steps)"),
+        profiles={"smoke": {"steps": 10}})
 
     def craft(self, model: Model, x: torch.Tensor, *, track: tuple[torch.Tensor, torch.Tensor] | None = None
               ) -> AttackResult:
@@ -188,22 +183,16 @@ class UAPDeepFool(Attack):
     """
 
     name = "uap-deepfool"
+    SETTINGS = Attack.SETTINGS.extend(
+        passes=Field(3, int, gt=0), delta=Field(0.2, float, ge=0, lt=1), batch_size=Field(16, int, gt=0),
+        deepfool_steps=Field(50, int, gt=0), candidates=Field(10, int, gt=0), overshoot=Field(0.02, float, ge=0),
+        track_every=Field(1, int, gt=0, doc="held-out tracking period (steps)"),
+        profiles={"smoke": {"passes": 1, "deepfool_steps": 10}})
 
-    def __init__(self, *, norm: str = "linf", eps: float = 10 / 255, target: int | None = None, seed: int = 0,
-                 passes: int = 3, delta: float = 0.2, batch_size: int = 16, deepfool_steps: int = 50,
-                 candidates: int = 10, overshoot: float = 0.02, track_every: int = 1) -> None:
-        super().__init__(norm=norm, eps=eps, target=target, seed=seed)
-        if target is not None:
+    def validate(self) -> None:
+        super().validate()
+        if self.target is not None:
             raise ConfigError("uap-deepfool is untargeted (DeepFool crosses the nearest boundary)")
-        self.passes = positive("passes", passes, integer=True)
-        if not 0 <= delta < 1:
-            raise ConfigError(f"delta must be in [0, 1), got {delta}")
-        self.delta = float(delta)
-        self.batch_size = positive("batch_size", batch_size, integer=True)
-        self.deepfool_steps = positive("deepfool_steps", deepfool_steps, integer=True)
-        self.candidates = positive("candidates", candidates, integer=True)
-        self.overshoot = positive("overshoot", overshoot, allow_zero=True)
-        self.track_every = positive("track_every", track_every, integer=True)
 
     def craft(self, model: Model, x: torch.Tensor, *, track: tuple[torch.Tensor, torch.Tensor] | None = None
               ) -> AttackResult:
@@ -256,10 +245,6 @@ class NoiseUniform(Attack):
     name = "noise-uniform"
     needs_gradients = False
 
-    def __init__(self, *, norm: str = "linf", eps: float = 10 / 255, target: int | None = None,
-                 seed: int = 0) -> None:
-        super().__init__(norm=norm, eps=eps, target=target, seed=seed)
-
     def pattern(self, shape: tuple[int, int, int]) -> torch.Tensor:
         gen = torch.Generator().manual_seed(self.seed)
         if self.norm == "linf":
@@ -285,11 +270,7 @@ class NoiseCheckerboard(NoiseUniform):
     """
 
     name = "noise-checkerboard"
-
-    def __init__(self, *, norm: str = "linf", eps: float = 10 / 255, target: int | None = None, seed: int = 0,
-                 square: int = 2) -> None:
-        super().__init__(norm=norm, eps=eps, target=target, seed=seed)
-        self.square = positive("square", square, integer=True)
+    SETTINGS = NoiseUniform.SETTINGS.extend(square=Field(2, int, gt=0, doc="square side (pixels)"))
 
     def pattern(self, shape: tuple[int, int, int]) -> torch.Tensor:
         c, h, w = shape
