@@ -18,7 +18,6 @@ assigns to that label.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from dataclasses import dataclass, field
@@ -29,8 +28,9 @@ import numpy as np
 import torch
 
 from suite.core.cache import atomic_write_text, sha256_file
-from suite.core.errors import ArtifactError, ConfigError
+from suite.core.errors import ArtifactError
 from suite.core.files import json_digest
+from suite.core.settings import Configurable, Field, SettingsSpec
 
 SET_FORMAT = 1
 
@@ -91,69 +91,27 @@ def settings_digest(payload: dict[str, Any]) -> str:
     return json_digest(payload)
 
 
-class FingerprintMethod:
-    """Base class: settings validated against :attr:`DEFAULTS`; subclasses implement ``_generate``.
+# Settings every generator has (each method declares which of them it takes, see COMMON).
+COUNT = Field(100, int, ge=1, le=10_000, doc="fingerprints requested")
+STEPS = Field(200, int, ge=0, doc="optimisation steps")
+SPLIT = ("train", "val", "test")
 
-    Subclasses set ``name``, ``DEFAULTS`` (setting -> default value; the type
-    of the default is enforced, ints accepted for floats) and optionally
-    ``CHOICES`` (setting -> allowed values) and :meth:`_validate`.
+
+class FingerprintMethod(Configurable):
+    """Base class: settings declared as ``SETTINGS`` (:mod:`suite.core.settings`); subclasses implement ``_generate``.
+
+    Subclasses set ``name`` and ``SETTINGS`` (fields with defaults, types,
+    ranges and choices, plus a ``smoke`` profile) and optionally
+    :meth:`validate` for checks across settings.  ``method.settings`` is the
+    frozen resolved mapping; ``method.count`` reads one setting.
     """
 
     name: ClassVar[str] = "base"
-    DEFAULTS: ClassVar[dict[str, Any]] = {}
-    CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {}
-
-    def __init__(self, **settings: Any) -> None:
-        unknown = [k for k in settings if k not in self.DEFAULTS]
-        if unknown:
-            key = unknown[0]
-            close = difflib.get_close_matches(key, list(self.DEFAULTS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown setting {key!r} for fingerprint method {self.name}{hint} "
-                              f"(settings: {', '.join(sorted(self.DEFAULTS))})")
-        resolved = dict(self.DEFAULTS)
-        for key, value in settings.items():
-            resolved[key] = self._coerce(key, value)
-        self.settings: dict[str, Any] = resolved
-        self._validate()
-
-    def _coerce(self, key: str, value: Any) -> Any:
-        default = self.DEFAULTS[key]
-        if key in self.CHOICES:
-            if value not in self.CHOICES[key]:
-                raise ConfigError(f"{self.name} {key} must be one of {', '.join(map(str, self.CHOICES[key]))}, "
-                                  f"got {value!r}")
-            return value
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{self.name} {key} must be true or false, got {value!r}")
-            return value
-        if isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{self.name} {key} must be an integer, got {value!r}")
-            return value
-        if isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{self.name} {key} must be a number, got {value!r}")
-            return float(value)
-        return value
-
-    def _validate(self) -> None:
-        s = self.settings
-        if "count" in s and not 1 <= s["count"] <= 10_000:
-            raise ConfigError(f"{self.name} count must be in [1, 10000], got {s['count']}")
-        if "steps" in s and s["steps"] < 0:
-            raise ConfigError(f"{self.name} steps must be >= 0, got {s['steps']}")
-
-    def __getattr__(self, key: str) -> Any:
-        settings = self.__dict__.get("settings")
-        if settings is not None and key in settings:
-            return settings[key]
-        raise AttributeError(key)
+    SETTINGS: ClassVar[SettingsSpec] = SettingsSpec()
 
     def digest(self) -> str:
         """Stable digest of (method, settings): part of every cache key."""
-        return settings_digest({"method": self.name, "settings": self.settings, "format": SET_FORMAT})
+        return settings_digest({"method": self.name, "settings": dict(self.settings), "format": SET_FORMAT})
 
     def generate(self, owner: torch.nn.Module, source, *, seed: int = 0, device: str = "cpu") -> FingerprintSet:
         """Generate fingerprints for ``owner`` (eager, gradients used) on ``source``'s input contract."""
@@ -177,5 +135,3 @@ class FingerprintMethod:
                   device: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         raise NotImplementedError
 
-    def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({', '.join(f'{k}={v!r}' for k, v in self.settings.items())})"

@@ -53,9 +53,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from fingerprints.base import FingerprintMethod
+from fingerprints.base import COUNT, SPLIT, STEPS, FingerprintMethod
 from fingerprints.frequency import SHAPES, highpass, lowfreq_energy_fraction
 from suite.core.errors import ConfigError
+from suite.core.settings import Field, SettingsSpec
 
 
 # ----------------------------------------------------------------- helpers
@@ -199,38 +200,23 @@ class CExamples(FingerprintMethod):
     """
 
     name = "c-examples"
-    DEFAULTS: dict[str, Any] = {"count": 100, "steps": 200, "step_size": 0.01, "confidence": 10.0,
-                                "eps": 0.3, "init": "data", "init_std": 0.15, "init_split": "val",
-                                "batch_size": 100}
-    CHOICES = {"init": ("uniform", "gaussian", "data"), "noise_kind": ("relative", "absolute", "prune"),
-               "filter_shape": SHAPES, "init_split": ("train", "val", "test")}
+    SETTINGS = SettingsSpec({
+        "count": COUNT, "steps": STEPS, "step_size": Field(0.01, float, gt=0),
+        "confidence": Field(10.0, float, ge=0, doc="logit margin"),
+        "eps": Field(0.3, float, gt=0, le=1, doc="L-inf bound of x - x_0"),
+        "init": Field("data", str, choices=("uniform", "gaussian", "data")), "init_std": Field(0.15, float, ge=0, le=1),
+        "init_split": Field("val", str, choices=SPLIT), "batch_size": Field(100, int, ge=1),
+    }, profiles={"smoke": {"count": 16, "steps": 15, "confidence": 1.0, "batch_size": 16}})
 
     def knob(self, key: str) -> Any:
         """A setting, or the C-example value of a knob this method does not have (k=1, no noise, no filter)."""
         return self.settings.get(key, {"k": 1, "noise": 0.0, "noise_kind": "relative", "radius": 0.0,
                                        "filter_shape": "circle", "projections": 1, "chroma": False}.get(key))
 
-    def _validate(self) -> None:
-        super()._validate()
+    def validate(self) -> None:
         s = self.settings
-        if not s["step_size"] > 0:
-            raise ConfigError(f"{self.name} step_size must be > 0, got {s['step_size']}")
-        if s["confidence"] < 0:
-            raise ConfigError(f"{self.name} confidence must be >= 0 (logit margin), got {s['confidence']}")
-        if not 0 < s["eps"] <= 1:
-            raise ConfigError(f"{self.name} eps must be in (0, 1] (L-inf bound of x - x_0), got {s['eps']}")
-        if not 0 <= s["init_std"] <= 1:
-            raise ConfigError(f"{self.name} init_std must be in [0, 1], got {s['init_std']}")
-        if s["batch_size"] < 1:
-            raise ConfigError(f"{self.name} batch_size must be >= 1, got {s['batch_size']}")
-        if "k" in s and not 1 <= s["k"] <= 256:
-            raise ConfigError(f"{self.name} k must be in [1, 256], got {s['k']}")
-        if "noise" in s and not 0 <= s["noise"] <= 10:
-            raise ConfigError(f"{self.name} noise must be in [0, 10], got {s['noise']}")
         if s.get("noise_kind") == "prune" and not s["noise"] < 1:
             raise ConfigError(f"{self.name} noise is the largest sparsity with noise_kind=prune: must be < 1")
-        if "radius" in s and not 0 <= s["radius"] < 1.5:
-            raise ConfigError(f"{self.name} radius must be in [0, 1.5) (fraction of Nyquist), got {s['radius']}")
 
     def _generate(self, owner, source, *, seed, device):
         shape = tuple(source.shape)
@@ -302,7 +288,10 @@ class RCExamples(CExamples):
     """
 
     name = "rc-examples"
-    DEFAULTS = {**CExamples.DEFAULTS, "k": 4, "noise": 0.9, "noise_kind": "prune"}
+    SETTINGS = CExamples.SETTINGS.extend(
+        k=Field(4, int, ge=1, le=256, doc="noisy copies per step"), noise=Field(0.9, float, ge=0, le=10),
+        noise_kind=Field("prune", str, choices=("relative", "absolute", "prune")),
+        profiles={"smoke": {"k": 2, "noise": 0.5}})
 
 
 class LTRCExamples(RCExamples):
@@ -313,7 +302,9 @@ class LTRCExamples(RCExamples):
     """
 
     name = "ltrc-examples"
-    DEFAULTS = {**RCExamples.DEFAULTS, "radius": 0.25, "filter_shape": "circle", "projections": 3, "chroma": False}
+    SETTINGS = RCExamples.SETTINGS.extend(
+        radius=Field(0.25, float, ge=0, lt=1.5, doc="cut-off, fraction of Nyquist"),
+        filter_shape=Field("circle", str, choices=SHAPES), projections=Field(3, int), chroma=Field(False, bool))
 
 
 # ---------------------------------------------------------------- baselines
@@ -331,14 +322,10 @@ class IPGuard(FingerprintMethod):
     """
 
     name = "ipguard"
-    DEFAULTS: dict[str, Any] = {"count": 100, "split": "val", "steps": 100, "lr": 0.01, "margin": 1.0,
-                                "batch_size": 100}
-    CHOICES = {"split": ("train", "val", "test")}
-
-    def _validate(self) -> None:
-        super()._validate()
-        if not self.settings["lr"] > 0 or self.settings["margin"] < 0 or self.settings["batch_size"] < 1:
-            raise ConfigError(f"{self.name} needs lr > 0, margin >= 0 and batch_size >= 1")
+    SETTINGS = SettingsSpec({
+        "count": COUNT, "split": Field("val", str, choices=SPLIT), "steps": Field(100, int, ge=0),
+        "lr": Field(0.01, float, gt=0), "margin": Field(1.0, float, ge=0), "batch_size": Field(100, int, ge=1),
+    }, profiles={"smoke": {"count": 16, "steps": 15, "batch_size": 16}})
 
     def _generate(self, owner, source, *, seed, device):
         gen = torch.Generator().manual_seed(seed)
@@ -388,14 +375,10 @@ class Misclassified(FingerprintMethod):
     """
 
     name = "misclassified"
-    DEFAULTS: dict[str, Any] = {"count": 100, "split": "test", "noise": 0.3, "shift": 2, "max_rounds": 30}
-    CHOICES = {"split": ("train", "val", "test")}
-
-    def _validate(self) -> None:
-        super()._validate()
-        s = self.settings
-        if s["noise"] < 0 or s["shift"] < 0 or s["max_rounds"] < 1:
-            raise ConfigError(f"{self.name} needs noise >= 0, shift >= 0 and max_rounds >= 1")
+    SETTINGS = SettingsSpec({
+        "count": COUNT, "split": Field("test", str, choices=SPLIT), "noise": Field(0.3, float, ge=0),
+        "shift": Field(2, int, ge=0), "max_rounds": Field(30, int, ge=1),
+    }, profiles={"smoke": {"count": 16, "max_rounds": 5}})
 
     def _generate(self, owner, source, *, seed, device):
         from suite.core.training import augment_batch

@@ -9,66 +9,49 @@
   (``zoo.schemes=block:nm``, ``zoo.executor=ray``, ``zoo.jobs=4``);
 * ``access=label|prob``: how suspects are queried (default ``label``).
 
-Profiles: ``smoke`` shrinks the generators (few fingerprints, few steps) so a
-smoke run stays within seconds; ``default`` uses each method's own defaults.
+Routing is :func:`suite.core.settings.route`; ``zoo`` and ``access`` are its
+settings groups.  Profiles: each method declares its ``smoke`` overrides next
+to its class (``SETTINGS.profiles``: few fingerprints, few steps, so a smoke
+run stays within seconds); ``default`` uses each method's own defaults.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fingerprints.verify import ACCESS
 from suite.core import registries as reg
-from suite.core.errors import ConfigError
+from suite.core.settings import Field, Group, SettingsSpec, route
 
-# profile -> {"*" or method name: settings}; "*" applies to every method that has the setting
-PROFILE_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
-    "default": {},
-    "smoke": {"*": {"count": 16, "steps": 15, "k": 2, "confidence": 1.0, "batch_size": 16, "max_rounds": 5},
-              "rc-examples": {"noise": 0.5}, "ltrc-examples": {"noise": 0.5}},
-}
+# ``access=label|prob``: how suspects are queried (its own settings group, bare key only).
+VERIFY = SettingsSpec({"access": Field("label", str, choices=ACCESS, doc="label | prob")})
+
+
+def zoo_group() -> Group:
+    """``zoo.KEY``: a :class:`~fingerprints.zoo.ZooSpec` field (prefix only; ``make_spec`` checks values)."""
+    from fingerprints.zoo import ZooSpec
+
+    return Group("zoo", tuple(f.name for f in dataclasses.fields(ZooSpec)), bare=False, prefixed=True)
 
 
 def method_defaults(name: str) -> dict[str, Any]:
-    """The DEFAULTS table of a registered method (imports its module)."""
-    return dict(getattr(reg.fingerprints.get(name), "DEFAULTS", {}))
+    """The default settings of a registered method (imports its module)."""
+    return reg.fingerprints.get(name).SETTINGS.defaults()
 
 
 def split_args(methods: tuple[str, ...], args: dict[str, Any]) -> tuple[dict[str, dict[str, Any]],
                                                                          dict[str, Any], str]:
-    """``(per-method settings, zoo settings, access)`` from ``--fingerprint-args``."""
-    per: dict[str, dict[str, Any]] = {m: {} for m in methods}
-    zoo: dict[str, Any] = {}
-    access = "label"
-    for key, value in args.items():
-        if key == "access":
-            if value not in ACCESS:
-                raise ConfigError(f"access must be one of {', '.join(ACCESS)}, got {value!r}")
-            access = str(value)
-        elif key.startswith("zoo."):
-            zoo[key[4:]] = value
-        elif "." in key:
-            name, sub = key.split(".", 1)
-            name = reg.fingerprints.canonical(name)
-            if name not in per:
-                raise ConfigError(f"--fingerprint-args {key}: {name} is not among the selected methods "
-                                  f"({', '.join(methods) or 'none'})")
-            per[name][sub] = value
-        else:
-            takers = [m for m in methods if key in method_defaults(m)]
-            if not takers:
-                raise ConfigError(f"no selected fingerprint method has a setting {key!r} "
-                                  f"(methods: {', '.join(methods) or 'none'})")
-            for m in takers:
-                per[m][key] = value
-    return per, zoo, access
+    """``(per-method settings, zoo settings, access)`` from ``--fingerprint-args`` (one ``route`` call)."""
+    routed = route(args, {m: reg.fingerprints.get(m).SETTINGS for m in methods},
+                   groups=[zoo_group(), Group.of("verify", VERIFY, prefixed=False)],
+                   canonical=reg.fingerprints.canonical, flag="--fingerprint-args", kind="fingerprint method")
+    zoo = routed.pop("zoo")
+    access = VERIFY.resolve(routed.pop("verify")).access
+    return routed, zoo, access
 
 
 def build_method(name: str, profile: str, settings: dict[str, Any]):
-    """``reg.fingerprints.build(name, **settings)`` on top of the profile's shrunken defaults."""
+    """``reg.fingerprints.build(name, **settings)`` on top of the profile's overrides declared by the method."""
     name = reg.fingerprints.canonical(name)
-    defaults = method_defaults(name)
-    table = PROFILE_SETTINGS.get(profile, {})
-    base = {k: v for k, v in table.get("*", {}).items() if k in defaults}
-    base.update(table.get(name, {}))
-    return reg.fingerprints.build(name, **{**base, **settings})
+    return reg.fingerprints.build(name, **{**reg.fingerprints.get(name).SETTINGS.profile(profile), **settings})

@@ -415,6 +415,8 @@ def route(args: Mapping[str, Any], components: Mapping[str, SettingsSpec | Itera
         if not takers:
             valid = set().union(*keys.values(), *(g.keys or () for g in groups if g.bare))
             close = difflib.get_close_matches(key, sorted(valid), n=1)
+            prefixed = [f"{g.name}.{key}" for g in groups if g.prefixed and not g.bare and g.keys and key in g.keys]
+            close = prefixed[:1] or close
             hint = f"; did you mean {close[0]!r}?" if close else ""
             prefixes = "".join(f", {g.name}.KEY" for g in groups if g.prefixed and not g.bare)
             raise ConfigError(f"{flag} {key}: no selected {kind} has a setting {key!r}{hint} "
