@@ -17,17 +17,41 @@ import torch
 from torch import nn
 
 from compression.base import CompressionResult
+from compression.decisions import LayerDecision, kept_dense_reason
 from compression.layers import LayerInfo, list_layers, prunable_layers
 from compression.masks import MaskSet, weight_sparsity
 from compression.plan import LayerPlan, Plan
+from compression.recovery import METHODS as RECOVERY_METHODS
 from compression.recovery import RecoveryConfig, admm, gradual, oneshot
 from compression.schemes import make_scheme
 from compression.schemes.base import CompactLayer
 from suite.core.errors import ConfigError
+from suite.core.settings import Field, SettingsSpec
 from suite.core.sources.base import ImageSource
 from suite.core.training import accuracy
 
 RECOVERY_KEYS = {f for f in RecoveryConfig.__dataclass_fields__} - {"method"}
+# The settings of a weight-level compressor; the scheme's own settings (r, c, n, m...) are added per
+# scheme and checked by the scheme itself.  Recovery knobs left unset keep RecoveryConfig's/the profile's.
+WEIGHT_PRUNING = SettingsSpec({
+    "sparsity": Field(0.0, float, ge=0, lt=1, doc="fraction of the prunable layers' weights removed"),
+    "recovery": Field("oneshot", str, choices=RECOVERY_METHODS),
+    "keep_first": Field(True, bool), "keep_classifier": Field(True, bool),
+    "scope": Field("layer", str, choices=("layer", "global")),
+    "epochs": Field(None, int, optional=True, ge=0), "lr": Field(None, float, optional=True, gt=0),
+    "batch_size": Field(None, int, optional=True, gt=0), "ramp": Field(None, float, optional=True, gt=0, le=1),
+    "admm_epochs": Field(None, int, optional=True, ge=0), "rho": Field(None, float, optional=True, gt=0),
+    "rho_growth": Field(None, float, optional=True, ge=1), "update_every": Field(None, int, optional=True, ge=1),
+})
+
+
+def weight_pruning_spec(scheme: str) -> SettingsSpec:
+    """:data:`WEIGHT_PRUNING` plus scheme ``scheme``'s settings (values checked by the scheme)."""
+    from compression.schemes import accepted_settings
+
+    return WEIGHT_PRUNING.extend(owner=scheme, **{k: Field(None, object) for k in accepted_settings(scheme)})
+
+
 PROFILE_EPOCHS = {"default": 10, "smoke": 1}
 PROFILE_ADMM_EPOCHS = {"default": 6, "smoke": 1}
 
@@ -55,6 +79,11 @@ class WeightPruning:
     def __init__(self, scheme: str, sparsity: float = 0.0, *, recovery: str = "oneshot",
                  keep_first: bool = True, keep_classifier: bool = True, scope: str = "layer",
                  **settings: Any) -> None:
+        settings = weight_pruning_spec(scheme).coerce_given(
+            {"sparsity": sparsity, "recovery": recovery, "keep_first": keep_first, "keep_classifier": keep_classifier,
+             "scope": scope, **{k: v for k, v in settings.items() if not (k in RECOVERY_KEYS and v is None)}})
+        sparsity, recovery, keep_first, keep_classifier, scope = (
+            settings.pop(k) for k in ("sparsity", "recovery", "keep_first", "keep_classifier", "scope"))
         if not 0.0 <= float(sparsity) < 1.0:
             raise ConfigError(f"sparsity must be in [0, 1), got {sparsity}")
         rec = {k: settings.pop(k) for k in list(settings) if k in RECOVERY_KEYS}
@@ -82,12 +111,13 @@ class WeightPruning:
         out = []
         for l in all_layers:
             if l.name not in prunable:
-                why = "first layer kept dense" if l.first else "classifier kept dense"
-                out.append(LayerPlan(l.name, "dense", 0.0, reason=why))
+                out.append(LayerPlan(l.name, "dense", 0.0, reason=kept_dense_reason(l.first),
+                                     decision=LayerDecision.KEPT_DENSE_BY_PLAN))
                 continue
             reason = scheme.check_applicable(l.weight_shape)
             if reason:
-                out.append(LayerPlan(l.name, "dense", 0.0, reason=f"fallback to dense: {reason}"))
+                out.append(LayerPlan(l.name, "dense", 0.0, reason=f"fallback to dense: {reason}",
+                                     decision=LayerDecision.UNSUPPORTED))
             else:
                 out.append(LayerPlan(l.name, self.scheme_name, self.sparsity, settings=scheme.settings()))
         return Plan("uniform", out, target={"sparsity": self.sparsity})
@@ -183,7 +213,7 @@ def summarize(model: nn.Module, source: ImageSource, plan: Plan, masks: MaskSet,
     all_layers = list_layers(model, source.shape)
     dense_macs = sum(l.macs for l in all_layers)
     eff_macs = effective_macs(model, all_layers)
-    prunable = [l for l in plan.layers if not (l.reason or "").endswith("kept dense")]
+    prunable = [l for l in plan.layers if l.decision.counts_toward_sparsity]
     scheme_layers = [l.name for l in plan.pruned()]
     zeros = sum(int((model.get_submodule(l.name).weight == 0).sum()) for l in all_layers)
     per_layer = []
@@ -192,7 +222,7 @@ def summarize(model: nn.Module, source: ImageSource, plan: Plan, masks: MaskSet,
         per_layer.append({"name": l.name, "scheme": l.scheme, "block": _block_of(l),
                           "target_sparsity": round(l.sparsity, 6),
                           "sparsity": round(float((w == 0).sum()) / w.numel(), 6),
-                          "reason": l.reason, "latency_ms": l.latency_ms})
+                          "decision": l.decision.value, "reason": l.reason, "latency_ms": l.latency_ms})
     return {
         "method": method,
         "scheme": method,
@@ -202,7 +232,7 @@ def summarize(model: nn.Module, source: ImageSource, plan: Plan, masks: MaskSet,
         "sparsity": target,
         "achieved_sparsity": round(weight_sparsity(model, [l.name for l in prunable]), 6),
         "achieved_sparsity_scheme_layers": round(weight_sparsity(model, scheme_layers), 6) if scheme_layers else 0.0,
-        "fallback_layers": [l.name for l in plan.layers if l.reason and l.reason.startswith("fallback")],
+        "fallback_layers": [l.name for l in plan.layers if l.decision.fallback],
         "params": count_params(model) - zeros,
         "params_dense": count_params(model),
         "macs": eff_macs,

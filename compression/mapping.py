@@ -40,9 +40,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from compression import latency as lat
+from compression.decisions import LayerDecision, kept_dense_reason
 from compression.layers import LayerInfo, list_layers
 from compression.plan import LayerPlan, Plan
 from compression.schemes import make_scheme
+from suite.core.runtime import active as active_runtime
 from suite.core.errors import ConfigError
 from suite.core.sources.base import ImageSource
 
@@ -77,17 +79,19 @@ def rule_plan(layers: list[LayerInfo], prunable: set[str], target: float, *, gam
     mapped: list[tuple[LayerPlan, LayerInfo]] = []
     for l in layers:
         if l.name not in prunable:
-            decisions.append(LayerPlan(l.name, "dense", reason="first layer kept dense" if l.first
-                                       else "classifier kept dense"))
+            decisions.append(LayerPlan(l.name, "dense", reason=kept_dense_reason(l.first),
+                                       decision=LayerDecision.KEPT_DENSE_BY_PLAN))
             continue
         choice = _rule_choice(l, punch_min_channels)
         if choice is None:
-            decisions.append(LayerPlan(l.name, "dense", reason="rule: depth-wise or too small to pay"))
+            decisions.append(LayerPlan(l.name, "dense", reason="rule: depth-wise or too small to pay",
+                                       decision=LayerDecision.DENSE_BY_RULE))
             continue
         scheme, settings = choice
         reason = make_scheme(scheme, **settings).check_applicable(l.weight_shape)
         if reason:
-            decisions.append(LayerPlan(l.name, "dense", reason=f"fallback to dense: {reason}"))
+            decisions.append(LayerPlan(l.name, "dense", reason=f"fallback to dense: {reason}",
+                                       decision=LayerDecision.UNSUPPORTED))
             continue
         lp = LayerPlan(l.name, scheme, 0.0, settings=make_scheme(scheme, **settings).settings())
         decisions.append(lp)
@@ -248,13 +252,16 @@ def search_plan(layers: list[LayerInfo], prunable: set[str], table: dict[str, li
             dense_ms = table[l.name][0].latency_ms
             decisions.append(LayerPlan(l.name, c.scheme, c.sparsity, settings=c.settings,
                                        reason=None if c.scheme != "dense" else "search: dense is best",
+                                       decision=LayerDecision.PRUNED if c.scheme != "dense"
+                                       else LayerDecision.DENSE_BY_SEARCH,
                                        latency_ms=round(c.latency_ms, 5), dense_latency_ms=round(dense_ms, 5),
                                        sensitivity=round(c.sensitivity, 6)))
         elif l.name in prunable:
-            decisions.append(LayerPlan(l.name, "dense", reason="no applicable candidate"))
+            decisions.append(LayerPlan(l.name, "dense", reason="no applicable candidate",
+                                       decision=LayerDecision.NO_CANDIDATE))
         else:
-            decisions.append(LayerPlan(l.name, "dense", reason="first layer kept dense" if l.first
-                                       else "classifier kept dense"))
+            decisions.append(LayerPlan(l.name, "dense", reason=kept_dense_reason(l.first),
+                                       decision=LayerDecision.KEPT_DENSE_BY_PLAN))
     picked = list(chosen.values())
     target = {"sparsity": sparsity} if sparsity is not None else {"latency_fraction": latency_target}
     return Plan("search", decisions, target=target, seed=seed, search={
@@ -323,7 +330,8 @@ class AutoCompressor:
     def compress(self, model: nn.Module, source: ImageSource, **kw: Any):
         import os
 
-        cache_dir = kw.pop("cache_dir", None)
+        rt = active_runtime()  # inside a run: latency tables are cached in the run's cache directory
+        cache_dir = kw.pop("cache_dir", None) or (rt.cache_dir if rt is not None else None)
         if self.latency_cache is None and cache_dir:
             self.latency_cache = os.path.join(cache_dir, "latency", f"{lat.BACKEND}.json")
         result = self.inner.compress(model, source, **kw)

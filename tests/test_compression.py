@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from compression.artifacts import load_compact, load_compression, save_compression
-from compression.compressor import WeightPruning
+from compression.compressor import WeightPruning, summarize
+from compression.decisions import LayerDecision, legacy_decision
 from compression.layers import list_layers
 from compression.mapping import (AutoCompressor, Candidate, rule_plan, search_plan, size_scaled_ratios)
 from compression.plan import Plan
@@ -65,6 +66,8 @@ def test_first_and_classifier_dense_by_default_and_configurable(vgg, source):
     comp = WeightPruning("block", 0.5, **FAST)
     plan = comp.plan_for(vgg, source, seed=0, device="cpu")
     assert plan.layer(layers[0].name).dense and plan.layer(layers[-1].name).dense
+    for name in (layers[0].name, layers[-1].name):
+        assert plan.layer(name).decision is LayerDecision.KEPT_DENSE_BY_PLAN
     comp = WeightPruning("unstructured", 0.5, keep_first=False, keep_classifier=False, **FAST)
     plan = comp.plan_for(vgg, source, seed=0, device="cpu")
     assert not plan.layer(layers[0].name).dense and not plan.layer(layers[-1].name).dense
@@ -74,9 +77,55 @@ def test_inapplicable_layers_fall_back_to_dense_with_reason(source):
     torch.manual_seed(0)
     mnet = build_model("mobilenetv2", num_classes=10, width=0.25, in_channels=3)
     plan = WeightPruning("pattern", 0.75, **FAST).plan_for(mnet, source, seed=0, device="cpu")
-    fallbacks = [l for l in plan.layers if l.reason and l.reason.startswith("fallback")]
+    fallbacks = [l for l in plan.layers if l.decision is LayerDecision.UNSUPPORTED]
     assert fallbacks and all("3x3" in l.reason or "pattern" in l.reason for l in fallbacks)
+    assert all(l.dense and l.decision.fallback for l in fallbacks)
     assert any(not l.dense for l in plan.layers)  # the full 3x3 convs are patterned
+    assert all(l.decision is LayerDecision.PRUNED for l in plan.layers if not l.dense)
+
+
+def test_decisions_not_reasons_drive_accounting_and_json(vgg, source):
+    """achieved_sparsity and fallback_layers follow ``decision``; the reason text is never read."""
+    comp = WeightPruning("block", 0.5, **FAST)
+    plan = comp.plan_for(vgg, source, seed=0, device="cpu")
+    for l in plan.layers:  # reword every reason: nothing may change
+        l.reason = "reworded" if l.reason else None
+    unsupported = next(l for l in plan.layers if not l.dense)
+    unsupported.scheme, unsupported.sparsity, unsupported.settings = "dense", 0.0, {}
+    unsupported.decision = LayerDecision.UNSUPPORTED
+    from compression.masks import MaskSet
+    from compression.recovery import RecoveryConfig
+
+    info = summarize(vgg, source, plan, MaskSet({}), 0.5, 0.9, 0.9, method="block",
+                     recovery=RecoveryConfig(), recovery_log={}, seconds=0.0)
+    assert info["fallback_layers"] == [unsupported.name]
+    kept = [l.name for l in plan.layers if l.decision is LayerDecision.KEPT_DENSE_BY_PLAN]
+    assert len(kept) == 2 and all(r["decision"] == "kept_dense_by_plan" for r in info["per_layer"]
+                                  if r["name"] in kept)
+    assert {r["decision"] for r in info["per_layer"]} == {"pruned", "kept_dense_by_plan", "unsupported"}
+    data = json.loads(plan.to_json())
+    assert all(isinstance(l["decision"], str) for l in data["layers"])
+    again = Plan.from_dict(data)
+    assert again.as_dict() == plan.as_dict() and not again.legacy_decisions
+
+
+def test_old_plan_json_without_decisions_loads():
+    old = {"version": 1, "method": "uniform", "target": {"sparsity": 0.5}, "seed": 0, "search": {}, "layers": [
+        {"name": "conv0", "scheme": "dense", "sparsity": 0.0, "settings": {}, "reason": "first layer kept dense"},
+        {"name": "conv1", "scheme": "block", "sparsity": 0.5, "settings": {"r": 4, "c": 4}, "reason": None},
+        {"name": "conv2", "scheme": "dense", "sparsity": 0.0, "settings": {},
+         "reason": "fallback to dense: pattern needs 3x3 kernels"},
+        {"name": "conv3", "scheme": "dense", "sparsity": 0.0, "settings": {}, "reason": "search: dense is best"},
+        {"name": "fc", "scheme": "dense", "sparsity": 0.0, "settings": {}, "reason": "classifier kept dense"}]}
+    plan = Plan.from_dict(old)
+    assert plan.legacy_decisions
+    assert [l.decision for l in plan.layers] == [
+        LayerDecision.KEPT_DENSE_BY_PLAN, LayerDecision.PRUNED, LayerDecision.UNSUPPORTED,
+        LayerDecision.DENSE_BY_SEARCH, LayerDecision.KEPT_DENSE_BY_PLAN]
+    assert legacy_decision("dense", "rule: depth-wise or too small to pay") is LayerDecision.DENSE_BY_RULE
+    assert json.loads(plan.to_json())["layers"][2]["decision"] == "unsupported"
+    with pytest.raises(ArtifactError):  # a dense layer must say why
+        Plan.from_dict({**old, "layers": [{"name": "x", "scheme": "dense", "decision": None}]})
 
 
 @pytest.mark.parametrize("kwargs", [dict(sparsity=1.0), dict(sparsity=1.2), dict(sparsity=-0.1),

@@ -14,9 +14,10 @@ import torch.nn.functional as F
 tvm = pytest.importorskip("tvm")
 
 from compression.backends.artifact import load_predictor  # noqa: E402
+from compression.decisions import LayerDecision  # noqa: E402
 from compression.schemes import make_scheme  # noqa: E402
 from compression.tvm_backend.backend import TVMBackend  # noqa: E402
-from compression.tvm_backend.compile import compile_model  # noqa: E402
+from compression.tvm_backend.compile import choices_as_dicts, compile_model  # noqa: E402
 from compression.tvm_backend.kernels import ConvSpec, conv_kernel, pack_weights, row_block_columns  # noqa: E402
 from compression.tvm_backend.target import host_target_dict  # noqa: E402
 from compression.tvm_backend.tuning import TuningDB, best_tile, compile_prim  # noqa: E402
@@ -122,6 +123,8 @@ def test_dense_fallback_when_compact_kernel_does_not_pay():
     result = compile_model(model, (3, 16, 16), TARGET, batch=1, measure=False)
     assert all(c.kernel == "dense" for c in result.layers)
     assert any("dense" in c.reason for c in result.layers)
+    assert any(c.decision is LayerDecision.TOO_DENSE for c in result.layers)
+    assert all(d["decision"] in {x.value for x in LayerDecision} for d in choices_as_dicts(result.layers))
 
 
 def test_tuning_measures_once_and_caches(tmp_path):
@@ -155,6 +158,10 @@ def test_artifact_predictor_is_black_box_and_agrees(deployed):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["tvm"] == tvm.__version__ and manifest["backend"] == "tvm"
     assert {"model_b1.so", "model_b4.so"} <= set(manifest["files"])
+    decisions = {l["name"]: LayerDecision(l["decision"]) for l in manifest["layers"]}
+    assert all((d is LayerDecision.SPARSE_KERNEL) == (l["kernel"] == "sparse")
+               for d, l in zip(decisions.values(), manifest["layers"]))
+    assert dep.info["dense_fallback_layers"] == [n for n, d in decisions.items() if d.fallback]
 
 
 def test_artifact_loads_in_a_fresh_process(deployed):

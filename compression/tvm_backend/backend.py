@@ -23,9 +23,13 @@ from typing import Any
 import torch
 
 from compression.backends.artifact import load_predictor, write_manifest
+from compression.layers import list_layers
+from compression.tvm_backend.runtime import tvm_threads
+from compression.decisions import LayerDecision
 from compression.tvm_backend.target import is_host, parse_target
 from suite.core.errors import ConfigError
 from suite.core.predictor import Deployment
+from suite.core.settings import Field, SettingsSpec
 
 RUNTIME = "compression.tvm_backend.runtime:TVMPredictor"
 
@@ -42,14 +46,37 @@ def tuning_db_path(cache_dir: str | None) -> str:
     return os.path.join(cache_dir or default_cache_dir(), "tvm", "tuning.json")
 
 
+def kernel_layer_names(model: torch.nn.Module, input_shape: tuple[int, int, int]) -> list[str]:
+    """Module names of the convs our kernels replace (every non-depth-wise conv), in graph order."""
+    return [l.name for l in list_layers(model, input_shape) if l.kind == "conv" and not l.depthwise]
+
+
+def _int_list(value: Any) -> tuple[int, ...]:
+    """``8``, ``"1:32"`` or a sequence -> a tuple of ints."""
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        return tuple(int(v) for v in str(value).split(":"))
+    return tuple(int(v) for v in value)
+
+
 class TVMBackend:
     """Settings: target (``host`` | ``android-arm64`` | TVM JSON), batch sizes, threads, dense baseline."""
 
     name = "tvm"
+    SETTINGS = SettingsSpec({
+        "target": Field(None, object, optional=True, doc="host | android-arm64 | TVM target JSON"),
+        "batch_sizes": Field((1, 32), object, parse=_int_list, doc="compiled batch sizes (e.g. 1:32)"),
+        "threads": Field(None, int, optional=True, doc="None: 2"), "measure_dense": Field(True, bool),
+        "timeout": Field(120.0, float, gt=0), "cache_dir": Field(None, str, optional=True),
+        "r": Field(8, int, ge=1), "tune": Field(True, bool, doc="False: no measurements (tests)"),
+    }, owner="tvm")
 
     def __init__(self, target: str | dict | None = None, batch_sizes: tuple[int, ...] | list[int] = (1, 32),
                  threads: int | None = None, measure_dense: bool = True, timeout: float = 120.0,
                  cache_dir: str | None = None, r: int = 8, tune: bool = True) -> None:
+        keys = ("target", "batch_sizes", "threads", "measure_dense", "timeout", "cache_dir", "r", "tune")
+        self.settings = self.SETTINGS.resolve(dict(zip(keys, (target, batch_sizes, threads, measure_dense, timeout,
+                                                               cache_dir, r, tune))))
+        target, batch_sizes, threads, measure_dense, timeout, cache_dir, r, tune = (self.settings[k] for k in keys)
         self.threads = int(threads or 2)
         self.target = parse_target(target, self.threads)
         self.batch_sizes = tuple(sorted({int(b) for b in batch_sizes}))
@@ -62,13 +89,18 @@ class TVMBackend:
         self.tune = bool(tune)  # False: no measurements (default tile, density rule) -- for tests
 
     def deploy(self, model: torch.nn.Module, input_shape: tuple[int, int, int], num_classes: int, *,
-               workdir: str, device: str = "cpu", layer_names: list[str] | None = None) -> Deployment:
+               workdir: str, device: str = "cpu") -> Deployment:
+        with tvm_threads(self.threads):  # this deployment's thread count, not the first one's in the process
+            return self._deploy(model, input_shape, num_classes, workdir)
+
+    def _deploy(self, model: torch.nn.Module, input_shape: tuple[int, int, int], num_classes: int,
+                workdir: str) -> Deployment:
         import tvm
 
         from compression.tvm_backend.compile import choices_as_dicts, compile_model
         from compression.tvm_backend.tuning import TuningDB
 
-        os.environ.setdefault("TVM_NUM_THREADS", str(self.threads))
+        layer_names = kernel_layer_names(model, input_shape)
         out = Path(workdir)
         out.mkdir(parents=True, exist_ok=True)
         model = model.eval().cpu()
@@ -106,7 +138,7 @@ class TVMBackend:
             "compile_seconds": round(compile_seconds, 3),
             "tuning": manifest["tuning"], "tvm": tvm.__version__,
             "sparse_layers": sum(1 for l in layers if l["kernel"] == "sparse"),
-            "dense_fallback_layers": [l["name"] for l in layers if "fallback" in l["reason"]],
+            "dense_fallback_layers": [l["name"] for l in layers if LayerDecision(l["decision"]).fallback],
             "layers": layers,
         }
         if not host:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from compression.decisions import LayerDecision
 from compression.tvm_backend.kernels import ConvSpec, conv_kernel, pack_weights, row_block_columns
 from compression.tvm_backend.tuning import Measured, TuningDB, best_tile
 
@@ -44,7 +45,8 @@ class LayerChoice:
     sparse_ms: float | None
     dense_ms: float
     fused: list[str] = field(default_factory=list)
-    reason: str = ""
+    reason: str = ""  # for people; code reads ``decision``
+    decision: LayerDecision = LayerDecision.NO_SPARSITY
 
 
 @dataclass
@@ -205,20 +207,24 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
             else:
                 dense = best_tile(dense_spec, target, db, sparse=False)
             kernel, spec, tile, sparse_ms, reason = "dense", dense_spec, dense.tp, None, "dense weights"
+            decision = LayerDecision.NO_SPARSITY
             if cols is not None and kk < total:
                 sparse_spec = _conv_spec(call, weight, batch, r, kk, info["relu"])
                 if not measure:
                     if kk < sparse_threshold * total:
                         kernel, spec, tile, reason = "sparse", sparse_spec, 16, "kept fraction below threshold"
+                        decision = LayerDecision.SPARSE_KERNEL
                     else:
-                        reason = "kept fraction too high: dense"
+                        reason, decision = "kept fraction too high: dense", LayerDecision.TOO_DENSE
                 else:
                     sparse = best_tile(sparse_spec, target, db, sparse=True)
                     sparse_ms = sparse.ms
                     if sparse.ms * min_gain < dense.ms:
                         kernel, spec, tile, reason = "sparse", sparse_spec, sparse.tp, "compact kernel faster"
+                        decision = LayerDecision.SPARSE_KERNEL
                     else:
                         reason = "compact kernel not faster than dense: fallback"
+                        decision = LayerDecision.SLOWER_THAN_DENSE
             values, off, bias = pack_weights(weight, info["bias"], spec, cols if kernel == "sparse" else None)
             fname = f"conv_{kernel}_{idx}"
             prim = conv_kernel(spec, tile).with_attr("global_symbol", fname)
@@ -230,7 +236,7 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                          relax.TensorType((spec.n, spec.co, spec.ho, spec.wo), "float32")]
             consts = [relax.const(values), relax.const(off), relax.const(bias)]
             choice = LayerChoice(idx, name, list(weight.shape), kernel, kk if kernel == "sparse" else total, total,
-                                 tile, sparse_ms, dense.ms, list(info["fused"]), reason)
+                                 tile, sparse_ms, dense.ms, list(info["fused"]), reason, decision)
             return choice, (lambda x: relax.call_tir(gvar, [x, *consts], out_sinfo))
 
     rewriter = Rewriter(mod)
@@ -261,4 +267,5 @@ def compile_model(model: torch.nn.Module, input_shape: tuple[int, int, int], tar
 
 
 def choices_as_dicts(choices: list[LayerChoice]) -> list[dict[str, Any]]:
-    return [asdict(c) for c in choices]
+    """JSON-ready layer choices (``decision`` as its string value)."""
+    return [{**asdict(c), "decision": c.decision.value} for c in choices]
