@@ -20,6 +20,7 @@ from compression.channel import channel_plan_json, export_shapes, prune_channels
 from compression.compressor import PROFILE_EPOCHS
 from suite.core.config import TrainRecipe
 from suite.core.errors import ConfigError
+from suite.core.settings import Configurable, Field, SettingsSpec
 from suite.core.sources.base import ImageSource
 from suite.core.training import accuracy, train_model
 from suite.core.zoo.profile import count_macs, count_params
@@ -75,7 +76,7 @@ def _recover(method: str, model: nn.Module, source: ImageSource, dense: dict[str
     }
 
 
-class FilterPruning:
+class FilterPruning(Configurable):
     """Magnitude filter pruning with physical removal, then fine-tuning.
 
     sparsity: fraction of the prunable layers' weights removed; importance: l2 | l1;
@@ -83,17 +84,14 @@ class FilterPruning:
     """
 
     name = "filter"
+    SETTINGS = SettingsSpec({
+        "sparsity": Field(0.5, float, ge=0, lt=1), "importance": Field("l2", str, choices=("l1", "l2")),
+        "epochs": Field(None, int, optional=True, ge=0, doc="fine-tuning epochs (None: the profile's)"),
+        "lr": Field(0.01, float), "batch_size": Field(64, int), "keep_first": Field(True, bool),
+        "keep_classifier": Field(True, bool)})
 
-    def __init__(self, sparsity: float = 0.5, *, importance: str = "l2", epochs: int | None = None,
-                 lr: float = 0.01, batch_size: int = 64, keep_first: bool = True,
-                 keep_classifier: bool = True) -> None:
-        self.sparsity = _check(sparsity)
-        if importance not in ("l1", "l2"):
-            raise ConfigError(f"importance must be l1 or l2, got {importance!r}")
-        if epochs is not None and epochs < 0:
-            raise ConfigError("epochs must be >= 0")
-        self.importance, self.epochs, self.lr, self.batch_size = importance, epochs, float(lr), int(batch_size)
-        self.keep_first, self.keep_classifier = bool(keep_first), bool(keep_classifier)
+    def __init__(self, sparsity: float = 0.5, **settings: Any) -> None:
+        super().__init__(sparsity=sparsity, **settings)
 
     def compress(self, model: nn.Module, source: ImageSource, *, seed: int, device: str = "cpu",
                  profile: str = "default", quiet: bool = True, **_: Any) -> CompressionResult:
@@ -112,7 +110,7 @@ class FilterPruning:
                                  extra={"channel_plan.json": json.dumps(plan, indent=1) + "\n"})
 
 
-class PaSPruning:
+class PaSPruning(Configurable):
     """Pruning-as-Search: learned per-layer widths under a MACs target, channel removal, fine-tuning.
 
     sparsity: fraction of the prunable layers' MACs removed.  Search knobs:
@@ -121,19 +119,19 @@ class PaSPruning:
     """
 
     name = "pas"
+    SETTINGS = SettingsSpec({
+        "sparsity": Field(0.5, float, ge=0, lt=1, doc="fraction of the prunable layers' MACs removed"),
+        "search_epochs": Field(None, int, optional=True, doc="None: the profile's (1 smoke, 6 default)"),
+        "alpha": Field(20.0, float, gt=0), "gate_lr": Field(0.5, float, gt=0), "search_lr": Field(0.01, float, gt=0),
+        "batch_size": Field(32, int), "epochs": Field(None, int, optional=True), "lr": Field(0.01, float, gt=0),
+        "keep_first": Field(True, bool), "keep_classifier": Field(True, bool)})
 
-    def __init__(self, sparsity: float = 0.5, *, search_epochs: int | None = None, alpha: float = 20.0,
-                 gate_lr: float = 0.5, search_lr: float = 0.01, batch_size: int = 32, epochs: int | None = None,
-                 lr: float = 0.01, keep_first: bool = True, keep_classifier: bool = True) -> None:
-        self.sparsity = _check(sparsity)
+    def __init__(self, sparsity: float = 0.5, **settings: Any) -> None:
+        super().__init__(sparsity=sparsity, **settings)
+
+    def validate(self) -> None:
         if self.sparsity == 0.0:
             raise ConfigError("pas needs --sparsity in (0, 1) (fraction of MACs to remove)")
-        for name, v in (("alpha", alpha), ("gate_lr", gate_lr), ("search_lr", search_lr), ("lr", lr)):
-            if not float(v) > 0:
-                raise ConfigError(f"{name} must be > 0, got {v}")
-        self.search_epochs, self.alpha, self.gate_lr, self.search_lr = search_epochs, float(alpha), float(gate_lr), float(search_lr)
-        self.batch_size, self.epochs, self.lr = int(batch_size), epochs, float(lr)
-        self.keep_first, self.keep_classifier = bool(keep_first), bool(keep_classifier)
 
     def compress(self, model: nn.Module, source: ImageSource, *, seed: int, device: str = "cpu",
                  profile: str = "default", quiet: bool = True, **_: Any) -> CompressionResult:

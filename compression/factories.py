@@ -1,10 +1,21 @@
-"""Registry factories: ``compressors.build(name, sparsity=..., **settings)``."""
+"""Registry factories: ``compressors.build(name, sparsity=..., **settings)``.
+
+Settings are declared in :mod:`suite.core.settings` terms: the weight-level
+ones by :func:`compression.compressor.weight_pruning_spec` (checked by
+:class:`~compression.compressor.WeightPruning`), ``auto``'s below.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from compression.compressor import WeightPruning
+from compression.compressor import WeightPruning, weight_pruning_spec
+from suite.core.settings import Field
+
+# auto's own knobs (values checked by AutoCompressor); the rest are unstructured pruning's settings
+AUTO_FIELDS = {"mapping": Field("rule", str), "latency_target": Field(None, float, optional=True),
+               "latency_cache": Field(None, str, optional=True), "ratios": Field(None, object),
+               **{k: Field(None, object) for k in ("gamma", "max_ratio", "punch_min_channels", "generations", "beta")}}
 
 
 def unstructured(sparsity: float = 0.0, **settings: Any) -> WeightPruning:
@@ -33,4 +44,5 @@ def nm(sparsity: float = 0.0, **settings: Any) -> WeightPruning:
 def auto(sparsity: float = 0.0, **settings: Any):
     from compression.mapping import AutoCompressor
 
+    weight_pruning_spec("unstructured").extend(owner="auto", **AUTO_FIELDS).check_keys(settings)
     return AutoCompressor(sparsity, **settings)

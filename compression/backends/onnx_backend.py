@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from compression.backends.artifact import MANIFEST_NAME, load_predictor, write_manifest
-from suite.core.errors import ArtifactError, ConfigError
+from suite.core.errors import ArtifactError
 from suite.core.predictor import Deployment
+from suite.core.settings import Configurable, Field, SettingsSpec
 
 MODEL_FILE = "model.onnx"
 RUNTIME = "compression.backends.onnx_backend:OnnxPredictor"
@@ -97,7 +98,7 @@ class OnnxPredictor:
         return torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
 
 
-class OnnxBackend:
+class OnnxBackend(Configurable):
     """Settings-only backend; the model is supplied to :meth:`deploy`.
 
     opset: ONNX opset for the export.
@@ -109,16 +110,9 @@ class OnnxBackend:
     """
 
     name = "onnx"
-
-    def __init__(self, opset: int = 17, threads: int | None = None, timeout: float = 60.0,
-                 verify: bool = True) -> None:
-        if not isinstance(opset, int) or not 7 <= opset <= 30:
-            raise ConfigError(f"onnx opset must be an integer in [7, 30], got {opset!r}")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise ConfigError(f"onnx threads must be a positive integer or None, got {threads!r}")
-        if not timeout > 0:
-            raise ConfigError(f"onnx timeout must be > 0 seconds, got {timeout!r}")
-        self.opset, self.threads, self.timeout, self.verify = opset, threads, float(timeout), verify
+    SETTINGS = SettingsSpec({
+        "opset": Field(17, int, ge=7, le=30), "threads": Field(None, int, optional=True, ge=1, doc="None: 2"),
+        "timeout": Field(60.0, float, gt=0, doc="seconds per predict request"), "verify": Field(True, bool)})
 
     def deploy(self, model: torch.nn.Module, input_shape: tuple[int, int, int], num_classes: int,
                *, workdir: str, device: str = "cpu") -> Deployment:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from suite.core.predictor import Deployment
+from suite.core.settings import Configurable, SettingsSpec
 
 
 class TorchPredictor:
@@ -23,10 +24,11 @@ class TorchPredictor:
         return self.model(x.to(self.device, torch.float32))
 
 
-class TorchBackend:
-    """Settings-only backend object; the model is supplied to :meth:`deploy`."""
+class TorchBackend(Configurable):
+    """Settings-only backend object (no settings); the model is supplied to :meth:`deploy`."""
 
     name = "torch"
+    SETTINGS = SettingsSpec()
 
     def deploy(self, model: torch.nn.Module, input_shape: tuple[int, int, int], num_classes: int,
                *, workdir: str, device: str = "cpu") -> Deployment:

@@ -24,10 +24,11 @@ from suite.core import models as core_models
 from suite.core.cache import ModelKey, sha256_file
 from suite.core.config import RunConfig
 from suite.core.errors import ConfigError
+from suite.core.metrics import record_directions
 from suite.core.models import ModelSpec, SourceSpec, TrainedModel
 from suite.core.predictor import Deployment, predict_labels
-from suite.core.record import (HIGHER_IS_BETTER, SCHEMA_VERSION, PendingRunDir, ResultRecord, env_info,
-                          git_sha, new_run_id, utc_now)
+from suite.core.record import (SCHEMA_VERSION, PendingRunDir, ResultRecord, env_info, git_sha, new_run_id,
+                               utc_now)
 from suite.core.sources.base import ImageSource
 from suite.core.runtime import Runtime, using
 from suite.core.stages import Role, Stage, StageInput, StageOutput, Subject, Subjects
@@ -126,11 +127,9 @@ def get_trained_model(cfg: RunConfig, source: ImageSource) -> TrainedModel:
 
 
 def build_compressor(cfg: RunConfig):
-    """Build the configured compressor; unknown settings become a ConfigError."""
-    try:
-        return reg.compressors.build(cfg.compress, sparsity=cfg.sparsity, **cfg.compress_args)
-    except TypeError as err:  # an unexpected keyword from --compress-args
-        raise ConfigError(f"bad --compress-args for {cfg.compress}: {err}") from None
+    """Build the configured compressor; it checks ``--compress-args`` against its declared settings
+    (:mod:`suite.core.settings`: unknown keys and bad values are one-line ConfigErrors)."""
+    return reg.compressors.build(cfg.compress, sparsity=cfg.sparsity, **cfg.compress_args)
 
 
 def compress_model(cfg: RunConfig, trained: TrainedModel, source: ImageSource, compressor=None):
@@ -141,20 +140,16 @@ def compress_model(cfg: RunConfig, trained: TrainedModel, source: ImageSource, c
 
 
 def build_backend(cfg: RunConfig):
-    """Build the configured backend; ``--backend-args`` become its settings."""
-    settings = dict(cfg.backend_args)
-    if isinstance(settings.get("batch_sizes"), (int, str)):
-        settings["batch_sizes"] = [int(v) for v in str(settings["batch_sizes"]).split(":")]
+    """Build the configured backend; ``--backend-args`` are checked against its declared ``SETTINGS``."""
+    spec = reg.backends.get(cfg.backend).SETTINGS
+    settings = spec.coerce_given(dict(cfg.backend_args), owner=f"backend {reg.backends.canonical(cfg.backend)}")
     if cfg.backend == "tvm":
         settings = {"target": cfg.target, "threads": cfg.threads, "cache_dir": cfg.cache_dir, **settings}
     elif cfg.target is not None:
         raise ConfigError(f"--target applies to --backend tvm, not {cfg.backend}")
     elif cfg.backend == "onnx":
         settings = {"threads": cfg.threads, **settings}
-    try:
-        return reg.backends.build(cfg.backend, **settings)
-    except TypeError as err:
-        raise ConfigError(f"bad --backend-args for {cfg.backend}: {err}") from None
+    return reg.backends.build(cfg.backend, **settings)
 
 
 def deploy_model(cfg: RunConfig, model: torch.nn.Module, source: ImageSource, workdir: Path) -> Deployment:
@@ -269,7 +264,7 @@ def run(cfg: RunConfig, *, on_stage: Callable[[str], None] | None = None) -> tup
         subjects = make_subjects(cfg, source, trained, compressed, deployment)
         sections = run_stages(StageInput(cfg, source, subjects, pending.path, runtime), timer)
         metrics.update(sections.metrics)
-        higher_is_better = {**HIGHER_IS_BETTER, **sections.higher_is_better}
+        higher_is_better = {**record_directions(metrics), **sections.higher_is_better}
         timer.seconds["total"] = round(time.perf_counter() - started, 4)
         config = cfg.as_dict()
         record: ResultRecord = {

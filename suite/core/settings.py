@@ -135,6 +135,8 @@ class Field:
                     value = parse_number(value) if any(c in value for c in "./eE") else int(value.strip())
                 except (ValueError, ZeroDivisionError):
                     raise bad from None
+                if isinstance(value, int):
+                    return value
             if isinstance(value, float) and value.is_integer():
                 return int(value)
             raise bad
@@ -284,6 +286,12 @@ class SettingsSpec:
         for key in values:
             if key not in self.fields:
                 raise unknown_key_error(key, self.fields, what=owner or self.owner or "these settings")
+
+    def coerce_given(self, values: Mapping[str, Any], *, owner: str | None = None) -> dict[str, Any]:
+        """Only the given ``values``, keys and values checked (no defaults filled in)."""
+        owner = self.owner if owner is None else owner
+        self.check_keys(values, owner=owner)
+        return {k: self.fields[k].coerce(owner, k, v) for k, v in values.items()}
 
     def resolve(self, values: Mapping[str, Any] | None = None, *, profile: str | None = None,
                 owner: str | None = None) -> Settings:
