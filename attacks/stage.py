@@ -40,6 +40,7 @@ from attacks.victim import Model, labels_of
 from suite.core import registries as reg
 from suite.core.config import RunConfig
 from suite.core.errors import ConfigError
+from suite.core.metrics import higher_is_better
 from suite.core.settings import Field, Group, Settings, SettingsSpec, route
 from suite.core.stages import StageInput, StageOutput
 
@@ -232,10 +233,10 @@ def run_attack_stage(inp: StageInput) -> StageOutput:
                     and e["evaluated_on"] == final)
         if attack.universal:
             metrics[f"{slug}_fooling_rate"] = main["fooling_rate"]
-            hib[f"{slug}_fooling_rate"] = False  # the defender's view: lower is more robust
+            hib[f"{slug}_fooling_rate"] = higher_is_better(f"{slug}_fooling_rate")  # suite.core.metrics
         else:
             metrics[f"{slug}_robust_acc"] = main["robust_acc"]
-            hib[f"{slug}_robust_acc"] = True
+            hib[f"{slug}_robust_acc"] = higher_is_better(f"{slug}_robust_acc")
         if not attack.universal and stage.get("sweep") and attack.norm == "linf":
             from attacks.perimage import eps_sweep
 

@@ -24,6 +24,7 @@ import numpy as np
 from fingerprints.bank import Evaluation
 from fingerprints.base import FingerprintSet
 from fingerprints.metrics import auc, roc_curve, tpr_at_fpr
+from suite.core.metrics import FINGERPRINT_FIELDS, higher_is_better, is_missing
 
 FAMILY_KEYS = ("kind", "scheme", "sparsity", "finetune", "compiled")
 
@@ -84,8 +85,8 @@ def summarize(fps: FingerprintSet, ev: Evaluation, extra_positives: list[dict[st
     return entry
 
 
-METRIC_FIELDS: dict[str, bool] = {"auc": True, "tpr_at_1pct_fpr": True, "U": True, "R": True, "T": False,
-                                  "false_positives": False, "queries": False, "generation_seconds": False}
+# the entry fields flattened into the record's metrics; their directions: suite.core.metrics (fp_*_<field>)
+METRIC_FIELDS: tuple[str, ...] = tuple(f for f, _, _ in FINGERPRINT_FIELDS)
 
 
 def flat_metrics(entries: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, bool]]:
@@ -93,11 +94,11 @@ def flat_metrics(entries: list[dict[str, Any]]) -> tuple[dict[str, float], dict[
     metrics: dict[str, float] = {}
     directions: dict[str, bool] = {}
     for e in entries:
-        for field, higher in METRIC_FIELDS.items():
+        for field in METRIC_FIELDS:
             value = e.get(field)
-            if value is None or (isinstance(value, float) and np.isnan(value)):
+            if is_missing(value):
                 continue
             name = f"fp_{e['id']}_{field}"
             metrics[name] = float(value)
-            directions[name] = higher
+            directions[name] = higher_is_better(name)
     return metrics, directions

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from suite.core.metrics import as_float, is_missing
+
 IDENTITY = ("run_id", "model", "source", "compress", "sparsity", "backend", "seed", "profile", "width",
             "target", "attack_args", "fingerprint_args", "model_id", "created_at", "schema_version", "job_id")
 RUN_FACTS = ("achieved_sparsity", "params", "params_dense", "macs", "macs_dense", "macs_ratio", "acc_dense",
@@ -137,20 +139,6 @@ def _failed_jobs(root: Path) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ tables
-def _num(value: Any) -> float:
-    """A float for numbers (bools, ints, numeric strings), NaN for anything else."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return math.nan
-    return math.nan
-
-
 def _section(record: dict[str, Any], key: str) -> dict[str, Any]:
     value = record.get(key)
     return value if isinstance(value, dict) else {}
@@ -176,11 +164,11 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
         "model": model.get("arch", config.get("model")),
         "source": source.get("name", config.get("source")),
         "compress": compress,
-        "sparsity": _num(sparsity) if sparsity is not None else 0.0,
+        "sparsity": as_float(sparsity) if sparsity is not None else 0.0,
         "backend": dep.get("backend", config.get("backend")),
         "seed": config.get("seed", _section(record, "seeds").get("run")),
         "profile": config.get("profile"),
-        "width": _num(model.get("width", config.get("width"))),
+        "width": as_float(model.get("width", config.get("width"))),
         "target": None if target is None else str(target),
         "attack_args": settings_text(config.get("attack_args")),
         "fingerprint_args": settings_text(config.get("fingerprint_args")),
@@ -188,24 +176,24 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
         "created_at": record.get("created_at"),
         "schema_version": record.get("schema_version"),
         "job_id": record.get("_job", {}).get("job_id"),
-        "achieved_sparsity": _num(comp.get("achieved_sparsity", 0.0 if dense else None)),
-        "params": _num(comp.get("params", model.get("params"))),
-        "params_dense": _num(comp.get("params_dense", model.get("params"))),
-        "macs": _num(comp.get("macs", model.get("macs"))),
-        "macs_dense": _num(comp.get("macs_dense", model.get("macs"))),
-        "macs_ratio": _num(comp.get("macs_ratio", 1.0 if dense else None)),
-        "acc_dense": _num(comp.get("acc_dense", metrics.get("clean_acc") if dense else None)),
-        "latency_ms": _num(latency.get("p50") if isinstance(latency, dict) else latency),
-        "latency_p90_ms": _num(latency.get("p90") if isinstance(latency, dict) else None),
-        "dense_latency_ms": _num(dep.get("dense_latency_ms")),
-        "speedup": _num(dep.get("speedup_vs_dense")),
-        "agreement_top1": _num(dep.get("agreement_top1")),
-        "compile_seconds": _num(dep.get("compile_seconds")),
-        "total_seconds": _num(_section(record, "timings").get("total")),
+        "achieved_sparsity": as_float(comp.get("achieved_sparsity", 0.0 if dense else None)),
+        "params": as_float(comp.get("params", model.get("params"))),
+        "params_dense": as_float(comp.get("params_dense", model.get("params"))),
+        "macs": as_float(comp.get("macs", model.get("macs"))),
+        "macs_dense": as_float(comp.get("macs_dense", model.get("macs"))),
+        "macs_ratio": as_float(comp.get("macs_ratio", 1.0 if dense else None)),
+        "acc_dense": as_float(comp.get("acc_dense", metrics.get("clean_acc") if dense else None)),
+        "latency_ms": as_float(latency.get("p50") if isinstance(latency, dict) else latency),
+        "latency_p90_ms": as_float(latency.get("p90") if isinstance(latency, dict) else None),
+        "dense_latency_ms": as_float(dep.get("dense_latency_ms")),
+        "speedup": as_float(dep.get("speedup_vs_dense")),
+        "agreement_top1": as_float(dep.get("agreement_top1")),
+        "compile_seconds": as_float(dep.get("compile_seconds")),
+        "total_seconds": as_float(_section(record, "timings").get("total")),
     }
     for name, value in metrics.items():
         key = name if name not in row else f"metric_{name}"
-        row[key] = _num(value)
+        row[key] = as_float(value)
     return row
 
 
@@ -236,12 +224,13 @@ def tables(records: list[dict[str, Any]], paths: list[Path] | None = None,
             a["attack_source"] = entry.get("source")  # the images the attack used (may differ from the run's)
             for f in ("eps", "fooling_rate", "asr", "misclassification_rate", "robust_acc", "achieved_norm",
                       "steps", "grad_queries", "seconds"):
-                a[f] = _num(a[f])
+                a[f] = as_float(a[f])
             if math.isnan(a["robust_acc"]) and not math.isnan(a["misclassification_rate"]):
                 a["robust_acc"] = 1.0 - a["misclassification_rate"]
             a["id"] = str(entry.get("id", "?"))
             # attacks.stage ids read "<attack>:<crafted_on>-><evaluated_on>"; the attack name is their head
             a["attack"] = str(entry.get("attack") or a["id"].split(":", 1)[0])
+            a["universal"] = entry.get("universal") is True  # one perturbation for all images (a UAP)
             # the run's headline pair: crafted on its nearest white-box model, evaluated on what it ships
             a["headline"] = entry.get("crafted_on") == nearest and entry.get("evaluated_on") == final
             attack_rows.append(a)
@@ -250,7 +239,7 @@ def tables(records: list[dict[str, Any]], paths: list[Path] | None = None,
                 continue
             f = {**ident, **{k: entry.get(k) for k in FINGERPRINT_FIELDS}}
             for k in FINGERPRINT_FIELDS[1:]:
-                f[k] = _num(f[k])
+                f[k] = as_float(f[k])
             f["id"] = str(entry.get("id", "?"))
             roc = entry.get("roc")
             f["roc"] = roc if isinstance(roc, dict) and "fpr" in roc and "tpr" in roc else None
@@ -262,7 +251,7 @@ def tables(records: list[dict[str, Any]], paths: list[Path] | None = None,
                     transfers.append({"run_id": row["run_id"], "label": run_label(row), "name": str(name),
                                       "rows": [str(r) for r in matrix["rows"]],
                                       "cols": [str(c) for c in matrix["cols"]],
-                                      "values": [[_num(v) for v in line] for line in matrix["values"]],
+                                      "values": [[as_float(v) for v in line] for line in matrix["values"]],
                                       "metric": str(matrix.get("metric", "fooling_rate"))})
     attacks = pd.DataFrame(attack_rows, columns=list(ROW_IDENTITY) + list(ATTACK_FIELDS) + ["headline"])
     fingerprints = pd.DataFrame(fingerprint_rows, columns=list(ROW_IDENTITY) + list(FINGERPRINT_FIELDS) + ["roc"])
@@ -289,5 +278,5 @@ def settings_text(settings: Any) -> str:
 def run_label(row: dict[str, Any]) -> str:
     """Short human label of a run: ``model/compress@sparsity/backend/s<seed>``."""
     sparsity = row.get("sparsity")
-    s = "" if sparsity is None or (isinstance(sparsity, float) and math.isnan(sparsity)) else f"@{sparsity:g}"
+    s = "" if is_missing(sparsity) else f"@{sparsity:g}"
     return f"{row.get('model')}/{row.get('compress')}{s}/{row.get('backend')}/s{row.get('seed')}"

@@ -1,9 +1,10 @@
 """What each leaderboard column means: label, direction and number format.
 
 Directions come from the records' ``higher_is_better`` where they give one,
-else from :data:`DIRECTIONS`; a column with no known direction gets no arrow
-and is never used for ranking by default.  Formatting is for reports only:
-tables and CSVs keep the floats.
+else from the metric table :mod:`suite.core.metrics` (the one definition of
+directions, units and views); a neutral or unknown column gets no arrow and is
+never used for ranking by default.  Number formats follow the table's unit.
+Formatting is for reports only: tables and CSVs keep the floats.
 """
 
 from __future__ import annotations
@@ -11,16 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-# name -> True (higher is better) / False (lower is better)
-DIRECTIONS: dict[str, bool] = {
-    "clean_acc": True, "acc_dense": True, "achieved_sparsity": True, "agreement_top1": True,
-    "params": False, "macs": False, "macs_ratio": False, "latency_ms": False, "latency_p90_ms": False,
-    "dense_latency_ms": False, "speedup": True, "compile_seconds": False, "total_seconds": False,
-    "uap_fooling_rate": False, "pgd_robust_acc": True, "transfer_fooling_rate": False,
-    "fooling_rate": False, "asr": False, "misclassification_rate": False, "robust_acc": True,
-    "R": True, "T": False, "U": True, "auc": True, "tpr_at_1pct_fpr": True, "false_positives": False,
-    "queries": False, "generation_seconds": False,
-}
+from suite.core.metrics import Unit, higher_is_better, is_missing, unit_of
 
 LABELS: dict[str, str] = {
     "clean_acc": "clean acc", "acc_dense": "dense acc", "achieved_sparsity": "sparsity (achieved)",
@@ -29,14 +21,6 @@ LABELS: dict[str, str] = {
     "transfer_fooling_rate": "transfer fooling rate", "tpr_at_1pct_fpr": "TPR@1%FPR",
     "false_positives": "false positives", "auc": "AUC", "generation_seconds": "gen s",
 }
-
-FRACTIONS = {"clean_acc", "acc_dense", "achieved_sparsity", "agreement_top1", "uap_fooling_rate",
-             "pgd_robust_acc", "transfer_fooling_rate", "fooling_rate", "asr", "misclassification_rate",
-             "robust_acc", "R", "T", "U", "auc", "tpr_at_1pct_fpr", "sparsity", "macs_ratio", "eps"}
-# metric names made by stages, e.g. uap_pgd_fooling_rate, pgd_robust_acc, fp_ipguard_auc
-FRACTION_SUFFIXES = ("_rate", "_acc", "_auc", "_R", "_T", "_U", "_fpr")
-COUNTS = {"params", "macs", "false_positives", "queries", "n_positives", "n_negatives", "seed", "steps",
-          "grad_queries", "test_images"}
 
 
 # columns that hold names, not numbers (left-aligned, sorted as text)
@@ -48,13 +32,7 @@ def direction(name: str, overrides: dict[str, bool] | None = None) -> bool | Non
     """True if higher is better, False if lower is, None if unknown."""
     if overrides and name in overrides:
         return overrides[name]
-    if name in DIRECTIONS:
-        return DIRECTIONS[name]
-    if name.endswith(("_acc", "_accuracy")):
-        return True
-    if name.endswith(("fooling_rate", "_asr", "_seconds", "_ms")):
-        return False
-    return None
+    return higher_is_better(name)
 
 
 def arrow(name: str, overrides: dict[str, bool] | None = None) -> str:
@@ -66,10 +44,6 @@ def header(name: str, overrides: dict[str, bool] | None = None, *, arrows: bool 
     return LABELS.get(name, name) + (arrow(name, overrides) if arrows else "")
 
 
-def is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def fmt(name: str, value: Any) -> str:
     """Format one cell for people (never used for CSV)."""
     if is_missing(value):
@@ -79,15 +53,16 @@ def fmt(name: str, value: Any) -> str:
     if not isinstance(value, (int, float)):
         return str(value)
     v = float(value)
-    if name in COUNTS:
+    unit = unit_of(name)
+    if unit is Unit.COUNT:
         return _si(v)
-    if name == "speedup":
+    if unit is Unit.TIMES:
         return f"{v:.2f}x"
-    if name in FRACTIONS or name.endswith(FRACTION_SUFFIXES):
+    if unit is Unit.FRACTION:
         return f"{v:.3f}"
-    if name.endswith("_ms"):
+    if unit is Unit.MILLISECONDS:
         return f"{v:.3g}"
-    if name.endswith("seconds"):
+    if unit is Unit.SECONDS:
         return f"{v:.1f}"
     if v.is_integer() and abs(v) < 1e6:
         return str(int(v))

@@ -8,7 +8,8 @@ accuracy_vs_sparsity   clean accuracy against achieved sparsity, one line per
 speedup_vs_sparsity    measured speedup over dense against sparsity, per
                        (backend, scheme), beside the ideal 1 / (1 - s)
 uap_vs_budget          UAP fooling rate against the budget eps, per
-                       (model, scheme, attack), headline entries (crafted on
+                       (model, scheme, attack), universal entries only,
+                       headline entries (crafted on
                        the compressed model, evaluated on the deployment),
                        mean over seeds and backends
 transfer_heatmaps      transfer matrices (crafted on -> evaluated on), mean
@@ -23,6 +24,8 @@ from __future__ import annotations
 import io
 import math
 from typing import Any
+
+from suite.core.metrics import is_number
 
 MAX_SERIES = 12
 
@@ -45,13 +48,6 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _finite(v: Any) -> bool:
-    try:
-        return not math.isnan(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
 def _legend(ax, n: int) -> None:
     """In the axes for a few series, to the right of them for many."""
     if not n:
@@ -62,14 +58,19 @@ def _legend(ax, n: int) -> None:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
 
 
-def accuracy_vs_sparsity(runs) -> bytes | None:
-    if len(runs) == 0 or "clean_acc" not in runs.columns:
+def _against_sparsity(runs, metric: str):
+    """Runs with a number for ``metric`` and a sparsity ``x`` (achieved, else target); None if none."""
+    if len(runs) == 0 or metric not in runs.columns:
         return None
-    df = runs.copy()
-    x = df["achieved_sparsity"].where(df["achieved_sparsity"].notna(), df["sparsity"])
-    df = df.assign(x=x)
-    df = df[df["clean_acc"].map(_finite) & df["x"].map(_finite)]
-    if len(df) == 0:
+    x = runs["achieved_sparsity"].where(runs["achieved_sparsity"].notna(), runs["sparsity"])
+    df = runs.assign(x=x)
+    df = df[df[metric].map(is_number) & df["x"].map(is_number)]
+    return df if len(df) else None
+
+
+def accuracy_vs_sparsity(runs) -> bytes | None:
+    df = _against_sparsity(runs, "clean_acc")
+    if df is None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.6, 4.0))
@@ -98,13 +99,8 @@ def accuracy_vs_sparsity(runs) -> bytes | None:
 
 
 def speedup_vs_sparsity(runs) -> bytes | None:
-    if len(runs) == 0 or "speedup" not in runs.columns:
-        return None
-    df = runs.copy()
-    x = df["achieved_sparsity"].where(df["achieved_sparsity"].notna(), df["sparsity"])
-    df = df.assign(x=x)
-    df = df[df["speedup"].map(_finite) & df["x"].map(_finite)]
-    if len(df) == 0:
+    df = _against_sparsity(runs, "speedup")
+    if df is None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -128,8 +124,8 @@ def speedup_vs_sparsity(runs) -> bytes | None:
 def uap_vs_budget(attacks) -> bytes | None:
     if len(attacks) == 0:
         return None
-    df = attacks[attacks["attack"].str.lower().str.contains("uap", regex=False)]
-    df = df[df["eps"].map(_finite) & df["fooling_rate"].map(_finite)]
+    df = attacks[attacks["universal"].fillna(False).astype(bool)]
+    df = df[df["eps"].map(is_number) & df["fooling_rate"].map(is_number)]
     if len(df) == 0:
         return None
     plt = _pyplot()
@@ -204,7 +200,7 @@ def roc_curves(fingerprints) -> bytes | None:
         if len(fpr) < 2 or len(fpr) != len(tpr):
             continue
         by_method.setdefault(str(row["id"]), []).append(_interp(grid, fpr, tpr))
-        if _finite(row.get("auc")):
+        if is_number(row.get("auc")):
             aucs.setdefault(str(row["id"]), []).append(float(row["auc"]))
     if not by_method:
         return None

@@ -9,14 +9,20 @@ Robustness columns, per run (a record metric of the same name wins).  The
 "target" of a run is the model it ships: its deployment when its entries
 have one, else the compressed model, else the dense one.
 
-uap_fooling_rate       worst (highest) of the run's UAP headline metrics
-                       (``uap*_fooling_rate``, as ``attacks.stage`` writes
-                       them), else of its UAP entries (attack name contains
-                       "uap") evaluated on the target
+uap_fooling_rate       worst (highest) of the run's universal-attack headline
+                       metrics (``<attack>_fooling_rate`` of each attack its
+                       entries mark ``universal``, as ``attacks.stage`` writes
+                       them), else of its universal entries evaluated on the
+                       target
 pgd_robust_acc         worst (lowest) robust accuracy of its PGD entries
-                       (name contains "pgd", not "uap") evaluated on the
+                       (``attack == "pgd"``, not universal) evaluated on the
                        target (1 - misclassification rate when an entry gives
                        no robust_acc)
+
+Further robustness columns: every run metric that :mod:`suite.core.metrics`
+puts in the robustness view (per-attack headline metrics such as
+``uap_pgd_fooling_rate``); fingerprint metrics (``fp_*``) belong to the IP
+view only.
 transfer_fooling_rate  worst over the run's transfer matrices of the
                        dense -> deployed cell (dense -> compressed when there
                        is no deployed column), else the mean off-diagonal
@@ -29,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reports.metrics import direction
+from suite.core.metrics import LeaderboardView, as_float, view_of
 
 IDENT = ["model", "source", "compress", "sparsity", "backend", "seed"]
 COMPRESSION_METRICS = ["clean_acc", "acc_dense", "achieved_sparsity", "macs", "macs_ratio", "params",
@@ -130,8 +137,8 @@ def robustness_table(data):
     runs, attacks = data.runs, data.attacks
     from reports.load import IDENTITY
 
-    extra_metrics = sorted(c for c in runs.columns
-                           if c not in ROBUSTNESS_METRICS and c not in IDENTITY and _looks_robust(c))
+    extra_metrics = sorted(c for c in runs.columns if c not in ROBUSTNESS_METRICS and c not in IDENTITY
+                           and view_of(c) is LeaderboardView.ROBUSTNESS)
     rows = []
     transfer_by_run: dict[str, list[dict[str, Any]]] = {}
     for t in data.transfers:
@@ -140,26 +147,23 @@ def robustness_table(data):
         run_id = run.get("run_id")
         mine = attacks[attacks["run_id"] == run_id] if len(attacks) else attacks
         row = {"run_id": run_id, **{c: run.get(c) for c in IDENT}, "attack_args": run.get("attack_args", ""),
-               "clean_acc": _f(run.get("clean_acc"))}
+               "clean_acc": as_float(run.get("clean_acc"))}
         target = _target(mine)
         on_target = mine[mine["evaluated_on"] == target] if len(mine) else mine
-        headline = [run.get(c) for c in runs.columns if c.startswith("uap") and c.endswith("_fooling_rate")]
+        universal = _universal_attacks(mine)
+        headline = [run.get(f"{a.replace('-', '_')}_fooling_rate") for a in universal]
         row["uap_fooling_rate"] = _first(run.get("uap_fooling_rate"), _max(headline),
-                                         _agg(on_target, lambda a: "uap" in a, "fooling_rate", max))
+                                         _agg(on_target, lambda e: e["universal"], "fooling_rate", max))
         row["pgd_robust_acc"] = _first(run.get("pgd_robust_acc"),
-                                       _agg(on_target, lambda a: "pgd" in a and "uap" not in a, "robust_acc", min))
+                                       _agg(on_target, lambda e: not e["universal"] and e["attack"] == "pgd",
+                                            "robust_acc", min))
         row["transfer_fooling_rate"] = _first(run.get("transfer_fooling_rate"),
                                               transfer_summary(transfer_by_run.get(run_id, [])))
         for c in extra_metrics:
-            row[c] = _f(run.get(c))
+            row[c] = as_float(run.get(c))
         if any(not math.isnan(row[c]) for c in ROBUSTNESS_METRICS[1:] + extra_metrics) or len(mine):
             rows.append(row)
     return pd.DataFrame(rows, columns=["run_id", *IDENT, "attack_args", *ROBUSTNESS_METRICS, *extra_metrics])
-
-
-def _looks_robust(name: str) -> bool:
-    low = name.lower()
-    return any(k in low for k in ("fooling", "robust", "asr", "attack", "misclass"))
 
 
 def attack_details(data):
@@ -232,23 +236,16 @@ def filter_runs(data, expr: str | None):
 
 
 # ----------------------------------------------------------------- helpers
-def _f(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _first(*values: Any) -> float:
     for v in values:
-        f = _f(v)
+        f = as_float(v)
         if not math.isnan(f):
             return f
     return math.nan
 
 
 def _max(values: list[Any]) -> float:
-    vals = [_f(v) for v in values]
+    vals = [as_float(v) for v in values]
     vals = [v for v in vals if not math.isnan(v)]
     return max(vals) if vals else math.nan
 
@@ -264,10 +261,24 @@ def _target(attacks) -> str | None:
     return next(iter(sorted(seen)), None)
 
 
+def _universal_attacks(attacks) -> list[str]:
+    """Names of the attacks whose entries are universal (one perturbation for all images)."""
+    if len(attacks) == 0:
+        return []
+    return sorted({str(a) for a, u in zip(attacks["attack"], attacks["universal"]) if _true(u)})
+
+
 def _agg(attacks, match, column: str, reduce) -> float:
-    """Reduce ``column`` over entries whose attack name (lower case) satisfies ``match``."""
+    """Reduce ``column`` over entries (``{"attack": name, "universal": bool}``) that satisfy ``match``."""
     if len(attacks) == 0:
         return math.nan
-    values = [float(v) for a, v in zip(attacks["attack"], attacks[column])
-              if match(str(a).lower()) and not math.isnan(_f(v))]
+    values = [float(v) for a, u, v in zip(attacks["attack"], attacks["universal"], attacks[column])
+              if match({"attack": str(a), "universal": _true(u)}) and not math.isnan(as_float(v))]
     return float(reduce(values)) if values else math.nan
+
+
+def _true(flag: Any) -> bool:
+    """An entry's boolean field (numpy or Python bool) is set; missing (None / NaN) is not."""
+    import numpy as np
+
+    return isinstance(flag, (bool, np.bool_)) and bool(flag)

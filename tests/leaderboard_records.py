@@ -26,8 +26,13 @@ JUNK = {
 }
 
 
+FP_FIELDS = {"auc": True, "tpr_at_1pct_fpr": True, "U": True, "R": True, "T": False, "false_positives": False,
+             "queries": False, "generation_seconds": False}  # as fingerprints.summary flattens them
+
+
 def make_record(model: str, compress: str, sparsity: float, backend: str, seed: int, *,
-                version: str = "1.1", rng: random.Random | None = None) -> dict[str, Any]:
+                version: str = "1.1", rng: random.Random | None = None,
+                fingerprint_methods: tuple[str, ...] = ("ltrc-examples", "ipguard")) -> dict[str, Any]:
     rng = rng or random.Random(zlib.crc32(f"{model}/{compress}/{sparsity}/{backend}/{seed}".encode()))
     run_id = f"20260101T000000Z-{model}-{compress}-digits16-s{seed}-{backend}{int(sparsity * 100):02d}"
     dense_acc = 0.95 if model == "vgg16" else 0.9
@@ -103,7 +108,7 @@ def make_record(model: str, compress: str, sparsity: float, backend: str, seed: 
     record["metrics"].update(metrics)
     record["higher_is_better"].update({"uap_pgd_fooling_rate": False, "pgd_robust_acc": True})
     fps = []
-    for method, strength in (("ltrc-examples", 3.0), ("ipguard", 1.2)):
+    for method, strength in zip(fingerprint_methods, (3.0, 1.2)):
         fpr = [i / 20 for i in range(21)]
         tpr = [min(1.0, 1 - (1 - f) ** (strength + rng.uniform(0, 0.5))) for f in fpr]
         auc = sum((fpr[i + 1] - fpr[i]) * (tpr[i + 1] + tpr[i]) / 2 for i in range(20))
@@ -113,6 +118,10 @@ def make_record(model: str, compress: str, sparsity: float, backend: str, seed: 
                     "n_negatives": 16, "queries": 100, "generation_seconds": 20.0 * strength,
                     "by_family": {}, "roc": {"fpr": fpr, "tpr": tpr}})
     record["fingerprints"] = fps
+    for fp in fps:  # the record's flat fp_<method>_<field> metrics, as fingerprints.stage writes them
+        for field, higher in FP_FIELDS.items():
+            record["metrics"][f"fp_{fp['id']}_{field}"] = float(fp[field])
+            record["higher_is_better"][f"fp_{fp['id']}_{field}"] = higher
     return record
 
 

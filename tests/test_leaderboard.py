@@ -76,6 +76,48 @@ def test_derivations_without_headline_metrics(runs_dir):
     assert math.isnan(row["transfer_fooling_rate"])
 
 
+def test_attack_kinds_come_from_entry_fields_not_names():
+    """UAP column: entries marked universal; PGD column: non-universal entries with attack == "pgd"."""
+    from reports.load import tables
+
+    rec = make_record("resnet20", "block", 0.5, "onnx", 0)
+    for key in ("uap_pgd_fooling_rate", "pgd_robust_acc"):
+        del rec["metrics"][key]
+    rec["transfer"] = {}
+    for a in rec["attacks"]:  # a universal attack whose name does not say "uap"
+        if a["attack"] == "uap-pgd":
+            a["attack"], a["id"] = "sga", a["id"].replace("uap-pgd", "sga")
+    shipped = [a for a in rec["attacks"] if a["evaluated_on"] == "deployed"]
+    decoy = {**shipped[0], "attack": "uap-lookalike", "id": "uap-lookalike:x", "universal": False,
+             "fooling_rate": 1.0, "robust_acc": 0.0}  # per-image, though the name says "uap"
+    apgd = {**decoy, "attack": "apgd", "id": "apgd:x"}  # per-image, not "pgd"
+    rec["attacks"] += [decoy, apgd]
+    row = {v.key: v for v in build_views(tables([rec]))}["robustness"].table.iloc[0]
+    assert row["uap_fooling_rate"] == max(a["fooling_rate"] for a in shipped if a["attack"] == "sga")
+    assert row["pgd_robust_acc"] == min(a["robust_acc"] for a in shipped if a["attack"] == "pgd")
+    rec["metrics"]["sga_fooling_rate"] = 0.123  # the stage's headline metric of a universal attack wins
+    row = {v.key: v for v in build_views(tables([rec]))}["robustness"].table.iloc[0]
+    assert row["uap_fooling_rate"] == 0.123
+
+
+def test_fingerprint_metrics_only_in_the_ip_view():
+    """fp_<method>_* metrics belong to IP protection, even for a method named "misclassified"."""
+    from reports.load import tables
+    from suite.core.metrics import LeaderboardView, record_directions, view_of
+
+    rec = make_record("resnet20", "block", 0.5, "tvm", 0, fingerprint_methods=("misclassified", "ipguard"))
+    fp_metrics = [m for m in rec["metrics"] if m.startswith("fp_")]
+    assert "fp_misclassified_auc" in fp_metrics and "fp_misclassified_false_positives" in fp_metrics
+    assert all(view_of(m) is LeaderboardView.IP_PROTECTION for m in fp_metrics)
+    assert record_directions(rec["metrics"]) == rec["higher_is_better"]  # one table, same directions
+    views = {v.key: v for v in build_views(tables([rec]))}
+    rob = views["robustness"]
+    assert not [c for c in rob.metrics + list(rob.table.columns) if c.startswith("fp_")]
+    assert "uap_pgd_fooling_rate" in rob.metrics and "pgd_robust_acc" in rob.metrics
+    assert not [c for c in views["compression"].metrics if c.startswith("fp_")]
+    assert set(views["ip"].table["method"]) == {"misclassified", "ipguard"}
+
+
 def test_views_rank_by_direction(runs_dir):
     views = {v.key: v for v in build_views(load_runs(runs_dir))}
     comp = views["compression"].table

@@ -33,7 +33,8 @@ fingerprints       list of fingerprint entries (id, R, T, U, auc, ...); see
                    ``fingerprints.stage``
 timings            seconds per stage (source, model, compress, deploy,
                    evaluate, attack, fingerprint, total)
-higher_is_better   metric name -> bool (direction for leaderboards)
+higher_is_better   metric name -> bool (direction for leaderboards), for each
+                   ranked metric of ``metrics``, from :mod:`suite.core.metrics`
 =================  ==========================================================
 """
 
@@ -106,7 +107,6 @@ class ResultRecord(TypedDict):
 
 REQUIRED_KEYS = tuple(ResultRecord.__annotations__)
 SECTIONS_SINCE_1_1 = ("attacks", "transfer", "fingerprints")
-HIGHER_IS_BETTER: dict[str, bool] = {"clean_acc": True}
 
 
 def package_version(name: str) -> str | None:
