@@ -42,7 +42,6 @@ Jobs that resolve to the same identity are run once.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import math
@@ -97,9 +96,10 @@ class GridSpec:
 
 def job_identity(config: dict[str, Any]) -> str:
     """Stable hash of a resolved configuration (``RunConfig.as_dict()`` or a record's ``config``)."""
+    from suite.core.files import json_digest
+
     payload = {k: v for k, v in config.items() if k not in IDENTITY_EXCLUDED}
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    return json_digest(payload, compact=True)[:20]
 
 
 def config_from_dict(d: dict[str, Any]) -> RunConfig:
