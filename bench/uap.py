@@ -267,13 +267,10 @@ def transfer_section(args, victims, meta_tasks, sources, held, cache_dir) -> dic
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-uap-"))
-    from compression.layers import list_layers
-
     deployments = {}
     tvm = reg.backends.build("tvm", threads=args.threads, cache_dir=cache_dir, batch_sizes=[1, 64])
-    names = [l.name for l in list_layers(pruned, source.shape) if l.kind == "conv" and not l.depthwise]
-    deployments["tvm"] = tvm.deploy(pruned, source.shape, source.num_classes, workdir=str(workdir / "tvm"),
-                                    layer_names=names).predictor
+    deployments["tvm"] = tvm.deploy(pruned, source.shape, source.num_classes,
+                                    workdir=str(workdir / "tvm")).predictor
     deployments["onnx"] = reg.backends.build("onnx", threads=args.threads).deploy(
         pruned, source.shape, source.num_classes, workdir=str(workdir / "onnx")).predictor
     data = AttackData.from_source(source)

@@ -12,20 +12,16 @@ fingerprints query it like any deployment.
 
 from __future__ import annotations
 
-import collections
 import json
 import os
-import subprocess
-import sys
 import threading
-import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from compression.backends.artifact import _drain, _stop_process, _Worker, _worker_env
+from compression.backends.artifact import _Worker
 from suite.core.errors import ArtifactError
 
 SUSPECT_WORKER = "fingerprints.suspect_worker"
@@ -34,23 +30,9 @@ SUSPECT_WORKER = "fingerprints.suspect_worker"
 class _SuspectWorker(_Worker):
     """A :class:`~compression.backends.artifact._Worker` started on the suspect worker module."""
 
-    def __init__(self, spec: dict[str, Any], startup_timeout: float) -> None:  # noqa: D401 - same protocol
-        self.artifact_dir = str(spec["path"])
-        self.proc = subprocess.Popen([sys.executable, "-m", SUSPECT_WORKER, json.dumps(spec)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     bufsize=0, env=_worker_env())
-        self.tail: collections.deque = collections.deque(maxlen=20)
-        drain = threading.Thread(target=_drain, args=(self.proc.stderr, self.tail), daemon=True,
-                                 name=f"suspect-stderr-{self.proc.pid}")
-        drain.start()
-        self._finalizer = weakref.finalize(self, _stop_process, self.proc, drain)
-        os.set_blocking(self.proc.stdin.fileno(), False)
-        header, _ = self._exchange(None, startup_timeout, f"did not load within {startup_timeout:g} s")
-        if header.get("op") != "ready":
-            message = str(header.get("message") or f"worker sent {header.get('op')!r} instead of 'ready'")
-            self.stop()
-            raise ArtifactError(message)
-        self.info = header
+    def __init__(self, spec: dict[str, Any], startup_timeout: float) -> None:
+        super().__init__(str(spec["path"]), startup_timeout, module=SUSPECT_WORKER, argument=json.dumps(spec),
+                         label="suspect", starting="load")
 
 
 def _as_suspect_error(err: ArtifactError) -> ArtifactError:

@@ -360,18 +360,24 @@ def _worker_env() -> dict[str, str]:
 class _Worker:
     """One worker process serving one artifact; every failure is raised as ArtifactError."""
 
-    def __init__(self, artifact_dir: str, startup_timeout: float) -> None:
+    def __init__(self, artifact_dir: str, startup_timeout: float, *, module: str = WORKER_MODULE,
+                 argument: str | None = None, label: str = "worker", starting: str = "start") -> None:
+        """Start ``python -m module argument`` (argument defaults to ``artifact_dir``) and wait for ``ready``.
+
+        label: names the stderr drain thread; starting: the verb of the start-up
+        timeout message ("did not <starting> within T s").
+        """
         self.artifact_dir = artifact_dir
-        self.proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE, artifact_dir],
+        self.proc = subprocess.Popen([sys.executable, "-m", module, artifact_dir if argument is None else argument],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      bufsize=0, env=_worker_env())
         self.tail: collections.deque = collections.deque(maxlen=20)
         drain = threading.Thread(target=_drain, args=(self.proc.stderr, self.tail), daemon=True,
-                                 name=f"worker-stderr-{self.proc.pid}")
+                                 name=f"{label}-stderr-{self.proc.pid}")
         drain.start()
         self._finalizer = weakref.finalize(self, _stop_process, self.proc, drain)
         os.set_blocking(self.proc.stdin.fileno(), False)
-        header, _ = self._exchange(None, startup_timeout, f"did not start within {startup_timeout:g} s")
+        header, _ = self._exchange(None, startup_timeout, f"did not {starting} within {startup_timeout:g} s")
         if header.get("op") != "ready":
             message = str(header.get("message") or f"worker sent {header.get('op')!r} instead of 'ready'")
             self.stop()

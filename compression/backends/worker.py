@@ -70,26 +70,45 @@ def _message(err: BaseException) -> str:
     return text if isinstance(err, SuiteError) else f"{err.__class__.__name__}: {text}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+def serve_main(args: list[str], load, usage: str, ready_extra=lambda predictor, argument: {}) -> int:
+    """Shared worker start-up: claim the protocol pipes, load one predictor, announce it, serve it.
+
+    args: command-line arguments (exactly one: what ``load`` receives).
+    load: ``str -> predictor`` (``input_shape``, ``num_classes``, ``predict``);
+        any exception becomes one error frame and exit code 1.
+    usage: the error text for a wrong argument count (exit code 2).
+    ready_extra: ``(predictor, argument) -> dict`` merged into the ``ready`` frame.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     proto_in, proto_out = _claim_stdio()
-    from compression.backends.artifact import load_predictor, send_frame
+    from compression.backends.artifact import send_frame
 
     if len(args) != 1:
-        send_frame(proto_out, {"op": "error", "message": "usage: python -m compression.backends.worker DIR"})
+        send_frame(proto_out, {"op": "error", "message": usage})
         return 2
     try:
-        predictor = load_predictor(args[0], isolated=False)
+        predictor = load(args[0])
+        extra = ready_extra(predictor, args[0])
     except Exception as err:  # noqa: BLE001 - every startup failure goes back as one line
         send_frame(proto_out, {"op": "error", "message": _message(err)})
         return 1
     send_frame(proto_out, {"op": "ready", "pid": os.getpid(), "input_shape": list(predictor.input_shape),
-                           "num_classes": int(predictor.num_classes)})
+                           "num_classes": int(predictor.num_classes), **extra})
     try:
         return _serve(predictor, proto_in, proto_out)
     except BrokenPipeError:  # the parent went away
         return 0
+
+
+def _load_artifact(directory: str):
+    from compression.backends.artifact import load_predictor
+
+    return load_predictor(directory, isolated=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return serve_main(sys.argv[1:] if argv is None else argv, _load_artifact,
+                      "usage: python -m compression.backends.worker DIR")
 
 
 if __name__ == "__main__":

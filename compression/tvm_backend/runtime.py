@@ -7,14 +7,43 @@ size and the rest one image at a time (or padded, whichever runs fewer images).
 
 from __future__ import annotations
 
-import os
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from suite.core.errors import ArtifactError
+
+
+# TVM's affinity mode "threads share all cores" (runtime.config_threadpool's
+# kSpecifyThreadShareAllCore): resizes the pool without pinning threads.
+_SHARE_ALL_CORES = -3
+
+
+def num_tvm_threads() -> int:
+    import tvm
+
+    return int(tvm.get_global_func("runtime.NumThreads")())
+
+
+def set_tvm_threads(threads: int) -> None:
+    """Resize TVM's CPU thread pool of this process to ``threads`` (> 0) workers."""
+    import tvm
+
+    tvm.get_global_func("runtime.config_threadpool")(_SHARE_ALL_CORES, int(threads))
+
+
+@contextlib.contextmanager
+def tvm_threads(threads: int) -> Iterator[None]:
+    """Run the block with TVM's pool at ``threads`` workers, then restore the previous size."""
+    before = num_tvm_threads()
+    set_tvm_threads(threads)
+    try:
+        yield
+    finally:
+        set_tvm_threads(before)
 
 
 class TVMPredictor:
@@ -23,9 +52,10 @@ class TVMPredictor:
     differentiable = False
 
     def __init__(self, artifact_dir: str, manifest: dict[str, Any]) -> None:
-        os.environ.setdefault("TVM_NUM_THREADS", str(manifest.get("threads") or 2))
         import tvm
         from tvm import relax
+
+        set_tvm_threads(int(manifest.get("threads") or 2))  # the worker serves this one artifact
 
         self.input_shape = tuple(int(v) for v in manifest["input_shape"])
         self.num_classes = int(manifest["num_classes"])

@@ -62,6 +62,11 @@ def current() -> Runtime:
     return rt if rt is not None else Runtime()
 
 
+def active() -> Runtime | None:
+    """The innermost open runtime context, or None outside any (no cache to write to)."""
+    return _CURRENT.get()
+
+
 @contextlib.contextmanager
 def using(rt: Runtime) -> Iterator[Runtime]:
     """Make ``rt`` the current runtime inside the ``with`` block."""
