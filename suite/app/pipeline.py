@@ -140,16 +140,21 @@ def compress_model(cfg: RunConfig, trained: TrainedModel, source: ImageSource, c
 
 
 def build_backend(cfg: RunConfig):
-    """Build the configured backend; ``--backend-args`` are checked against its declared ``SETTINGS``."""
-    spec = reg.backends.get(cfg.backend).SETTINGS
-    settings = spec.coerce_given(dict(cfg.backend_args), owner=f"backend {reg.backends.canonical(cfg.backend)}")
-    if cfg.backend == "tvm":
-        settings = {"target": cfg.target, "threads": cfg.threads, "cache_dir": cfg.cache_dir, **settings}
-    elif cfg.target is not None:
-        raise ConfigError(f"--target applies to --backend tvm, not {cfg.backend}")
-    elif cfg.backend == "onnx":
-        settings = {"threads": cfg.threads, **settings}
-    return reg.backends.build(cfg.backend, **settings)
+    """Build the configured backend; ``--backend-args`` are checked against its declared ``SETTINGS``.
+
+    Run-level facts (``threads``, ``target``, ``cache_dir``) go to every backend
+    that declares a setting of that name; ``--target`` for a backend without
+    one is a ConfigError.
+    """
+    name = reg.backends.canonical(cfg.backend)
+    spec = reg.backends.get(name).SETTINGS
+    settings = spec.coerce_given(dict(cfg.backend_args), owner=f"backend {name}")
+    if cfg.target is not None and "target" not in spec:
+        takers = [b for b in reg.backends.names() if "target" in reg.backends.get(b).SETTINGS]
+        raise ConfigError(f"--target applies to --backend {' or '.join(takers)}, not {name}")
+    run_level = {"target": cfg.target, "threads": cfg.threads, "cache_dir": cfg.cache_dir}
+    settings = {**{k: v for k, v in run_level.items() if k in spec}, **settings}
+    return reg.backends.build(name, **settings)
 
 
 def deploy_model(cfg: RunConfig, model: torch.nn.Module, source: ImageSource, workdir: Path) -> Deployment:
