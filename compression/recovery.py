@@ -59,10 +59,11 @@ class RecoveryConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"unknown recovery {self.method!r} (choices: {', '.join(METHODS)})")
-        if self.epochs < 0 or self.admm_epochs < 0:
-            raise ConfigError("recovery epochs must be >= 0")
-        if not self.lr > 0 or self.batch_size <= 0:
-            raise ConfigError("recovery lr must be > 0 and batch size > 0")
+        for epochs in (self.epochs, self.admm_epochs):  # epochs, lr, batch size: the training recipe's rules
+            try:
+                self.recipe(epochs).validate()
+            except ConfigError as err:
+                raise ConfigError(f"recovery {err}") from None
         if not 0 < self.ramp <= 1:
             raise ConfigError(f"ramp must be in (0, 1], got {self.ramp}")
         if not self.rho > 0 or self.rho_growth < 1 or self.update_every < 1:

@@ -39,6 +39,11 @@ def _pyplot():
     return plt
 
 
+def _axes(width: float, height: float):
+    """A new figure with one axes, ``width`` x ``height`` inches."""
+    return _pyplot().subplots(figsize=(width, height))
+
+
 def _png(fig) -> bytes:
     plt = _pyplot()
     buf = io.BytesIO()
@@ -72,8 +77,7 @@ def accuracy_vs_sparsity(runs) -> bytes | None:
     df = _against_sparsity(runs, "clean_acc")
     if df is None:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.6, 4.0))
+    fig, ax = _axes(7.6, 4.0)
     dense_acc = {model: g["clean_acc"].mean() for model, g in df[df["compress"].isin(["none", "dense"])]
                  .groupby("model")}
     series = 0
@@ -102,8 +106,7 @@ def speedup_vs_sparsity(runs) -> bytes | None:
     df = _against_sparsity(runs, "speedup")
     if df is None:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = _axes(6.4, 4.0)
     top = min(0.95, max(0.9, float(df["x"].max())))
     grid = [i / 100 * top for i in range(101)]
     ax.plot(grid, [1 / (1 - s) for s in grid], "k--", linewidth=1, label="ideal 1/(1-s)")
@@ -128,8 +131,7 @@ def uap_vs_budget(attacks) -> bytes | None:
     df = df[df["eps"].map(is_number) & df["fooling_rate"].map(is_number)]
     if len(df) == 0:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8.4, 4.0))
+    fig, ax = _axes(8.4, 4.0)
     series = 0
     if "headline" in df.columns and df["headline"].fillna(False).astype(bool).any():
         df = df[df["headline"].fillna(False).astype(bool)]
@@ -204,8 +206,7 @@ def roc_curves(fingerprints) -> bytes | None:
             aucs.setdefault(str(row["id"]), []).append(float(row["auc"]))
     if not by_method:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    fig, ax = _axes(5.2, 4.4)
     ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
     for method, curves in sorted(by_method.items())[:MAX_SERIES]:
         mean = [sum(c[i] for c in curves) / len(curves) for i in range(len(grid))]

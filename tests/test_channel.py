@@ -14,15 +14,7 @@ from suite.core.errors import ConfigError
 from suite.core.zoo import build_model, count_params
 
 SHAPE = (3, 16, 16)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest (and immune to a busy CI box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one intra-op thread is fastest
 ARCHS = ["resnet18", "resnet20", "mobilenetv2", "vgg16"]
 
 

@@ -15,15 +15,7 @@ from suite.core.sources.embedded import load_embedded
 from suite.core.zoo import build_model, layer_table
 
 SHAPE = (3, 16, 16)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest (and immune to a busy CI box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one intra-op thread is fastest
 
 
 def _model(arch: str, seed: int = 0) -> nn.Module:
