@@ -118,6 +118,23 @@ def test_fingerprint_metrics_only_in_the_ip_view():
     assert set(views["ip"].table["method"]) == {"misclassified", "ipguard"}
 
 
+def test_metric_table_is_the_one_source_of_directions():
+    from fingerprints.summary import flat_metrics
+    from reports.metrics import arrow, fmt
+    from suite.core.metrics import Direction, direction_of, higher_is_better, record_directions
+
+    assert higher_is_better("clean_acc") is True and higher_is_better("uap_pgd_fooling_rate") is False
+    assert higher_is_better("pgd_robust_acc") is True and higher_is_better("cw_robust_acc") is True
+    assert direction_of("test_images") is Direction.NEUTRAL and higher_is_better("no_such_metric") is None
+    assert record_directions({"clean_acc": 0.9, "test_images": 96.0}) == {"clean_acc": True}
+    entry = {"id": "misclassified", "auc": 0.9, "tpr_at_1pct_fpr": 0.5, "U": 0.4, "R": 0.8, "T": 0.4,
+             "false_positives": 1, "queries": 20, "generation_seconds": 3.0}
+    metrics, directions = flat_metrics([entry])
+    assert directions == record_directions(metrics) and directions["fp_misclassified_T"] is False
+    assert arrow("fp_misclassified_auc") == " ↑" and arrow("test_images") == ""
+    assert fmt("fp_misclassified_auc", 0.91234) == "0.912" and fmt("speedup", 2.0) == "2.00x"
+
+
 def test_views_rank_by_direction(runs_dir):
     views = {v.key: v for v in build_views(load_runs(runs_dir))}
     comp = views["compression"].table
