@@ -26,10 +26,3 @@ def margin_loss(logits: torch.Tensor, labels: torch.Tensor, target: int | None =
         margin = others.amax(1) - own
     return margin.clamp_min(-kappa).mean()
 
-
-def per_image_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Unclamped untargeted margin per image ``[N]`` (< 0 means fooled)."""
-    k = logits.shape[1]
-    own = logits.gather(1, labels.view(-1, 1)).squeeze(1)
-    others = logits.masked_fill(torch.nn.functional.one_hot(labels, k).bool(), float("-inf")).amax(1)
-    return own - others

@@ -254,11 +254,6 @@ def meta_key_payload(cfg: MetaConfig, tasks: list[Task]) -> dict[str, Any]:
             "tasks": sorted([t.source, t.model_id, list(t.shape)] for t in tasks)}
 
 
-def meta_key(cfg: MetaConfig, tasks: list[Task]) -> str:
-    """Cache key: the digest of :func:`meta_key_payload`."""
-    return json_digest(meta_key_payload(cfg, tasks))
-
-
 def save_state(state: MetaState, directory: Path) -> None:
     """Write ``state.pt`` (tensors only) and ``meta.json`` (config, info, sha256) into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -26,12 +26,6 @@ from suite.core.training import accuracy, train_model
 from suite.core.zoo.profile import count_macs, count_params
 
 
-def _check(sparsity: float) -> float:
-    if not 0.0 <= float(sparsity) < 1.0:
-        raise ConfigError(f"sparsity must be in [0, 1), got {sparsity}")
-    return float(sparsity)
-
-
 def _finetune(model: nn.Module, source: ImageSource, epochs: int, lr: float, batch_size: int, *, seed: int,
               device: str, quiet: bool) -> list[float]:
     if epochs <= 0:

@@ -70,11 +70,6 @@ class MaskSet:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.clone() for k, v in self.masks.items()}
 
-    @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> "MaskSet":
-        return cls({k: v.bool() for k, v in state.items()})
-
-
 def weight_sparsity(model: nn.Module, names: Iterable[str]) -> float:
     """Fraction of exactly-zero weights over the named layers."""
     zeros = total = 0

@@ -16,7 +16,6 @@ every optimiser step and gradients of pruned weights are zeroed.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -168,6 +167,3 @@ def admm(model: nn.Module, mask_fns: dict[str, MaskFn], source: ImageSource, cfg
     return masks, {"admm_val_acc": report.val_acc, "val_acc": val, "relative_residual": residuals,
                    "final_rho": state["rho"]}
 
-
-def with_epochs(cfg: RecoveryConfig, epochs: int | None) -> RecoveryConfig:
-    return cfg if epochs is None else dataclasses.replace(cfg, epochs=epochs)

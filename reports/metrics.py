@@ -9,7 +9,6 @@ Formatting is for reports only: tables and CSVs keep the floats.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from suite.core.metrics import Unit, higher_is_better, is_missing, unit_of

@@ -13,10 +13,8 @@ both in-process, so ``speedup_vs_dense`` compares equal schedule effort.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 

@@ -195,7 +195,6 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
             idx = self.index
             self.index += 1
             name = names[idx] if names and idx < len(names) else f"conv{idx}"
-            co = weight.shape[0]
             cols = row_block_columns(weight, r) if allow_sparse else None
             total = int(np.prod(weight.shape[1:]))
             kk = total if cols is None else int(cols.shape[1])

@@ -39,11 +39,3 @@ def parse_target(text: str | dict | None, threads: int | None = None) -> dict[st
 def is_host(target: dict[str, Any]) -> bool:
     return str(target.get("mtriple", "")).startswith("x86_64") and target.get("kind") == "llvm"
 
-
-def make_target(target: dict[str, Any]):
-    import tvm
-
-    try:
-        return tvm.target.Target(target)
-    except Exception as err:  # noqa: BLE001 - TVM raises several types for bad targets
-        raise ConfigError(f"invalid TVM target {json.dumps(target)}: {str(err).splitlines()[0]}") from None

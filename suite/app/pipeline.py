@@ -8,10 +8,8 @@ not as special cases here.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -21,7 +19,7 @@ import suite
 from compression.base import CompressionResult
 from suite.core import registries as reg
 from suite.core import models as core_models
-from suite.core.cache import ModelKey, sha256_file
+from suite.core.cache import ModelKey
 from suite.core.config import RunConfig
 from suite.core.errors import ConfigError
 from suite.core.metrics import record_directions
@@ -179,13 +177,6 @@ def evaluate_clean(deployment: Deployment, source: ImageSource) -> dict[str, flo
     pred = predict_labels(deployment.predictor, x)
     correct = int((pred == y).sum())
     return {"clean_acc": correct / max(1, len(y)), "test_images": float(len(y))}
-
-
-def _digest(payload: dict[str, Any]) -> str:
-    """sha256 of the sorted JSON of ``payload`` (:func:`suite.core.files.json_digest`)."""
-    from suite.core.files import json_digest
-
-    return json_digest(payload)
 
 
 def state_sha256(model: torch.nn.Module) -> str:
