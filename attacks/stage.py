@@ -1,6 +1,6 @@
 """The run's attack stage: craft on white-box models, evaluate on dense, compressed and deployed.
 
-:class:`AttackStage` implements :class:`suite.core.stages.Stage`: it receives a
+:data:`STAGE` implements :class:`suite.core.stages.Stage`: it receives a
 :class:`~suite.core.stages.StageInput` (typed subjects dense / compressed /
 deployed) and returns a :class:`~suite.core.stages.StageOutput`.  For each
 configured attack:
@@ -38,11 +38,10 @@ from attacks.data import AttackData
 from attacks.metrics import evaluate_perturbation, label_metrics
 from attacks.victim import Model, labels_of
 from suite.core import registries as reg
-from suite.core.config import RunConfig
 from suite.core.errors import ConfigError
 from suite.core.metrics import higher_is_better
 from suite.core.settings import Field, Group, Settings, SettingsSpec, route
-from suite.core.stages import StageInput, StageOutput
+from suite.core.stages import ListedStage, StageInput, StageOutput
 
 # The stage's own settings group: its bare keys belong to the stage (``stage.KEY`` works too).
 # Each attack's smoke profile sits next to its class (``SETTINGS.profiles``).
@@ -247,13 +246,5 @@ def run_attack_stage(inp: StageInput) -> StageOutput:
     return StageOutput(attacks=entries, transfer=transfer, metrics=metrics, higher_is_better=hib)
 
 
-class AttackStage:
-    """The run's attack stage (:class:`suite.core.stages.Stage`): enabled when ``config.attacks`` is not empty."""
-
-    name = "attack"
-
-    def enabled(self, config: RunConfig) -> bool:
-        return bool(config.attacks)
-
-    def run(self, inp: StageInput) -> StageOutput:
-        return run_attack_stage(inp)
+STAGE = ListedStage("attack", "attacks", run_attack_stage)
+"""The run's attack stage (:class:`suite.core.stages.Stage`): runs when ``config.attacks`` is not empty."""

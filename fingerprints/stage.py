@@ -1,6 +1,6 @@
 """The pipeline's fingerprint stage: generate, build/load the suspect zoo, verify, record.
 
-:class:`FingerprintStage` implements :class:`suite.core.stages.Stage` (enabled
+:data:`STAGE` implements :class:`suite.core.stages.Stage` (enabled
 when ``config.fingerprints`` is non-empty):
 
 1. the owner is the run's dense subject (``inp.subjects.dense``);
@@ -30,9 +30,8 @@ from fingerprints.summary import flat_metrics, summarize
 from fingerprints.verify import match_scores
 from fingerprints.zoo import Owner, get_zoo, make_spec, owner_zoo_key
 from suite.core.cache import atomic_write_text
-from suite.core.config import RunConfig
 from suite.core.predictor import Predictor
-from suite.core.stages import StageInput, StageOutput
+from suite.core.stages import ListedStage, StageInput, StageOutput
 
 
 def owner_from_input(inp: StageInput) -> Owner:
@@ -103,13 +102,5 @@ def run_fingerprint_stage(inp: StageInput) -> StageOutput:
     return StageOutput(fingerprints=entries, metrics=metrics, higher_is_better=directions)
 
 
-class FingerprintStage:
-    """The run's fingerprint stage (:class:`suite.core.stages.Stage`)."""
-
-    name = "fingerprint"
-
-    def enabled(self, config: RunConfig) -> bool:
-        return bool(config.fingerprints)
-
-    def run(self, inp: StageInput) -> StageOutput:
-        return run_fingerprint_stage(inp)
+STAGE = ListedStage("fingerprint", "fingerprints", run_fingerprint_stage)
+"""The run's fingerprint stage (:class:`suite.core.stages.Stage`): runs when ``config.fingerprints`` is not empty."""

@@ -52,9 +52,8 @@ class Timer:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 4)
 
 
-# Post-deployment stages, in order: "module:class" implementing suite.core.stages.Stage
-# (imported only when the run asks for the stage).
-STAGES: tuple[str, ...] = ("attacks.stage:AttackStage", "fingerprints.stage:FingerprintStage")
+# Post-deployment stages, in order: "module:object" implementing suite.core.stages.Stage.
+STAGES: tuple[str, ...] = ("attacks.stage:STAGE", "fingerprints.stage:STAGE")
 
 
 def make_subjects(cfg: RunConfig, source: ImageSource, trained: TrainedModel, compressed: CompressionResult,
@@ -82,7 +81,7 @@ def run_stages(inp: StageInput, timer: "Timer") -> StageOutput:
     merged = StageOutput()
     for target in STAGES:
         module, attr = target.split(":")
-        stage: Stage = getattr(importlib.import_module(module), attr)()
+        stage: Stage = getattr(importlib.import_module(module), attr)
         if not stage.enabled(inp.config):
             continue
         with timer.stage(stage.name):

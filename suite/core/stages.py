@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -152,3 +152,22 @@ class Stage(Protocol):
 
     def run(self, inp: StageInput) -> StageOutput:
         ...
+
+
+@dataclass(frozen=True)
+class ListedStage:
+    """A :class:`Stage` that runs when the run's config lists at least one method under ``config_field``.
+
+    name: timer name; config_field: a tuple field of :class:`RunConfig`
+    (``attacks``, ``fingerprints``); run_stage: the stage's work.
+    """
+
+    name: str
+    config_field: str
+    run_stage: Callable[[StageInput], StageOutput]
+
+    def enabled(self, config: RunConfig) -> bool:
+        return bool(getattr(config, self.config_field))
+
+    def run(self, inp: StageInput) -> StageOutput:
+        return self.run_stage(inp)

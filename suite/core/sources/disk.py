@@ -180,13 +180,19 @@ def _predefined_source(
     val_fraction: float,
     split_seed: int,
     limit: int | None,
-    description: str,
+    title: str,
+    train_images: str = "training images",
 ) -> ImageSource:
     """Assemble a source from an official train/test pair.
 
     train, test: ``(images uint8 [N, C, H, W], labels int64 [N] in [0, K))``.
     val is a stratified holdout of train (``val_fraction``, ``split_seed``).
+    title: the first part of the description (dataset, files, resolution,
+    classes); the split facts are appended here, ``train_images`` naming
+    what the training images are.
     """
+    description = (f"{title}; val = {val_fraction:g} stratified holdout of the {len(train[1])} {train_images}, "
+                   f"test = official {len(test[1])}-image test set")
     _check_limit(limit)
     (train_x, train_y), (test_x, test_y) = train, test
     if train_x.shape[1:] != test_x.shape[1:]:
@@ -314,11 +320,7 @@ def load_cifar10(
         val_fraction=val_fraction,
         split_seed=split_seed,
         limit=limit,
-        description=(
-            f"CIFAR-10 (python batches, {ddir}): 32x32 RGB, 10 classes; "
-            f"val = {val_fraction:g} stratified holdout of the {len(train[1])} training images, "
-            f"test = official {len(test[1])}-image test set"
-        ),
+        title=f"CIFAR-10 (python batches, {ddir}): 32x32 RGB, 10 classes",
     )
 
 
@@ -352,11 +354,7 @@ def load_cifar100(
         val_fraction=val_fraction,
         split_seed=split_seed,
         limit=limit,
-        description=(
-            f"CIFAR-100 (python version, fine labels, {ddir}): 32x32 RGB, 100 classes; "
-            f"val = {val_fraction:g} stratified holdout of the {len(train[1])} training images, "
-            f"test = official {len(test[1])}-image test set"
-        ),
+        title=f"CIFAR-100 (python version, fine labels, {ddir}): 32x32 RGB, 100 classes",
     )
 
 
@@ -421,11 +419,7 @@ def load_svhn(
         val_fraction=val_fraction,
         split_seed=split_seed,
         limit=limit,
-        description=(
-            f"SVHN cropped digits ({ddir}): 32x32 RGB, 10 classes (digits 0-9); "
-            f"val = {val_fraction:g} stratified holdout of the {len(train[1])} training images, "
-            f"test = official {len(test[1])}-image test set"
-        ),
+        title=f"SVHN cropped digits ({ddir}): 32x32 RGB, 10 classes (digits 0-9)",
     )
 
 
@@ -499,11 +493,8 @@ def load_stl10(
         val_fraction=val_fraction,
         split_seed=split_seed,
         limit=limit,
-        description=(
-            f"STL-10 (binary, {ddir}): 96x96 RGB, 10 classes; "
-            f"val = {val_fraction:g} stratified holdout of the {len(train_x)} labelled training images, "
-            f"test = official {len(test_x)}-image test set"
-        ),
+        title=f"STL-10 (binary, {ddir}): 96x96 RGB, 10 classes",
+        train_images="labelled training images",
     )
 
 

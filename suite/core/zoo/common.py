@@ -77,6 +77,17 @@ class ZooModel(nn.Module):
 
     arch: str = ""
 
+    def _attach_head(self, features: nn.Module, channels: int, num_classes: int) -> None:
+        """Register ``features``, global average pooling, flatten and the linear classifier, then initialise.
+
+        channels: output channels of ``features`` (the classifier's input size).
+        """
+        self.features = features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.classifier = nn.Linear(channels, num_classes)
+        init_weights(self)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate embedding ``[N, D]`` (pooled features before the head)."""
         x = self.normalize(x)

@@ -17,7 +17,6 @@ from suite.core.zoo.common import (
     ZooModel,
     check_common,
     conv_bn_relu,
-    init_weights,
     make_divisible,
     make_normalize,
 )
@@ -80,11 +79,7 @@ class MobileNetV2(ZooModel):
                 layers.append(InvertedResidual(c, out, s if i == 0 else 1, t))
                 c = out
         layers.append(conv_bn_relu(c, last, 1))
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.classifier = nn.Linear(last, num_classes)
-        init_weights(self)
+        self._attach_head(nn.Sequential(*layers), last, num_classes)
 
 
 def build_mobilenetv2(

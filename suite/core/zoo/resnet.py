@@ -17,7 +17,6 @@ from suite.core.zoo.common import (
     ZooModel,
     check_common,
     conv_bn_relu,
-    init_weights,
     make_normalize,
     scale_channels,
 )
@@ -81,11 +80,7 @@ class ResNet(ZooModel):
                 units.append(BasicBlock(c, out, stride if j == 0 else 1))
                 c = out
             stages[f"layer{i + 1}"] = nn.Sequential(*units)
-        self.features = nn.Sequential(stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.classifier = nn.Linear(c, num_classes)
-        init_weights(self)
+        self._attach_head(nn.Sequential(stages), c, num_classes)
 
 
 def build_resnet18(

@@ -13,7 +13,6 @@ from suite.core.zoo.common import (
     ZooModel,
     check_common,
     conv_bn_relu,
-    init_weights,
     make_normalize,
     scale_channels,
 )
@@ -52,11 +51,7 @@ class VGG(ZooModel):
                 out = scale_channels(int(v), width)
                 layers.append(conv_bn_relu(c, out, 3))
                 c = out
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.classifier = nn.Linear(c, num_classes)
-        init_weights(self)
+        self._attach_head(nn.Sequential(*layers), c, num_classes)
 
 
 def build_vgg16(
