@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol, Union
 
 import torch
 
@@ -23,6 +23,11 @@ from suite.core.config import RunConfig
 from suite.core.predictor import Predictor
 from suite.core.runtime import Runtime
 from suite.core.sources.base import ImageSource
+
+
+# A JSON value as it lands in a record (what record sections are made of).
+Json = Union[str, int, float, bool, None, list["Json"], dict[str, "Json"]]
+JsonObject = dict[str, Json]
 
 
 class Role(str, enum.Enum):
@@ -49,7 +54,7 @@ class Subject:
     role: Role
     predictor: Predictor
     module: torch.nn.Module | None = None
-    info: dict[str, Any] = field(default_factory=dict)
+    info: JsonObject = field(default_factory=dict)
 
     @property
     def differentiable(self) -> bool:
@@ -124,9 +129,9 @@ class StageOutput:
     higher_is_better: the direction of each of those metrics.
     """
 
-    attacks: list[dict[str, Any]] = field(default_factory=list)
-    transfer: dict[str, Any] = field(default_factory=dict)
-    fingerprints: list[dict[str, Any]] = field(default_factory=list)
+    attacks: list[JsonObject] = field(default_factory=list)
+    transfer: JsonObject = field(default_factory=dict)
+    fingerprints: list[JsonObject] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     higher_is_better: dict[str, bool] = field(default_factory=dict)
 
