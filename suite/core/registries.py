@@ -86,5 +86,10 @@ sources.register("stl10", "suite.core.sources.disk:load_stl10", aliases=("stl-10
 sources.register("imagefolder", "suite.core.sources.disk:load_imagefolder", aliases=("folder",),
                  needs_data_root=True,
                  description="any ImageFolder tree root/<class>/*.png|jpg (optional train/ test/)")
+sources.register("fashion-mnist", "suite.core.sources.idx:load_fashion_mnist",
+                 aliases=("fmnist", "fashionmnist"),
+                 description="Fashion-MNIST IDX files, 28x28 grey (Debian dataset-fashion-mnist, or --data-root)")
+sources.register("mnist", "suite.core.sources.idx:load_mnist", needs_data_root=True,
+                 description="MNIST IDX files on disk (--data-root DIR with train-images-idx3-ubyte[.gz], ...)")
 
 DEFAULT_SOURCE = "digits16"
