@@ -45,14 +45,14 @@ from suite.core.stages import ListedStage, StageInput, StageOutput
 
 # The stage's own settings group: its bare keys belong to the stage (``stage.KEY`` works too).
 # Each attack's smoke profile sits next to its class (``SETTINGS.profiles``).
-STAGE = SettingsSpec({
+STAGE_SETTINGS = SettingsSpec({
     "eval_limit": Field(None, int, optional=True, ge=0, doc="held-out images (0/None: all)"),
     "few_shot": Field(32, int, gt=0, doc="craft images of the meta attacks"),
     "sweep": Field(None, str, optional=True, doc="colon-separated Linf budgets in /255 (per-image eps sweep)"),
     "track_every": Field(5, int, gt=0, doc="largest held-out tracking period of universal attacks"),
     "task_models": Field(None, str, optional=True, doc="colon-separated architectures of the meta tasks"),
 }, owner="attack stage", profiles={"smoke": {"eval_limit": 64, "track_every": 5}})
-STAGE_KEYS = tuple(STAGE.keys())
+STAGE_KEYS = tuple(STAGE_SETTINGS.keys())
 META_ATTACKS = {"uap-meta": "meta", "uap-maml": "maml", "uap-l2o": "l2o"}
 
 
@@ -63,8 +63,9 @@ def split_settings(names: tuple[str, ...], args: dict[str, Any]) -> tuple[dict[s
     ``stage`` group's; other bare keys go to every attack that declares them.
     Unknown keys (declared by no selected attack) are a ConfigError.
     """
-    routed = route(args, {n: reg.attacks.get(n).SETTINGS for n in names}, groups=[Group.of("stage", STAGE)],
-                   canonical=reg.attacks.canonical, flag="--attack-args", kind="attack")
+    routed = route(args, {n: reg.attacks.get(n).SETTINGS for n in names},
+                   groups=[Group.of("stage", STAGE_SETTINGS)], canonical=reg.attacks.canonical,
+                   flag="--attack-args", kind="attack")
     stage = routed.pop("stage")
     return routed, stage
 
@@ -74,7 +75,7 @@ def resolve_attack_args(names: tuple[str, ...], args: dict[str, Any],
     """Per-attack settings (the profile's overrides under the given ones) and the resolved stage settings."""
     per, stage = split_settings(names, args)
     per = {n: {**reg.attacks.get(n).SETTINGS.profile(profile), **per[n]} for n in names}
-    return per, STAGE.resolve(stage, profile=profile)
+    return per, STAGE_SETTINGS.resolve(stage, profile=profile)
 
 
 def with_tracking(name: str, settings: dict[str, Any], track_every: int) -> dict[str, Any]:

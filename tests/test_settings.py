@@ -129,7 +129,7 @@ def test_router_errors(args, message):
 
 
 def test_attack_settings_and_stage_routing():
-    from attacks.stage import STAGE as ATTACK_STAGE
+    from attacks.stage import STAGE_SETTINGS as ATTACK_STAGE
     from attacks.stage import resolve_attack_args, split_settings, with_tracking
 
     attack = reg.attacks.build("uap-pgd", eps="8/255", steps="10")
