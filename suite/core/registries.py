@@ -20,6 +20,7 @@ fingerprints: ``f(**settings) -> FingerprintMethod``.
 
 from __future__ import annotations
 
+from suite.core.errors import SuiteError
 from suite.core.registry import Registry
 
 models = Registry("models", "model")
@@ -44,7 +45,11 @@ def load_entries() -> None:
     _LOADED = True
     from importlib.metadata import entry_points
 
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    found = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    if not found:
+        raise SuiteError(f"no {ENTRY_POINT_GROUP!r} entry points: the suite is not installed "
+                         f"(run: pip install -e . from the repository root)")
+    for ep in found:
         ep.load()
 
 
