@@ -20,7 +20,7 @@ import time
 def run_once(args: argparse.Namespace, cache: str, out: str) -> tuple[float, dict]:
     cmd = [sys.executable, "-m", "suite", "run", "--model", args.model, "--compress", "none",
            "--profile", args.profile, "--seed", str(args.seed), "--cache-dir", cache, "--output-dir", out,
-           "--quiet"]
+           "--quiet", "--json"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return time.perf_counter() - start, json.loads(proc.stdout.strip().splitlines()[-1])

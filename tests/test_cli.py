@@ -83,7 +83,7 @@ def test_argparse_type_errors_exit_2(capsys):
 
 def test_smoke_run_record_schema_and_cache_reuse(capsys, tmp_path, cache_dir):
     out_dir = tmp_path / "runs"
-    args = ["run", "--model", "vgg16", "--compress", "none", *SMOKE, "--output-dir", str(out_dir)]
+    args = ["run", "--model", "vgg16", "--compress", "none", *SMOKE, "--output-dir", str(out_dir), "--json"]
     code, out, _ = run_cli(args, capsys)
     assert code == 0
     first = json.loads(out)
@@ -145,7 +145,8 @@ def test_run_on_disk_cifar10(capsys, tmp_path, cache_dir):
 
     write_cifar10(tmp_path / "data", per_batch=20)
     code, out, err = run_cli(["run", "--source", "cifar10", "--data-root", str(tmp_path / "data"),
-                              "--model", "resnet20", *SMOKE, "--output-dir", str(tmp_path / "runs")], capsys)
+                              "--model", "resnet20", *SMOKE, "--output-dir", str(tmp_path / "runs"), "--json"],
+                             capsys)
     assert code == 0, err
     rec = load_record(json.loads(out)["run_dir"])
     assert rec["source"]["name"] == "cifar10" and rec["source"]["shape"] == [3, 32, 32]
@@ -169,7 +170,7 @@ def test_python_m_suite_subprocess(tmp_path):
                          text=True, env=env)
     assert bad.returncode == 2 and "vgg16" in bad.stderr
     ok = subprocess.run([sys.executable, "-m", "suite", "run", "--model", "resnet20", "--profile", "smoke",
-                         "--output-dir", str(tmp_path / "runs")], capture_output=True, text=True, env=env)
+                         "--output-dir", str(tmp_path / "runs"), "--json"], capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
     rec = load_record(json.loads(ok.stdout.strip().splitlines()[-1])["run_dir"])
     assert rec["model"]["arch"] == "resnet20"

@@ -251,7 +251,7 @@ def test_run_records_compression_and_reloads_artifacts(compress, extra, tmp_path
     from suite.core.record import load_record
 
     code = main(["run", "--model", "resnet20", "--compress", compress, *extra, "--profile", "smoke", "--quiet",
-                 "--output-dir", str(tmp_path / "runs")])
+                 "--output-dir", str(tmp_path / "runs"), "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
     run_dir = tmp_path / "runs" / json.loads(out)["run_dir"].split("/")[-1]
@@ -294,7 +294,7 @@ def test_compressed_model_cache_reuse_and_corruption(tmp_path, cache_dir, capsys
     from suite.core.record import load_record
 
     args = ["run", "--model", "resnet20", "--compress", "block", "--profile", "smoke", "--quiet",
-            "--output-dir", str(tmp_path / "runs")]
+            "--output-dir", str(tmp_path / "runs"), "--json"]
     records = []
     for _ in range(2):
         assert main(args) == 0

@@ -217,7 +217,7 @@ def test_run_with_compiled_backend_records_deployment(backend, extra, tmp_path, 
     from suite.core.record import load_record
 
     code = main(["run", "--model", "resnet20", "--compress", "block", "--backend", backend, *extra,
-                 "--profile", "smoke", "--quiet", "--output-dir", str(tmp_path / "runs")])
+                 "--profile", "smoke", "--quiet", "--output-dir", str(tmp_path / "runs"), "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
     run_dir = tmp_path / "runs" / json.loads(out)["run_dir"].split("/")[-1]
@@ -233,7 +233,7 @@ def test_run_with_compiled_backend_records_deployment(backend, extra, tmp_path, 
         assert pred.predict(torch.rand(2, 3, 16, 16)).shape == (2, 10)
     # a second identical run reuses the compressed model and the compiled artifact
     assert main(["run", "--model", "resnet20", "--compress", "block", "--backend", backend, *extra,
-                 "--profile", "smoke", "--quiet", "--output-dir", str(tmp_path / "runs")]) == 0
+                 "--profile", "smoke", "--quiet", "--output-dir", str(tmp_path / "runs"), "--json"]) == 0
     again = load_record(json.loads(capsys.readouterr().out)["run_dir"])
     assert again["deployment"]["cache_hit"] is True and again["compression"]["cache_hit"] is True
     assert again["deployment"]["agreement_top1"] == 1.0

@@ -8,15 +8,19 @@ adds its parser to the subparsers object and returns the handler
 
 Exit codes: 0 success; 2 bad usage (unknown names, impossible settings,
 missing or malformed data) with a one-line ``error:`` message; 130 when
-interrupted (no record is left behind).
+interrupted by Ctrl-C (SIGINT) and 143 on SIGTERM (no record is left behind:
+SIGTERM is raised as :class:`Terminated` in the main thread, so every
+``with``/``finally`` cleanup runs, as for Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from typing import Sequence
+import threading
+from typing import Any, Sequence
 
 from suite.core.errors import SuiteError
 
@@ -88,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--fingerprint-args", default="", help="settings passed to every fingerprint method")
     p_run.add_argument("--negatives", type=int, default=None,
                        help="independent models in the suspect zoo (default: the profile's)")
+    p_run.add_argument("--json", action="store_true",
+                       help="print one JSON line (run_dir, model, metrics, seconds) instead of the summary")
 
     p_train = sub.add_parser("train", help="train (or load from cache) one dense model")
     _add_common(p_train)
@@ -140,9 +146,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                             fingerprints=parse_names(args.fingerprints),
                             fingerprint_args=parse_kv(args.fingerprint_args), negatives=args.negatives)
     path, record = run(cfg)
-    summary = {"run_dir": str(path), "model": record["model"]["id"], **record["metrics"],
-               "seconds": record["timings"]["total"]}
-    print(json.dumps(summary))
+    if args.json:
+        summary = {"run_dir": str(path), "model": record["model"]["id"], **record["metrics"],
+                   "seconds": record["timings"]["total"]}
+        print(json.dumps(summary))
+    else:
+        from suite.app.summary import format_summary
+
+        print(format_summary(path, record))
     return 0
 
 
@@ -188,9 +199,38 @@ def cmd_ls(args: argparse.Namespace) -> int:
 COMMANDS: dict = {"run": cmd_run, "train": cmd_train, "ls": cmd_ls}
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: raised in the main thread (like KeyboardInterrupt for Ctrl-C).
+
+    A BaseException, so ``except Exception`` handlers let it through and every
+    ``with``/``finally`` cleanup (hidden run directories, cache temporaries,
+    worker processes) runs before :func:`main` returns 143.
+    """
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _install_sigterm() -> Any:
+    """Install the SIGTERM handler; returns the previous one (None: not installed).
+
+    Only from the main thread, and only over the default disposition: an
+    ignored SIGTERM or a handler installed by an embedding program is kept.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        return None
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    return previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = _install_sigterm()
     try:
         return COMMANDS[args.command](args)
     except SuiteError as err:
@@ -199,3 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: no record was written", file=sys.stderr)
         return 130
+    except Terminated:
+        print("interrupted (SIGTERM)", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -3,7 +3,8 @@
 ``DIR/<run_id>/`` holds ``result.json`` (schema below) and ``config.yaml``
 (the resolved configuration).  The directory is assembled under a hidden
 temporary name and renamed into place as the last step, so an interrupted run
-(Ctrl-C, crash, kill) leaves no record at all rather than a half-written one.
+(Ctrl-C, SIGTERM, crash) leaves no record at all rather than a half-written one
+(SIGKILL leaves the hidden ``.<run_id>.tmp-*`` directory, never a record).
 
 Schema (``schema_version`` "1.1"; "1.0" records lack the attacks, transfer
 and fingerprints sections and still load), documented here and in the README:
@@ -187,7 +188,8 @@ class PendingRunDir:
     write artifacts into it.  :meth:`commit` writes ``result.json`` and
     ``config.yaml`` and renames the directory to ``output_dir/<run_id>``;
     :meth:`abort` (or leaving the ``with`` block by an exception, including
-    KeyboardInterrupt) removes it, so no half-written record survives.
+    KeyboardInterrupt and the CLI's SIGTERM exception) removes it, so no
+    half-written record survives.
     """
 
     def __init__(self, output_dir: str | os.PathLike, run_id: str) -> None:
@@ -198,8 +200,12 @@ class PendingRunDir:
             raise FileExistsError(f"run directory {self.final} already exists")
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(dir=self.output_dir, prefix=f".{run_id}.tmp-"))
-        os.chmod(self.path, 0o755)  # mkdtemp makes it private; records are meant to be shared
         self.committed = False
+        try:
+            os.chmod(self.path, 0o755)  # mkdtemp makes it private; records are meant to be shared
+        except BaseException:  # an interrupt before the ``with`` block owns the directory
+            self.abort()
+            raise
 
     def commit(self, record: ResultRecord, config: dict[str, Any],
                extra_files: dict[str, str] | None = None) -> Path:
