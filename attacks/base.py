@@ -102,11 +102,23 @@ class Attack(Configurable):
     Subclasses declare their own settings as ``SETTINGS = Attack.SETTINGS.extend(...)``
     (with their ``smoke`` profile); the built attack is frozen (``attack.eps``
     reads a setting, assigning one raises).
+
+    Structure the attack stage decides by (never by name):
+
+    universal: one perturbation for all images (else one adversarial example per image).
+    needs_gradients: crafting needs input gradients (white-box subjects only).
+    black_box: the attack only queries the model's forward pass through its
+        predictor (logits or top-1 labels, no gradients), so the stage runs it
+        against every subject, compiled deployments included.
+    feedback: what a black-box attack reads from each query: ``"logits"``
+        (score-based) or ``"labels"`` (decision-based); None for white-box attacks.
     """
 
     name = "attack"
     universal = True
     needs_gradients = True
+    black_box = False
+    feedback: str | None = None
     SETTINGS = BUDGET
 
     def validate(self) -> None:

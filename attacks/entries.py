@@ -24,3 +24,12 @@ reg.attacks.register("pgd", "attacks.perimage:PGD", description="per-image PGD v
 reg.attacks.register("fgsm", "attacks.perimage:FGSM", description="per-image FGSM via torchattacks (Linf)")
 reg.attacks.register("cw", "attacks.perimage:CW", aliases=("carlini-wagner",),
                      description="per-image Carlini-Wagner L2 via torchattacks, counted within the L2 budget")
+reg.attacks.register("autoattack", "attacks.perimage:AutoAttack", aliases=("aa",),
+                     description="AutoAttack standard via torchattacks (APGD-CE, APGD-T, FAB-T, Square; worst case "
+                                 "per image) on a fixed test subset: clean and robust accuracy (RobustBench style)")
+reg.attacks.register("square", "attacks.blackbox:Square", aliases=("square-attack",),
+                     description="black box, score-based: torchattacks Square through the predictor's logits, "
+                                 "query budget per image; runs on every subject, deployments included")
+reg.attacks.register("rays", "attacks.blackbox:RayS",
+                     description="black box, decision-based: RayS-style ray search on top-1 labels only (Linf), "
+                                 "query budget per image; runs on every subject, deployments included")

@@ -1,9 +1,12 @@
-"""Per-image robustness baselines via torchattacks: ``pgd``, ``fgsm``, ``cw``.
+"""Per-image robustness baselines via torchattacks: ``pgd``, ``fgsm``, ``cw``, ``autoattack``.
 
 Each crafts one adversarial example per image (white box) and reports robust
 accuracy; :func:`eps_sweep` repeats an attack over budgets.  torchattacks
 does the optimisation; this module adapts settings, query counting, budget
-checks and results to the suite's contract.
+checks and results to the suite's contract.  ``autoattack`` is robust
+accuracy as the field reports it (RobustBench): AutoAttack "standard" on a
+fixed subset of the held-out test split (``n_images``), clean and robust
+accuracy side by side.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import torch
 from attacks.base import Attack, AttackResult, QueryCounter, Stopwatch, canonical_norm
 from attacks.metrics import label_metrics
 from attacks.norms import NORMS, norms_of
-from attacks.victim import Model, as_module, labels_of
+from attacks.victim import Model, as_module, labels_of, logits_of
 from suite.core.errors import ConfigError
 from suite.core.settings import Field
 
@@ -26,7 +29,7 @@ class PerImageAttack(Attack):
     universal = False
     batch_size = 128
 
-    def _build(self, module: torch.nn.Module):  # pragma: no cover - abstract
+    def _build(self, module: torch.nn.Module, num_classes: int):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def craft(self, model: Model, x: torch.Tensor, y: torch.Tensor | None = None, *,
@@ -35,9 +38,10 @@ class PerImageAttack(Attack):
         module = as_module(model)
         counter = QueryCounter(module).eval()  # torchattacks reads the device from its parameters
         watch = Stopwatch()
-        clean = labels_of(module, x)
+        clean_logits = logits_of(module, x)
+        clean = clean_logits.argmax(dim=1) if len(x) else torch.zeros(0, dtype=torch.long)
         y = clean if y is None else y
-        atk = self._build(counter)
+        atk = self._build(counter, int(clean_logits.shape[1]) if len(x) else 0)
         atk.set_device("cpu")
         if self.target is not None:
             self._check_target(int(clean.max()) + 1 if len(clean) else 0)
@@ -65,7 +69,7 @@ class PGD(PerImageAttack):
         steps=Field(20, int, gt=0), step_size=Field(0.25, float, gt=0, doc="fraction of eps"),
         random_start=Field(True, bool), profiles={"smoke": {"steps": 3}})
 
-    def _build(self, module):
+    def _build(self, module, num_classes):
         import torchattacks
 
         cls = torchattacks.PGD if self.norm == "linf" else torchattacks.PGDL2
@@ -83,7 +87,7 @@ class FGSM(PerImageAttack):
         if self.norm != "linf":
             raise ConfigError("fgsm is an Linf attack; use pgd with norm=l2 for L2")
 
-    def _build(self, module):
+    def _build(self, module, num_classes):
         import torchattacks
 
         return torchattacks.FGSM(module, eps=self.eps)
@@ -107,7 +111,7 @@ class CW(PerImageAttack):
         if self.norm != "l2":
             raise ConfigError("cw is an L2 attack (norm=l2)")
 
-    def _build(self, module):
+    def _build(self, module, num_classes):
         import torchattacks
 
         inner = torchattacks.CW(module, c=self.c, kappa=self.kappa, steps=self.steps, lr=self.lr)
@@ -130,6 +134,52 @@ class CW(PerImageAttack):
                 return adv
 
         return _AtBudget()
+
+
+N_IMAGES = Field(256, int, gt=0, doc="held-out test images attacked: the first N of the test order "
+                 "(capped by the stage's eval_limit); the record keeps their count and an indices digest")
+
+
+class AutoAttack(PerImageAttack):
+    """AutoAttack (Croce & Hein 2020) via torchattacks: per-image worst case of an ensemble.
+
+    ``version=standard``: APGD-CE, APGD-T (every other class as target),
+    FAB-T (multi-targeted) and Square, each run on the images the previous
+    ones did not fool (torchattacks' ``MultiAttack``); Linf or L2 (``norm``),
+    ``eps``, ``n_classes`` read from the model's logits, ``seed`` for every
+    member.  torchattacks builds its members with 10 iterations; ``steps``
+    (default 100, as the reference implementation) and ``square_queries``
+    (default 5000) set them explicitly.  Untargeted only (the targeted members
+    pick their own targets).  The stage attacks the first ``n_images`` held-out
+    test images.
+    """
+
+    name = "autoattack"
+    SETTINGS = Attack.SETTINGS.extend(
+        version=Field("standard", str, choices=("standard", "plus", "rand"),
+                      doc="torchattacks AutoAttack version (standard: APGD-CE, APGD-T, FAB-T, Square)"),
+        steps=Field(100, int, gt=0, doc="iterations of APGD-CE, APGD-T (per target) and FAB-T (per target)"),
+        square_queries=Field(5000, int, gt=0, doc="query budget per image of the Square member"),
+        n_images=N_IMAGES,
+        profiles={"smoke": {"steps": 5, "square_queries": 100, "n_images": 32}})
+
+    def validate(self) -> None:
+        super().validate()
+        if self.target is not None:
+            raise ConfigError("autoattack is untargeted (APGD-T and FAB-T choose their own targets); "
+                              "drop target=")
+
+    def _build(self, module, num_classes):
+        import torchattacks
+
+        atk = torchattacks.AutoAttack(module, norm="Linf" if self.norm == "linf" else "L2", eps=self.eps,
+                                      version=self.version, n_classes=max(2, num_classes), seed=self.seed)
+        for member in atk._autoattack.attacks:  # members take no step settings through AutoAttack
+            if isinstance(member, torchattacks.Square):
+                member.n_queries = self.square_queries
+            elif hasattr(member, "steps"):
+                member.steps = self.steps
+        return atk
 
 
 def eps_sweep(attack_cls: type[PerImageAttack], model: Model, x: torch.Tensor, y: torch.Tensor,

@@ -12,7 +12,19 @@ configured attack:
   (queried through its predictor only; compiled deployments give no
   gradients);
 * per-image attacks (torchattacks) attack test images on each white-box
-  model; their adversarial images are then also sent to the other models.
+  model; their adversarial images are then also sent to the other models;
+* black-box attacks (``attack.black_box``: ``square``, ``rays``) query forward
+  passes only, so they attack *every* subject directly through its predictor,
+  the deployment included; their adversarial images are sent to the other
+  models too (a full transfer matrix) and their headline is the attack on what
+  the run ships.  Entries add ``black_box``, ``feedback``, ``queries`` (total),
+  ``queries_per_image`` and ``query_budget``.
+
+Attacks with an ``n_images`` setting (``autoattack``, ``square``, ``rays``)
+attack the first ``n_images`` held-out test images (after ``eval_limit``);
+their entries record ``subset_images`` and ``subset_sha256`` (a digest of the
+images' source indices), and the stage adds ``<attack>_clean_acc`` on that
+subset beside ``<attack>_robust_acc`` (RobustBench style).
 
 Settings: ``--attack-args`` keys apply to every attack that takes them
 (``eps=0.0627``, ``norm=l2``); ``NAME.key=value`` to one attack
@@ -28,9 +40,11 @@ see :func:`entry`), ``transfer``, ``metrics`` and their directions.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from attacks.base import AttackResult
@@ -129,6 +143,17 @@ def entry(result: AttackResult, metrics: dict[str, float], *, source: str, craft
     return out
 
 
+def subset_digest(indices: Any) -> str:
+    """A short sha256 of a test subset's source indices (int64), so records can tell subsets apart."""
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def black_box_fields(result: AttackResult, attack: Any) -> dict[str, Any]:
+    """The query accounting of a black-box attack's entry."""
+    return {"black_box": True, "feedback": attack.feedback, "queries": result.queries,
+            "queries_per_image": result.metrics.get("queries_per_image"), "query_budget": attack.queries}
+
+
 def meta_state_for(inp: StageInput, name: str, settings: dict[str, Any], task_models: str | None = None):
     """The cached meta-trained state for a meta attack, meta-training it on a miss.
 
@@ -194,8 +219,17 @@ def run_attack_stage(inp: StageInput) -> StageOutput:
             settings["meta"], extra = meta_state_for(inp, name, settings, stage.get("task_models"))
         attack = build_attack(name, **with_tracking(name, settings, stage.track_every))
         inp.log(f"attack {name} ({attack.norm}, eps={attack.eps:.4f})")
+        x_att, y_att, clean_att = xe, ye, clean
+        if "n_images" in attack.settings:  # a fixed subset: the first n_images of the held-out order
+            n = min(int(attack.n_images), len(xe))
+            x_att, y_att = xe[:n], ye[:n]
+            clean_att = {t: c[:n] for t, c in clean.items()}
+            extra = {**extra, "subset_images": n, "subset_sha256": subset_digest(data.evaluate.indices[:n])}
+        # black boxes attack every subject through its predictor; the others craft on the white boxes
+        crafters: dict[str, Model] = ({n: s.predictor for n, s in subjects.all().items()}
+                                      if attack.black_box else dict(white))
         rows, values = [], []
-        for crafted_on, model in white.items():
+        for crafted_on, model in crafters.items():
             if attack.universal:
                 x_craft = xc
                 if name in META_ATTACKS and few_shot < len(xc):
@@ -210,18 +244,20 @@ def run_attack_stage(inp: StageInput) -> StageOutput:
                               for t, m in targets.items()}
                 n_craft = len(x_craft)
             else:
-                result = attack.craft(model, xe, ye)
+                result = attack.craft(model, x_att, y_att)
                 per_target = {}
                 for t, m in targets.items():
                     adv = labels_of(m, result.adversarials)
-                    per_target[t] = {**label_metrics(clean[t], adv, ye, attack.target),
+                    per_target[t] = {**label_metrics(clean_att[t], adv, y_att, attack.target),
                                      "achieved_norm": result.metrics["achieved_norm"]}
-                n_craft = len(xe)
+                n_craft = len(x_att)
             row = []
             for evaluated_on, m in per_target.items():
                 e = entry(result, m, source=inp.source.name, crafted_on=crafted_on, evaluated_on=evaluated_on,
                           craft_images=n_craft)
                 e.update(extra)
+                if attack.black_box:
+                    e.update(black_box_fields(result, attack))
                 entries.append(e)
                 row.append(m["fooling_rate"])
             rows.append(crafted_on)
@@ -229,19 +265,28 @@ def run_attack_stage(inp: StageInput) -> StageOutput:
         transfer[name] = {"rows": rows, "cols": list(targets), "values": values, "metric": "fooling_rate",
                           "norm": attack.norm, "eps": attack.eps}
         slug = name.replace("-", "_")
-        main = next(e for e in entries if e["attack"] == name and e["crafted_on"] == nearest
+        # headline: crafted on the nearest white box (black boxes: on what ships), evaluated on what ships
+        crafted_main = final if attack.black_box else nearest
+        main = next(e for e in entries if e["attack"] == name and e["crafted_on"] == crafted_main
                     and e["evaluated_on"] == final)
+        heads: dict[str, float] = {}
         if attack.universal:
-            metrics[f"{slug}_fooling_rate"] = main["fooling_rate"]
-            hib[f"{slug}_fooling_rate"] = higher_is_better(f"{slug}_fooling_rate")  # suite.core.metrics
+            heads[f"{slug}_fooling_rate"] = main["fooling_rate"]
         else:
-            metrics[f"{slug}_robust_acc"] = main["robust_acc"]
-            hib[f"{slug}_robust_acc"] = higher_is_better(f"{slug}_robust_acc")
+            heads[f"{slug}_robust_acc"] = main["robust_acc"]
+        if "n_images" in attack.settings:
+            heads[f"{slug}_clean_acc"] = main["clean_acc"]
+        if attack.black_box:
+            heads[f"{slug}_queries"] = float(main["queries_per_image"])
+        metrics.update(heads)
+        for key in heads:  # directions come from suite.core.metrics; neutral facts get none
+            if higher_is_better(key) is not None:
+                hib[key] = bool(higher_is_better(key))
         if not attack.universal and stage.get("sweep") and attack.norm == "linf":
             from attacks.perimage import eps_sweep
 
             budgets = [float(b) / 255 for b in str(stage["sweep"]).split(":")]
-            sweep = eps_sweep(type(attack), white[nearest], xe, ye, budgets,
+            sweep = eps_sweep(type(attack), white[nearest], x_att, y_att, budgets,
                               **{k: v for k, v in settings.items() if k != "eps"})
             main["sweep"] = sweep
     return StageOutput(attacks=entries, transfer=transfer, metrics=metrics, higher_is_better=hib)

@@ -21,8 +21,10 @@ pgd_robust_acc         worst (lowest) robust accuracy of its PGD entries
 
 Further robustness columns: every run metric that :mod:`suite.core.metrics`
 puts in the robustness view (per-attack headline metrics such as
-``uap_pgd_fooling_rate``); fingerprint metrics (``fp_*``) belong to the IP
-view only.
+``uap_pgd_fooling_rate``, ``autoattack_clean_acc`` beside
+``autoattack_robust_acc``, black-box ``square_robust_acc`` /
+``square_queries``); fingerprint metrics (``fp_*``) belong to the IP view
+only.
 transfer_fooling_rate  worst over the run's transfer matrices of the
                        dense -> deployed cell (dense -> compressed when there
                        is no deployed column), else the mean off-diagonal

@@ -110,9 +110,13 @@ METRICS: tuple[MetricDef, ...] = (
     # families: per fingerprint method (fingerprints.summary: fp_<method>_<field>) before the generic suffixes
     *(MetricDef(f"fp_*_{f}", d, u, IP) for f, d, u in FINGERPRINT_FIELDS),
     MetricDef("fp_*", N, NUM, IP),
-    # per attack (attacks.stage: <attack>_fooling_rate for universal ones, <attack>_robust_acc per image)
+    # per attack (attacks.stage: <attack>_fooling_rate for universal ones, <attack>_robust_acc per image,
+    # <attack>_clean_acc on the test subset of attacks with n_images, <attack>_queries: mean queries per
+    # image of black-box attacks, a fact under a fixed budget)
     MetricDef("*_fooling_rate", L, FR, ROB),
     MetricDef("*_robust_acc", H, FR, ROB),
+    MetricDef("*_clean_acc", H, FR, ROB),
+    MetricDef("*_queries", N, CT, ROB),
     MetricDef("*_asr", L, FR, ROB),
     MetricDef("*_misclassification_rate", L, FR, ROB),
     # generic suffixes
