@@ -15,6 +15,7 @@ from suite.core import registries as reg
 from suite.core.errors import ConfigError, DataError
 from suite.core.models import SourceSpec, load_source
 from suite.core.sources import idx as idx_mod
+from test_disk_loaders import assert_data_error
 from suite.core.sources.idx import (
     FASHION_MNIST_CLASSES,
     IDX_FILES,
@@ -60,16 +61,6 @@ def write_dataset(directory: Path, n_train: int = 40, n_test: int = 20, *, gz: b
         write_idx(directory / f"{prefix}-labels-idx1-ubyte{suffix}", labels, gz=gz)
         out[split] = (images, labels.astype(np.int64))
     return out
-
-
-def assert_data_error(fn, *needles: str) -> str:
-    with pytest.raises(DataError) as info:
-        fn()
-    msg = str(info.value)
-    assert "\n" not in msg
-    for needle in needles:
-        assert needle in msg, msg
-    return msg
 
 
 # --------------------------------------------------------------------------- the format
