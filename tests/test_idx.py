@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from suite.core import registries as reg
-from suite.core.errors import ConfigError, DataError
+from suite.core.errors import ConfigError
 from suite.core.models import SourceSpec, load_source
 from suite.core.sources import idx as idx_mod
 from test_disk_loaders import assert_data_error
