@@ -373,8 +373,8 @@ def git_state() -> dict[str, Any]:
 
 
 def run_grid_cmd(python: str, grid: Path, out: Path, cache: Path, extra: list[str], log_file: Path,
-                 timeout: float) -> dict[str, Any]:
-    env = {**os.environ, "SUITE_CACHE": str(cache), "TQDM_DISABLE": "1"}
+                 timeout: float, base_env: dict[str, str] | None = None) -> dict[str, Any]:
+    env = {**(base_env or os.environ), "SUITE_CACHE": str(cache), "TQDM_DISABLE": "1"}
     cmd = [python, "-m", "suite", "grid", str(grid), "--output-dir", str(out), "--quiet", *extra]
     log(f"SUITE_CACHE={cache} {' '.join(cmd)}")
     started = time.perf_counter()
@@ -429,7 +429,12 @@ def main(out: str | os.PathLike, *, grid: dict[str, Any] | None = None, python: 
         caches = {"ray": tmp / "cache-ray", "local": tmp / "cache-local"}
         for c in caches.values():
             c.mkdir()
-        env = {**os.environ, "SUITE_CACHE": str(caches["ray"]), "RAY_USAGE_STATS_ENABLED": "0"}
+        # a private HOME: Ray reads ~/.ray/auth_token (left by other Ray sessions on this machine) and then
+        # the second node fails to authenticate with the head; this cluster runs without token auth
+        home = tmp / "home"
+        home.mkdir()
+        env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "disabled", "SUITE_CACHE": str(caches["ray"]),
+               "RAY_USAGE_STATS_ENABLED": "0"}
         cluster = Cluster(tmp / "ray", ray_cli, workers=1, cpus=1, env=env)
         cluster.root.mkdir()
         try:
@@ -445,7 +450,7 @@ def main(out: str | os.PathLike, *, grid: dict[str, Any] | None = None, python: 
                 raise RuntimeError(f"expected 2 alive nodes, got {len(nodes)}: {nodes}")
             summary["ray_run"] = run_grid_cmd(python, grid_file, out / "ray", caches["ray"],
                                               ["--executor", "ray", "--address", cluster.address,
-                                               "--jobs", str(jobs)], out / "ray.log", timeout)
+                                               "--jobs", str(jobs)], out / "ray.log", timeout, base_env=env)
             tasks = grid_tasks(python, cluster.address, env, len(expected))
             role = {n["node_id"]: ("head" if n["head"] else "worker") for n in nodes}
             per_node = Counter(role.get(t.get("node_id"), t.get("node_id") or "?") for t in tasks
