@@ -66,7 +66,6 @@ STAGE_SETTINGS = SettingsSpec({
     "track_every": Field(5, int, gt=0, doc="largest held-out tracking period of universal attacks"),
     "task_models": Field(None, str, optional=True, doc="colon-separated architectures of the meta tasks"),
 }, owner="attack stage", profiles={"smoke": {"eval_limit": 64, "track_every": 5}})
-STAGE_KEYS = tuple(STAGE_SETTINGS.keys())
 META_ATTACKS = {"uap-meta": "meta", "uap-maml": "maml", "uap-l2o": "l2o"}
 
 

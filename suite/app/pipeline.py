@@ -19,7 +19,6 @@ import suite
 from compression.base import CompressionResult
 from suite.core import registries as reg
 from suite.core import models as core_models
-from suite.core.cache import ModelKey
 from suite.core.config import RunConfig
 from suite.core.errors import ConfigError
 from suite.core.metrics import record_directions
@@ -112,10 +111,6 @@ def runtime_of(cfg: RunConfig) -> Runtime:
 
 def load_source(cfg: RunConfig) -> ImageSource:
     return core_models.load_source(source_spec(cfg))
-
-
-def model_key(cfg: RunConfig, source: ImageSource) -> ModelKey:
-    return core_models.model_key(model_spec(cfg), source)
 
 
 def get_trained_model(cfg: RunConfig, source: ImageSource) -> TrainedModel:
