@@ -73,3 +73,48 @@ def test_sigterm_in_process_returns_143_and_restores_the_handler(monkeypatch, ca
     assert code == 143 and capsys.readouterr().err.strip() == "interrupted (SIGTERM)"
     assert list(out.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def _spin_until(deadline_s: float) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        time.sleep(0.01)
+
+
+def test_interrupt_swallowed_by_a_finaliser_is_delivered_again():
+    """CPython drops an exception raised in ``__del__``; the guard re-raises it in the main flow."""
+    from suite.app.interrupts import InterruptGuard
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT has another handler here")
+
+    class Finalised:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            _spin_until(0.2)  # the handler runs here, inside the finaliser
+
+    with pytest.raises(KeyboardInterrupt):
+        with InterruptGuard(redeliver_s=600) as guard:
+            obj = Finalised()
+            del obj  # KeyboardInterrupt raised and dropped inside __del__
+            _spin_until(5)
+    assert guard._done.is_set()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_interrupt_swallowed_by_code_is_delivered_again_by_the_watchdog():
+    from suite.app.interrupts import InterruptGuard, Terminated
+
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        pytest.skip("SIGTERM has a handler here")
+    swallowed = 0
+    with pytest.raises(Terminated):
+        with InterruptGuard(redeliver_s=0.2):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                _spin_until(5)
+            except BaseException:  # noqa: BLE001 - the kind of code the guard protects against
+                swallowed += 1
+            _spin_until(5)
+    assert swallowed == 1
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -9,19 +9,19 @@ adds its parser to the subparsers object and returns the handler
 Exit codes: 0 success; 2 bad usage (unknown names, impossible settings,
 missing or malformed data) with a one-line ``error:`` message; 130 when
 interrupted by Ctrl-C (SIGINT) and 143 on SIGTERM (no record is left behind:
-SIGTERM is raised as :class:`Terminated` in the main thread, so every
-``with``/``finally`` cleanup runs, as for Ctrl-C).
+SIGTERM is raised as :class:`~suite.app.interrupts.Terminated` in the main
+thread, so every ``with``/``finally`` cleanup runs, as for Ctrl-C; an
+interrupt swallowed by a finaliser is delivered again).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 from typing import Any, Sequence
 
+from suite.app.interrupts import InterruptGuard, Terminated
 from suite.core.errors import SuiteError
 
 KINDS = ("models", "sources", "compressors", "backends", "attacks", "fingerprints")
@@ -199,49 +199,20 @@ def cmd_ls(args: argparse.Namespace) -> int:
 COMMANDS: dict = {"run": cmd_run, "train": cmd_train, "ls": cmd_ls}
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived: raised in the main thread (like KeyboardInterrupt for Ctrl-C).
-
-    A BaseException, so ``except Exception`` handlers let it through and every
-    ``with``/``finally`` cleanup (hidden run directories, cache temporaries,
-    worker processes) runs before :func:`main` returns 143.
-    """
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
-
-
-def _install_sigterm() -> Any:
-    """Install the SIGTERM handler; returns the previous one (None: not installed).
-
-    Only from the main thread, and only over the default disposition: an
-    ignored SIGTERM or a handler installed by an embedding program is kept.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is not signal.SIG_DFL:
-        return None
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    return previous
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    previous = _install_sigterm()
-    try:
-        return COMMANDS[args.command](args)
-    except SuiteError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: no record was written", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("interrupted (SIGTERM)", file=sys.stderr)
-        return 143
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with InterruptGuard() as guard:
+        try:
+            return COMMANDS[args.command](args)
+        except SuiteError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return err.exit_code
+        except KeyboardInterrupt:
+            guard.caught()
+            print("interrupted: no record was written", file=sys.stderr)
+            return 130
+        except Terminated:
+            guard.caught()
+            print("interrupted (SIGTERM)", file=sys.stderr)
+            return 143
