@@ -26,7 +26,8 @@ def add_command(sub: Any) -> Callable[[argparse.Namespace], int]:
     p.add_argument("--format", default="md,csv,html", help="comma-separated: md, csv, html (default all)")
     p.add_argument("--sort", default=None,
                    help="rank every view that has this metric by it (METRIC, METRIC:asc or METRIC:desc); "
-                        "default per view: clean_acc, uap_fooling_rate, U")
+                        "default per view: clean_acc, uap_fooling_rate, U; the compression x robustness "
+                        "view is ranked only by a metric given here")
     p.add_argument("--filter", default=None,
                    help="keep runs matching a pandas query on run columns, e.g. "
                         "\"backend == 'onnx' and sparsity >= 0.5\"")

@@ -2,9 +2,12 @@
 
 ``runs.csv``: every record, identity and facts first (``reports.load``'s
 ``IDENTITY`` + ``RUN_FACTS``), then metrics in name order.  One file per view
-(``compression.csv``, ``robustness.csv``, ``ip_protection.csv``) with the
-view's fixed columns, plus ``attacks.csv`` and ``fingerprints.csv`` (every
-entry; ROC points stay in the records).
+(``compression.csv``, ``robustness.csv``, ``compression_robustness.csv``,
+``ip_protection.csv``) with the view's fixed columns (``run_id`` after
+``rank`` where the view has one row per run), plus ``attacks.csv`` and
+``fingerprints.csv`` (every entry; ROC points stay in the records) and
+``sweeps.csv`` (every budget point of every entry's sweep,
+:data:`reports.sweeps.SWEEP_COLUMNS`; header only when no entry has one).
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from reports.load import IDENTITY, RUN_FACTS
+from reports.sweeps import empty_table
 from reports.views import View, attack_details
 
-VIEW_FILES = {"compression": "compression.csv", "robustness": "robustness.csv", "ip": "ip_protection.csv"}
+VIEW_FILES = {"compression": "compression.csv", "robustness": "robustness.csv",
+              "compression_robustness": "compression_robustness.csv", "ip": "ip_protection.csv"}
 
 
 def runs_columns(runs) -> list[str]:
@@ -29,11 +34,13 @@ def write_csvs(views: list[View], data, out_dir: Path) -> list[Path]:
     runs = data.runs.reindex(columns=runs_columns(data.runs))
     written.append(_write(runs, out_dir / "runs.csv"))
     for view in views:
-        written.append(_write(view.table[["rank", "run_id", *view.identity, *view.metrics]],
+        run_id = ["run_id"] if "run_id" in view.table.columns else []
+        written.append(_write(view.table[["rank", *run_id, *view.identity, *view.metrics]],
                               out_dir / VIEW_FILES[view.key]))
     written.append(_write(attack_details(data), out_dir / "attacks.csv"))
     fps = data.fingerprints.drop(columns=["roc"], errors="ignore")
     written.append(_write(fps, out_dir / "fingerprints.csv"))
+    written.append(_write(empty_table() if data.sweeps is None else data.sweeps, out_dir / "sweeps.csv"))
     return written
 
 

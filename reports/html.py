@@ -6,8 +6,10 @@ records, on ``<body data-plots=...>``, where each plot image sits and whether
 the browser decoded it -- the browser test reads this back.
 
 Element ids (stable, for tests and links): ``view-compression``,
-``view-robustness``, ``view-ip``; tables ``table-<view>`` and
-``table-attacks``; plots ``plot-<name>`` (see ``reports.plots.PLOTS``).
+``view-robustness``, ``view-compression_robustness``, ``view-ip``; tables
+``table-<view>`` and ``table-attacks``; plots ``plot-<name>`` (see
+``reports.plots.PLOTS``).  The attack entries' budget and black-box columns
+that no entry fills (older records) are left out of ``table-attacks``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import html
 
 from reports.metrics import TEXT_COLUMNS, arrow, cell, header
 from reports.plots import PLOTS
-from reports.views import View, attack_details
+from reports.views import OPTIONAL_DETAIL, View, attack_details
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #1b1b1b; background: #fff; }
@@ -119,6 +121,10 @@ def render(views: list[View], data, plots: dict[str, bytes | None], *, title: st
             order = "highest" if view.higher_is_better else "lowest"
             parts.append(f'<p class="summary">Ranked by <code>{html.escape(view.sort_by)}</code> '
                          f"({order} first).</p>")
+        if view.key == "compression_robustness":
+            from reports.tradeoff import NOTE
+
+            parts.append(f'<p class="summary">{html.escape(NOTE)}</p>')
         figs = [_figure(name, plots.get(name)) for name, (_, where) in PLOTS.items() if where == view.key]
         if figs:
             parts.append('<div class="plots">' + "".join(figs) + "</div>")
@@ -127,7 +133,9 @@ def render(views: list[View], data, plots: dict[str, bytes | None], *, title: st
             details = attack_details(data)
             if len(details):
                 parts.append(f"<details><summary>All {len(details)} attack entries</summary>")
-                parts.append(_table(details, [c for c in details.columns if c != "run_id"], "table-attacks", hib))
+                shown = [c for c in details.columns if c != "run_id"
+                         and not (c in OPTIONAL_DETAIL and details[c].isna().all())]
+                parts.append(_table(details, shown, "table-attacks", hib))
                 parts.append("</details>")
         parts.append("</section>")
     if data.failed_jobs:

@@ -15,9 +15,19 @@ runs          one row per record: identity columns (``IDENTITY``), compression
               own name
 attacks       one row per attack entry, with the run's identity columns (the
               entry's own ``source`` is ``attack_source``; ``headline`` marks
-              entries crafted on the run's compressed model -- dense when it
-              has none -- and evaluated on what it ships: deployed, else
-              compressed, else dense)
+              the run's headline pair: a white-box entry crafted on the run's
+              compressed model -- dense when it has none -- and evaluated on
+              what it ships: deployed, else compressed, else dense; a
+              black-box entry, ``black_box`` true, crafted on and evaluated
+              on what it ships).  Budget fields ``eps_standard`` (the source's
+              standard budget for the entry's norm), ``eps_multiple`` (eps /
+              eps_standard), ``eps_origin`` ("standard" or "given") and
+              ``budget_reference`` are NaN / None in records without them;
+              ``black_box`` is a bool, ``feedback`` and
+              ``queries_per_image`` (black-box query accounting) NaN / None
+              for white-box entries
+sweeps        one row per budget point of an entry's ``sweep`` (see
+              :mod:`reports.sweeps`), marked ``headline`` like its entry
 fingerprints  one row per fingerprint entry (``roc`` kept as an object column)
 transfers     list of ``{run_id, label, name, rows, cols, values, metric}``
 """
@@ -31,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reports.sweeps import SWEEP_COLUMNS, eps_multiple, sweep_rows
 from suite.core.metrics import as_float, is_missing
 
 IDENTITY = ("run_id", "model", "source", "compress", "sparsity", "backend", "seed", "profile", "width",
@@ -39,7 +50,11 @@ RUN_FACTS = ("achieved_sparsity", "params", "params_dense", "macs", "macs_dense"
              "latency_ms", "latency_p90_ms", "dense_latency_ms", "speedup", "agreement_top1", "compile_seconds",
              "total_seconds")
 ATTACK_FIELDS = ("id", "attack", "universal", "norm", "eps", "attack_source", "crafted_on", "evaluated_on", "fooling_rate", "asr",
-                 "misclassification_rate", "robust_acc", "achieved_norm", "steps", "grad_queries", "seconds")
+                 "misclassification_rate", "robust_acc", "achieved_norm", "steps", "grad_queries", "seconds",
+                 "eps_standard", "eps_multiple", "eps_origin", "budget_reference", "black_box", "feedback",
+                 "queries_per_image")
+ATTACK_FLOATS = ("eps", "fooling_rate", "asr", "misclassification_rate", "robust_acc", "achieved_norm", "steps",
+                 "grad_queries", "seconds", "eps_standard", "eps_multiple", "queries_per_image")
 FINGERPRINT_FIELDS = ("id", "R", "T", "U", "auc", "tpr_at_1pct_fpr", "threshold", "false_positives",
                       "n_positives", "n_negatives", "queries", "generation_seconds")
 # identity columns copied into the attack and fingerprint tables
@@ -59,6 +74,7 @@ class RunData:
     transfers: list[dict[str, Any]]
     failed_jobs: list[dict[str, Any]] = field(default_factory=list)
     higher_is_better: dict[str, bool] = field(default_factory=dict)
+    sweeps: Any = None  # pandas.DataFrame (reports.sweeps.SWEEP_COLUMNS); None: not built
 
 
 def candidate_files(root: Path) -> list[Path]:
@@ -207,7 +223,7 @@ def tables(records: list[dict[str, Any]], paths: list[Path] | None = None,
     runs = pd.DataFrame(rows)
     if runs.empty:
         runs = pd.DataFrame(columns=list(IDENTITY + RUN_FACTS) + ["clean_acc"])
-    attack_rows, fingerprint_rows, transfers = [], [], []
+    attack_rows, fingerprint_rows, transfers, sweep_rows_ = [], [], [], []
     higher: dict[str, bool] = {}
     for record, row in zip(records, rows):
         ident = {k: row.get(k) for k in ROW_IDENTITY}
@@ -222,18 +238,19 @@ def tables(records: list[dict[str, Any]], paths: list[Path] | None = None,
         for entry in entries:
             a = {**ident, **{f: entry.get(f) for f in ATTACK_FIELDS}}
             a["attack_source"] = entry.get("source")  # the images the attack used (may differ from the run's)
-            for f in ("eps", "fooling_rate", "asr", "misclassification_rate", "robust_acc", "achieved_norm",
-                      "steps", "grad_queries", "seconds"):
+            for f in ATTACK_FLOATS:
                 a[f] = as_float(a[f])
+            a["eps_multiple"] = eps_multiple(a["eps"], a["eps_standard"], a["eps_multiple"])
             if math.isnan(a["robust_acc"]) and not math.isnan(a["misclassification_rate"]):
                 a["robust_acc"] = 1.0 - a["misclassification_rate"]
             a["id"] = str(entry.get("id", "?"))
             # attacks.stage ids read "<attack>:<crafted_on>-><evaluated_on>"; the attack name is their head
             a["attack"] = str(entry.get("attack") or a["id"].split(":", 1)[0])
             a["universal"] = entry.get("universal") is True  # one perturbation for all images (a UAP)
-            # the run's headline pair: crafted on its nearest white-box model, evaluated on what it ships
-            a["headline"] = entry.get("crafted_on") == nearest and entry.get("evaluated_on") == final
+            a["black_box"] = entry.get("black_box") is True  # queries forward passes only
+            a["headline"] = is_headline(entry, nearest, final)
             attack_rows.append(a)
+            sweep_rows_.extend(sweep_rows(entry, row, attack=a["attack"], headline=a["headline"]))
         for entry in record.get("fingerprints") or []:
             if not isinstance(entry, dict):
                 continue
@@ -255,8 +272,16 @@ def tables(records: list[dict[str, Any]], paths: list[Path] | None = None,
                                       "metric": str(matrix.get("metric", "fooling_rate"))})
     attacks = pd.DataFrame(attack_rows, columns=list(ROW_IDENTITY) + list(ATTACK_FIELDS) + ["headline"])
     fingerprints = pd.DataFrame(fingerprint_rows, columns=list(ROW_IDENTITY) + list(FINGERPRINT_FIELDS) + ["roc"])
+    sweeps = pd.DataFrame(sweep_rows_, columns=list(SWEEP_COLUMNS))
     return RunData(records, list(paths or []), list(skipped or []), runs, attacks, fingerprints, transfers,
-                   list(failed_jobs or []), higher)
+                   list(failed_jobs or []), higher, sweeps)
+
+
+def is_headline(entry: dict[str, Any], nearest: str, final: str | None) -> bool:
+    """Whether ``entry`` is its run's headline pair: evaluated on what the run ships (``final``), crafted
+    on the nearest white-box model (``nearest``) -- or, for a black-box entry, on what it ships too."""
+    crafted = final if entry.get("black_box") is True else nearest
+    return entry.get("crafted_on") == crafted and entry.get("evaluated_on") == final
 
 
 def _valid_matrix(matrix: Any) -> bool:

@@ -37,11 +37,15 @@ def render(views: list[View], data, *, title: str = "Leaderboard", generated: st
             order = "highest" if view.higher_is_better else "lowest"
             out.append(f"Ranked by `{view.sort_by}` ({order} first).")
             out.append("")
+        if view.key == "compression_robustness":
+            from reports.tradeoff import NOTE
+
+            out.extend([NOTE, ""])
         out.append(render_table(view.table, view.columns, hib))
         out.append("")
         if view.key == "robustness" and len(data.attacks):
             out.append(f"All {len(data.attacks)} attack entries (budgets, crafted on / evaluated on): "
-                       "`attacks.csv` and the HTML page.")
+                       "`attacks.csv` and the HTML page; budget sweeps: `sweeps.csv`.")
             out.append("")
     if data.failed_jobs:
         out.append("## Failed grid jobs")

@@ -19,12 +19,16 @@ LABELS: dict[str, str] = {
     "speedup": "speedup", "uap_fooling_rate": "UAP fooling rate", "pgd_robust_acc": "PGD robust acc",
     "transfer_fooling_rate": "transfer fooling rate", "tpr_at_1pct_fpr": "TPR@1%FPR",
     "false_positives": "false positives", "auc": "AUC", "generation_seconds": "gen s",
+    "n_runs": "runs", "dense_clean_acc": "dense clean acc", "eps_standard": "standard eps",
+    "eps_multiple": "eps / standard", "eps_origin": "eps origin", "black_box": "black box",
+    "queries_per_image": "queries / image",
 }
 
 
 # columns that hold names, not numbers (left-aligned, sorted as text)
 TEXT_COLUMNS = {"model", "source", "compress", "backend", "method", "id", "attack", "norm", "crafted_on",
-                "evaluated_on", "run_id", "target", "job", "error", "attack_args", "fingerprint_args"}
+                "evaluated_on", "run_id", "target", "job", "error", "attack_args", "fingerprint_args",
+                "eps_origin", "feedback", "budget_reference", "headline", "black_box"}
 
 
 def direction(name: str, overrides: dict[str, bool] | None = None) -> bool | None:

@@ -7,11 +7,16 @@ accuracy_vs_sparsity   clean accuracy against achieved sparsity, one line per
                        (model, scheme); dense models at sparsity 0
 speedup_vs_sparsity    measured speedup over dense against sparsity, per
                        (backend, scheme), beside the ideal 1 / (1 - s)
-uap_vs_budget          UAP fooling rate against the budget eps, per
-                       (model, scheme, attack), universal entries only,
-                       headline entries (crafted on
-                       the compressed model, evaluated on the deployment),
-                       mean over seeds and backends
+robustness_vs_sparsity robust accuracy of each per-image attack (left) and
+                       fooling rate of each UAP with its uniform-noise
+                       baseline dashed (right) at the standard budget,
+                       against sparsity, one line per (model, scheme);
+                       lines start at the dense model (the
+                       :mod:`reports.tradeoff` table)
+uap_vs_budget          UAP fooling rate against the budget eps, from the
+robust_acc_vs_budget   headline entries' budget sweeps (one line per run x
+                       attack) else from the entries (see
+                       :mod:`reports.budget_plots`)
 transfer_heatmaps      transfer matrices (crafted on -> evaluated on), mean
                        over the runs that share a matrix name and labels; the
                        four fullest (dense -> compressed -> deployed) first
@@ -21,47 +26,18 @@ roc_curves             fingerprint ROC curves, mean TPR per method on a common
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Any
 
+from reports.budget_plots import robust_acc_vs_budget, uap_vs_budget
+from reports.figure import MAX_SERIES
+from reports.figure import axes as _axes
+from reports.figure import legend as _legend
+from reports.figure import png as _png
+from reports.figure import pyplot as _pyplot
 from suite.core.metrics import is_number
 
-MAX_SERIES = 12
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _axes(width: float, height: float):
-    """A new figure with one axes, ``width`` x ``height`` inches."""
-    return _pyplot().subplots(figsize=(width, height))
-
-
-def _png(fig) -> bytes:
-    plt = _pyplot()
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _legend(ax, n: int) -> None:
-    """In the axes for a few series, to the right of them for many."""
-    if not n:
-        return
-    if n <= 5:
-        ax.legend(fontsize=7, loc="best")
-    else:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
-
+DENSE = ("none", "dense")  # compress schemes of the uncompressed model
 
 def _against_sparsity(runs, metric: str):
     """Runs with a number for ``metric`` and a sparsity ``x`` (achieved, else target); None if none."""
@@ -124,30 +100,61 @@ def speedup_vs_sparsity(runs) -> bytes | None:
     return _png(fig)
 
 
-def uap_vs_budget(attacks) -> bytes | None:
-    if len(attacks) == 0:
+def robustness_vs_sparsity(table) -> bytes | None:
+    """Robust accuracy (left) and UAP fooling rate (right, uniform noise dashed) against sparsity, from a
+    :func:`reports.tradeoff.tradeoff_table`; one colour per (model, scheme), one marker per attack; lines
+    start at the dense model (sparsity 0).  None when the table has no attack values."""
+    if table is None or len(table) == 0:
         return None
-    df = attacks[attacks["universal"].fillna(False).astype(bool)]
-    df = df[df["eps"].map(is_number) & df["fooling_rate"].map(is_number)]
-    if len(df) == 0:
+    values = [c for c in table.columns if not c.startswith("dense_") and not c.endswith("_noise_fooling_rate")]
+    robust = [c for c in values if c.endswith("_robust_acc")]
+    fooling = [c for c in values if c.endswith("_fooling_rate")]
+    panels = [(cols, name) for cols, name in ((robust, "robust accuracy"), (fooling, "UAP fooling rate"))
+              if any(table[c].map(is_number).any() for c in cols)]
+    if not panels:
         return None
-    fig, ax = _axes(8.4, 4.0)
-    series = 0
-    if "headline" in df.columns and df["headline"].fillna(False).astype(bool).any():
-        df = df[df["headline"].fillna(False).astype(bool)]
-    for (model, scheme, attack), g in df.groupby(["model", "compress", "attack"], sort=True, dropna=False):
-        mean = g.groupby("eps")["fooling_rate"].mean().sort_index()
-        ax.plot(mean.index, mean.values, "-o", markersize=4, label=f"{model} {scheme} {attack}")
-        series += 1
-        if series >= MAX_SERIES:
-            break
-    ax.set_xlabel("budget eps")
-    ax.set_ylabel("fooling rate")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("UAP fooling rate vs budget")
-    ax.grid(alpha=0.3)
-    _legend(ax, series)
+    df = table.assign(x=table["achieved_sparsity"].where(table["achieved_sparsity"].map(is_number),
+                                                         table["sparsity"]))
+    dense = df[df["compress"].isin(DENSE)]
+    schemes = sorted({(m, c) for m, c in zip(df["model"], df["compress"]) if c not in DENSE}, key=str)
+    cycle = _pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
+    colour = {key: cycle[i % len(cycle)] for i, key in enumerate(schemes)}
+    fig, axs = _axes(6.2 * len(panels), 4.2, ncols=len(panels))
+    for ax, (cols, name) in zip([axs] if len(panels) == 1 else list(axs), panels):
+        series = 0
+        for (model, scheme), g in df.groupby(["model", "compress"], sort=True, dropna=False):
+            if scheme in DENSE and model in {m for m, _ in schemes}:
+                continue  # the dense model is where each scheme's line starts
+            for i, c in enumerate(cols):
+                pts = g[g[c].map(is_number)].sort_values("x")
+                if len(pts) == 0 or series >= MAX_SERIES:
+                    continue
+                attack = c.rsplit("_", 2)[0]
+                style = {"color": colour.get((model, scheme)), "marker": "os^vDP"[i % 6], "markersize": 5}
+                ax.plot(*_from_dense(pts, c, dense[dense["model"] == model]), "-",
+                        label=f"{model} {scheme} {attack}", **style)
+                series += 1
+                noise = f"{attack}_noise_fooling_rate"
+                if noise in pts.columns and pts[noise].map(is_number).any():
+                    ax.plot(*_from_dense(pts[pts[noise].map(is_number)], noise, dense[dense["model"] == model]),
+                            "--", linewidth=1, color=style["color"])
+        ax.set_xlabel("sparsity (fraction of prunable weights removed)")
+        ax.set_ylabel(f"{name} at the standard budget")
+        dashed = " (dashed: uniform noise)" if cols is fooling else ""
+        ax.set_title(f"{name[0].upper()}{name[1:]} vs sparsity{dashed}", fontsize=10)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        _legend(ax, series)
     return _png(fig)
+
+
+def _from_dense(points, column: str, dense) -> tuple[list[float], list[float]]:
+    """``(x, y)`` of ``points[column]``, starting at ``(0, dense value)`` when the dense rows have one."""
+    xs, ys = [float(v) for v in points["x"]], [float(v) for v in points[column]]
+    start = [float(v) for v in dense[column] if is_number(v)] if column in dense.columns else []
+    if start and xs and xs[0] > 0:
+        xs, ys = [0.0] + xs, [sum(start) / len(start)] + ys
+    return xs, ys
 
 
 def transfer_heatmaps(transfers: list[dict[str, Any]]) -> bytes | None:
@@ -241,17 +248,24 @@ PLOTS = {
     "accuracy_vs_sparsity": ("Accuracy vs sparsity per scheme", "compression"),
     "speedup_vs_sparsity": ("Measured speedup vs sparsity (ideal 1/(1-s))", "compression"),
     "uap_vs_budget": ("UAP fooling rate vs budget", "robustness"),
+    "robust_acc_vs_budget": ("Robust accuracy vs budget", "robustness"),
     "transfer_heatmaps": ("Transfer: dense -> compressed -> deployed", "robustness"),
+    "robustness_vs_sparsity": ("Robustness at the standard budget vs sparsity per scheme",
+                               "compression_robustness"),
     "roc_curves": ("Fingerprint ROC curves", "ip"),
 }
 
 
 def make_plots(data) -> dict[str, bytes | None]:
     """All plots of ``data`` by name (see :data:`PLOTS`)."""
+    from reports.tradeoff import tradeoff_table
+
     return {
         "accuracy_vs_sparsity": accuracy_vs_sparsity(data.runs),
         "speedup_vs_sparsity": speedup_vs_sparsity(data.runs),
-        "uap_vs_budget": uap_vs_budget(data.attacks),
+        "uap_vs_budget": uap_vs_budget(data.attacks, data.sweeps),
+        "robust_acc_vs_budget": robust_acc_vs_budget(data.attacks, data.sweeps),
+        "robustness_vs_sparsity": robustness_vs_sparsity(tradeoff_table(data)),
         "transfer_heatmaps": transfer_heatmaps(data.transfers),
         "roc_curves": roc_curves(data.fingerprints),
     }

@@ -1,9 +1,13 @@
-"""The three leaderboard views, ranked: compression, robustness, IP protection.
+"""The leaderboard views, ranked: compression, robustness, compression x robustness, IP protection.
 
 Each :class:`View` is a DataFrame with a ``rank`` column (1 = best on the
 sort metric; ties share a rank; rows without the metric are unranked and come
 last), identity columns and metric columns (floats).  Columns are fixed per
 view so that CSVs keep stable names; a view without data is an empty table.
+The compression x robustness view (:mod:`reports.tradeoff`) has one row per
+(model, source, scheme, sparsity) rather than per run, so it has no
+``run_id``; it is ranked only when ``--sort`` names one of its metrics, and
+otherwise ordered by its identity columns.
 
 Robustness columns, per run (a record metric of the same name wins).  The
 "target" of a run is the model it ships: its deployment when its entries
@@ -45,16 +49,22 @@ COMPRESSION_METRICS = ["clean_acc", "acc_dense", "achieved_sparsity", "macs", "m
 ROBUSTNESS_METRICS = ["clean_acc", "uap_fooling_rate", "pgd_robust_acc", "transfer_fooling_rate"]
 IP_METRICS = ["R", "T", "U", "auc", "tpr_at_1pct_fpr", "false_positives", "queries", "generation_seconds"]
 ATTACK_DETAIL = ["attack", "norm", "eps", "crafted_on", "evaluated_on", "fooling_rate", "asr",
-                 "misclassification_rate", "robust_acc", "achieved_norm", "grad_queries", "seconds"]
-DEFAULT_SORT = {"compression": "clean_acc", "robustness": "uap_fooling_rate", "ip": "U"}
-TITLES = {"compression": "Compression", "robustness": "Robustness", "ip": "IP protection"}
+                 "misclassification_rate", "robust_acc", "achieved_norm", "grad_queries", "seconds",
+                 "headline", "eps_standard", "eps_multiple", "eps_origin", "black_box", "feedback",
+                 "queries_per_image"]
+# attack detail columns that older records never fill (the HTML page leaves them out when all empty)
+OPTIONAL_DETAIL = ["eps_standard", "eps_multiple", "eps_origin", "feedback", "queries_per_image"]
+DEFAULT_SORT: dict[str, str | None] = {"compression": "clean_acc", "robustness": "uap_fooling_rate",
+                                       "compression_robustness": None, "ip": "U"}
+TITLES = {"compression": "Compression", "robustness": "Robustness",
+          "compression_robustness": "Compression x robustness", "ip": "IP protection"}
 
 
 @dataclass
 class View:
     """One ranked leaderboard table."""
 
-    key: str               # compression | robustness | ip
+    key: str               # compression | robustness | compression_robustness | ip
     title: str
     table: Any             # pandas.DataFrame: rank, identity, metrics
     identity: list[str]
@@ -98,21 +108,26 @@ def rank(table, metric: str | None, higher: bool | None, tie_columns: list[str])
 
 
 def build_views(data, sort: str | None = None) -> list[View]:
-    """The three views of ``data`` (a :class:`reports.load.RunData`)."""
+    """The views of ``data`` (a :class:`reports.load.RunData`), in page order."""
+    from reports.tradeoff import TRADEOFF_IDENTITY, TRADEOFF_METRICS, tradeoff_table
+
     sort_metric, sort_order = parse_sort(sort)
     hib = data.higher_is_better
     specs = [("compression", compression_table(data), COMPRESSION_METRICS, IDENT),
              ("robustness", robustness_table(data), ROBUSTNESS_METRICS, IDENT + ["attack_args"]),
+             ("compression_robustness", tradeoff_table(data), list(TRADEOFF_METRICS), list(TRADEOFF_IDENTITY)),
              ("ip", ip_table(data), IP_METRICS, IDENT + ["method", "fingerprint_args"])]
     views = []
     for key, table, metrics, ident in specs:
         extra = [c for c in table.columns if c not in ident and c not in metrics and c != "run_id"]
         metrics = metrics + extra
         metric = sort_metric if sort_metric in metrics else DEFAULT_SORT[key]
-        higher = sort_order if (sort_order is not None and metric == sort_metric) else direction(metric, hib)
-        if higher is None:
-            higher = True
-        ranked = rank(table[["run_id", *ident, *metrics]], metric, higher, ident)
+        higher = None
+        if metric is not None:
+            higher = sort_order if (sort_order is not None and metric == sort_metric) else direction(metric, hib)
+            higher = True if higher is None else higher
+        keep = ["run_id"] if "run_id" in table.columns else []
+        ranked = rank(table[[*keep, *ident, *metrics]], metric, higher, ident)
         views.append(View(key, TITLES[key], ranked, ident, metrics, metric, higher))
     return views
 
@@ -234,7 +249,8 @@ def filter_runs(data, expr: str | None):
     records = [r for r in data.records if r.get("run_id") in ids]
     return replace(data, records=records, runs=kept.reset_index(drop=True), attacks=keep_rows(data.attacks),
                    fingerprints=keep_rows(data.fingerprints),
-                   transfers=[t for t in data.transfers if t["run_id"] in ids])
+                   transfers=[t for t in data.transfers if t["run_id"] in ids],
+                   sweeps=None if data.sweeps is None else keep_rows(data.sweeps))
 
 
 # ----------------------------------------------------------------- helpers

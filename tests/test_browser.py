@@ -19,7 +19,8 @@ from reports.cli import write_leaderboard
 pytestmark = [pytest.mark.browser, needs_browser]
 
 ALL_PLOTS = {"plot-accuracy_vs_sparsity", "plot-speedup_vs_sparsity", "plot-uap_vs_budget",
-             "plot-transfer_heatmaps", "plot-roc_curves"}
+             "plot-robust_acc_vs_budget", "plot-robustness_vs_sparsity", "plot-transfer_heatmaps",
+             "plot-roc_curves"}
 
 
 def test_html_leaderboard_renders_in_chromium(tmp_path):

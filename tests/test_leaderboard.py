@@ -204,10 +204,10 @@ def test_writes_markdown_csv_html(runs_dir, tmp_path):
 
     page = (out / "leaderboard.html").read_text()
     assert "http://" not in page and "https://" not in page and "<link" not in page  # self-contained
-    for view in ("view-compression", "view-robustness", "view-ip"):
+    for view in ("view-compression", "view-robustness", "view-compression_robustness", "view-ip"):
         assert f'id="{view}"' in page
     pngs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(pngs) == 5
+    assert len(pngs) == 7
     from PIL import Image
 
     for b64 in pngs:
@@ -223,9 +223,9 @@ def test_empty_and_partial_directories(tmp_path):
     summary = write_leaderboard(tmp_path / "empty", out, warn=lambda m: None)
     assert summary["records"] == 0
     md = (out / "leaderboard.md").read_text()
-    assert md.count("_no data_") == 3
+    assert md.count("_no data_") == 4
     page = (out / "leaderboard.html").read_text()
-    assert page.count("no data") >= 3 + 5
+    assert page.count("no data") >= 4 + 7
     # a record with sections missing or odd still loads (only 1.0 keys)
     d = tmp_path / "partial" / "r1"
     d.mkdir(parents=True)
