@@ -90,7 +90,8 @@ def canonical_norm(value: Any) -> str:
 
 BUDGET = SettingsSpec({
     "norm": Field("linf", str, choices=NORMS, parse=canonical_norm, doc="budget norm: linf | l2"),
-    "eps": Field(10 / 255, float, gt=0, doc="budget in pixel units of [0, 1] inputs (e.g. 10/255)"),
+    "eps": Field(10 / 255, float, gt=0, doc="budget in pixel units of [0, 1] inputs (e.g. 10/255); a run "
+                 "defaults it to its source's standard budget for the norm"),
     "target": Field(None, int, optional=True, ge=0, doc="target class (None: untargeted)"),
     "seed": Field(0, int, doc="random seed"),
 })
@@ -112,6 +113,8 @@ class Attack(Configurable):
         against every subject, compiled deployments included.
     feedback: what a black-box attack reads from each query: ``"logits"``
         (score-based) or ``"labels"`` (decision-based); None for white-box attacks.
+    sweepable: a run's budget sweep re-crafts it at each budget (False where
+        one point costs a full evaluation: AutoAttack, query-budget black boxes).
     """
 
     name = "attack"
@@ -119,6 +122,7 @@ class Attack(Configurable):
     needs_gradients = True
     black_box = False
     feedback: str | None = None
+    sweepable = True
     SETTINGS = BUDGET
 
     def validate(self) -> None:

@@ -75,6 +75,7 @@ class BlackBoxAttack(Attack):
     universal = False
     needs_gradients = False
     black_box = True
+    sweepable = False  # one point is a full query budget per image
     batch_size = 256
     SETTINGS = Attack.SETTINGS.extend(
         queries=Field(5000, int, ge=4, doc="query budget per image (every image sent to the model counts)"),

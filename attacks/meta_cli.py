@@ -36,7 +36,9 @@ def add_command(sub) -> Callable[[argparse.Namespace], int]:
     p.add_argument("--models", default=",".join(DEFAULT_TASK_MODELS),
                    help="comma-separated victim architectures of the tasks (default: the ones `run` uses)")
     p.add_argument("--norm", default="linf", help="linf | l2")
-    p.add_argument("--eps", type=parse_budget, default=10 / 255, help="budget, e.g. 10/255")
+    p.add_argument("--eps", type=parse_budget, default=None,
+                   help="budget, e.g. 10/255 (default: the held-out source's standard budget for --norm, the "
+                        "one `run` on that source uses)")
     p.add_argument("--meta-steps", type=int, default=None, help="outer iterations (profile default)")
     p.add_argument("--inner-steps", type=int, default=None, help="unrolled adaptation steps K")
     p.add_argument("--profile", default="default", help="smoke | default")
@@ -55,6 +57,8 @@ def run_meta_train(args: argparse.Namespace) -> int:
 
     from suite.core.config import PROFILES, default_cache_dir, default_threads
     from suite.core.errors import ConfigError
+    from suite.core.threat import declared_threat_model
+    from attacks.base import canonical_norm
 
     if args.profile not in PROFILES:
         raise ConfigError(f"unknown profile {args.profile!r} (choices: {', '.join(PROFILES)})")
@@ -69,9 +73,15 @@ def run_meta_train(args: argparse.Namespace) -> int:
                         threads=args.threads, quiet=args.quiet, log=log)
     overrides = {k: v for k, v in (("meta_steps", args.meta_steps), ("inner_steps", args.inner_steps))
                  if v is not None}
+    eps = args.eps
+    if eps is None:
+        declared = declared_threat_model(args.held_out)
+        if declared is None:
+            raise ConfigError(f"source {args.held_out!r} declares no standard budget: pass --eps")
+        eps = declared.budget(canonical_norm(args.norm))
     out = []
     for variant in variants:
-        cfg = MetaConfig(variant=variant, norm=args.norm, eps=args.eps,
+        cfg = MetaConfig(variant=variant, norm=args.norm, eps=eps,
                          **with_profile({"seed": args.seed, **overrides}, args.profile))
         state, path, hit = get_meta_state(tasks, cfg, cache_dir, progress=not args.quiet, log=log)
         out.append({"variant": variant, "dir": str(path), "cache_hit": hit, "tasks": [t.name for t in tasks],

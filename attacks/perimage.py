@@ -1,7 +1,7 @@
 """Per-image robustness baselines via torchattacks: ``pgd``, ``fgsm``, ``cw``, ``autoattack``.
 
 Each crafts one adversarial example per image (white box) and reports robust
-accuracy; :func:`eps_sweep` repeats an attack over budgets.  torchattacks
+accuracy (budget sweeps: :mod:`attacks.sweep`).  torchattacks
 does the optimisation; this module adapts settings, query counting, budget
 checks and results to the suite's contract.  ``autoattack`` is robust
 accuracy as the field reports it (RobustBench): AutoAttack "standard" on a
@@ -155,6 +155,7 @@ class AutoAttack(PerImageAttack):
     """
 
     name = "autoattack"
+    sweepable = False  # one point is a full AutoAttack run
     SETTINGS = Attack.SETTINGS.extend(
         version=Field("standard", str, choices=("standard", "plus", "rand"),
                       doc="torchattacks AutoAttack version (standard: APGD-CE, APGD-T, FAB-T, Square)"),
@@ -180,15 +181,3 @@ class AutoAttack(PerImageAttack):
             elif hasattr(member, "steps"):
                 member.steps = self.steps
         return atk
-
-
-def eps_sweep(attack_cls: type[PerImageAttack], model: Model, x: torch.Tensor, y: torch.Tensor,
-              epsilons: list[float], **settings: Any) -> list[dict[str, float]]:
-    """Robust accuracy of ``attack_cls`` at each budget in ``epsilons``."""
-    out = []
-    for eps in epsilons:
-        result = attack_cls(eps=eps, **settings).craft(model, x, y)
-        out.append({"eps": float(eps), "robust_acc": result.metrics["robust_acc"],
-                    "clean_acc": result.metrics["clean_acc"], "grad_queries": float(result.grad_queries),
-                    "seconds": round(result.seconds, 4)})
-    return out

@@ -26,11 +26,22 @@ their entries record ``subset_images`` and ``subset_sha256`` (a digest of the
 images' source indices), and the stage adds ``<attack>_clean_acc`` on that
 subset beside ``<attack>_robust_acc`` (RobustBench style).
 
+Budgets: an attack's ``eps`` defaults to the run source's standard budget
+for its norm (:func:`suite.core.threat.threat_model_for`); every entry
+records ``eps_standard``, ``eps_multiple``, ``eps_origin`` (standard | given)
+and ``budget_reference`` (:mod:`attacks.budget`).  Budget sweep: attacks
+whose class has ``sweepable`` (not AutoAttack or the query-budget black
+boxes, where each point would be a full run) are re-crafted at each
+``sweep`` multiple of their budget (default 0.25, 0.5, 0.75, 1, 1.5; smoke
+profile 0.5, 1, 1.5) on their headline crafting model and scored on what the
+run ships, beside uniform noise at the same budget; the points go to the
+headline entry's ``sweep`` (:mod:`attacks.sweep`).
+
 Settings: ``--attack-args`` keys apply to every attack that takes them
 (``eps=0.0627``, ``norm=l2``); ``NAME.key=value`` to one attack
 (``uap-pgd.steps=100``).  Stage keys: ``eval_limit`` (held-out images),
 ``few_shot`` (craft images of the meta attacks, default 32), ``sweep``
-(colon-separated Linf budgets in /255 for a per-image eps sweep),
+(colon-separated multiples of each attack's budget; see below),
 ``task_models`` (colon-separated architectures of the meta-training tasks,
 default ``resnet18``).
 
@@ -48,6 +59,8 @@ import numpy as np
 import torch
 
 from attacks.base import AttackResult
+from attacks.budget import choose_budget
+from attacks.sweep import budget_sweep, parse_multiples
 from attacks.data import AttackData
 from attacks.metrics import evaluate_perturbation, label_metrics
 from attacks.victim import Model, labels_of
@@ -56,16 +69,19 @@ from suite.core.errors import ConfigError
 from suite.core.metrics import higher_is_better
 from suite.core.settings import Field, Group, Settings, SettingsSpec, route
 from suite.core.stages import ListedStage, StageInput, StageOutput
+from suite.core.threat import threat_model_for
 
 # The stage's own settings group: its bare keys belong to the stage (``stage.KEY`` works too).
 # Each attack's smoke profile sits next to its class (``SETTINGS.profiles``).
 STAGE_SETTINGS = SettingsSpec({
     "eval_limit": Field(None, int, optional=True, ge=0, doc="held-out images (0/None: all)"),
     "few_shot": Field(32, int, gt=0, doc="craft images of the meta attacks"),
-    "sweep": Field(None, str, optional=True, doc="colon-separated Linf budgets in /255 (per-image eps sweep)"),
+    "sweep": Field(None, str, optional=True,
+                   doc="budget sweep: colon-separated multiples of each attack's eps (default 0.25:0.5:0.75:1:1.5; "
+                       "none: off)"),
     "track_every": Field(5, int, gt=0, doc="largest held-out tracking period of universal attacks"),
     "task_models": Field(None, str, optional=True, doc="colon-separated architectures of the meta tasks"),
-}, owner="attack stage", profiles={"smoke": {"eval_limit": 64, "track_every": 5}})
+}, owner="attack stage", profiles={"smoke": {"eval_limit": 64, "track_every": 5, "sweep": "0.5:1:1.5"}})
 META_ATTACKS = {"uap-meta": "meta", "uap-maml": "maml", "uap-l2o": "l2o"}
 
 
@@ -211,13 +227,15 @@ def run_attack_stage(inp: StageInput) -> StageOutput:
     hib: dict[str, bool] = {}
     out_dir = Path(inp.run_dir) / "attacks"
     out_dir.mkdir(parents=True, exist_ok=True)
+    threat = threat_model_for(inp.source)
+    multiples = parse_multiples(stage.get("sweep"))
     for name in names:
-        settings = {"seed": cfg.seed, **per[name]}
-        extra: dict[str, Any] = {}
+        settings, budget = choose_budget(name, {"seed": cfg.seed, **per[name]}, threat)
+        extra: dict[str, Any] = budget.fields()
         if name in META_ATTACKS and "meta" not in settings:
             settings["meta"], extra = meta_state_for(inp, name, settings, stage.get("task_models"))
         attack = build_attack(name, **with_tracking(name, settings, stage.track_every))
-        inp.log(f"attack {name} ({attack.norm}, eps={attack.eps:.4f})")
+        inp.log(f"attack {name} ({attack.norm}, eps={attack.eps:.4f}, {budget.origin.value} budget)")
         x_att, y_att, clean_att = xe, ye, clean
         if "n_images" in attack.settings:  # a fixed subset: the first n_images of the held-out order
             n = min(int(attack.n_images), len(xe))
@@ -228,12 +246,14 @@ def run_attack_stage(inp: StageInput) -> StageOutput:
         crafters: dict[str, Model] = ({n: s.predictor for n, s in subjects.all().items()}
                                       if attack.black_box else dict(white))
         rows, values = [], []
+        craft_sets: dict[str, torch.Tensor] = {}  # universal attacks: the images each one was crafted on
         for crafted_on, model in crafters.items():
             if attack.universal:
                 x_craft = xc
                 if name in META_ATTACKS and few_shot < len(xc):
                     pick = torch.randperm(len(xc), generator=torch.Generator().manual_seed(cfg.seed))[:few_shot]
                     x_craft = xc[pick]
+                craft_sets[crafted_on] = x_craft
                 track = (xe, clean[crafted_on]) if "track_every" in attack.settings else None
                 result = attack.craft(model, x_craft, track=track)
                 torch.save({"perturbation": result.perturbation, "norm": attack.norm, "eps": attack.eps},
@@ -281,13 +301,15 @@ def run_attack_stage(inp: StageInput) -> StageOutput:
         for key in heads:  # directions come from suite.core.metrics; neutral facts get none
             if higher_is_better(key) is not None:
                 hib[key] = bool(higher_is_better(key))
-        if not attack.universal and stage.get("sweep") and attack.norm == "linf":
-            from attacks.perimage import eps_sweep
-
-            budgets = [float(b) / 255 for b in str(stage["sweep"]).split(":")]
-            sweep = eps_sweep(type(attack), white[nearest], x_att, y_att, budgets,
-                              **{k: v for k, v in settings.items() if k != "eps"})
-            main["sweep"] = sweep
+        if multiples and attack.sweepable:
+            x_ev, y_ev, clean_ev = (xe, ye, clean) if attack.universal else (x_att, y_att, clean_att)
+            main["sweep"] = budget_sweep(
+                lambda eps: build_attack(name, **{**settings, "eps": eps}), crafters[crafted_main], targets[final],
+                norm=attack.norm, base_eps=attack.eps, multiples=multiples, x_craft=craft_sets.get(crafted_main, xc),
+                x_eval=x_ev, y_eval=y_ev, clean_eval=clean_ev[final], seed=cfg.seed,
+                base_point={k: main[k] for k in ("fooling_rate", "robust_acc", "clean_acc", "seconds")})
+            budgets = ", ".join(f"{point['eps']:.4g}" for point in main["sweep"])
+            inp.log(f"{name}: budget sweep at eps {budgets}")
     return StageOutput(attacks=entries, transfer=transfer, metrics=metrics, higher_is_better=hib)
 
 

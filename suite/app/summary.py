@@ -31,7 +31,7 @@ def _num(value: Any, digits: int = 3) -> str:
 def _eps(norm: Any, eps: Any) -> str:
     if not isinstance(eps, (int, float)):
         return "-"
-    if norm == "linf" and eps > 0 and abs(eps * 255 - round(eps * 255)) < 1e-3:
+    if norm == "linf" and 0 < eps * 255 < 64 and abs(eps * 255 - round(eps * 255)) < 1e-3:
         return f"{round(eps * 255)}/255"
     return f"{eps:.4g}"
 
@@ -135,6 +135,34 @@ def _attack_rows(entries: list[Mapping[str, Any]], metrics: Mapping[str, Any]) -
     return rows
 
 
+def _budget_line(entries: list[Mapping[str, Any]]) -> str:
+    """Where the attacks' budgets come from: the source's standard one (and its reference) or given."""
+    standard = [e for e in entries if e.get("eps_origin") == "standard"]
+    if not standard:
+        return "given by the user" if any(e.get("eps_origin") == "given" for e in entries) else ""
+    seen = dict.fromkeys((str(e.get("norm")), e.get("eps_standard")) for e in standard)
+    budgets = ", ".join(f"{norm} {_eps(norm, eps)}" for norm, eps in seen)
+    reference = str(standard[0].get('budget_reference', '')).split(';')[0]
+    return f"{budgets}: the source's standard ({reference})"
+
+
+def _sweep_rows(entries: list[Mapping[str, Any]], metrics: Mapping[str, Any]) -> list[list[str]]:
+    nearest, final = _shipped_pair(entries)
+    rows = []
+    for name in dict.fromkeys(str(e.get("attack")) for e in entries):
+        if name.startswith(NOISE_PREFIX):
+            continue
+        main, field = _headline(name, [e for e in entries if str(e.get("attack")) == name], metrics, nearest,
+                                final)
+        points = [p for p in main.get("sweep") or [] if isinstance(p, Mapping)]
+        if points:
+            cells = [f"{_eps(main.get('norm'), p.get('eps'))}: {_num(p.get(field))} ({_num(p.get('noise_fooling_rate'))})"
+                     if field == "fooling_rate" else f"{_eps(main.get('norm'), p.get('eps'))}: {_num(p.get(field))}"
+                     for p in points]
+            rows.append([name, field, *cells])
+    return rows
+
+
 def _fingerprint_rows(entries: list[Mapping[str, Any]]) -> list[list[str]]:
     rows = []
     for e in entries:
@@ -183,6 +211,13 @@ def format_summary(run_dir: str | os.PathLike, record: Mapping[str, Any]) -> str
         headers = ["attack", "norm", "eps", "crafted -> evaluated", "metric", "value", "note"][:len(rows[0])]
         table = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
         blocks.append(f"attacks:\n{_indent(table)}")
+        budget = _budget_line(attacks)
+        if budget:
+            blocks.append(_pairs([["budget", budget]]))
+        sweeps = _sweep_rows(attacks, record.get("metrics") or {})
+        if sweeps:
+            blocks.append("budget sweep (metric at each eps, uniform noise at the same eps in brackets):\n"
+                          + _indent(tabulate(sweeps, tablefmt="plain", disable_numparse=True)))
     fingerprints = [e for e in record.get("fingerprints") or [] if isinstance(e, Mapping)]
     if fingerprints:
         table = tabulate(_fingerprint_rows(fingerprints), headers=["method", "AUC", "TPR@1%FPR", "false positives"],

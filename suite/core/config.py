@@ -73,8 +73,10 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 # What a plain ``run`` evaluates after deployment; entries join these lists
 # as their implementations land (names must be registered).
 # Per profile: the smoke profile skips meta-training (its own tests cover it).
-DEFAULT_ATTACKS: dict[str, tuple[str, ...]] = {"default": ("uap-pgd", "uap-meta", "pgd"),
-                                               "smoke": ("uap-pgd", "pgd")}
+# the noise baselines ride along: every attack figure is read against them
+DEFAULT_ATTACKS: dict[str, tuple[str, ...]] = {"default": ("uap-pgd", "uap-meta", "pgd", "noise-uniform",
+                                                           "noise-checkerboard"),
+                                               "smoke": ("uap-pgd", "pgd", "noise-uniform")}
 DEFAULT_FINGERPRINTS: tuple[str, ...] = ("ltrc-examples", "misclassified")
 
 

@@ -105,14 +105,17 @@ METRICS: tuple[MetricDef, ...] = (
     # neutral facts (formatting only)
     *(MetricDef(n, N, CT, NONE) for n in ("n_positives", "n_negatives", "seed", "steps", "grad_queries",
                                           "test_images")),
-    *(MetricDef(n, N, FR, NONE) for n in ("sparsity", "eps")),
+    *(MetricDef(n, N, FR, NONE) for n in ("sparsity", "eps", "eps_standard", "eps_multiple")),
     MetricDef("seconds", N, SEC, NONE),
+    MetricDef("n_runs", N, CT, NONE),
+    MetricDef("queries_per_image", N, CT, NONE),
     # families: per fingerprint method (fingerprints.summary: fp_<method>_<field>) before the generic suffixes
     *(MetricDef(f"fp_*_{f}", d, u, IP) for f, d, u in FINGERPRINT_FIELDS),
     MetricDef("fp_*", N, NUM, IP),
     # per attack (attacks.stage: <attack>_fooling_rate for universal ones, <attack>_robust_acc per image,
     # <attack>_clean_acc on the test subset of attacks with n_images, <attack>_queries: mean queries per
     # image of black-box attacks, a fact under a fixed budget)
+    MetricDef("*_noise_fooling_rate", N, FR, ROB),  # a baseline beside a UAP: no better or worse
     MetricDef("*_fooling_rate", L, FR, ROB),
     MetricDef("*_robust_acc", H, FR, ROB),
     MetricDef("*_clean_acc", H, FR, ROB),

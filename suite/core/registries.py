@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from suite.core.errors import SuiteError
 from suite.core.registry import Registry
+from suite.core.budgets import ThreatModel
 
 models = Registry("models", "model")
 sources = Registry("sources", "source")
@@ -73,28 +74,48 @@ models.register("mobilenetv2", "suite.core.zoo.mobilenetv2:build_mobilenetv2", a
                 description="CIFAR-style MobileNetV2 (inverted residuals, stride-1 stem)")
 
 # ----------------------------------------------------------------- sources
+# ``threat=``: the source's standard budgets (see suite.core.threat and the README's "Threat models").
+_MNIST = ThreatModel(0.3, 2.0, "MNIST standard: Linf 0.3 (Madry et al. 2018), L2 2.0")
+_FASHION = ThreatModel(0.1, 1.5, "Fashion-MNIST standard in the robustness literature: Linf 0.1, L2 1.5")
+_ROBUSTBENCH = "RobustBench (Croce et al. 2021) CIFAR-10 threat models: Linf 8/255, L2 0.5"
+_CIFAR = ThreatModel(8 / 255, 0.5, _ROBUSTBENCH)
+_SVHN = ThreatModel(8 / 255, 0.5, "SVHN: the CIFAR-10 threat models (same 3x32x32 shape): Linf 8/255, L2 0.5")
+_STL = ThreatModel(8 / 255, 0.5, "STL-10: Linf 8/255 (as CIFAR-10, the common choice), L2 0.5")
+_DIGITS16 = ThreatModel(
+    0.3, 1.979, "derived: full-contrast grey digits like MNIST, so MNIST's Linf 0.3; L2 2.0 at MNIST's "
+    "per-coordinate RMS over 3x16x16 coordinates: 2.0*sqrt(768/784)", derived=True)
+_DIGITS_PHOTO32 = ThreatModel(
+    8 / 255, 0.5, "derived: colour digits over photos, 3x32x32 like SVHN, so SVHN's Linf 8/255 and L2 0.5",
+    derived=True)
+_DIGITS_AFFINE24 = ThreatModel(
+    8 / 255, 0.375, "derived: colour warped digits with noise like SVHN, so Linf 8/255; L2 0.5 at SVHN's "
+    "per-coordinate RMS over 3x24x24 coordinates: 0.5*sqrt(1728/3072)", derived=True)
+
 sources.register("digits16", "suite.core.sources.embedded:digits16", aliases=("digits",), embedded=True,
-                 description="[embedded, default] sklearn digits upsampled to 16x16, grey as RGB")
+                 threat=_DIGITS16, description="[embedded, default] sklearn digits upsampled to 16x16, grey as RGB")
 sources.register("digits-photo32", "suite.core.sources.embedded:digits_photo32", aliases=("mnistm", "digits-m"),
-                 embedded=True,
+                 embedded=True, threat=_DIGITS_PHOTO32,
                  description="[embedded] MNIST-M style digits blended over sample-photo crops, 32x32")
 sources.register("digits-affine24", "suite.core.sources.embedded:digits_affine24", embedded=True,
+                 threat=_DIGITS_AFFINE24,
                  description="[embedded] digits under random affine warps, colours and noise, 24x24")
-sources.register("cifar10", "suite.core.sources.disk:load_cifar10", needs_data_root=True,
+sources.register("cifar10", "suite.core.sources.disk:load_cifar10", needs_data_root=True, threat=_CIFAR,
                  description="CIFAR-10 python batches on disk (--data-root DIR/cifar-10-batches-py)")
 sources.register("cifar100", "suite.core.sources.disk:load_cifar100", needs_data_root=True,
+                 threat=ThreatModel(8 / 255, 0.5, _ROBUSTBENCH.replace("CIFAR-10", "CIFAR-100")),
                  description="CIFAR-100 python files on disk (--data-root DIR/cifar-100-python), fine labels")
-sources.register("svhn", "suite.core.sources.disk:load_svhn", needs_data_root=True,
+sources.register("svhn", "suite.core.sources.disk:load_svhn", needs_data_root=True, threat=_SVHN,
                  description="SVHN cropped digits .mat files on disk (train_32x32.mat, test_32x32.mat)")
 sources.register("stl10", "suite.core.sources.disk:load_stl10", aliases=("stl-10",), needs_data_root=True,
-                 description="STL-10 binary files on disk (--data-root DIR/stl10_binary), 96x96")
+                 threat=_STL, description="STL-10 binary files on disk (--data-root DIR/stl10_binary), 96x96")
 sources.register("imagefolder", "suite.core.sources.disk:load_imagefolder", aliases=("folder",),
                  needs_data_root=True,
-                 description="any ImageFolder tree root/<class>/*.png|jpg (optional train/ test/)")
+                 description="any ImageFolder tree root/<class>/*.png|jpg (optional train/ test/); "
+                             "budgets derived from CIFAR's by image size")
 sources.register("fashion-mnist", "suite.core.sources.idx:load_fashion_mnist",
-                 aliases=("fmnist", "fashionmnist"),
+                 aliases=("fmnist", "fashionmnist"), threat=_FASHION,
                  description="Fashion-MNIST IDX files, 28x28 grey (Debian dataset-fashion-mnist, or --data-root)")
-sources.register("mnist", "suite.core.sources.idx:load_mnist", needs_data_root=True,
+sources.register("mnist", "suite.core.sources.idx:load_mnist", needs_data_root=True, threat=_MNIST,
                  description="MNIST IDX files on disk (--data-root DIR with train-images-idx3-ubyte[.gz], ...)")
 
 DEFAULT_SOURCE = "digits16"
