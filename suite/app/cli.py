@@ -32,6 +32,7 @@ PLUGIN_COMMANDS: dict[str, str] = {
     "grid": "suite.app.grid:add_command",
     "leaderboard": "reports.cli:add_command",
     "audit": "fingerprints.audit_cli:add_command",
+    "cache": "suite.app.cache_cli:add_command",
 }
 
 

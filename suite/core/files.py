@@ -81,17 +81,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[bool]:
-    """Hold an exclusive ``fcntl.flock`` on ``path`` (created if needed) for the block.
+def file_lock(path: str | os.PathLike, *, shared: bool = False, blocking: bool = True) -> Iterator[bool]:
+    """Hold an ``fcntl.flock`` on ``path`` (created if needed) for the block: exclusive, or ``shared``.
 
-    Yields True when the lock is held, False when the file system refused it
-    (the block then runs unlocked: callers must be correct without the lock).
+    Yields True when the lock is held; False when the file system refused it
+    or, with ``blocking=False``, when another process holds a conflicting
+    lock (the block then runs unlocked: callers must be correct without it,
+    or check the value).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
     with open(path, "a") as fh:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            fcntl.flock(fh, mode)
         except OSError:
             yield False
             return

@@ -108,6 +108,11 @@ class Store:
         with file_lock(entry.parent / f".{entry.name}.lock") as held:
             yield held
 
+    @staticmethod
+    def use_lock_path(entry: Path) -> Path:
+        """``.<name>.use.lock``: loaders hold it shared while reading an entry; ``cache prune`` exclusive."""
+        return entry.parent / f".{entry.name}.use.lock"
+
     # -------------------------------------------------------- verification
     def verify(self, entry: Path, key: Any, *, sidecars: tuple[str, ...] = ()) -> dict[str, Any]:
         """Check ``entry`` against its manifest and ``key``; return the manifest or raise CorruptEntry.
@@ -199,7 +204,8 @@ class Store:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def discard(self, entry: Path, *, only_inode: int | None = None) -> None:
+    @staticmethod
+    def discard(entry: Path, *, only_inode: int | None = None) -> None:
         """Move ``entry`` aside atomically (unique hidden trash name), then remove it.
 
         only_inode: remove only if the directory still is the one that was
@@ -228,12 +234,18 @@ class Store:
         except FileNotFoundError:
             return False, None
         try:
-            try:
-                self.verify(entry, key, sidecars=sidecars)
-            except CorruptEntry as err:
-                if not (legacy and err.reason == f"{STORE_MANIFEST} missing"):
-                    raise
-            return True, load(entry)
+            with file_lock(self.use_lock_path(entry), shared=True):  # ``cache prune`` leaves it alone meanwhile
+                if not entry.exists():
+                    return False, None  # pruned between the stat and the lock
+                try:
+                    self.verify(entry, key, sidecars=sidecars)
+                except CorruptEntry as err:
+                    if not (legacy and err.reason == f"{STORE_MANIFEST} missing"):
+                        raise
+                value = load(entry)
+                with contextlib.suppress(OSError):  # last use, for ``cache ls`` / ``prune --older-than``
+                    os.utime(entry / STORE_MANIFEST)
+                return True, value
         except CorruptEntry as err:
             reason = err.reason
         except corrupt as err:  # type: ignore[misc]
