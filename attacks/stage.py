@@ -40,7 +40,9 @@ headline entry's ``sweep`` (:mod:`attacks.sweep`).
 Settings: ``--attack-args`` keys apply to every attack that takes them
 (``eps=0.0627``, ``norm=l2``); ``NAME.key=value`` to one attack
 (``uap-pgd.steps=100``).  Stage keys: ``eval_limit`` (held-out images),
-``few_shot`` (craft images of the meta attacks, default 32), ``sweep``
+``few_shot`` (craft images of the meta attacks, default 32), ``craft_limit``
+(craft images of the other universal attacks: a seeded random subset of the
+train split, default 2000; 0 for all), ``sweep``
 (colon-separated multiples of each attack's budget; see below),
 ``task_models`` (colon-separated architectures of the meta-training tasks,
 default ``resnet18``).
@@ -76,6 +78,9 @@ from suite.core.threat import threat_model_for
 STAGE_SETTINGS = SettingsSpec({
     "eval_limit": Field(None, int, optional=True, ge=0, doc="held-out images (0/None: all)"),
     "few_shot": Field(32, int, gt=0, doc="craft images of the meta attacks"),
+    "craft_limit": Field(2000, int, optional=True, ge=0,
+                         doc="craft images of universal attacks: a seeded random subset of the train split "
+                             "(0/None: all of it)"),
     "sweep": Field(None, str, optional=True,
                    doc="budget sweep: colon-separated multiples of each attack's eps (default 0.25:0.5:0.75:1:1.5; "
                        "none: off)"),
@@ -207,7 +212,8 @@ def run_attack_stage(inp: StageInput) -> StageOutput:
     eval_limit = stage.eval_limit
     few_shot = stage.few_shot
     data = AttackData.from_source(inp.source, craft="train", evaluate="test",
-                                  eval_limit=int(eval_limit) if eval_limit else None)
+                                  craft_limit=int(stage.craft_limit) if stage.craft_limit else None,
+                                  eval_limit=int(eval_limit) if eval_limit else None, seed=cfg.seed)
     xc, _ = data.craft_tensors()
     xe, ye = data.eval_tensors()
 
