@@ -14,7 +14,7 @@ UAP@std     uap-pgd fooling rate at the standard budget, then noise-uniform and
             noise-checkerboard at the same budget
 curve       PGD robust accuracy and uap-pgd fooling rate at each budget of the sweep
 
-    python bench/protocol.py fashion-mnist [--jobs 1] [--render-only]
+    python bench/protocol.py fashion-mnist [--jobs 1] [--threads N] [--render-only]
 """
 
 from __future__ import annotations
@@ -36,10 +36,12 @@ def grids_for(source: str) -> list[Path]:
     return sorted(GRIDS.glob(f"{stem}*.yaml"))
 
 
-def run_grids(source: str, jobs: int, out_root: Path) -> None:
+def run_grids(source: str, jobs: int, out_root: Path, threads: int | None = None) -> None:
     for grid in grids_for(source):
         out = out_root / grid.stem
         cmd = [sys.executable, "-m", "suite", "grid", str(grid), "--jobs", str(jobs), "--output-dir", str(out)]
+        if threads:
+            cmd += ["--threads", str(threads)]
         print("$", " ".join(cmd), file=sys.stderr, flush=True)
         subprocess.run(cmd, check=False)
 
@@ -136,6 +138,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("source", help="fashion-mnist | digits16 (grids bench/grids/<source>*.yaml)")
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None, help="torch threads per job (default: cores / jobs)")
     p.add_argument("--runs", default=str(ROOT / "runs" / "bench"))
     p.add_argument("--render-only", action="store_true", help="only read the records already there")
     args = p.parse_args()
@@ -143,7 +146,7 @@ def main() -> None:
     if not grids_for(args.source):
         raise SystemExit(f"no grids for {args.source!r} under {GRIDS}")
     if not args.render_only:
-        run_grids(args.source, args.jobs, out_root)
+        run_grids(args.source, args.jobs, out_root, args.threads)
     rows = summarise(out_root, args.source)
     dest = ROOT / "bench" / "results" / f"protocol_{args.source.replace('-', '_')}.json"
     dest.write_text(json.dumps({"source": args.source, "rows": rows}, indent=1))
