@@ -12,7 +12,12 @@ Steps:
 3. The suspect is loaded and queried in a separate process with time limits
    (:class:`fingerprints.isolation.SuspectPredictor`): state_dict + ``--arch``,
    ``.pt2``, ``.onnx`` or an artifact directory.  Its input shape and class
-   count must match the owner's.
+   count must match the owner's.  That process is sandboxed before it reads
+   the suspect (:mod:`compression.backends.sandbox`): a private read-only copy
+   of the suspect, a read-only file system limited to the runtime, no network,
+   no new programs or processes, resource limits, uid ``nobody``.  The report's
+   ``sandbox`` says which protections were active; ``require_sandbox`` refuses
+   to load the suspect unless all are.
 4. Verdict from the match rate ``m`` (label-only by default) with the
    threshold calibrated on half of the zoo's negatives:
 
@@ -245,9 +250,16 @@ def verdict(rate: float, threshold: float, p: float, alpha: float) -> str:
 def audit(ref: OwnerRef, suspect: str, *, cache_dir: str, method: str = "ltrc-examples", access: str = "label",
           arch: str | None = None, width: float | None = None, fingerprint_args: dict[str, Any] | None = None,
           negatives: int | None = None, timeout: float = 30.0, startup_timeout: float = 60.0, threads: int = 1,
-          alpha: float = 0.01, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
-    """Run one audit; the JSON-ready report (``verdict`` and the evidence)."""
-    from fingerprints.isolation import SuspectPredictor
+          alpha: float = 0.01, require_sandbox: bool = False, memory_mb: int | None = None,
+          cpu_seconds: int | None = None, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """Run one audit; the JSON-ready report (``verdict``, the evidence, the ``sandbox`` it ran in).
+
+    require_sandbox: refuse (ArtifactError) unless every protection of the
+    suspect's sandbox is active; memory_mb / cpu_seconds: the suspect worker's
+    limits (None: the defaults of :mod:`fingerprints.isolation`).
+    """
+    from compression.backends.sandbox import describe_missing, missing, probe
+    from fingerprints.isolation import CPU_SECONDS, MEMORY_MB, SuspectPredictor
     from fingerprints.metrics import p_value, p_value_empirical
     from fingerprints.suspects import detect_format
     from fingerprints.verify import ACCESS, match_scores
@@ -258,6 +270,9 @@ def audit(ref: OwnerRef, suspect: str, *, cache_dir: str, method: str = "ltrc-ex
     if not 0 < alpha < 1:
         raise ConfigError(f"--alpha must be in (0, 1), got {alpha}")
     fmt = detect_format(suspect, arch)
+    if require_sandbox and missing(probe()):  # fail before any expensive work; the worker checks again
+        raise ArtifactError(f"refusing to audit {suspect} without the full sandbox (--require-sandbox): "
+                            f"{describe_missing(probe())}")
     fps, ev, built = owner_bank(ref, method, cache_dir=cache_dir, access=access, fingerprint_args=fingerprint_args,
                                 negatives=negatives, threads=threads, log=log)
     if len(fps) == 0:
@@ -266,7 +281,12 @@ def audit(ref: OwnerRef, suspect: str, *, cache_dir: str, method: str = "ltrc-ex
     t_bank = time.perf_counter()
     want_shape = tuple(int(v) for v in fps.x.shape[1:])
     with SuspectPredictor(suspect, fmt, arch=arch, width=width, input_hw=want_shape[1:], timeout=timeout,
-                          startup_timeout=startup_timeout, threads=threads) as pred:
+                          startup_timeout=startup_timeout, threads=threads, require_sandbox=require_sandbox,
+                          memory_mb=MEMORY_MB if memory_mb is None else memory_mb or None,
+                          cpu_seconds=CPU_SECONDS if cpu_seconds is None else cpu_seconds or None) as pred:
+        sandbox = dict(pred.sandbox)
+        for name in missing(sandbox):
+            log(f"warning: suspect sandbox: {name} {sandbox.get(name)}")
         t_load = time.perf_counter()
         if tuple(pred.input_shape) != want_shape:
             raise ArtifactError(f"suspect {suspect} takes input {list(pred.input_shape)} but the owner's model "
@@ -296,6 +316,7 @@ def audit(ref: OwnerRef, suspect: str, *, cache_dir: str, method: str = "ltrc-ex
         "positives": {"n": len(pos), "mean_rate": round(sum(pos) / len(pos), 6) if pos else None,
                       "min_rate": round(min(pos), 6) if pos else None},
         "fingerprints_built_now": built,
+        "sandbox": sandbox,
         "seconds": {"fingerprints": round(t_bank - started, 3), "load_suspect": round(t_load - t_bank, 3),
                     "query": round(t_query - t_load, 3), "total": round(time.perf_counter() - started, 3)},
     }
@@ -316,5 +337,16 @@ def human_summary(r: dict[str, Any]) -> str:
         f"(their highest match rate {r['negatives']['max_rate']:.2f})",
         f"  {r['seconds']['total']:.1f} s (loading the suspect {r['seconds']['load_suspect']:.1f} s, "
         f"queries {r['seconds']['query']:.2f} s)",
+        "  " + sandbox_summary(r.get("sandbox")),
     ]
     return "\n".join(lines)
+
+
+def sandbox_summary(sandbox: dict[str, str] | None) -> str:
+    """One line: the suspect's sandbox was complete, or which protections were missing."""
+    from compression.backends.sandbox import PROTECTIONS, missing
+
+    gone = missing(sandbox)
+    if not gone:
+        return f"sandbox  all protections active ({', '.join(PROTECTIONS)})"
+    return "sandbox  MISSING " + "; ".join(f"{name} ({(sandbox or {}).get(name, 'not reported')})" for name in gone)

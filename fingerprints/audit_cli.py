@@ -4,7 +4,8 @@ Imports nothing heavy at module level (``suite --help`` stays fast); the
 handler imports the audit machinery when it runs.  Exit status: 0 for a
 completed audit whatever the verdict; 2 with a one-line ``error:`` for an
 unreadable suspect, a wrong input shape or class count, a suspect that hangs
-past its time limit, or a bad setting.
+past its time limit or is killed by its sandbox, a bad setting, or (with
+``--require-sandbox``) a sandbox protection that is not available here.
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ def add_command(sub) -> Callable[[argparse.Namespace], int]:
     p.add_argument("--startup-timeout", type=float, default=60.0, help="seconds allowed to load the suspect")
     p.add_argument("--threads", type=int, default=1, help="threads of the suspect worker (default 1)")
     p.add_argument("--alpha", type=float, default=0.01, help="significance level of a derived verdict")
+    p.add_argument("--require-sandbox", action="store_true",
+                   help="refuse to load the suspect unless every sandbox protection (filesystem, network, "
+                        "syscalls, limits, user) is active")
+    p.add_argument("--memory-limit", type=int, default=None, metavar="MB",
+                   help="address-space limit of the suspect worker in MiB (default 8192; 0: none)")
+    p.add_argument("--cpu-limit", type=int, default=None, metavar="S",
+                   help="CPU seconds the suspect worker may use (default 3600; 0: none)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     return cmd_audit
@@ -51,6 +59,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     cache_dir = args.cache_dir or default_cache_dir()
     if args.timeout <= 0 or args.startup_timeout <= 0:
         raise ConfigError("--timeout and --startup-timeout must be > 0 seconds")
+    if (args.memory_limit is not None and args.memory_limit < 0) or (args.cpu_limit is not None and args.cpu_limit < 0):
+        raise ConfigError("--memory-limit and --cpu-limit must be >= 0 (0: no limit)")
     if args.negatives is not None and args.negatives < 2:
         raise ConfigError(f"--negatives must be >= 2 (half calibrate, half evaluate), got {args.negatives}")
     ref = resolve_owner(args.owner, cache_dir)
@@ -70,6 +80,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     result = audit(ref, args.suspect, cache_dir=cache_dir, method=args.fingerprints, access=args.access,
                    arch=args.arch, width=args.width, fingerprint_args=parse_kv(args.fingerprint_args),
                    negatives=args.negatives, timeout=args.timeout, startup_timeout=args.startup_timeout,
-                   threads=args.threads, alpha=args.alpha, log=log)
+                   threads=args.threads, alpha=args.alpha, require_sandbox=args.require_sandbox,
+                   memory_mb=args.memory_limit, cpu_seconds=args.cpu_limit, log=log)
     print(json.dumps(result, indent=2) if args.json else human_summary(result))
     return 0

@@ -18,6 +18,10 @@ sha256 of every listed file, and that ``runtime`` names a class inside our own
 By default (``isolated=True``) the runtime runs in a separate worker process
 (``python -m compression.backends.worker DIR``) so that a compiled artifact that
 hangs or crashes costs an :class:`ArtifactError`, not the evaluation process.
+The worker starts with a scrubbed environment and enters a kernel sandbox
+(:mod:`compression.backends.sandbox`: read-only file system, no network, no new
+programs or processes, resource limits, an unprivileged user) before it loads
+anything.
 
 Parent <-> worker protocol (stdin/stdout pipes, never pickle): each frame is
 ``struct ">IQ"`` (header length, payload length), a UTF-8 JSON header, then a
@@ -52,6 +56,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from compression.backends.sandbox import SandboxPolicy, python_flags, worker_environment
 from suite.core.cache import atomic_write_text, sha256_file
 from suite.core.errors import ArtifactError, SuiteError
 
@@ -349,28 +354,30 @@ def _stop_process(proc: subprocess.Popen, drain: threading.Thread, grace: float 
             pass
 
 
-def _worker_env() -> dict[str, str]:
-    """Our environment with this checkout's root first on PYTHONPATH (so ``-m compression...`` resolves)."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    return env
+def _worker_env(policy: SandboxPolicy | None = None) -> dict[str, str]:
+    """A scrubbed environment (:func:`~compression.backends.sandbox.worker_environment`): this checkout's
+    root as the only PYTHONPATH entry (so ``-m compression...`` resolves) and the sandbox policy."""
+    return worker_environment(str(Path(__file__).resolve().parents[2]), policy)
 
 
 class _Worker:
     """One worker process serving one artifact; every failure is raised as ArtifactError."""
 
     def __init__(self, artifact_dir: str, startup_timeout: float, *, module: str = WORKER_MODULE,
-                 argument: str | None = None, label: str = "worker", starting: str = "start") -> None:
+                 argument: str | None = None, label: str = "worker", starting: str = "start",
+                 policy: SandboxPolicy | None = None, cwd: str | None = None) -> None:
         """Start ``python -m module argument`` (argument defaults to ``artifact_dir``) and wait for ``ready``.
 
         label: names the stderr drain thread; starting: the verb of the start-up
-        timeout message ("did not <starting> within T s").
+        timeout message ("did not <starting> within T s"); policy: the sandbox the
+        worker enters before loading anything (None: none); cwd: its working directory.
+        The worker gets a scrubbed environment and never the current directory on ``sys.path``.
         """
         self.artifact_dir = artifact_dir
-        self.proc = subprocess.Popen([sys.executable, "-m", module, artifact_dir if argument is None else argument],
+        self.proc = subprocess.Popen([sys.executable, *python_flags(), "-m", module,
+                                      artifact_dir if argument is None else argument],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     bufsize=0, env=_worker_env())
+                                     bufsize=0, env=_worker_env(policy), cwd=cwd)
         self.tail: collections.deque = collections.deque(maxlen=20)
         drain = threading.Thread(target=_drain, args=(self.proc.stderr, self.tail), daemon=True,
                                  name=f"{label}-stderr-{self.proc.pid}")
@@ -381,8 +388,12 @@ class _Worker:
         if header.get("op") != "ready":
             message = str(header.get("message") or f"worker sent {header.get('op')!r} instead of 'ready'")
             self.stop()
+            if header.get("kind") == "sandbox":
+                message = f"deployment {self.artifact_dir}: {message}"
             raise ArtifactError(message)
         self.info = header
+        #: what the worker's sandbox reported (see :func:`compression.backends.sandbox.enter`)
+        self.sandbox: dict[str, str] = dict(header.get("sandbox") or {})
 
     @property
     def alive(self) -> bool:
@@ -449,6 +460,12 @@ class _Worker:
         return out.astype(np.float32, copy=False)
 
 
+def deployment_policy(artifact_dir: str | os.PathLike, *, enabled: bool = True) -> SandboxPolicy:
+    """The sandbox of a run's own deployment worker: read-only access to its artifact directory,
+    8 GiB of address space, no CPU-time limit (attacks may query it for hours)."""
+    return SandboxPolicy(read=[os.path.realpath(artifact_dir)], memory_mb=8192, cpu_seconds=None, enabled=enabled)
+
+
 class IsolatedPredictor:
     """Predictor whose runtime lives in a ``compression.backends.worker`` subprocess.
 
@@ -459,15 +476,22 @@ class IsolatedPredictor:
     message has the exit code and the last stderr lines).  A dead worker is
     restarted by the next ``predict``.  ``close()`` (or leaving a ``with``
     block, garbage collection, interpreter exit) stops the worker.
+
+    sandbox: the worker's :class:`~compression.backends.sandbox.SandboxPolicy`
+    (True: :func:`deployment_policy`, read-only access to the artifact directory;
+    False: none).  ``self.sandbox`` is what the live worker reported.
     """
 
     differentiable = False
 
     def __init__(self, artifact_dir: str | os.PathLike, *, timeout: float = 60.0,
-                 startup_timeout: float | None = None, batch_size: int = 256) -> None:
+                 startup_timeout: float | None = None, batch_size: int = 256,
+                 sandbox: SandboxPolicy | bool = True) -> None:
         if not timeout > 0 or batch_size < 1:
             raise ValueError(f"timeout must be > 0 and batch_size >= 1 (got {timeout}, {batch_size})")
         self.artifact_dir = str(artifact_dir)
+        self.policy = (sandbox if isinstance(sandbox, SandboxPolicy) else
+                       deployment_policy(self.artifact_dir, enabled=bool(sandbox)))
         self.manifest = read_manifest(self.artifact_dir)
         self.input_shape: tuple[int, int, int] = tuple(self.manifest["input_shape"])
         self.num_classes: int = self.manifest["num_classes"]
@@ -483,8 +507,13 @@ class IsolatedPredictor:
         if self._closed:
             raise ArtifactError(f"deployment {self.artifact_dir} is closed")
         if self._worker is None or not self._worker.alive:
-            self._worker = _Worker(self.artifact_dir, self.startup_timeout)
+            self._worker = _Worker(self.artifact_dir, self.startup_timeout, policy=self.policy)
         return self._worker
+
+    @property
+    def sandbox(self) -> dict[str, str]:
+        """The protections the current (or last) worker reported."""
+        return dict(self._worker.sandbox) if self._worker is not None else {}
 
     @property
     def worker_pid(self) -> int | None:

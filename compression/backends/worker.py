@@ -5,7 +5,11 @@ artifact with ``load_predictor(ARTIFACT_DIR, isolated=False)`` and serves
 predict requests over stdin/stdout frames (see the protocol in
 :mod:`compression.backends.artifact`) until ``close`` or end of input.
 Anything the runtime prints (Python or C level) goes to stderr, never into the
-protocol stream.  Exit codes: 0 on a normal close, 1 if the artifact does not load.
+protocol stream.  Before anything is loaded the worker enters the sandbox its
+parent asked for (:mod:`compression.backends.sandbox`, policy in the environment)
+and reports what is active in the ``ready`` frame (``"sandbox"``).  Exit codes: 0
+on a normal close, 1 if the artifact does not load, 3 if the policy requires the
+full sandbox and a protection is missing.
 """
 
 from __future__ import annotations
@@ -81,8 +85,16 @@ def serve_main(args: list[str], load, usage: str, ready_extra=lambda predictor, 
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     proto_in, proto_out = _claim_stdio()
+    # confine the process before torch, a runtime or the untrusted file is loaded
+    from compression.backends.sandbox import describe_missing, enter_from_environment, missing
+
+    sandbox, policy = enter_from_environment()
     from compression.backends.artifact import send_frame
 
+    if policy is not None and policy.require and missing(sandbox):
+        send_frame(proto_out, {"op": "error", "kind": "sandbox", "sandbox": sandbox,
+                               "message": f"refusing to load without the full sandbox ({describe_missing(sandbox)})"})
+        return 3
     if len(args) != 1:
         send_frame(proto_out, {"op": "error", "message": usage})
         return 2
@@ -93,7 +105,7 @@ def serve_main(args: list[str], load, usage: str, ready_extra=lambda predictor, 
         send_frame(proto_out, {"op": "error", "message": _message(err)})
         return 1
     send_frame(proto_out, {"op": "ready", "pid": os.getpid(), "input_shape": list(predictor.input_shape),
-                           "num_classes": int(predictor.num_classes), **extra})
+                           "num_classes": int(predictor.num_classes), "sandbox": sandbox, **extra})
     try:
         return _serve(predictor, proto_in, proto_out)
     except BrokenPipeError:  # the parent went away
