@@ -131,6 +131,24 @@ def render(rows: list[dict]) -> str:
     if curves:
         out.append(tabulate(curves, headers=["scheme", "target", "metric", "eps", "value at each eps"],
                             tablefmt="github"))
+    deployed = []
+    for r in rows:
+        t = r.get("uap_transfer")
+        if not t or "deployed" not in t["cols"]:
+            continue
+        cells = {(a, b): t["values"][i][j] for i, a in enumerate(t["rows"]) for j, b in enumerate(t["cols"])}
+        deployed.append([r["scheme"], _f(r.get("sparsity"), 2), r["backend"],
+                         " / ".join(_f(cells.get(("dense", c))) for c in t["cols"]),
+                         " / ".join(_f(cells.get(("compressed", c))) for c in t["cols"]),
+                         _f(r.get("pgd_robust")),
+                         f"{_f(r.get('square_robust'))} ({_f(r.get('square_queries'), 0)} q)",
+                         f"{_f(r.get('rays_robust'))} ({_f(r.get('rays_queries'), 0)} q)"])
+    if deployed:
+        out.append(tabulate(deployed, headers=[
+            "scheme", "target", "backend", "UAP-PGD from dense -> dense / compressed / deployed",
+            "UAP-PGD from compressed -> dense / compressed / deployed", "PGD-20 (compressed -> deployed)",
+            "Square on the deployment (queries/image)", "RayS on the deployment (queries/image)"],
+            tablefmt="github"))
     return "\n\n".join(out)
 
 
