@@ -174,3 +174,22 @@ def test_python_m_suite_subprocess(tmp_path):
     assert ok.returncode == 0, ok.stderr
     rec = load_record(json.loads(ok.stdout.strip().splitlines()[-1])["run_dir"])
     assert rec["model"]["arch"] == "resnet20"
+
+
+def test_known_library_warnings_are_silenced_unless_asked(monkeypatch):
+    import warnings
+
+    from suite.app.quiet import silence_known_library_warnings
+
+    def emitted() -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            silence_known_library_warnings()
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use TreeSpec", FutureWarning)
+            warnings.warn("a warning of our own", UserWarning)
+        return [str(w.message) for w in caught]
+
+    monkeypatch.delenv("SUITE_SHOW_WARNINGS", raising=False)
+    assert emitted() == ["a warning of our own"]
+    monkeypatch.setenv("SUITE_SHOW_WARNINGS", "1")
+    assert len(emitted()) == 2

@@ -19,9 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 from suite.app.interrupts import InterruptGuard, Terminated
+from suite.app.quiet import silence_known_library_warnings
 from suite.core.errors import SuiteError
 
 KINDS = ("models", "sources", "compressors", "backends", "attacks", "fingerprints")
@@ -210,6 +211,7 @@ COMMANDS: dict = {"run": cmd_run, "train": cmd_train, "ls": cmd_ls}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    silence_known_library_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     with InterruptGuard() as guard:

@@ -38,6 +38,9 @@ def run_job(item: dict[str, Any]) -> dict[str, Any]:
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     from suite.app.gridspec import config_from_dict
+    from suite.app.quiet import silence_known_library_warnings
+
+    silence_known_library_warnings()
     from suite.app.pipeline import run
 
     started = time.perf_counter()
