@@ -4,10 +4,15 @@ Usage: ``python -m fingerprints.suspect_worker SPEC_JSON`` where the spec is
 ``{"format", "path", "arch"?, "width"?, "input_hw": [H, W], "threads"}`` (see
 :func:`fingerprints.suspects.load_suspect`).  It speaks exactly the frame
 protocol of :mod:`compression.backends.artifact` (JSON headers, ``.npy``
-payloads, never pickle) and reuses the serving loop of
-:mod:`compression.backends.worker`; the ``ready`` frame adds the suspect's
-``format`` and ``details``.  Exit codes: 0 on close, 1 if the suspect does
-not load, 2 on bad usage.
+payloads, never pickle) and reuses the start-up and serving loop of
+:mod:`compression.backends.worker`: the process enters the kernel sandbox of
+:mod:`compression.backends.sandbox` (policy from
+:class:`fingerprints.isolation.SuspectPredictor`: read-only access to the
+suspect's private copy and the runtime, no network, no new programs or
+processes, limits, uid ``nobody``) and reports it in a ``sandbox`` frame before
+the suspect is read; the ``ready`` frame adds the suspect's ``format`` and
+``details``.  Exit codes: 0 on close, 1 if the suspect does not load, 2 on bad
+usage, 3 when the full sandbox is required and missing.
 """
 
 from __future__ import annotations

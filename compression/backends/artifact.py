@@ -27,7 +27,8 @@ Parent <-> worker protocol (stdin/stdout pipes, never pickle): each frame is
 ``struct ">IQ"`` (header length, payload length), a UTF-8 JSON header, then a
 payload that is empty or one ``.npy`` array (``np.save``, ``allow_pickle=False``).
 
-* worker -> parent at start: ``{"op": "ready", ...}`` or ``{"op": "error", "message"}``;
+* worker -> parent at start: ``{"op": "sandbox", "sandbox": {protection: text}}`` (before
+  anything is loaded), then ``{"op": "ready", ...}`` or ``{"op": "error", "message"}``;
 * parent -> worker: ``{"op": "predict"}`` + x ``[N, C, H, W]`` float32, or ``{"op": "close"}``;
 * worker -> parent: ``{"op": "result"}`` + logits ``[N, K]`` float32, or
   ``{"op": "error", "kind": "value" | "artifact", "message"}`` (the worker stays up).
@@ -384,7 +385,15 @@ class _Worker:
         drain.start()
         self._finalizer = weakref.finalize(self, _stop_process, self.proc, drain)
         os.set_blocking(self.proc.stdin.fileno(), False)
-        header, _ = self._exchange(None, startup_timeout, f"did not {starting} within {startup_timeout:g} s")
+        deadline = time.monotonic() + startup_timeout
+        timeout_text = f"did not {starting} within {startup_timeout:g} s"
+        header, _ = self._exchange(None, startup_timeout, timeout_text)
+        #: what the worker's sandbox reported before it loaded anything (see
+        #: :func:`compression.backends.sandbox.enter`); later frames cannot change it
+        self.sandbox: dict[str, str] = {}
+        if header.get("op") == "sandbox":
+            self.sandbox = {str(k): str(v) for k, v in dict(header.get("sandbox") or {}).items()}
+            header, _ = self._exchange(None, max(deadline - time.monotonic(), 0.001), timeout_text)
         if header.get("op") != "ready":
             message = str(header.get("message") or f"worker sent {header.get('op')!r} instead of 'ready'")
             self.stop()
@@ -392,8 +401,6 @@ class _Worker:
                 message = f"deployment {self.artifact_dir}: {message}"
             raise ArtifactError(message)
         self.info = header
-        #: what the worker's sandbox reported (see :func:`compression.backends.sandbox.enter`)
-        self.sandbox: dict[str, str] = dict(header.get("sandbox") or {})
 
     @property
     def alive(self) -> bool:

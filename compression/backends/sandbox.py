@@ -255,6 +255,10 @@ _NR = {
     "kexec_file_load": 320, "reboot": 169, "swapon": 167, "swapoff": 168, "acct": 163, "quotactl": 179,
     "quotactl_fd": 443, "syslog": 103, "iopl": 172, "ioperm": 173, "lookup_dcookie": 212,
     "name_to_handle_at": 303, "open_by_handle_at": 304, "mknod": 133, "mknodat": 259,
+    "chmod": 90, "fchmod": 91, "chown": 92, "fchown": 93, "lchown": 94, "fchownat": 260, "fchmodat": 268,
+    "fchmodat2": 452, "utime": 132, "utimes": 235, "futimesat": 261, "utimensat": 280, "setxattr": 188,
+    "lsetxattr": 189, "fsetxattr": 190, "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199,
+    "setxattrat": 463, "removexattrat": 466, "file_setattr": 469,
     "capset": 126, "seccomp": 317,
     "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
 }
@@ -271,11 +275,16 @@ DENIED_SYSCALLS = (
     "finit_module", "delete_module", "kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff", "acct",
     "quotactl", "quotactl_fd", "syslog", "iopl", "ioperm", "lookup_dcookie",
     "name_to_handle_at", "open_by_handle_at", "mknod", "mknodat",
+    # metadata changes Landlock does not cover (modes, owners, times, extended attributes)
+    "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat", "utime", "utimes",
+    "futimesat", "utimensat", "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr",
+    "fremovexattr", "setxattrat", "removexattrat", "file_setattr",
 )
 #: Allowed only when the target (first argument) is the worker itself.
 SELF_ONLY_SYSCALLS = ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
 
 CLONE_NEWNET = 0x40000000
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_THREAD = 0x00010000
 _CLONE_NAMESPACES = 0x7E020080  # NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET | NEWTIME
@@ -446,23 +455,22 @@ class _Sandbox:
         self.read, self.list_only = runtime_paths()
         self.read += [str(Path(p)) for p in policy.read]
         self.netns = ""
+        self.uid = os.getuid()  # before a user namespace hides it
         self.pid = os.getpid()
         self.ppid = os.getppid()
 
     # -- network namespace
     def network_namespace(self) -> None:
-        if os.geteuid() == 0:
-            if _libc.unshare(CLONE_NEWNET) == 0:
-                self.netns = "fresh network namespace (no interface up)"
-            else:
-                self.netns = ""
-                self.netns_error = _err("unshare(CLONE_NEWNET)")
-            return
-        # unprivileged: a new user namespace grants the right to make a network namespace
-        if _libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0:
-            self.netns = "fresh network namespace in a user namespace (no interface up)"
+        """Fresh network and System V IPC namespaces: no interface up, no shared memory with others."""
+        flags, user = CLONE_NEWNET | CLONE_NEWIPC, ""
+        if os.geteuid() != 0:  # unprivileged: a new user namespace grants the right to make the others
+            flags, user = flags | CLONE_NEWUSER, " in a user namespace"
+        if _libc.unshare(flags) == 0:
+            self.netns = f"fresh network and IPC namespaces{user} (no interface up)"
+        elif _libc.unshare(flags & ~CLONE_NEWIPC) == 0:
+            self.netns = f"fresh network namespace{user} (no interface up)"
         else:
-            self.netns_error = _err("unshare(CLONE_NEWUSER|CLONE_NEWNET)")
+            self.netns_error = _err("unshare(CLONE_NEWNET)")
 
     # -- resource limits
     def limits(self) -> None:
@@ -501,9 +509,11 @@ class _Sandbox:
 
     # -- identity and capabilities
     def user(self) -> None:
-        if os.geteuid() != 0:
+        if self.uid != 0:
             self._drop_all_caps()  # those a new user namespace gave us
-            self.report["user"] = f"uid {os.getuid()} (not root), no capabilities"
+            eff = int(_status().get("CapEff", "0"), 16)
+            self.report["user"] = (f"uid {self.uid} (not root), no capabilities" if not eff else
+                                   f"partial: uid {self.uid} (not root), capabilities {eff:#x} left")
             return
         keep_dac = not all(_accessible_to(p, NOBODY, NOBODY) for p in self.read + self.list_only)
         keep = (1 << CAP_DAC_READ_SEARCH) if keep_dac else 0
@@ -633,8 +643,11 @@ class _Sandbox:
             self.seccomp_net = False
             return
         self.seccomp_net = True
+        if _status().get("Seccomp") != "2":
+            self.report["syscalls"] = "partial: the seccomp filter was accepted but is not in force"
+            return
         self.report["syscalls"] = (f"seccomp-bpf: no execve, fork, ptrace, sockets, io_uring, namespaces, mounts, "
-                                   f"bpf or module loading; signals to itself only "
+                                   f"bpf, module loading or metadata changes; signals to itself only "
                                    f"({len(DENIED_SYSCALLS) + len(SELF_ONLY_SYSCALLS) + 2} calls filtered)")
 
     def network_report(self) -> None:

@@ -7,9 +7,10 @@ predict requests over stdin/stdout frames (see the protocol in
 Anything the runtime prints (Python or C level) goes to stderr, never into the
 protocol stream.  Before anything is loaded the worker enters the sandbox its
 parent asked for (:mod:`compression.backends.sandbox`, policy in the environment)
-and reports what is active in the ``ready`` frame (``"sandbox"``).  Exit codes: 0
-on a normal close, 1 if the artifact does not load, 3 if the policy requires the
-full sandbox and a protection is missing.
+and reports what is active in a first ``{"op": "sandbox", "sandbox": {...}}``
+frame, sent before the artifact is read (so code in the artifact cannot forge
+it).  Exit codes: 0 on a normal close, 1 if the artifact does not load, 3 if the
+policy requires the full sandbox and a protection is missing.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def serve_main(args: list[str], load, usage: str, ready_extra=lambda predictor, 
     sandbox, policy = enter_from_environment()
     from compression.backends.artifact import send_frame
 
+    send_frame(proto_out, {"op": "sandbox", "sandbox": sandbox})
     if policy is not None and policy.require and missing(sandbox):
         send_frame(proto_out, {"op": "error", "kind": "sandbox", "sandbox": sandbox,
                                "message": f"refusing to load without the full sandbox ({describe_missing(sandbox)})"})
@@ -105,7 +107,7 @@ def serve_main(args: list[str], load, usage: str, ready_extra=lambda predictor, 
         send_frame(proto_out, {"op": "error", "message": _message(err)})
         return 1
     send_frame(proto_out, {"op": "ready", "pid": os.getpid(), "input_shape": list(predictor.input_shape),
-                           "num_classes": int(predictor.num_classes), "sandbox": sandbox, **extra})
+                           "num_classes": int(predictor.num_classes), **extra})
     try:
         return _serve(predictor, proto_in, proto_out)
     except BrokenPipeError:  # the parent went away

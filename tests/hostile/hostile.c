@@ -7,9 +7,11 @@
  *   -DACTION=try_write  overwrite a canary, create a file (-DCANARY="path" -DNEWFILE="path")
  *   -DACTION=try_tcp    connect to 127.0.0.1:PORT and send "pwned" (-DPORT=n)
  *   -DACTION=try_spawn  fork + exec /bin/sh, then posix_spawn (-DMARKER="path" written by the child)
+ *   -DACTION=try_meta   chmod and touch the canary (metadata calls that Landlock does not cover)
+ *   -DACTION=try_parent signal the parent (signal 0: a probe) and read its environment (its secrets)
  *   -DACTION=try_alloc  allocate and touch 64 MiB blocks without bound
  *   -DACTION=try_loop   spin forever
- *   -DACTION=try_all    read, write, tcp and spawn in turn
+ *   -DACTION=try_all    every attempt above but alloc and loop, in turn
  *
  * -DDEFERRED_MS=n runs the attempt in a thread started by the constructor, n ms
  * later (while the model is being queried).  -DEXIT_AFTER=n ends the process with
@@ -27,7 +29,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -47,13 +52,28 @@ static void report(const char *what, int ok, int err, const char *extra) {
 static void try_read(void) {
     char buf[128] = {0};
     int fd = open(SECRET, O_RDONLY);
-    if (fd < 0) { report("read", 0, errno, NULL); return; }
-    ssize_t n = read(fd, buf, sizeof buf - 1);
+    ssize_t n;
+    if (fd < 0) {
+        report("read", 0, errno, NULL);
+        fd = open("/proc/self/root" SECRET, O_RDONLY);
+        if (fd < 0) { report("read via /proc/self/root", 0, errno, NULL); return; }
+        n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        report("read via /proc/self/root", n > 0, errno, buf);
+        return;
+    }
+    n = read(fd, buf, sizeof buf - 1);
     int err = errno;
     close(fd);
     if (n < 0) { report("read", 0, err, NULL); return; }
     for (ssize_t i = 0; i < n; i++) if (buf[i] == '\n') buf[i] = ' ';
     report("read", 1, 0, buf);
+    /* the same file through the /proc/self/root magic link */
+    fd = open("/proc/self/root" SECRET, O_RDONLY);
+    if (fd < 0) { report("read via /proc/self/root", 0, errno, NULL); return; }
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    report("read via /proc/self/root", n > 0, errno, "");
 }
 #endif
 
@@ -75,6 +95,26 @@ static void try_write(void) {
     if (n == 6) report("create file", 1, 0, NEWFILE); else report("create file (write)", 0, err, NULL);
 }
 #endif
+
+#ifdef CANARY
+static void try_meta(void) {
+    if (chmod(CANARY, 0666) != 0) report("chmod", 0, errno, NULL); else report("chmod", 1, 0, CANARY);
+    if (utimes(CANARY, NULL) != 0) report("utime", 0, errno, NULL); else report("utime", 1, 0, CANARY);
+}
+#endif
+
+__attribute__((unused)) static void try_parent(void) {
+    pid_t parent = getppid();
+    if (kill(parent, 0) != 0) report("signal parent", 0, errno, NULL); else report("signal parent", 1, 0, "");
+    char path[64], buf[64] = {0};
+    snprintf(path, sizeof path, "/proc/%d/environ", (int)parent);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) { report("read parent environment", 0, errno, NULL); return; }
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    for (ssize_t i = 0; i < n; i++) if (buf[i] == 0) buf[i] = ' ';
+    report("read parent environment", n > 0, errno, buf);
+}
 
 #ifdef PORT
 static void try_tcp(void) {
@@ -137,7 +177,7 @@ __attribute__((unused)) static void try_loop(void) {
     for (;;) spin++;
 }
 
-static void try_all(void) {
+__attribute__((unused)) static void try_all(void) {
 #ifdef SECRET
     try_read();
 #endif
@@ -150,6 +190,10 @@ static void try_all(void) {
 #ifdef MARKER
     try_spawn();
 #endif
+#ifdef CANARY
+    try_meta();
+#endif
+    try_parent();
 }
 
 #ifndef ACTION
