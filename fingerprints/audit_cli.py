@@ -43,7 +43,8 @@ def add_command(sub) -> Callable[[argparse.Namespace], int]:
                    help="refuse to load the suspect unless every sandbox protection (filesystem, network, "
                         "syscalls, limits, user) is active")
     p.add_argument("--memory-limit", type=int, default=None, metavar="MB",
-                   help="address-space limit of the suspect worker in MiB (default 8192; 0: none)")
+                   help="address-space limit of the suspect worker in MiB (default: half the machine's "
+                        "memory, at least 8192; 0: none)")
     p.add_argument("--cpu-limit", type=int, default=None, metavar="S",
                    help="CPU seconds the suspect worker may use (default 3600; 0: none)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

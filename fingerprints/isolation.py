@@ -28,12 +28,13 @@ import numpy as np
 import torch
 
 from compression.backends.artifact import _Worker
-from compression.backends.sandbox import PrivateCopy, SandboxPolicy
+from compression.backends.sandbox import PrivateCopy, SandboxPolicy, default_memory_mb
 from suite.core.errors import ArtifactError
 
 SUSPECT_WORKER = "fingerprints.suspect_worker"
-#: Default limits of a suspect worker: address space (MiB) and CPU seconds over its life.
-MEMORY_MB = 8192
+#: Default limits of a suspect worker: address space (MiB; half the machine's memory, at least 8 GiB)
+#: and CPU seconds over its life.
+MEMORY_MB = default_memory_mb()
 CPU_SECONDS = 3600
 
 

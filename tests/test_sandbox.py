@@ -220,6 +220,66 @@ def test_worker_environment_is_scrubbed(monkeypatch):
     assert sb.SandboxPolicy.from_json(env[sb.ENV_VAR]).read == ["/x"]
 
 
+UNPRIVILEGED = """
+import json, os, socket, sys
+sys.path.insert(0, sys.argv[1])
+from compression.backends.sandbox import SandboxPolicy, enter
+report = enter(SandboxPolicy(read=[sys.argv[2]], memory_mb=2048, cpu_seconds=60))
+out = {"report": report, "allowed": open(os.path.join(sys.argv[2], "ok.txt")).read()}
+for name, attempt in (("read", lambda: open(sys.argv[3]).read()), ("write", lambda: open(sys.argv[4], "w")),
+                      ("fork", os.fork), ("socket", lambda: socket.socket())):
+    try:
+        attempt()
+        out[name] = "SUCCEEDED"
+    except OSError as err:
+        out[name] = f"blocked {err.errno}"
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture
+def world_tmp():
+    """A temporary directory uid 65534 can reach (pytest's own is private to root)."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="suite-sandbox-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_unprivileged_user_gets_the_sandbox_through_a_user_namespace(world_tmp):
+    """Not root: no uid switch, and the network namespace comes from a new user namespace (stdlib only,
+    so the system Python runs it as uid 65534 without any capability)."""
+    python, setpriv = "/usr/bin/python3", shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None or not os.path.exists(python):
+        pytest.skip("needs root, setpriv and /usr/bin/python3 to start an unprivileged process")
+    root = str(Path(sb.__file__).resolve().parents[2])
+    if not all(sb._accessible_to(p, sb.NOBODY, sb.NOBODY) for p in (python, os.path.realpath(python), sb.__file__)):
+        pytest.skip("uid 65534 cannot read this checkout or the system Python")
+    allowed = world_tmp / "allowed"
+    allowed.mkdir()
+    (allowed / "ok.txt").write_text("ok")
+    secret = world_tmp / "secret.txt"
+    secret.write_text(SECRET)
+    allowed.chmod(0o755)
+    world_tmp.chmod(0o777)  # writable by uid 65534: only the sandbox stands in the way
+    for p in (allowed / "ok.txt", secret):
+        p.chmod(0o644)
+    proc = subprocess.run([setpriv, "--reuid", str(sb.NOBODY), "--regid", str(sb.NOBODY), "--clear-groups",
+                           "--bounding-set", "-all", python, "-s", "-c", UNPRIVILEGED, root, str(allowed), str(secret),
+                           str(world_tmp / "dropped.txt")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["allowed"] == "ok" and out["report"]["user"].startswith(f"uid {sb.NOBODY} (not root)")
+    for name in ("read", "write", "fork", "socket"):
+        assert out[name].startswith("blocked"), out
+    assert not (world_tmp / "dropped.txt").exists()
+    if sb.landlock_abi() and sb._userns_allowed():
+        assert sb.missing(out["report"]) == [], out["report"]
+        assert "user namespace" in out["report"]["network"]
+
+
 def test_seccomp_program_shape():
     prog = sb.seccomp_program(1234)
     assert len(prog) % 8 == 0 and len(prog) // 8 < 4096  # classic BPF limit

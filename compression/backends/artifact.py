@@ -468,9 +468,9 @@ class _Worker:
 
 
 def deployment_policy(artifact_dir: str | os.PathLike, *, enabled: bool = True) -> SandboxPolicy:
-    """The sandbox of a run's own deployment worker: read-only access to its artifact directory,
-    8 GiB of address space, no CPU-time limit (attacks may query it for hours)."""
-    return SandboxPolicy(read=[os.path.realpath(artifact_dir)], memory_mb=8192, cpu_seconds=None, enabled=enabled)
+    """The sandbox of a run's own deployment worker: read-only access to its artifact directory, the
+    default address-space limit, no CPU-time limit (attacks may query it for hours)."""
+    return SandboxPolicy(read=[os.path.realpath(artifact_dir)], cpu_seconds=None, enabled=enabled)
 
 
 class IsolatedPredictor:

@@ -86,7 +86,8 @@ class SandboxPolicy:
 
     read: extra absolute paths the worker may read (the suspect's private copy,
         an artifact directory), beyond the runtime's own files.
-    memory_mb: address-space limit (``RLIMIT_AS``) in MiB; None for none.
+    memory_mb: address-space limit (``RLIMIT_AS``) in MiB; None for none
+        (default :func:`default_memory_mb`).
     cpu_seconds: CPU-time limit (``RLIMIT_CPU``; SIGKILL a few seconds later).
     max_files: ``RLIMIT_NOFILE``; max_procs: ``RLIMIT_NPROC`` (counts threads of
         the worker's user).
@@ -96,7 +97,7 @@ class SandboxPolicy:
     """
 
     read: list[str] = field(default_factory=list)
-    memory_mb: int | None = 16384
+    memory_mb: int | None = field(default_factory=lambda: default_memory_mb())
     cpu_seconds: int | None = 3600
     max_files: int = 512
     max_procs: int = 4096
@@ -115,6 +116,15 @@ class SandboxPolicy:
         policy = cls(**known)
         policy.read = [str(p) for p in policy.read]
         return policy
+
+
+def default_memory_mb() -> int:
+    """Default address-space limit of a worker: half of this machine's memory, at least 8 GiB."""
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        physical = 0
+    return max(8192, int(physical // 2) >> 20)
 
 
 def worker_environment(root: str, policy: SandboxPolicy | None) -> dict[str, str]:
@@ -237,7 +247,12 @@ _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_u
 _libc.unshare.restype = ctypes.c_int
 _libc.unshare.argtypes = [ctypes.c_int]
 
-_X86_64 = platform.machine() in ("x86_64", "AMD64")
+_MACHINE = platform.machine()
+_X86_64 = _MACHINE in ("x86_64", "AMD64")
+# Landlock's calls have the same numbers (444-446) on every architecture of the unified syscall table;
+# capset differs (the seccomp filter below is written for x86_64 only).
+_LANDLOCK_ARCH = _X86_64 or _MACHINE in ("aarch64", "arm64", "riscv64", "ppc64le", "s390x", "loongarch64")
+_CAPSET = 126 if _X86_64 else 91 if _MACHINE in ("aarch64", "arm64", "riscv64", "loongarch64") else None
 # x86_64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl)
 _NR = {
     "socket": 41, "connect": 42, "accept": 43, "bind": 49, "listen": 50, "accept4": 288,
@@ -297,7 +312,6 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 CAP_DAC_READ_SEARCH = 2
-_CAPSET = 126
 _CAP_V3 = 0x20080522
 
 # Landlock (include/uapi/linux/landlock.h)
@@ -345,7 +359,7 @@ def _prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> i
 
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version (0 when Landlock is missing or disabled)."""
-    if not _X86_64:
+    if not _LANDLOCK_ARCH:
         return 0
     version = _sys(_LL_CREATE, ctypes.c_void_p(None), 0, LANDLOCK_CREATE_RULESET_VERSION)
     return max(0, version)
@@ -400,16 +414,21 @@ def runtime_paths() -> tuple[list[str], list[str]]:
     """``(read, list_only)``: what the Python runtime needs to read, and directories it may only list.
 
     read: the interpreter's prefixes (installation and virtual environment), the
-    packages of this checkout, system libraries, and the ``/proc``, ``/sys`` and
-    ``/dev`` entries that torch / onnxruntime / TVM consult.  list_only: this
-    checkout's root (so its packages are importable without exposing its other
-    files' contents, e.g. ``runs/``).
+    other ``sys.path`` entries (e.g. added by ``.pth`` files), the packages of
+    this checkout, system libraries, and the ``/proc``, ``/sys`` and ``/dev``
+    entries that torch / onnxruntime / TVM consult.  list_only: this checkout's
+    root (so its packages are importable without exposing its other files'
+    contents, e.g. ``runs/``).
     """
+    root = Path(__file__).resolve().parents[2]
     read: list[str] = []
     for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
         read.append(p)
     read.append(os.path.dirname(os.path.realpath(sys.executable)))
-    root = Path(__file__).resolve().parents[2]
+    for entry in sys.path:
+        real = os.path.realpath(entry) if entry else ""
+        if real and real not in ("/", str(root)) and os.path.exists(real):
+            read.append(real)
     list_only = [str(root)]
     try:
         for entry in os.scandir(root):
@@ -551,6 +570,8 @@ class _Sandbox:
         self.report["user"] = f"uid {NOBODY} gid {NOBODY} (nobody), no capabilities{note}"
 
     def _set_caps(self, keep: int) -> bool:
+        if _CAPSET is None:
+            return False
         header = struct.pack("=Ii", _CAP_V3, 0)
         data = struct.pack("=6I", keep, keep, 0, 0, 0, 0)  # effective, permitted, inheritable (x2 words)
         hbuf = ctypes.create_string_buffer(header, len(header))
@@ -565,8 +586,9 @@ class _Sandbox:
     def filesystem(self) -> None:
         abi = landlock_abi()
         if abi <= 0:
-            self.report["filesystem"] = ("unavailable: Landlock rules are defined for x86_64 only" if not _X86_64
-                                         else "unavailable: Landlock is not supported or disabled in this kernel")
+            self.report["filesystem"] = (f"unavailable: Landlock is not wired up for {_MACHINE} here"
+                                         if not _LANDLOCK_ARCH else
+                                         "unavailable: Landlock is not supported or disabled in this kernel")
             self.landlock_net = self.landlock_scope = False
             return
         fs = (1 << 13) - 1  # ABI 1: EXECUTE .. MAKE_SYM
