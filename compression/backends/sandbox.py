@@ -13,16 +13,18 @@ later) is then confined by:
                 plus the paths of the policy (a private read-only copy of the
                 suspect); no write, create, remove, rename, execute or device
                 ioctl anywhere (only ``/dev/null`` may be written).
-``network``     a fresh network namespace (no interface up; as root, or in a new
-                user namespace otherwise) and seccomp refusing ``socket``,
+``network``     fresh network and System V IPC namespaces (no interface up; as
+                root, or in a new user namespace otherwise) and seccomp refusing ``socket``,
                 ``connect``, ``bind``, ``listen``, ``accept`` and ``io_uring``;
                 Landlock refuses TCP bind/connect and abstract unix sockets and
                 signals outside the sandbox.
 ``syscalls``    seccomp-bpf (x86_64): ``execve``/``execveat``, ``fork``/``vfork``,
                 ``clone`` of a process (threads stay allowed), ``ptrace`` and
                 cross-process memory access, namespaces and mounts, ``bpf``,
-                module loading, keyrings, ``userfaultfd``, ``open_by_handle_at``;
-                signals only to the worker itself.  Denied calls fail with
+                module loading, keyrings, ``userfaultfd``, ``open_by_handle_at``,
+                and the metadata changes Landlock does not cover (``chmod``,
+                ``chown``, ``utimensat``, extended attributes); signals only to
+                the worker itself.  Denied calls fail with
                 ``EPERM`` (``clone3`` with ``ENOSYS`` so threads fall back to
                 ``clone``); a call through another ABI (i386, x32) kills it.
 ``limits``      ``RLIMIT_FSIZE`` 0, ``RLIMIT_CORE`` 0, address space
@@ -35,9 +37,13 @@ later) is then confined by:
 
 Every protection is reported as a string: what is active, or ``"unavailable:
 <reason>"`` (``"partial: ..."`` when it is weakened), so a caller can tell the
-user exactly what protected the run (:func:`missing`).  Ordering inside
-:func:`enter`: network namespace and resource limits while still privileged,
-then the user switch, then ``PR_SET_NO_NEW_PRIVS``, Landlock, and seccomp last.
+user exactly what protected the run (:func:`missing`); the report is read back
+from the kernel where it can be (``/proc/self/status``).  Ordering inside
+:func:`enter`: namespaces and resource limits while still privileged, then the
+user switch, then ``PR_SET_NO_NEW_PRIVS``, Landlock, and seccomp last (with
+``TSYNC``).  Landlock binds the calling thread and the threads it starts later,
+so :func:`enter` must run while the worker has one thread (it is reported as
+``partial`` otherwise).
 
 Parent side: :class:`SandboxPolicy` (what the worker may read, its limits),
 :func:`worker_environment` (a scrubbed environment carrying the policy),
@@ -240,12 +246,14 @@ def unavailable(reason: str) -> dict[str, str]:
 
 # ------------------------------------------------------------------ kernel interfaces (ctypes)
 
+_LINUX = sys.platform.startswith("linux")
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_libc.prctl.restype = ctypes.c_int
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-_libc.unshare.restype = ctypes.c_int
-_libc.unshare.argtypes = [ctypes.c_int]
+if _LINUX:
+    _libc.syscall.restype = ctypes.c_long
+    _libc.prctl.restype = ctypes.c_int
+    _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    _libc.unshare.restype = ctypes.c_int
+    _libc.unshare.argtypes = [ctypes.c_int]
 
 _MACHINE = platform.machine()
 _X86_64 = _MACHINE in ("x86_64", "AMD64")
@@ -383,6 +391,8 @@ def probe() -> dict[str, str]:
     The worker's own report (:func:`enter`) is authoritative; this only lets a
     caller refuse early, before expensive work, when a mechanism is missing.
     """
+    if not _LINUX:
+        return unavailable(f"the sandbox needs Linux (this is {sys.platform})")
     abi = landlock_abi()
     report = {"filesystem": f"landlock-abi-{abi}" if abi else "unavailable: Landlock is not supported or disabled"}
     seccomp_ok = _X86_64 and _prctl(PR_GET_SECCOMP) >= 0
@@ -741,6 +751,8 @@ def enter(policy: SandboxPolicy) -> dict[str, str]:
     """
     if not policy.enabled:
         return unavailable("sandbox disabled by the caller")
+    if not _LINUX:
+        return unavailable(f"the sandbox needs Linux (this is {sys.platform})")
     box = _Sandbox(policy)
     box.network_namespace()
     box.limits()
