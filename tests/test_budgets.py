@@ -16,6 +16,7 @@ from suite.core.errors import ConfigError
 from suite.core.sources.base import ImageSource, ImageSplit
 from suite.core.sources.embedded import digits16
 from suite.core.threat import generic_threat_model, threat_model_for
+from test_blackbox import Tiny  # the same small CNN for [N, 3, 16, 16] inputs
 
 
 def _fake_source(name: str, shape: tuple[int, int, int]) -> ImageSource:
@@ -74,18 +75,6 @@ def test_parse_multiples():
     for bad in ("a:1", "0:1", "-1"):
         with pytest.raises(ConfigError):
             parse_multiples(bad)
-
-
-class Tiny(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
-            torch.nn.Flatten(), torch.nn.Linear(64, 10))
-
-    def forward(self, x):
-        return self.body(x - 0.5)
 
 
 @pytest.fixture(scope="module")
