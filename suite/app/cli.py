@@ -173,13 +173,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pixels(value: float) -> str:
-    """0.0313725 -> ``8/255``; values that are no whole number of grey levels as they are."""
-    levels = value * 255
-    return f"{round(levels)}/255" if abs(levels - round(levels)) < 1e-6 and levels < 64 else f"{value:.4g}"
-
-
 def cmd_ls(args: argparse.Namespace) -> int:
+    from suite.app.summary import _eps as budget_text
     from suite.core.registries import REGISTRIES
     from suite.core.errors import UnknownNameError
     import difflib
@@ -199,7 +194,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         for e in entries:
             alias = f"  (aliases: {', '.join(e.aliases)})" if e.aliases else ""
             threat = e.tags.get("threat")
-            budgets = (f"  [standard budgets: Linf {_pixels(threat.linf)}, L2 {threat.l2:.4g}"
+            budgets = (f"  [standard budgets: Linf {budget_text('linf', threat.linf)}, L2 {threat.l2:.4g}"
                        f"{', derived' if threat.derived else ''}]") if threat is not None else ""
             print(f"  {e.name:<{width}}  {e.description}{budgets}{alias}")
         if args.kind is None:
