@@ -16,3 +16,9 @@ reg.fingerprints.register("ipguard", "fingerprints.generators:IPGuard",
                           description="[baseline] IPGuard: data points pushed just past the decision boundary")
 reg.fingerprints.register("misclassified", "fingerprints.generators:Misclassified", aliases=("misclassified-inputs",),
                           description="[baseline] inputs the owner gets wrong, compared by label agreement")
+reg.fingerprints.register("sac-w", "fingerprints.baselines:SACW", aliases=("sac",),
+                          description="[baseline] SAC-style: output-correlation matrix over misclassified inputs")
+reg.fingerprints.register("sac-m", "fingerprints.baselines:SACM",
+                          description="[baseline] SAC-style: output-correlation matrix over CutMix inputs")
+reg.fingerprints.register("uap", "fingerprints.baselines:UAPFingerprint", aliases=("uap-fingerprint",),
+                          description="[baseline] UAP-based: the owner's universal-perturbation fooling pattern")

@@ -12,7 +12,11 @@ Definitions (match rate = fraction of fingerprints a suspect labels like the own
   ``false_positives``: held-out negatives at or above it;
   ``tpr_at_threshold`` / ``false_negatives``: positives at / below it;
 * ``by_family``: ``R`` per value of each family key (kind, scheme, sparsity,
-  finetune, compiled).
+  finetune, compiled);
+* ``T_by_origin`` / ``T_max_by_origin``: mean / highest rate of the negatives
+  per origin (seed, other-arch, subset, foreign, disjoint, transfer);
+* ``extraction``: extraction students (zoo role ``extraction``) against all
+  negatives, never mixed into R / auc / tpr (see :func:`extraction_summary`).
 """
 
 from __future__ import annotations
@@ -78,11 +82,38 @@ def summarize(fps: FingerprintSet, ev: Evaluation, extra_positives: list[dict[st
         "access": ev.access,
         "kept": len(fps),
         "settings": fps.settings,
-        "generation": {k: v for k, v in fps.meta.items() if k not in ("owner_sha256",)},
+        "generation": {k: v for k, v in fps.meta.items() if k not in ("owner_sha256", "reference")},
     }
+    negatives = [m for m in ev.members if m["role"] == "negative"]
+    origins: dict[str, list[float]] = {}
+    for m in negatives:
+        origins.setdefault(str(m["family"].get("origin", "seed")), []).append(m["rate"])
+    entry["T_by_origin"] = {k: _r(np.mean(v)) for k, v in sorted(origins.items())}
+    entry["T_max_by_origin"] = {k: _r(max(v)) for k, v in sorted(origins.items())}
+    entry["extraction"] = extraction_summary([m for m in ev.members if m["role"] == "extraction"], neg_all,
+                                             ev.threshold)
     if zoo_composition is not None:
         entry["zoo"] = zoo_composition
     return entry
+
+
+def extraction_summary(students: list[dict[str, Any]], neg_all: list[float], threshold: float) -> dict[str, Any] | None:
+    """Extraction students against all negatives, apart from the copy positives (None when the zoo has none).
+
+    R: mean rate; auc / tpr_at_1pct_fpr: students vs negatives; detected: students at or above the
+    calibrated threshold; by_access: R of the label-only and the probability students.
+    """
+    if not students:
+        return None
+    rates = [s["rate"] for s in students]
+    access: dict[str, list[float]] = {}
+    for s in students:
+        access.setdefault(str(s["family"].get("access", "?")), []).append(s["rate"])
+    return {"n": len(rates), "R": _r(np.mean(rates)), "R_min": _r(min(rates)),
+            "auc": _r(auc(rates, neg_all)), "tpr_at_1pct_fpr": _r(tpr_at_fpr(rates, neg_all, 0.01)),
+            "detected": int(sum(r >= threshold for r in rates)),
+            "by_access": {k: _r(np.mean(v)) for k, v in sorted(access.items())},
+            "members": {s["id"]: _r(s["rate"]) for s in students}}
 
 
 # the entry fields flattened into the record's metrics; their directions: suite.core.metrics (fp_*_<field>)

@@ -8,7 +8,10 @@ queries) and returns one score per fingerprint:
 * ``access="prob"``: the softmax probability the suspect gives the
   fingerprint label.
 
-The match rate is the mean score.
+The match rate is the mean score.  Sets marked ``meta["scoring"] ==
+"correlation"`` (the SAC-style baselines) are scored by
+:func:`correlation_verification` instead: one score per sample, the
+agreement of the suspect's output-correlation row with the owner's.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ def match_scores(predictor, fps: FingerprintSet, access: str = "label", batch_si
     """Query ``predictor`` with every fingerprint once; see the module docstring."""
     if access not in ACCESS:
         raise ValueError(f"access must be one of {ACCESS}, got {access!r}")
+    if fps.meta.get("scoring") == "correlation":
+        return correlation_verification(predictor, fps, access, batch_size)
     outs = []
     with torch.no_grad():
         for i in range(0, len(fps), batch_size):
@@ -52,3 +57,16 @@ def match_scores(predictor, fps: FingerprintSet, access: str = "label", batch_si
                 outs.append(torch.softmax(logits, 1).gather(1, fps.y[i:i + batch_size, None])[:, 0])
     scores = torch.cat(outs).tolist() if outs else []
     return Verification([float(s) for s in scores], len(fps))
+
+
+def correlation_verification(predictor, fps: FingerprintSet, access: str, batch_size: int = 256) -> Verification:
+    """SAC-style sets (:mod:`fingerprints.baselines`): per-sample agreement of the output correlation matrices."""
+    from fingerprints.baselines import correlation_scores, owner_outputs, suspect_outputs
+
+    with torch.no_grad():
+        logits = torch.cat([predictor.predict(fps.x[i:i + batch_size]).detach().float().cpu()
+                            for i in range(0, len(fps), batch_size)]) if len(fps) else torch.zeros(0, 1)
+    if not len(fps):
+        return Verification([], 0)
+    ref = owner_outputs(fps, access, int(logits.shape[1]))
+    return Verification(correlation_scores(suspect_outputs(logits, access), ref), len(fps))

@@ -67,6 +67,20 @@ NEGATIVE_TEMPLATES: dict[str, tuple[tuple[str, float | None, float], ...]] = {
     "smoke": (("resnet20", 0.25, 1.0), ("vgg16", 0.25, 1.0), ("resnet20", 0.25, 0.6), ("vgg16", 0.25, 0.6)),
 }
 
+# harder negatives, on top of ``negatives``: (arch, width, mode); mode ``full`` (the whole train split),
+# ``half0`` / ``half1`` (the two disjoint halves of train), ``transfer`` (pre-trained on a related source,
+# then fine-tuned on the owner's task); seeds 2000 + i
+EXTRA_NEGATIVES: dict[str, tuple[tuple[str, float, str], ...]] = {
+    "default": (
+        ("plaincnn", 1.0, "full"), ("plaincnn", 0.5, "full"), ("wideshallow", 1.0, "full"),
+        ("wideshallow", 0.5, "full"), ("plaincnn", 1.0, "half0"), ("plaincnn", 1.0, "half1"),
+        ("resnet20", 0.5, "half0"), ("resnet20", 0.5, "half1"), ("plaincnn", 1.0, "transfer"),
+        ("resnet20", 0.5, "transfer"),
+    ),
+    "smoke": (),
+}
+NEGATIVE_MODES = ("full", "half0", "half1", "transfer")
+
 
 @dataclass(frozen=True)
 class ZooSpec:
@@ -102,6 +116,21 @@ class ZooSpec:
     negatives: int = 20
     negative_epochs: int = 8
     templates: tuple[tuple[str, float | None, float], ...] = NEGATIVE_TEMPLATES["default"]
+    extra_negatives: tuple[tuple[str, float, str], ...] = EXTRA_NEGATIVES["default"]
+    quantized: tuple[tuple[str, str], ...] = (("int8-dynamic", "owner"), ("int8-static", "owner"),
+                                              ("fp16", "owner"), ("int8-static", "prune-unstructured-0.5-ft1"),
+                                              ("int8-static", "tp-channel-0.5-ft2"))
+    calib_images: int = 256
+    fine_prune: tuple[float, ...] = (0.5, 0.8)
+    fine_prune_layers: int = 3
+    fine_prune_epochs: int = 1
+    channel_prune: tuple[float, ...] = (0.3, 0.5)
+    channel_prune_epochs: int = 2
+    extraction: tuple[tuple[str, float, str], ...] = (
+        ("resnet20", 0.5, "label"), ("resnet20", 0.5, "prob"), ("plaincnn", 1.0, "label"),
+        ("plaincnn", 1.0, "prob"), ("vgg16", 0.25, "label"), ("vgg16", 0.25, "prob"))
+    extraction_epochs: int = 15
+    extraction_copies: int = 7
     min_positive_acc: float = 0.5
     bn_images: int = 512
     executor: str = "local"
@@ -130,6 +159,19 @@ class ZooSpec:
             raise ConfigError(f"zoo executor must be local, ray or inline, got {self.executor!r}")
         if self.jobs < 1 or self.tvm_batch < 1:
             raise ConfigError("zoo jobs and tvm_batch must be >= 1")
+        from fingerprints.families import EXTRACTION_ACCESS, QUANT_MODES
+
+        for mode, _ in self.quantized:
+            if mode not in QUANT_MODES:
+                raise ConfigError(f"zoo quantized modes are {', '.join(QUANT_MODES)}, got {mode!r}")
+        for _, _, mode in self.extra_negatives:
+            if mode not in NEGATIVE_MODES:
+                raise ConfigError(f"zoo extra_negatives modes are {', '.join(NEGATIVE_MODES)}, got {mode!r}")
+        for _, _, access in self.extraction:
+            if access not in EXTRACTION_ACCESS:
+                raise ConfigError(f"zoo extraction access is label or prob, got {access!r}")
+        if any(not 0.0 < f < 1.0 for f in (*self.fine_prune, *self.channel_prune)):
+            raise ConfigError("zoo fine_prune / channel_prune fractions must be in (0, 1)")
 
     def key_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -146,7 +188,9 @@ PROFILE_SPECS: dict[str, ZooSpec] = {
     "smoke": ZooSpec(schemes=("block",), sparsities=(0.5,), finetune_sparsities=(0.5,), finetune_epochs=1,
                      copies=("all-layers",), copy_epochs=1, compiled=(), negatives=4, negative_epochs=2,
                      templates=NEGATIVE_TEMPLATES["smoke"], min_positive_acc=0.0, bn_images=96,
-                     executor="inline", jobs=1),
+                     executor="inline", jobs=1, extra_negatives=EXTRA_NEGATIVES["smoke"], quantized=(),
+                     fine_prune=(), channel_prune=(), extraction=(), calib_images=64, extraction_epochs=3,
+                     extraction_copies=2),
 }
 
 
@@ -184,7 +228,22 @@ def make_spec(profile: str = "default", negatives: int | None = None, **override
             value = tuple(tuple(v.split("/", 1)) if isinstance(v, str) else tuple(v) for v in items)
             if any(len(v) != 2 for v in value):
                 raise ConfigError("zoo compiled entries look like backend/positive-id, e.g. tvm/owner")
-        elif key in ("sparsities", "finetune_sparsities"):
+        elif key == "quantized":
+            items = _coerce_tuple(value)
+            value = tuple(tuple(v.split("/", 1)) if isinstance(v, str) else tuple(v) for v in items)
+            if any(len(v) != 2 for v in value):
+                raise ConfigError("zoo quantized entries look like mode/positive-id, e.g. int8-static/owner")
+        elif key in ("extraction", "extra_negatives"):
+            items = _coerce_tuple(value)
+            value = tuple(tuple(v.split("/")) if isinstance(v, str) else tuple(v) for v in items)
+            if any(len(v) != 3 for v in value):
+                raise ConfigError(f"zoo {key} entries look like arch/width/{'access' if key == 'extraction' else 'mode'}"
+                                  f", e.g. plaincnn/1/{'label' if key == 'extraction' else 'half0'}")
+            try:
+                value = tuple((str(a), float(w), str(m)) for a, w, m in value)
+            except ValueError:
+                raise ConfigError(f"zoo {key}: a width is not a number in {value!r}") from None
+        elif key in ("sparsities", "finetune_sparsities", "fine_prune", "channel_prune"):
             value = tuple(float(v) for v in _coerce_tuple(value))
         elif key in ("schemes", "copies"):
             value = tuple(str(v) for v in _coerce_tuple(value))
@@ -233,6 +292,7 @@ class Member:
     shapes: str | None = None      # channel-pruned shapes json (relative)
     artifact: str | None = None    # compiled artifact dir (relative)
     info: dict[str, Any] = field(default_factory=dict)
+    onnx: str | None = None        # an ONNX file of ours (quantized / fp16 / channel-pruned), relative
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -258,6 +318,10 @@ class Zoo:
     def negatives(self) -> list[Member]:
         return [m for m in self.members if m.role == "negative"]
 
+    def extractions(self) -> list[Member]:
+        """Extraction students: reported apart from the copy positives (role ``extraction``)."""
+        return [m for m in self.members if m.role == "extraction"]
+
     def composition(self) -> dict[str, Any]:
         """Counts per role and kind, the negatives' architectures, what was excluded and why."""
         pos = self.positives()
@@ -269,10 +333,17 @@ class Zoo:
             key = f"{m.arch}-w{m.width:g}" + ("" if m.family.get("subset", 1.0) >= 1.0 else
                                               f"-subset{m.family['subset']:g}")
             archs[key] = archs.get(key, 0) + 1
+        origins: dict[str, int] = {}
+        for m in self.negatives():
+            o = m.family.get("origin", "seed")
+            origins[o] = origins.get(o, 0) + 1
         neg_acc = [m.accuracy for m in self.negatives() if m.accuracy is not None]
         pos_acc = [m.accuracy for m in pos if m.accuracy is not None]
+        ext = self.extractions()
         return {"positives": len(pos), "positive_kinds": kinds, "negatives": len(self.negatives()),
-                "negative_models": archs, "excluded": self.excluded,
+                "negative_models": archs, "negative_origins": origins, "excluded": self.excluded,
+                "extraction": len(ext),
+                "extraction_acc": {m.id: m.accuracy for m in ext},
                 "positive_acc_min": round(min(pos_acc), 4) if pos_acc else None,
                 "negative_acc_mean": round(float(np.mean(neg_acc)), 4) if neg_acc else None,
                 "build_seconds": self.build_seconds, "cache_hit": self.cache_hit, "directory": str(self.directory)}
@@ -280,6 +351,15 @@ class Zoo:
     @contextlib.contextmanager
     def predictor(self, member: Member) -> Iterator[Any]:
         """A predictor for ``member`` (eager torch, or the isolated worker of its compiled artifact)."""
+        if member.onnx:
+            from fingerprints.families import OnnxFilePredictor
+
+            pred = OnnxFilePredictor(self.directory / member.onnx, self.input_shape, self.num_classes)
+            try:
+                yield pred
+            finally:
+                pred.close()
+            return
         if member.artifact:
             from compression.backends.artifact import load_predictor
 
@@ -341,8 +421,12 @@ def subset_source(source, fraction: float, seed: int):
                                                           "train_subset_seed": seed})
 
 
-def negative_jobs(owner: Owner, spec: ZooSpec, cache_dir: str, recipe: dict[str, Any]) -> list[dict[str, Any]]:
-    """One job dict per negative (picklable, JSON-able): what :func:`train_negative` trains."""
+def negative_jobs(owner: Owner, spec: ZooSpec, cache_dir: str, recipe: dict[str, Any],
+                  out_dir: Path | None = None) -> list[dict[str, Any]]:
+    """One job dict per negative (picklable, JSON-able): what :func:`train_negative` trains.
+
+    out_dir: where transfer-learned negatives are written (they are not model-cache entries).
+    """
     jobs = []
     for i in range(spec.negatives):
         arch, width, subset = spec.templates[i % len(spec.templates)]
@@ -353,7 +437,28 @@ def negative_jobs(owner: Owner, spec: ZooSpec, cache_dir: str, recipe: dict[str,
                      "subset_seed": seed, "recipe": {**recipe, "epochs": spec.negative_epochs},
                      "source": owner.source_args, "profile": owner.profile, "cache_dir": cache_dir,
                      "threads": 1})
+    for i, (arch, width, mode) in enumerate(spec.extra_negatives):
+        seed = 2000 + i
+        jobs.append({"id": f"neg-{arch}-w{width:g}-s{seed}-{mode}", "arch": arch, "width": float(width),
+                     "seed": seed, "subset": 1.0, "subset_seed": seed, "mode": mode,
+                     "recipe": {**recipe, "epochs": spec.negative_epochs}, "source": owner.source_args,
+                     "profile": owner.profile, "cache_dir": cache_dir, "threads": 1,
+                     "out_dir": str(out_dir) if out_dir is not None else None})
     return jobs
+
+
+def negative_origin(job: dict[str, Any], owner_arch: str) -> str:
+    """How an independent model differs from the owner: transfer, disjoint (half of train), subset, foreign, seed."""
+    mode = job.get("mode", "full")
+    if mode == "transfer":
+        return "transfer"
+    if mode in ("half0", "half1"):
+        return "disjoint"
+    if job.get("subset", 1.0) < 1.0:
+        return "subset"
+    if job["arch"] in ("plaincnn", "wideshallow"):
+        return "foreign"
+    return "seed" if job["arch"] == owner_arch else "other-arch"
 
 
 def train_negative(job: dict[str, Any]) -> dict[str, Any]:
@@ -371,13 +476,48 @@ def train_negative(job: dict[str, Any]) -> dict[str, Any]:
     src = job["source"]
     source = subset_source(load_source(SourceSpec(src["name"], src.get("data_root"), src.get("limit"))),
                            job["subset"], job["subset_seed"])
+    mode = job.get("mode", "full")
+    if mode in ("half0", "half1"):
+        from fingerprints.families import disjoint_half
+
+        source = disjoint_half(source, int(mode[-1]), 4242)  # one fixed split: the two halves are disjoint
     spec = ModelSpec(job["arch"], float(job["width"]), int(job["seed"]), TrainRecipe(**job["recipe"]))
     rt = Runtime(cache_dir=job["cache_dir"], device="cpu", threads=threads, quiet=True)
     start = time.perf_counter()
+    if mode == "transfer":
+        return _train_transfer_negative(job, spec, source, rt, start)
     trained = get_trained_model(spec, source, rt)
     return {"id": job["id"], "model_id": trained.info["id"], "sha256": trained.info["sha256"],
             "file": str(Path(trained.info["cache_dir"]) / "model.pt"),
             "accuracy": accuracy(trained.model, source.test), "cache_hit": trained.info["cache_hit"],
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _train_transfer_negative(job: dict[str, Any], spec, source, rt, start: float) -> dict[str, Any]:
+    """Pre-train ``spec`` on the related source (model cache), adapt its input, fine-tune on ``source``."""
+    from fingerprints.families import RELATED_SOURCES, adapt_first_conv
+    from suite.core.config import TrainRecipe
+    from suite.core.models import SourceSpec, get_trained_model, load_source
+    from suite.core.training import accuracy, train_model
+
+    src = job["source"]
+    related_name = RELATED_SOURCES.get(src["name"], "digits-affine24")
+    related = load_source(SourceSpec(related_name, None, src.get("limit")))
+    pre = get_trained_model(spec, related, rt)
+    model = adapt_first_conv(copy.deepcopy(pre.model).cpu(), int(source.shape[0]))
+    torch.manual_seed(int(job["seed"]))
+    model.classifier = torch.nn.Linear(model.classifier.in_features, int(source.num_classes))
+    recipe = TrainRecipe(**{**job["recipe"], "epochs": max(1, int(job["recipe"]["epochs"]) // 2), "lr": 0.02,
+                            "warmup_epochs": 0})
+    train_model(model, source.train, None, recipe, seed=int(job["seed"]), quiet=True, desc="transfer")
+    model.eval()
+    if job.get("out_dir") is None:
+        raise ConfigError("a transfer-learned negative needs the zoo's out_dir")
+    rel = f"negatives/{job['id']}.pt"
+    sha = _save_state(model, Path(job["out_dir"]) / rel)
+    return {"id": job["id"], "model_id": f"{job['id']}-from-{related_name}", "sha256": sha, "file": rel,
+            "accuracy": accuracy(model, source.test), "cache_hit": pre.info["cache_hit"],
+            "related_source": related_name, "pretrained": pre.info["id"],
             "seconds": round(time.perf_counter() - start, 3)}
 
 
@@ -545,25 +685,127 @@ def build_zoo(owner: Owner, spec: ZooSpec, directory: Path, *, cache_dir: str, r
                               artifact=rel, info=info))
         log(f"zoo: {pid} compiled ({time.perf_counter() - start:.0f} s so far)")
     timings["compiled"] = round(time.perf_counter() - start, 2)
+    _build_thief_families(owner, spec, directory, members, excluded, eager, add_positive, timings, log)
 
     # negatives: independent models, one executor job each
     start = time.perf_counter()
     from fingerprints.executor import run_jobs
 
-    jobs = negative_jobs(owner, spec, cache_dir, recipe)
+    jobs = negative_jobs(owner, spec, cache_dir, recipe, directory)
     log(f"zoo: training {len(jobs)} independent models ({spec.executor} executor, {spec.jobs} at a time)")
     for job, res in zip(jobs, run_jobs(train_negative, jobs, kind=spec.executor, parallel=spec.jobs,
                                        address=spec.address, log=log)):
-        members.append(Member(job["id"], "negative", {"kind": "independent", "arch": job["arch"],
-                                                      "width": job["width"], "seed": job["seed"],
-                                                      "subset": job["subset"]},
-                              round(res["accuracy"], 4), job["arch"], job["width"], res["file"], res["sha256"],
-                              info={"model_id": res["model_id"], "cache_hit": res["cache_hit"]}))
+        family = {"kind": "independent", "arch": job["arch"], "width": job["width"], "seed": job["seed"],
+                  "subset": job["subset"], "origin": negative_origin(job, owner.arch)}
+        if job.get("mode", "full") != "full":
+            family["mode"] = job["mode"]
+        info = {"model_id": res["model_id"], "cache_hit": res["cache_hit"]}
+        info.update({k: res[k] for k in ("related_source", "pretrained") if k in res})
+        members.append(Member(job["id"], "negative", family, round(res["accuracy"], 4), job["arch"], job["width"],
+                              res["file"], res["sha256"], info=info))
     timings["negatives"] = round(time.perf_counter() - start, 2)
     timings["total"] = round(time.perf_counter() - t0, 2)
     zoo = Zoo(directory, owner.sha256, spec.key_dict(), members, excluded, timings, False, num_classes, shape)
     _write_zoo_json(zoo, owner)
     return zoo
+
+
+def _build_thief_families(owner: Owner, spec: ZooSpec, directory: Path, members: list[Member],
+                          excluded: list[dict[str, Any]], eager: dict[str, torch.nn.Module], add_positive,
+                          timings: dict[str, float], log: Callable[[str], None]) -> None:
+    """Fine-pruned, channel-pruned (torch-pruning), quantized / fp16 ONNX positives and extraction students."""
+    import logging
+
+    from compression.backends.onnx_backend import export_onnx
+    from fingerprints import families as fam
+
+    shape = tuple(owner.source.shape)
+    num_classes = int(owner.source.num_classes)
+
+    def add_onnx(pid: str, path: Path, family: dict[str, Any], info: dict[str, Any]) -> None:
+        pred = fam.OnnxFilePredictor(path, shape, num_classes)
+        acc = _accuracy_of(pred, owner.source)
+        if acc < spec.min_positive_acc:
+            excluded.append({"id": pid, "accuracy": round(acc, 4), "family": family,
+                             "reason": f"test accuracy {acc:.3f} < min_positive_acc {spec.min_positive_acc}"})
+            log(f"zoo: {pid} excluded (accuracy {acc:.3f})")
+            return
+        members.append(Member(pid, "positive", family, round(acc, 4), owner.arch, owner.width,
+                              sha256=sha256_file(path), onnx=str(path.relative_to(directory)), info=info))
+
+    start = time.perf_counter()
+    for frac in spec.fine_prune:
+        model, info = fam.fine_prune(owner.model, owner.source, fraction=frac, layers=spec.fine_prune_layers,
+                                     epochs=spec.fine_prune_epochs, lr=spec.copy_lr, images=spec.bn_images,
+                                     seed=owner.seed + 31)
+        pid = f"fineprune-{frac:g}-ft{spec.fine_prune_epochs}"
+        add_positive(pid, model, {"kind": "fine-pruned", "scheme": "fine-pruning", "sparsity": float(frac),
+                                  "finetune": f"{spec.fine_prune_epochs}ep", "compiled": "eager"})
+        log(f"zoo: {pid} built")
+    timings["fine_pruned"] = round(time.perf_counter() - start, 2)
+
+    start = time.perf_counter()
+    for ratio in spec.channel_prune:
+        model, info = fam.channel_prune(owner.model, owner.source, ratio=ratio, epochs=spec.channel_prune_epochs,
+                                        lr=spec.copy_lr, seed=owner.seed + 37)
+        pid = f"tp-channel-{ratio:g}-ft{spec.channel_prune_epochs}"
+        path = directory / "onnx" / f"{pid}.onnx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(model, shape, path)
+        add_onnx(pid, path, {"kind": "channel-pruned", "scheme": "torch-pruning", "sparsity": float(ratio),
+                             "finetune": f"{spec.channel_prune_epochs}ep", "compiled": "onnx"}, info)
+        eager[pid] = model
+        log(f"zoo: {pid} built ({info['params_after']}/{info['params_before']} parameters)")
+    timings["channel_pruned"] = round(time.perf_counter() - start, 2)
+
+    start = time.perf_counter()
+    calib = None
+    if any(mode == "int8-static" for mode, _ in spec.quantized):
+        idx = np.sort(np.random.default_rng(owner.seed + 41).permutation(len(owner.source.train))[:spec.calib_images])
+        calib = owner.source.train.tensors(idx)[0]
+    quiet = logging.getLogger()
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # onnxruntime.quantization warns on the root logger about pre-processing
+    try:
+        for mode, base in spec.quantized:
+            pid = f"{mode}:{base}"
+            if base not in eager:
+                excluded.append({"id": pid, "reason": f"base model {base!r} not in the zoo"})
+                continue
+            fp32 = directory / "onnx" / f"fp32-{base}.onnx"
+            fp32.parent.mkdir(parents=True, exist_ok=True)
+            if not fp32.is_file():
+                export_onnx(eager[base], shape, fp32)
+            path = directory / "onnx" / f"{mode}-{base}.onnx"
+            info = fam.quantize_onnx(fp32, path, mode, calib)
+            base_family = next((m.family for m in members if m.id == base),
+                               {"scheme": "none", "sparsity": 0.0, "finetune": "none"})
+            add_onnx(pid, path, {**base_family, "kind": "quantized", "compiled": mode, "base": base}, info)
+            log(f"zoo: {pid} quantized")
+    finally:
+        quiet.setLevel(level)
+    for f in (directory / "onnx").glob("fp32-*.onnx") if (directory / "onnx").is_dir() else []:
+        f.unlink()  # intermediates only
+    timings["quantized"] = round(time.perf_counter() - start, 2)
+
+    start = time.perf_counter()
+    for arch, width, access in spec.extraction:
+        if arch == owner.arch:
+            continue  # extraction students are of other architectures
+        student, info = fam.train_student(owner.model, owner.source, arch=arch, width=width, access=access,
+                                          epochs=spec.extraction_epochs, copies=spec.extraction_copies,
+                                          seed=owner.seed + 53)
+        pid = f"extract-{access}-{arch}-w{width:g}"
+        from compression.backends.torch_eager import TorchPredictor
+
+        acc = _accuracy_of(TorchPredictor(student, shape, num_classes), owner.source)
+        sha = _save_state(student, directory / "extraction" / f"{pid}.pt")
+        members.append(Member(pid, "extraction", {"kind": "extraction", "scheme": f"student-{arch}",
+                                                  "sparsity": 0.0, "finetune": f"{access}-only" if access == "label"
+                                                  else "probabilities", "compiled": "eager", "access": access},
+                              round(acc, 4), arch, float(width), f"extraction/{pid}.pt", sha, info=info))
+        log(f"zoo: {pid} trained (accuracy {acc:.3f}, agreement {info['agreement_on_queries']:.3f})")
+    timings["extraction"] = round(time.perf_counter() - start, 2)
 
 
 def _write_zoo_json(zoo: Zoo, owner: Owner) -> None:
@@ -594,6 +836,9 @@ def load_zoo(directory: Path, owner_sha256: str | None = None) -> Zoo:
     for m in members:
         if m.artifact:
             read_manifest(directory / m.artifact)
+        elif m.onnx:
+            if not (directory / m.onnx).is_file() or sha256_file(directory / m.onnx) != m.sha256:
+                raise ArtifactError(f"zoo member {m.id}: {m.onnx} is missing or does not match its sha256")
         else:
             path = _model_path(zoo, m)
             if not path.is_file() or sha256_file(path) != m.sha256:
