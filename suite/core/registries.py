@@ -72,6 +72,10 @@ models.register("resnet20", "suite.core.zoo.resnet:build_resnet20",
                 description="CIFAR ResNet-20 (He et al. 2016, 3 stages x 3 BasicBlocks, 16-32-64)")
 models.register("mobilenetv2", "suite.core.zoo.mobilenetv2:build_mobilenetv2", aliases=("mobilenet-v2",),
                 description="CIFAR-style MobileNetV2 (inverted residuals, stride-1 stem)")
+models.register("plaincnn", "suite.core.zoo.foreign:build_plaincnn",
+                description="plain 4-layer CNN (32-64-128-128, two max-pools): a foreign family for fingerprint negatives")
+models.register("wideshallow", "suite.core.zoo.foreign:build_wideshallow",
+                description="wide shallow net (conv5x5 128 -> conv3x3 256): a foreign family for fingerprint negatives")
 
 # ----------------------------------------------------------------- sources
 # ``threat=``: the source's standard budgets (see suite.core.threat and the README's "Threat models").
