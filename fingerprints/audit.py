@@ -302,8 +302,13 @@ def audit(ref: OwnerRef, suspect: str, *, cache_dir: str, method: str = "ltrc-ex
     pos = ev.rates("positive")
     rate = v.rate
     p = p_value(rate, n, neg)
+    from fingerprints.bank import nearest_members
+
+    decision = verdict(rate, ev.threshold, p, alpha)
+    nearest = nearest_members(v.scores, ev.members) if decision == "derived" else None
     result = {
-        "verdict": verdict(rate, ev.threshold, p, alpha),
+        "verdict": decision,
+        "resembles": nearest,
         "owner": ref.model_id, "owner_sha256": ref.sha256,
         "suspect": str(Path(suspect).resolve()), "format": fmt_seen, "suspect_details": details,
         "fingerprints": fps.method, "access": access,
@@ -339,6 +344,10 @@ def human_summary(r: dict[str, Any]) -> str:
         f"queries {r['seconds']['query']:.2f} s)",
         "  " + sandbox_summary(r.get("sandbox")),
     ]
+    near = r.get("resembles")
+    if near:
+        lines.insert(2, f"  resembles {near['kind']} copies most (zoo member {near['member']}: "
+                        f"{near['similarity']:.2f} of the per-fingerprint answers agree)")
     return "\n".join(lines)
 
 

@@ -106,6 +106,47 @@ class Evaluation:
             raise ArtifactError(f"fingerprint evaluation {path} unreadable ({err.__class__.__name__})") from None
 
 
+def encode_scores(scores: list[float]) -> str | list[float]:
+    """Per-fingerprint scores of one member, compactly: ``"0110..."`` for label matches, else rounded floats."""
+    if all(s in (0.0, 1.0) for s in scores):
+        return "".join("1" if s else "0" for s in scores)
+    return [round(float(s), 4) for s in scores]
+
+
+def decode_scores(value: str | list[float] | None) -> list[float] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [1.0 if c == "1" else 0.0 for c in value]
+    return [float(v) for v in value]
+
+
+def nearest_members(scores: list[float], members: list[dict[str, Any]],
+                    roles: tuple[str, ...] = ("positive", "extraction")) -> dict[str, Any] | None:
+    """The zoo member whose per-fingerprint answers agree most with ``scores`` (1 - mean |difference|).
+
+    Returns ``{"member", "kind", "family", "similarity", "by_kind"}`` (``by_kind``: the best similarity per
+    family kind), or None when the evaluation holds no per-fingerprint scores (written before they were kept).
+    """
+    best: dict[str, Any] | None = None
+    by_kind: dict[str, float] = {}
+    for m in members:
+        if m.get("role") not in roles:
+            continue
+        other = decode_scores(m.get("scores"))
+        if other is None or len(other) != len(scores) or not scores:
+            continue
+        sim = 1.0 - sum(abs(a - b) for a, b in zip(scores, other)) / len(scores)
+        kind = str(m["family"].get("kind", "?"))
+        by_kind[kind] = max(by_kind.get(kind, 0.0), round(sim, 4))
+        if best is None or sim > best["similarity"]:
+            best = {"member": m["id"], "kind": kind, "family": m["family"], "similarity": round(sim, 4)}
+    if best is None:
+        return None
+    best["by_kind"] = dict(sorted(by_kind.items(), key=lambda kv: -kv[1]))
+    return best
+
+
 def eval_path(bank: Path, zoo_key: str, access: str) -> Path:
     return bank / f"eval-{zoo_key[:16]}-{access}.json"
 
@@ -119,7 +160,7 @@ def evaluate_on_zoo(fps: FingerprintSet, zoo, *, access: str = "label", seed: in
         with zoo.predictor(m) as pred:
             v = match_scores(pred, fps, access)
         members.append({"id": m.id, "role": m.role, "family": m.family, "accuracy": m.accuracy,
-                        "rate": round(v.rate, 6)})
+                        "rate": round(v.rate, 6), "scores": encode_scores(v.scores)})
     neg_ids = [m["id"] for m in members if m["role"] == "negative"]
     cal, ev = split_negatives(neg_ids, seed)
     cal_rates = [m["rate"] for m in members if m["id"] in set(cal)]

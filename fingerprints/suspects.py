@@ -233,20 +233,26 @@ class OnnxSuspect:
             raise ArtifactError(f"suspect {path}: expected one input [N, C, H, W], "
                                 f"got {[list(i.shape) for i in inputs]}")
         self.input_name = inputs[0].name
+        # an fp16 export (e.g. onnxruntime.transformers.float16 without keep_io_types) takes float16 images;
+        # int8 exports (QDQ or QOperator) keep float32 inputs and outputs
+        self.input_dtype = {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(inputs[0].type,
+                                                                                             np.float32)
+        if inputs[0].type not in ("tensor(float)", "tensor(float16)", "tensor(double)"):
+            raise ArtifactError(f"suspect {path}: input type {inputs[0].type} is not a float image batch")
         shape = inputs[0].shape
         self.fixed_batch = _static(shape[0])
         h, w = _static(shape[2]), _static(shape[3])
         self.input_shape = (int(shape[1]), h if h is not None else int(input_hw[0]),
                             w if w is not None else int(input_hw[1]))
         self.num_classes = _probe_classes(self, path) if self.fixed_batch in (None, 2) else self._probe_fixed(path)
-        self.details = {"format": "onnx", "input": [str(v) for v in shape]}
+        self.details = {"format": "onnx", "input": [str(v) for v in shape], **onnx_precision(self.session, path)}
 
     def _probe_fixed(self, path: str) -> int:
         out = self.predict(torch.zeros(1, *self.input_shape))
         return int(out.shape[1])
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        arr = x.detach().cpu().float().contiguous().numpy()
+        arr = np.ascontiguousarray(x.detach().cpu().float().numpy().astype(self.input_dtype, copy=False))
         if self.fixed_batch is None:
             return torch.from_numpy(np.asarray(self.session.run(None, {self.input_name: arr})[0], np.float32))
         outs = []
@@ -254,9 +260,37 @@ class OnnxSuspect:
             chunk = arr[i:i + self.fixed_batch]
             pad = self.fixed_batch - len(chunk)
             if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
             outs.append(np.asarray(self.session.run(None, {self.input_name: chunk})[0], np.float32)[:len(chunk) - pad])
         return torch.from_numpy(np.concatenate(outs))
+
+
+QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+             "ConvInteger", "MatMulInteger", "QLinearAdd", "QGemm")
+
+
+def onnx_precision(session, path: str | os.PathLike) -> dict[str, Any]:
+    """``{"precision": "int8" | "fp16" | "fp32", "input_type", "quant_ops"}`` of an ONNX suspect.
+
+    int8 when the graph holds quantization operators (QDQ pairs from static
+    quantization, ``DynamicQuantizeLinear`` / ``ConvInteger`` / ``MatMulInteger``
+    from dynamic quantization, QOperator ``QLinear*``); fp16 when its input is
+    float16.  Runs in the sandboxed worker, on the file onnxruntime has loaded.
+    """
+    inp = session.get_inputs()[0].type
+    out: dict[str, Any] = {"input_type": inp, "precision": "fp16" if inp == "tensor(float16)" else "fp32"}
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        ops = sorted({n.op_type for n in model.graph.node if n.op_type in QUANT_OPS})
+        if ops:
+            out["precision"] = "int8"
+            out["quant_ops"] = ops
+        out["producer"] = str(model.producer_name)[:60]
+    except Exception:  # noqa: BLE001 - only a description; the session itself loaded
+        pass
+    return out
 
 
 # ---------------------------------------------------------------- artifact
