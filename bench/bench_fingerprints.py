@@ -71,6 +71,8 @@ def owner_for(model: str, args):
         from suite.core.config import TrainRecipe
 
         extra["recipe"] = TrainRecipe(epochs=args.epochs)
+    if args.limit is not None:
+        extra["limit"] = args.limit
     cfg = RunConfig(model=model, source=args.source, profile="default", cache_dir=args.cache_dir,
                     threads=args.threads, quiet=True, attacks=(), fingerprints=(), **extra).resolved()
     setup_runtime(cfg)
@@ -186,6 +188,8 @@ def run_audit(owner_entry: str, suspect: dict, args) -> dict:
            "--threads", "2"]
     if args.negatives is not None:
         cmd += ["--negatives", str(args.negatives)]
+    if args.limit is not None:
+        cmd += ["--limit", str(args.limit)]
     if args.zoo_args:  # the audit must find the same (cheaper) zoo's evaluation in the cache
         cmd += ["--fingerprint-args", ",".join(f"zoo.{kv}" for kv in args.zoo_args.split(",") if kv)]
     start = time.perf_counter()
@@ -361,6 +365,7 @@ def main() -> int:
     p.add_argument("--width", type=float, default=None, help="owner width (default: the profile's)")
     p.add_argument("--epochs", type=int, default=None, help="owner epochs (default: the profile's recipe)")
     p.add_argument("--zoo-args", default="", help="zoo settings KEY=V,... (a cheaper profile)")
+    p.add_argument("--limit", type=int, default=None, help="images per split of the source (a cheaper profile)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--negatives", type=int, default=None, help="default: the profile's (20)")
     p.add_argument("--threads", type=int, default=2)

@@ -211,3 +211,23 @@ def test_uap_fingerprints_are_the_owner_fooling_pattern(owner, source):
     assert len(fps) > 0 and len(fps.meta["uap_fooling_rates"]) == 2
     with torch.no_grad():
         assert torch.equal(owner(fps.x).argmax(1), fps.y)  # the owner gives exactly the stored labels
+
+
+def test_zoo_spec_thief_fields_and_errors():
+    from fingerprints.zoo import make_spec
+    from suite.core.errors import ConfigError
+
+    spec = make_spec("default")
+    assert len(spec.extra_negatives) >= 10 and spec.negatives + len(spec.extra_negatives) >= 30
+    assert {m for m, _ in spec.quantized} == {"int8-dynamic", "int8-static", "fp16"}
+    assert {a for _, _, a in spec.extraction} == {"label", "prob"}
+    smoke = make_spec("smoke")
+    assert smoke.quantized == () and smoke.extraction == () and smoke.extra_negatives == ()
+    s = make_spec("smoke", quantized="fp16/owner", extraction="plaincnn/0.5/prob", extra_negatives="wideshallow/1/half1",
+                  fine_prune="0.3:0.6")
+    assert s.quantized == (("fp16", "owner"),) and s.extraction == (("plaincnn", 0.5, "prob"),)
+    assert s.extra_negatives == (("wideshallow", 1.0, "half1"),) and s.fine_prune == (0.3, 0.6)
+    for bad in ({"quantized": "int4/owner"}, {"extraction": "plaincnn/0.5/logits"},
+                {"extra_negatives": "plaincnn/1/quarter"}, {"channel_prune": "1.5"}, {"extraction": "plaincnn/x/label"}):
+        with pytest.raises(ConfigError):
+            make_spec("smoke", **bad)
