@@ -33,3 +33,9 @@ reg.attacks.register("square", "attacks.blackbox:Square", aliases=("square-attac
 reg.attacks.register("rays", "attacks.blackbox:RayS",
                      description="black box, decision-based: RayS-style ray search on top-1 labels only (Linf), "
                                  "query budget per image; runs on every subject, deployments included")
+reg.attacks.register("uap-zo", "attacks.zo:UAPZO", aliases=("uap-zo-signsgd",),
+                     description="black box UAP: zeroth-order sign-SGD (random-direction finite differences of the "
+                                 "margin loss on the predictor's logits), total query budget; runs on deployments")
+reg.attacks.register("uap-meta-zo", "attacks.zo:UAPMetaZO",
+                     description="black box UAP: the meta-trained learned optimizer and init (shipped uap-meta state) "
+                                 "fed by the same zeroth-order estimate and query budget as uap-zo")

@@ -47,7 +47,7 @@ from suite.core.sources.base import ImageSplit
 from suite.core.store import Store
 
 VARIANTS = ("meta", "maml", "l2o")
-FORMAT = 4
+FORMAT = 5
 
 
 @dataclass
@@ -55,6 +55,9 @@ class Task:
     """One meta-training task: a victim model and the craft images of its source.
 
     images: the task's *craft* split (meta-training never sees its test split).
+    arch / family: the victim's architecture and the source's dataset family
+        (provenance: held-out checks read them from the trained state).
+    eps: the task's budget (its source's standard one); None: the config's.
     """
 
     name: str
@@ -62,6 +65,12 @@ class Task:
     model: torch.nn.Module
     images: ImageSplit
     model_id: str = ""
+    arch: str = ""
+    family: str | None = None
+    eps: float | None = None
+
+    def budget(self, cfg: "MetaConfig") -> float:
+        return float(self.eps) if self.eps is not None else cfg.eps
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -75,7 +84,9 @@ class MetaConfig:
     inner_steps: K adaptation steps unrolled per meta-iteration.
     support / query: images per task per meta-iteration (query: ``meta`` and
         ``maml`` only; drawn disjoint from the support images).
-    meta_steps: outer iterations; lr: Adam learning rate of the meta-parameters.
+    meta_steps: outer iterations; tasks_per_step: tasks sampled per outer
+        iteration (their meta-losses averaged: a meta-batch);
+        lr: Adam learning rate of the meta-parameters.
     inner_step_size: ``maml`` first inner step, as a fraction of ``eps`` (cosine
         decay over the run, as ``uap-pgd``); also the learned optimizer's
         initial first step (``meta`` / ``l2o``).
@@ -88,7 +99,8 @@ class MetaConfig:
     inner_steps: int = 10
     support: int = 16
     query: int = 32
-    meta_steps: int = 40
+    meta_steps: int = 150
+    tasks_per_step: int = 2
     lr: float = 0.01
     hidden: int = 20
     base: int = 32
@@ -103,7 +115,7 @@ class MetaConfig:
         if self.variant not in VARIANTS:
             raise ConfigError(f"unknown meta variant {self.variant!r} (choices: {', '.join(VARIANTS)})")
         norm, eps = check_budget(self.norm, self.eps)
-        for name in ("inner_steps", "support", "query", "meta_steps", "hidden", "base"):
+        for name in ("inner_steps", "support", "query", "meta_steps", "tasks_per_step", "hidden", "base"):
             positive(name, getattr(self, name), integer=True)
         for name in ("lr", "inner_step_size", "kappa"):
             positive(name, getattr(self, name))
@@ -185,6 +197,34 @@ def inner_loop(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labe
 
 
 # ------------------------------------------------------------ meta-training
+def _episode(task: Task, state: MetaState, cfg: MetaConfig, labels: torch.Tensor,
+             gen: torch.Generator) -> torch.Tensor:
+    """One task's meta-loss: adapt on support images, score the adapted UAP on query images (graph kept)."""
+    x_all, _ = task.images.tensors()
+    perm = torch.randperm(len(x_all), generator=gen)
+    s_idx = perm[:cfg.support]
+    x_s, l_s = x_all[s_idx], labels[s_idx]
+    if cfg.variant == "l2o":
+        x_q, l_q = x_s, l_s
+    else:
+        q_idx = perm[cfg.support:cfg.support + cfg.query]
+        x_q, l_q = x_all[q_idx], labels[q_idx]
+    terms: list[torch.Tensor] = []
+    k_total = cfg.inner_steps
+    checkpoints = set(range(1, k_total + 1)) if cfg.variant == "l2o" else {max(1, k_total // 2), k_total}
+
+    def on_step(k: int, v: torch.Tensor) -> None:
+        if k in checkpoints:
+            terms.append((k / k_total) * margin_loss(task.model(apply_perturbation(x_q, v)), l_q,
+                                                     None, cfg.kappa))
+
+    eps = task.budget(cfg)
+    v0 = start_point(state, task.shape, cfg.norm, eps, gen)
+    inner_loop(task.model, x_s, l_s, v0, state, steps=k_total, norm=cfg.norm, eps=eps, on_step=on_step,
+               second_order=cfg.second_order)
+    return torch.stack(terms).sum() / sum(k / k_total for k in checkpoints)
+
+
 def meta_train(tasks: list[Task], cfg: MetaConfig, *, progress: bool = True,
                desc: str = "meta-train") -> MetaState:
     """Meta-train the variant ``cfg.variant`` over ``tasks``; returns the trained state."""
@@ -209,29 +249,11 @@ def meta_train(tasks: list[Task], cfg: MetaConfig, *, progress: bool = True,
     started = time.perf_counter()
     bar = tqdm(range(cfg.meta_steps), desc=desc, disable=not progress, leave=False)
     for it in bar:
-        task = tasks[int(torch.randint(len(tasks), (1,), generator=gen))]
-        x_all, _ = task.images.tensors()
-        perm = torch.randperm(len(x_all), generator=gen)
-        s_idx = perm[:cfg.support]
-        x_s, l_s = x_all[s_idx], clean_labels[task.name][s_idx]
-        if cfg.variant == "l2o":
-            x_q, l_q = x_s, l_s
-        else:
-            q_idx = perm[cfg.support:cfg.support + cfg.query]
-            x_q, l_q = x_all[q_idx], clean_labels[task.name][q_idx]
-        terms: list[torch.Tensor] = []
-        k_total = cfg.inner_steps
-        checkpoints = set(range(1, k_total + 1)) if cfg.variant == "l2o" else {max(1, k_total // 2), k_total}
-
-        def on_step(k: int, v: torch.Tensor) -> None:
-            if k in checkpoints:
-                terms.append((k / k_total) * margin_loss(task.model(apply_perturbation(x_q, v)), l_q,
-                                                         None, cfg.kappa))
-
-        v0 = start_point(state, task.shape, cfg.norm, cfg.eps, gen)
-        inner_loop(task.model, x_s, l_s, v0, state, steps=k_total, norm=cfg.norm, eps=cfg.eps, on_step=on_step,
-                   second_order=cfg.second_order)
-        meta_loss = torch.stack(terms).sum() / sum(k / k_total for k in checkpoints)
+        batch_losses = []
+        for _ in range(cfg.tasks_per_step):
+            task = tasks[int(torch.randint(len(tasks), (1,), generator=gen))]
+            batch_losses.append(_episode(task, state, cfg, clean_labels[task.name], gen))
+        meta_loss = torch.stack(batch_losses).mean()
         grads = torch.autograd.grad(meta_loss, params, allow_unused=True)
         for p, g in zip(params, grads):
             p.grad = torch.zeros_like(p) if g is None else g
@@ -240,18 +262,24 @@ def meta_train(tasks: list[Task], cfg: MetaConfig, *, progress: bool = True,
         losses.append(float(meta_loss.detach()))
         if it % 10 == 0:
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
-    state.info = {"variant": cfg.variant, "tasks": [{"name": t.name, "source": t.source, "model": t.model_id,
-                                                     "shape": list(t.shape)} for t in tasks],
+    state.info = {"variant": cfg.variant, "tasks": [task_provenance(t, cfg) for t in tasks],
                   "meta_loss_first": losses[:10], "meta_loss_last": losses[-10:],
                   "seconds": round(time.perf_counter() - started, 3), "config": dataclasses.asdict(cfg)}
     return state
 
 
+def task_provenance(task: Task, cfg: MetaConfig) -> dict[str, Any]:
+    """What a trained state records about one of its tasks (held-out checks read ``source``, ``family``, ``arch``)."""
+    return {"name": task.name, "source": task.source, "family": task.family, "arch": task.arch,
+            "model": task.model_id, "shape": list(task.shape), "eps": task.budget(cfg),
+            "images": len(task.images)}
+
+
 # ------------------------------------------------------------------ caching
 def meta_key_payload(cfg: MetaConfig, tasks: list[Task]) -> dict[str, Any]:
-    """What determines a meta-trained state: the settings and each task's (source, model sha / id, shape)."""
+    """What determines a meta-trained state: the settings and each task's (source, model sha, shape, budget)."""
     return {"cfg": dataclasses.asdict(cfg), "format": FORMAT,
-            "tasks": sorted([t.source, t.model_id, list(t.shape)] for t in tasks)}
+            "tasks": sorted([t.source, t.model_id, list(t.shape), t.budget(cfg)] for t in tasks)}
 
 
 def save_state(state: MetaState, directory: Path) -> None:

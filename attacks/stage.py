@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacks.base import AttackResult
+from attacks.base import AttackResult, canonical_norm
 from attacks.budget import choose_budget
 from attacks.sweep import budget_sweep, parse_multiples
 from attacks.data import AttackData
@@ -86,8 +86,11 @@ STAGE_SETTINGS = SettingsSpec({
                        "none: off)"),
     "track_every": Field(5, int, gt=0, doc="largest held-out tracking period of universal attacks"),
     "task_models": Field(None, str, optional=True, doc="colon-separated architectures of the meta tasks"),
+    "meta_source": Field("shipped", str, doc="meta attacks: 'shipped' (a shipped attacker whose tasks never saw "
+                                             "the run source's family, else meta-train) or 'train' (meta-train)"),
 }, owner="attack stage", profiles={"smoke": {"eval_limit": 64, "track_every": 5, "sweep": "0.5:1:1.5"}})
-META_ATTACKS = {"uap-meta": "meta", "uap-maml": "maml", "uap-l2o": "l2o"}
+META_ATTACKS = {"uap-meta": "meta", "uap-maml": "maml", "uap-l2o": "l2o", "uap-meta-zo": "meta"}
+FEW_SHOT = ("uap-meta", "uap-maml", "uap-l2o")  # adapt on ``few_shot`` craft images
 
 
 def split_settings(names: tuple[str, ...], args: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
@@ -130,11 +133,12 @@ def build_attack(name: str, **settings: Any):
         raise ConfigError(f"bad settings for attack {name}: {err}") from None
 
 
-def cost_to(history: list[dict[str, float]], level: float) -> tuple[float | None, float | None]:
-    """(grad_queries, seconds) at the first checkpoint whose fooling rate reaches ``level``."""
+def cost_to(history: list[dict[str, float]], level: float, counter: str = "grad_queries"
+            ) -> tuple[float | None, float | None]:
+    """(``counter``, seconds) at the first checkpoint whose fooling rate reaches ``level``."""
     for point in history:
         if point["fooling_rate"] >= level:
-            return point["grad_queries"], point["seconds"]
+            return point.get(counter), point["seconds"]
     return None, None
 
 
@@ -160,6 +164,8 @@ def entry(result: AttackResult, metrics: dict[str, float], *, source: str, craft
             q, s = cost_to(result.history, level)
             out[f"grad_queries_to_fr{int(level * 100)}"] = q
             out[f"seconds_to_fr{int(level * 100)}"] = s
+            if "queries" in result.history[0]:  # black box: forward-only queries to the level
+                out[f"queries_to_fr{int(level * 100)}"] = cost_to(result.history, level, "queries")[0]
     return out
 
 
@@ -174,34 +180,57 @@ def black_box_fields(result: AttackResult, attack: Any) -> dict[str, Any]:
             "queries_per_image": result.metrics.get("queries_per_image"), "query_budget": attack.queries}
 
 
-def meta_state_for(inp: StageInput, name: str, settings: dict[str, Any], task_models: str | None = None):
-    """The cached meta-trained state for a meta attack, meta-training it on a miss.
+def meta_state_for(inp: StageInput, name: str, settings: dict[str, Any], task_models: str | None = None,
+                   meta_source: str = "shipped"):
+    """The meta-trained state of a meta attack: a shipped one when one fits, else a cached or new one.
 
-    Tasks: the ``task_models`` architectures (stage key, ``:``-separated;
-    default :data:`attacks.tasks.DEFAULT_TASK_MODELS`) on every embedded
-    source except the run's own (the run's source is the held-out one, so
-    adaptation is few-shot on a source meta-training never saw).
+    ``meta_source="shipped"`` (stage key ``meta_source``) takes the shipped
+    state (:mod:`attacks.shipped`) whose tasks never saw the run source's
+    dataset family, preferring one that never saw the run's architecture.
+    When none fits (or ``meta_source="train"``) the state is meta-trained
+    (cached) on the task sources of the other dataset families times the
+    ``task_models`` architectures (``:``-separated; default
+    :data:`attacks.tasks.DEFAULT_TASK_MODELS`), each task at its source's
+    standard budget; sources whose data is missing are skipped.
     """
     from attacks.meta import MetaConfig, get_meta_state
-    from attacks.tasks import DEFAULT_TASK_MODELS, build_tasks, other_sources, with_profile
-    from suite.core import registries as reg
+    from attacks.shipped import pick_shipped
+    from attacks.tasks import DEFAULT_TASK_MODELS, build_tasks, meta_training_sources, with_profile
 
     cfg = inp.config
+    variant = META_ATTACKS[name]
+    norm = canonical_norm(settings.get("norm", "linf"))
+    if meta_source not in ("shipped", "train"):
+        raise ConfigError(f"unknown meta_source {meta_source!r} (choices: shipped, train)")
+    if meta_source == "shipped":
+        found = pick_shipped(variant, norm, inp.source.name, reg.models.canonical(cfg.model))
+        if found is not None:
+            state = found.load()
+            inp.log(f"{name}: shipped attacker {found.name} (meta-trained on "
+                    f"{', '.join(sorted(found.families or found.sources))}; "
+                    f"architectures {', '.join(sorted(found.archs))})")
+            return state, {"meta_origin": "shipped", "meta_name": found.name, "meta_sha256": found.sha256,
+                           "meta_cache_hit": True, "meta_tasks": [t["name"] for t in state.info["tasks"]],
+                           "meta_task_sources": sorted(found.sources), "meta_task_archs": sorted(found.archs),
+                           "held_out_source": inp.source.name,
+                           "held_out_arch": reg.models.canonical(cfg.model) not in found.archs}
+        inp.log(f"{name}: no shipped {norm} attacker fits {inp.source.name}; meta-training one")
     meta_kwargs = with_profile({"seed": cfg.seed}, cfg.profile)
-    for key in ("norm", "eps"):
-        if key in settings:
-            meta_kwargs[key] = settings[key]
-    mcfg = MetaConfig(variant=META_ATTACKS[name], **meta_kwargs).validate()
-    sources = other_sources(cfg.source)
+    meta_kwargs["norm"] = norm
+    if "eps" in settings:
+        meta_kwargs["eps"] = settings["eps"]
+    mcfg = MetaConfig(variant=variant, **meta_kwargs).validate()
+    sources = meta_training_sources(cfg.source)
     archs = [reg.models.canonical(a) for a in str(task_models or "").split(":") if a] or \
         list(DEFAULT_TASK_MODELS)
     rt = inp.runtime
     tasks = build_tasks(sources, archs, profile=cfg.profile, seed=cfg.seed, cache_dir=rt.cache_dir,
-                        threads=rt.threads, quiet=rt.quiet, log=inp.log)
+                        threads=rt.threads, quiet=rt.quiet, norm=norm, skip_missing=True, log=inp.log)
     state, path, hit = get_meta_state(tasks, mcfg, rt.cache_dir, progress=not rt.quiet, log=inp.log)
     inp.log(f"{name}: {'loaded' if hit else 'meta-trained'} attacker {path}")
-    return state, {"meta_dir": str(path), "meta_cache_hit": hit, "meta_tasks": [t.name for t in tasks],
-                   "held_out_source": inp.source.name}
+    return state, {"meta_origin": "trained", "meta_dir": str(path), "meta_cache_hit": hit,
+                   "meta_tasks": [t.name for t in tasks], "held_out_source": inp.source.name,
+                   "held_out_arch": reg.models.canonical(cfg.model) not in archs}
 
 
 def run_attack_stage(inp: StageInput) -> StageOutput:
@@ -239,7 +268,9 @@ def run_attack_stage(inp: StageInput) -> StageOutput:
         settings, budget = choose_budget(name, {"seed": cfg.seed, **per[name]}, threat)
         extra: dict[str, Any] = budget.fields()
         if name in META_ATTACKS and "meta" not in settings:
-            settings["meta"], extra = meta_state_for(inp, name, settings, stage.get("task_models"))
+            settings["meta"], meta_extra = meta_state_for(inp, name, settings, stage.get("task_models"),
+                                                          stage.get("meta_source", "shipped"))
+            extra = {**extra, **meta_extra}
         attack = build_attack(name, **with_tracking(name, settings, stage.track_every))
         inp.log(f"attack {name} ({attack.norm}, eps={attack.eps:.4f}, {budget.origin.value} budget)")
         x_att, y_att, clean_att = xe, ye, clean
@@ -256,7 +287,7 @@ def run_attack_stage(inp: StageInput) -> StageOutput:
         for crafted_on, model in crafters.items():
             if attack.universal:
                 x_craft = xc
-                if name in META_ATTACKS and few_shot < len(xc):
+                if name in FEW_SHOT and few_shot < len(xc):
                     pick = torch.randperm(len(xc), generator=torch.Generator().manual_seed(cfg.seed))[:few_shot]
                     x_craft = xc[pick]
                 craft_sets[crafted_on] = x_craft

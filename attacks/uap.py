@@ -38,7 +38,9 @@ class Tracker:
         self.watch = watch
         self.history: list[dict[str, float]] = []
 
-    def __call__(self, v: torch.Tensor, step: int, grad_queries: int, seconds: float, force: bool = False) -> None:
+    def __call__(self, v: torch.Tensor, step: int, grad_queries: int, seconds: float, force: bool = False,
+                 queries: int | None = None) -> None:
+        """Record a checkpoint; ``queries``: forward-only queries so far (black-box attacks)."""
         if self.track is None or (step % self.every and not force):
             return
         if self.history and self.history[-1]["step"] == step:
@@ -48,14 +50,18 @@ class Tracker:
             adv = labels_of(self.model, apply_perturbation(x, v))
         rate = float((adv == self.target).float().mean()) if self.target is not None else \
             float((adv != clean).float().mean())
-        self.history.append({"step": float(step), "grad_queries": float(grad_queries),
-                             "seconds": round(seconds, 4), "fooling_rate": rate})
+        point = {"step": float(step), "grad_queries": float(grad_queries), "seconds": round(seconds, 4),
+                 "fooling_rate": rate}
+        if queries is not None:
+            point["queries"] = float(queries)
+        self.history.append(point)
 
 
 def _finish(attack: Attack, model_fn, counter: QueryCounter, x: torch.Tensor, clean: torch.Tensor,
             v: torch.Tensor, *, steps: int, converged: bool, watch: Stopwatch, tracker: Tracker) -> AttackResult:
     """Craft-set metrics and the result object."""
-    tracker(v, steps, counter.grad_queries, watch(), force=True)
+    tracker(v, steps, counter.grad_queries, watch(), force=True,
+            queries=counter.queries if attack.black_box else None)
     with torch.no_grad():
         adv = labels_of(model_fn, apply_perturbation(x, v))
     success = (adv == attack.target) if attack.target is not None else (adv != clean)

@@ -303,17 +303,31 @@ def test_meta_state_adapts_across_resolutions(meta_states, tiny_tasks):
 
 
 @pytest.mark.slow
-def test_run_stage_and_meta_train_cli_smoke(tmp_path, cache_dir):
-    env_cmd = [sys.executable, "-m", "suite"]
-    out = subprocess.run(env_cmd + ["meta-train", "--profile", "smoke", "--quiet", "--variant", "meta"],
+def test_meta_train_cli_ships_a_held_out_state(tmp_path, cache_dir):
+    from attacks.shipped import pick_shipped, verify
+
+    out = subprocess.run([sys.executable, "-m", "suite", "meta-train", "--profile", "smoke", "--quiet",
+                          "--variant", "meta", "--held-out", "fashion-mnist", "--models", "resnet20",
+                          "--ship", "meta-linf-test", "--ship-dir", str(tmp_path / "shipped")],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
-    assert info["variant"] == "meta" and len(info["tasks"]) == 2
-    out = subprocess.run(env_cmd + ["run", "--profile", "smoke", "--compress", "block", "--backend", "onnx",
-                                    "--attacks", "uap-pgd,uap-meta,pgd", "--fingerprints", "none",
-                                    "--attack-args", "uap-pgd.steps=5,pgd.steps=2,eval_limit=32",
-                                    "--output-dir", str(tmp_path / "runs"), "--quiet"],
+    assert info["variant"] == "meta" and len(info["tasks"]) == 3  # the digit family, one architecture
+    got = pick_shipped("meta", "linf", "fashion-mnist", directory=tmp_path / "shipped")
+    verify(got.path)
+    assert got.families == frozenset({"digits"}) and got.archs == frozenset({"resnet20"})
+    state = got.load()
+    assert state.info["held_out_source"] == "fashion-mnist" and "--ship meta-linf-test" in state.info["command"]
+    assert {t["eps"] for t in state.info["tasks"]} == {0.3, 8 / 255}  # each task at its source's budget
+    assert pick_shipped("meta", "linf", "digits16", directory=tmp_path / "shipped") is None
+
+
+@pytest.mark.slow
+def test_run_adapts_the_shipped_attacker_smoke(tmp_path, cache_dir):
+    out = subprocess.run([sys.executable, "-m", "suite", "run", "--profile", "smoke", "--compress", "block",
+                          "--backend", "onnx", "--attacks", "uap-pgd,uap-meta,pgd", "--fingerprints", "none",
+                          "--attack-args", "uap-pgd.steps=5,pgd.steps=2,eval_limit=32",
+                          "--output-dir", str(tmp_path / "runs"), "--quiet"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     record = json.loads(next((tmp_path / "runs").glob("*/result.json")).read_text())
@@ -327,7 +341,9 @@ def test_run_stage_and_meta_train_cli_smoke(tmp_path, cache_dir):
                 "misclassification_rate", "achieved_norm", "steps", "grad_queries", "seconds"):
         assert key in e
     meta_entry = next(e for e in record["attacks"] if e["attack"] == "uap-meta")
-    assert meta_entry["meta_cache_hit"] is True  # the meta-train above filled the cache
+    assert meta_entry["meta_origin"] == "shipped"  # no meta-training in the run
+    assert "digits16" not in meta_entry["meta_task_sources"] and meta_entry["held_out_source"] == "digits16"
+    assert meta_entry["eps_origin"] == "standard" and meta_entry["craft_images"] == 32
     assert record["transfer"]["uap-pgd"]["cols"] == ["dense", "compressed", "deployed"]
     assert "uap_pgd_fooling_rate" in record["metrics"] and "pgd_robust_acc" in record["metrics"]
 

@@ -95,13 +95,22 @@ _DIGITS_AFFINE24 = ThreatModel(
     8 / 255, 0.375, "derived: colour warped digits with noise like SVHN, so Linf 8/255; L2 0.5 at SVHN's "
     "per-coordinate RMS over 3x24x24 coordinates: 0.5*sqrt(1728/3072)", derived=True)
 
+_FASHION_PHOTO32 = ThreatModel(
+    8 / 255, 0.5, "derived: colour garments over photos, 3x32x32 like SVHN (as digits-photo32), so Linf 8/255 "
+    "and L2 0.5", derived=True)
+_FASHION_AFFINE24 = ThreatModel(
+    8 / 255, 0.375, "derived: colour warped garments with noise (as digits-affine24), so Linf 8/255; L2 0.5 at "
+    "SVHN's per-coordinate RMS over 3x24x24 coordinates: 0.5*sqrt(1728/3072)", derived=True)
+
+# ``family``: the dataset a source's images come from; sources of one family share content (digits,
+# garments), so held-out evaluation of meta-learned attacks leaves a whole family out.
 sources.register("digits16", "suite.core.sources.embedded:digits16", aliases=("digits",), embedded=True,
-                 threat=_DIGITS16, description="[embedded, default] sklearn digits upsampled to 16x16, grey as RGB")
+                 family="digits", threat=_DIGITS16, description="[embedded, default] sklearn digits upsampled to 16x16, grey as RGB")
 sources.register("digits-photo32", "suite.core.sources.embedded:digits_photo32", aliases=("mnistm", "digits-m"),
-                 embedded=True, threat=_DIGITS_PHOTO32,
+                 embedded=True, family="digits", threat=_DIGITS_PHOTO32,
                  description="[embedded] MNIST-M style digits blended over sample-photo crops, 32x32")
 sources.register("digits-affine24", "suite.core.sources.embedded:digits_affine24", embedded=True,
-                 threat=_DIGITS_AFFINE24,
+                 family="digits", threat=_DIGITS_AFFINE24,
                  description="[embedded] digits under random affine warps, colours and noise, 24x24")
 sources.register("cifar10", "suite.core.sources.disk:load_cifar10", needs_data_root=True, threat=_CIFAR,
                  description="CIFAR-10 python batches on disk (--data-root DIR/cifar-10-batches-py)")
@@ -117,9 +126,18 @@ sources.register("imagefolder", "suite.core.sources.disk:load_imagefolder", alia
                  description="any ImageFolder tree root/<class>/*.png|jpg (optional train/ test/); "
                              "budgets derived from CIFAR's by image size")
 sources.register("fashion-mnist", "suite.core.sources.idx:load_fashion_mnist",
-                 aliases=("fmnist", "fashionmnist"), threat=_FASHION,
+                 aliases=("fmnist", "fashionmnist"), family="fashion", threat=_FASHION,
                  description="Fashion-MNIST IDX files, 28x28 grey (Debian dataset-fashion-mnist, or --data-root)")
-sources.register("mnist", "suite.core.sources.idx:load_mnist", needs_data_root=True, threat=_MNIST,
+sources.register("fashion-photo32", "suite.core.sources.fashion_variants:fashion_photo32", family="fashion",
+                 threat=_FASHION_PHOTO32,
+                 description="Fashion-MNIST garments blended over sample-photo crops, 32x32 colour (needs the "
+                             "fashion-mnist files)")
+sources.register("fashion-affine24", "suite.core.sources.fashion_variants:fashion_affine24", family="fashion",
+                 threat=_FASHION_AFFINE24,
+                 description="Fashion-MNIST garments under random affine warps, colours and noise, 24x24 "
+                             "(needs the fashion-mnist files)")
+sources.register("mnist", "suite.core.sources.idx:load_mnist", needs_data_root=True, family="digits",
+                 threat=_MNIST,
                  description="MNIST IDX files on disk (--data-root DIR with train-images-idx3-ubyte[.gz], ...)")
 
 DEFAULT_SOURCE = "digits16"

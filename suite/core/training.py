@@ -112,6 +112,8 @@ def train_model(model: torch.nn.Module, train: ImageSplit, val: ImageSplit | Non
                     loss = loss + extra_loss(model)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if recipe.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
                 opt.step()
                 if after_step is not None:
                     after_step()

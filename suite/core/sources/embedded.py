@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from importlib import resources
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from suite.core.errors import DataError
+from suite.core.sources.composite import affine_colour, blend_over_photos, resize, to_uint8
 from suite.core.sources.base import ImageSource, ImageSplit
 from suite.core.sources.splits import indices_digest, stratified_split
 
@@ -49,76 +48,20 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return (d.images.astype(np.float64) / 16.0, d.target.astype(np.int64))
 
 
-@functools.lru_cache(maxsize=1)
-def _photos() -> tuple[np.ndarray, ...]:
-    """The two sample photos as float64 ``[3, 427, 640]`` arrays in [0, 1]."""
-    from sklearn.datasets import load_sample_images
-
-    return tuple(img.astype(np.float64).transpose(2, 0, 1) / 255.0 for img in load_sample_images().images)
-
-
-def _resize(x: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of ``[N, C, h, w]`` float64 to ``[N, C, size, size]``."""
-    t = torch.from_numpy(x)
-    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False).numpy()
-
-
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
-
-
 def _make_digits16() -> tuple[np.ndarray, np.ndarray]:
     imgs, labels = _digits()
-    up = _resize(imgs[:, None], 16)
-    return _to_uint8(np.repeat(up, 3, axis=1)), labels
+    up = resize(imgs[:, None], 16)
+    return to_uint8(np.repeat(up, 3, axis=1)), labels
 
 
 def _make_digits_photo32(seed: int = 101) -> tuple[np.ndarray, np.ndarray]:
     imgs, labels = _digits()
-    rng = np.random.default_rng(seed)
-    masks = np.clip(_resize(imgs[:, None], 32), 0.0, 1.0)  # [N,1,32,32]
-    # Downscale each photo 4x so a 32x32 crop holds visible structure.
-    small = [F.interpolate(torch.from_numpy(p[None]), scale_factor=0.25, mode="bilinear",
-                           align_corners=False, recompute_scale_factor=False)[0].numpy()
-             for p in _photos()]
-    out = np.empty((len(imgs), 3, 32, 32), np.float64)
-    which = rng.integers(0, len(small), size=len(imgs))
-    for i in range(len(imgs)):
-        photo = small[which[i]]
-        top = rng.integers(0, photo.shape[1] - 32 + 1)
-        left = rng.integers(0, photo.shape[2] - 32 + 1)
-        crop = photo[:, top:top + 32, left:left + 32]
-        out[i] = np.abs(crop - masks[i])
-    return _to_uint8(out), labels
+    return to_uint8(blend_over_photos(imgs, 32, np.random.default_rng(seed))), labels
 
 
 def _make_digits_affine24(seed: int = 202) -> tuple[np.ndarray, np.ndarray]:
     imgs, labels = _digits()
-    n = len(imgs)
-    rng = np.random.default_rng(seed)
-    angle = rng.uniform(-25, 25, n) * math.pi / 180
-    scale = rng.uniform(0.85, 1.15, n)
-    shear = rng.uniform(-0.2, 0.2, n)
-    shift = rng.uniform(-0.12, 0.12, (n, 2))
-    fg = rng.uniform(0.55, 1.0, (n, 3))
-    bg = rng.uniform(0.0, 0.35, (n, 3))
-    swap = rng.random(n) < 0.5  # half the images: dark digit on light background
-    fg[swap], bg[swap] = 1.0 - fg[swap], 1.0 - bg[swap]
-    noise = rng.normal(0.0, 0.03, (n, 3, 24, 24))
-    # Inverse map output -> input coordinates (affine_grid convention).
-    cos, sin = np.cos(angle), np.sin(angle)
-    theta = np.zeros((n, 2, 3))
-    theta[:, 0, 0] = cos / scale
-    theta[:, 0, 1] = (-sin + shear) / scale
-    theta[:, 1, 0] = sin / scale
-    theta[:, 1, 1] = cos / scale
-    theta[:, :, 2] = shift
-    src = torch.from_numpy(_resize(imgs[:, None], 24))
-    grid = F.affine_grid(torch.from_numpy(theta), [n, 1, 24, 24], align_corners=False)
-    warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    mask = np.clip(warped.numpy(), 0.0, 1.0)
-    out = mask * fg[:, :, None, None] + (1.0 - mask) * bg[:, :, None, None] + noise
-    return _to_uint8(out), labels
+    return to_uint8(affine_colour(imgs, 24, np.random.default_rng(seed))), labels
 
 
 # ------------------------------------------------------------------ splits
