@@ -97,7 +97,7 @@ class MetaConfig:
     norm: str = "linf"
     eps: float = 10 / 255
     inner_steps: int = 10
-    support: int = 16
+    support: int = 32
     query: int = 32
     meta_steps: int = 150
     tasks_per_step: int = 2

@@ -344,7 +344,7 @@ def main() -> None:
     ap.add_argument("--victims", default="vgg16,resnet18")
     ap.add_argument("--zo-victims", default="vgg16", help="victims also attacked as TVM deployments")
     ap.add_argument("--width", type=float, default=0.5)
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--limit", type=int, default=2000, help="images per split of Fashion-MNIST sources")
     ap.add_argument("--few-shot", type=int, default=32)
     ap.add_argument("--steps", type=int, default=10)

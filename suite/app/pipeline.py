@@ -37,18 +37,31 @@ def log(cfg: RunConfig, msg: str) -> None:
 
 
 class Timer:
-    """Accumulates wall-clock seconds per stage name."""
+    """Accumulates wall-clock seconds per stage name and prints one progress line per stage.
 
-    def __init__(self) -> None:
+    say: where the lines go (None: silent); total: the number of stages the
+    run will go through, for the ``[k/N]`` counter.
+    """
+
+    def __init__(self, say: Callable[[str], None] | None = None, total: int = 0) -> None:
         self.seconds: dict[str, float] = {}
+        self.say, self.total, self.done = say, total, 0
+        self.started = time.perf_counter()
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
+        self.done += 1
+        tag = f"[{self.done}/{self.total}] {name}" if self.total else name
+        if self.say is not None:
+            self.say(f"{tag} ...")
         try:
             yield
         finally:
-            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 4)
+            took = time.perf_counter() - start
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + took, 4)
+            if self.say is not None:
+                self.say(f"{tag} done in {took:.1f} s (run {time.perf_counter() - self.started:.0f} s)")
 
 
 # Post-deployment stages, in order: "module:object" implementing suite.core.stages.Stage.
@@ -86,6 +99,17 @@ def run_stages(inp: StageInput, timer: "Timer") -> StageOutput:
         with timer.stage(stage.name):
             merged.merge(stage.run(inp))
     return merged
+
+
+def count_stages(cfg: RunConfig) -> int:
+    """Stages this run goes through: source, model, compress, deploy, evaluate, then the enabled post stages."""
+    import importlib
+
+    post = 0
+    for target in STAGES:
+        module, attr = target.split(":")
+        post += bool(getattr(importlib.import_module(module), attr).enabled(cfg))
+    return 5 + post
 
 
 # ------------------------------------------------------------------ stages
@@ -235,7 +259,7 @@ def run(cfg: RunConfig, *, on_stage: Callable[[str], None] | None = None) -> tup
     setup_runtime(cfg)
     compressor = build_compressor(cfg)  # settings errors surface before any training
     build_backend(cfg)
-    timer = Timer()
+    timer = Timer(say=None if cfg.quiet else (lambda m: log(cfg, m)), total=count_stages(cfg))
     run_id = new_run_id(cfg.model, cfg.compress, cfg.source, cfg.seed)
     runtime = runtime_of(cfg)
     with using(runtime), PendingRunDir(cfg.output_dir, run_id) as pending:

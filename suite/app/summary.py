@@ -146,6 +146,24 @@ def _budget_line(entries: list[Mapping[str, Any]]) -> str:
     return f"{budgets}: the source's standard ({reference})"
 
 
+def _meta_line(entries: list[Mapping[str, Any]]) -> str:
+    """Which meta-trained attacker the meta attacks adapted: shipped (held out how) or trained in the run."""
+    seen = []
+    for e in entries:
+        origin = e.get("meta_origin")
+        if not origin:
+            continue
+        if origin == "shipped":
+            text = (f"{e['attack']}: shipped {e.get('meta_name')} (tasks: {', '.join(e.get('meta_task_sources', []))}"
+                    f"; {', '.join(e.get('meta_task_archs', []))}; held out: {e.get('held_out_source')}"
+                    + (" and this architecture" if e.get("held_out_arch") else "") + ")")
+        else:
+            text = f"{e['attack']}: meta-trained for this run ({len(e.get('meta_tasks', []))} tasks, cached)"
+        if text not in seen:
+            seen.append(text)
+    return "; ".join(seen)
+
+
 def _sweep_rows(entries: list[Mapping[str, Any]], metrics: Mapping[str, Any]) -> list[list[str]]:
     nearest, final = _shipped_pair(entries)
     rows = []
@@ -214,6 +232,9 @@ def format_summary(run_dir: str | os.PathLike, record: Mapping[str, Any]) -> str
         budget = _budget_line(attacks)
         if budget:
             blocks.append(_pairs([["budget", budget]]))
+        meta = _meta_line(attacks)
+        if meta:
+            blocks.append(_pairs([["meta attacker", meta]]))
         sweeps = _sweep_rows(attacks, record.get("metrics") or {})
         if sweeps:
             blocks.append("budget sweep (metric at each eps, uniform noise at the same eps in brackets):\n"
