@@ -346,8 +346,10 @@ def human_summary(r: dict[str, Any]) -> str:
     ]
     near = r.get("resembles")
     if near:
+        tied = [k for k in near.get("tied_kinds", []) if k != near["kind"]]
         lines.insert(2, f"  resembles {near['kind']} copies most (zoo member {near['member']}: "
-                        f"{near['similarity']:.2f} of the per-fingerprint answers agree)")
+                        f"{near['similarity']:.2f} of the per-fingerprint answers agree"
+                        + (f"; tied with {', '.join(tied)}" if tied else "") + ")")
     return "\n".join(lines)
 
 

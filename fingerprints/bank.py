@@ -125,8 +125,9 @@ def nearest_members(scores: list[float], members: list[dict[str, Any]],
                     roles: tuple[str, ...] = ("positive", "extraction")) -> dict[str, Any] | None:
     """The zoo member whose per-fingerprint answers agree most with ``scores`` (1 - mean |difference|).
 
-    Returns ``{"member", "kind", "family", "similarity", "by_kind"}`` (``by_kind``: the best similarity per
-    family kind), or None when the evaluation holds no per-fingerprint scores (written before they were kept).
+    Returns ``{"member", "kind", "family", "similarity", "by_kind", "tied_kinds"}`` (``by_kind``: the best
+    similarity per family kind; ``tied_kinds``: every kind reaching the best similarity, the first member
+    found wins a tie), or None when the evaluation holds no per-fingerprint scores (written before they were kept).
     """
     best: dict[str, Any] | None = None
     by_kind: dict[str, float] = {}
@@ -144,6 +145,9 @@ def nearest_members(scores: list[float], members: list[dict[str, Any]],
     if best is None:
         return None
     best["by_kind"] = dict(sorted(by_kind.items(), key=lambda kv: -kv[1]))
+    # near-lossless copies (int8, fp16, compiled, lightly pruned) answer like the owner on every fingerprint:
+    # then several kinds tie and the hint cannot tell them apart; say so
+    best["tied_kinds"] = [k for k, v in best["by_kind"].items() if v >= best["similarity"] - 1e-9]
     return best
 
 

@@ -231,3 +231,20 @@ def test_zoo_spec_thief_fields_and_errors():
                 {"extra_negatives": "plaincnn/1/quarter"}, {"channel_prune": "1.5"}, {"extraction": "plaincnn/x/label"}):
         with pytest.raises(ConfigError):
             make_spec("smoke", **bad)
+
+
+def test_nearest_members_reports_ties():
+    from fingerprints.bank import nearest_members
+
+    fam = lambda kind: {"kind": kind}  # noqa: E731
+    members = [{"id": "a", "role": "positive", "family": fam("pruned"), "scores": "1111"},
+               {"id": "b", "role": "positive", "family": fam("quantized"), "scores": "1111"},
+               {"id": "c", "role": "extraction", "family": fam("extraction"), "scores": "0011"},
+               {"id": "n", "role": "negative", "family": fam("independent"), "scores": "1111"},
+               {"id": "old", "role": "positive", "family": fam("compiled")}]  # no scores: ignored
+    near = nearest_members([1.0, 1.0, 1.0, 1.0], members)
+    assert near["member"] == "a" and near["similarity"] == 1.0 and near["tied_kinds"] == ["pruned", "quantized"]
+    assert near["by_kind"]["extraction"] == 0.5 and "independent" not in near["by_kind"]
+    near = nearest_members([0.0, 0.0, 1.0, 1.0], members)
+    assert near["kind"] == "extraction" and near["tied_kinds"] == ["extraction"]
+    assert nearest_members([1.0], members) is None
