@@ -135,6 +135,7 @@ def ship(state_dir: str | os.PathLike, name: str, provenance: dict[str, Any],
     state.info.update(provenance)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=directory))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a package directory is world-readable
     save_state(state, tmp)
     final = directory / name
     if final.exists():
@@ -147,5 +148,6 @@ def ship(state_dir: str | os.PathLike, name: str, provenance: dict[str, Any],
     fd, tmp_sums = tempfile.mkstemp(prefix=".sums.", dir=directory)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+    os.chmod(tmp_sums, 0o644)
     os.replace(tmp_sums, directory / SUMS)
     return final
