@@ -197,3 +197,31 @@ def test_uap_meta_zo_attacks_a_tvm_deployment(source, victim, tiny_state, tmp_pa
     assert 0 <= m["fooling_rate"] <= 1
     with pytest.raises(ConfigError, match="meta-trained"):
         reg.attacks.build("uap-meta-zo", eps=0.3)
+
+
+def test_stage_crafts_zo_uaps_on_every_subject(source, victim, tmp_path):
+    """uap-zo / uap-meta-zo are black boxes: the stage crafts them on each subject's predictor, deployment included."""
+    import copy
+
+    from attacks.stage import STAGE
+    from compression.backends.torch_eager import TorchPredictor
+    from suite.core.config import RunConfig
+    from suite.core.runtime import Runtime
+    from suite.core.stages import Role, StageInput, Subject, Subjects
+
+    comp = copy.deepcopy(victim).eval()
+    eager = lambda m: TorchPredictor(m, (3, 16, 16), 10)  # noqa: E731
+    subjects = Subjects(Subject(Role.DENSE, eager(victim), victim), Subject(Role.COMPRESSED, eager(comp), comp),
+                        Subject(Role.DEPLOYED, BlackBox(comp), None))
+    cfg = RunConfig(model="vgg16", profile="smoke", attacks=("uap-zo", "uap-meta-zo"), seed=0,
+                    attack_args={"eval_limit": 64, "craft_limit": 64, "queries": 600, "directions": 4,
+                                 "batch_size": 8, "sweep": "none"}).resolved()
+    out = STAGE.run(StageInput(cfg, source, subjects, tmp_path, Runtime()))
+    for name in ("uap-zo", "uap-meta-zo"):
+        assert out.transfer[name]["rows"] == ["dense", "compressed", "deployed"]
+        mine = [e for e in out.attacks if e["attack"] == name]
+        assert all(e["black_box"] and e["grad_queries"] == 0 and 0 < e["queries"] <= 600 for e in mine)
+        assert f"{name.replace('-', '_')}_fooling_rate" in out.metrics
+    meta = next(e for e in out.attacks if e["attack"] == "uap-meta-zo")
+    assert meta["meta_origin"] == "shipped" and meta["held_out_source"] == "digits16"
+    assert "digits16" not in meta["meta_task_sources"] and meta["held_out_arch"] is True
