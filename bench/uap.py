@@ -248,7 +248,8 @@ def run_source(held: str, args, rt: Runtime, results: dict) -> None:
 
 
 def render(results: dict) -> str:
-    lines = [f"Command: `{results['command']}`", ""]
+    commands = results.get("commands") or [results["command"]]
+    lines = ["Commands: " + "; ".join(f"`{c}`" for c in commands), ""]
     for held, e in results["sources"].items():
         lines += [f"#### Held out: {held} (Linf {e['eps']:.4g}; few-shot {results['few_shot']} images, "
                   f"{results['steps']} steps, {results['trials']} trials; test images {e['test_images']})", ""]
@@ -358,6 +359,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", default="/tmp/bench-uap")
     ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other held-out sources already in the JSON (run one source per invocation)")
     args = ap.parse_args()
     if args.render_only:
         results = json.loads(OUT.read_text())
@@ -370,6 +373,12 @@ def main() -> None:
     results = {"command": "python bench/uap.py " + " ".join(sys.argv[1:]), "few_shot": args.few_shot,
                "steps": args.steps, "trials": args.trials, "width": args.width, "epochs": args.epochs,
                "torch_threads": args.threads, "sources": {}}
+    if args.merge and OUT.is_file():
+        old = json.loads(OUT.read_text())
+        same = all(old.get(k) == results[k] for k in ("few_shot", "steps", "trials", "width", "epochs"))
+        if same:
+            results["sources"] = old.get("sources", {})
+            results["commands"] = [*old.get("commands", [old.get("command")]), results["command"]]
     started = time.perf_counter()
     for held in args.held_out.split(","):
         run_source(reg.sources.canonical(held), args, rt, results)
