@@ -81,7 +81,7 @@ STAGE_SETTINGS = SettingsSpec({
     "craft_limit": Field(2000, int, optional=True, ge=0,
                          doc="craft images of universal attacks: a seeded random subset of the train split "
                              "(0/None: all of it)"),
-    "sweep": Field(None, str, optional=True,
+    "sweep": Field("default", str, optional=True,
                    doc="budget sweep: colon-separated multiples of each attack's eps (default 0.25:0.5:0.75:1:1.5; "
                        "none: off)"),
     "track_every": Field(5, int, gt=0, doc="largest held-out tracking period of universal attacks"),
@@ -263,7 +263,8 @@ def run_attack_stage(inp: StageInput) -> StageOutput:
     out_dir = Path(inp.run_dir) / "attacks"
     out_dir.mkdir(parents=True, exist_ok=True)
     threat = threat_model_for(inp.source)
-    multiples = parse_multiples(stage.get("sweep"))
+    # "none" on the command line arrives as None: no sweep; the unset key is "default"
+    multiples = parse_multiples(stage.get("sweep") if stage.get("sweep") is not None else "none")
     for name in names:
         settings, budget = choose_budget(name, {"seed": cfg.seed, **per[name]}, threat)
         extra: dict[str, Any] = budget.fields()

@@ -26,10 +26,12 @@ DEFAULT_MULTIPLES = (0.25, 0.5, 0.75, 1.0, 1.5)
 
 
 def parse_multiples(text: str | None) -> tuple[float, ...]:
-    """``"0.5:1:2"`` -> ``(0.5, 1.0, 2.0)``; ``None`` -> the default; ``"none"``/``""`` -> ``()``."""
+    """``"0.5:1:2"`` -> ``(0.5, 1.0, 2.0)``; ``None`` / ``"default"`` -> the default; ``"none"``/``""`` -> ``()``."""
     if text is None:
         return DEFAULT_MULTIPLES
     text = str(text).strip().lower()
+    if text == "default":
+        return DEFAULT_MULTIPLES
     if text in ("", "none", "off"):
         return ()
     try:

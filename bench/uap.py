@@ -193,7 +193,7 @@ def run_source(held: str, args, rt: Runtime, results: dict) -> None:
             lambda **s: reg.attacks.build("uap-pgd", eps=eps, steps=args.pgd_steps // 4, **s),
             model, x_full, xv, {"step_size": (0.05, 0.1, 0.25, 0.5)}, seeds=(901,))
         full = reg.attacks.build("uap-pgd", eps=eps, steps=args.pgd_steps, step_size=tuned_full.best["step_size"],
-                                 track_every=2, seed=0).craft(model, x_full, track=(xe, clean))
+                                 track_every=5, seed=0).craft(model, x_full, track=(xe, clean))
         f_full = fooling(model, full.perturbation, xe, ye, clean)
         level = 0.8 * f_full
         cost = {"uap-pgd (full, val-tuned)": {"fr": f_full, "grad_queries": full.grad_queries,
@@ -340,6 +340,7 @@ def plot(results: dict) -> None:
 
 
 def main() -> None:
+    global OUT
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--held-out", default="digits16,fashion-mnist")
     ap.add_argument("--victims", default="vgg16,resnet18")
@@ -358,10 +359,12 @@ def main() -> None:
     ap.add_argument("--zo-eval", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", default="/tmp/bench-uap")
+    ap.add_argument("--out", default=str(OUT), help="results JSON (default bench/results/uap.json)")
     ap.add_argument("--render-only", action="store_true")
     ap.add_argument("--merge", action="store_true",
                     help="keep the other held-out sources already in the JSON (run one source per invocation)")
     args = ap.parse_args()
+    OUT = Path(args.out)
     if args.render_only:
         results = json.loads(OUT.read_text())
         print(render(results))
