@@ -143,3 +143,19 @@ def test_given_eps_is_recorded_as_given(trained, tmp_path):
     out = STAGE.run(StageInput(cfg, source, subjects, tmp_path, Runtime()))
     (e,) = out.attacks
     assert e["eps"] == 0.15 and e["eps_origin"] == "given" and e["eps_multiple"] == 0.5 and "sweep" not in e
+
+
+def test_sweep_none_from_the_command_line_turns_it_off():
+    """``--attack-args sweep=none`` reaches the stage as None (the CLI's none): no sweep; unset: the default."""
+    from attacks.stage import resolve_attack_args
+    from attacks.sweep import DEFAULT_MULTIPLES, parse_multiples
+    from suite.core.config import parse_kv
+
+    def multiples(args):
+        _, stage = resolve_attack_args(("uap-pgd",), args, "default")
+        value = stage.get("sweep")
+        return parse_multiples(value if value is not None else "none")
+
+    assert multiples(parse_kv("sweep=none")) == ()
+    assert multiples({}) == DEFAULT_MULTIPLES
+    assert multiples(parse_kv("sweep=0.5:1")) == (0.5, 1.0)
