@@ -1,4 +1,4 @@
-"""One progress line per stage: ``[k/N] name ...`` when it starts, ``done in X s`` when it ends."""
+"""One progress line per stage: ``[k/N] name: X s (run T s)`` when it finishes."""
 
 from __future__ import annotations
 
@@ -6,16 +6,22 @@ from suite.app.pipeline import Timer, count_stages
 from suite.core.config import RunConfig
 
 
-def test_timer_prints_one_numbered_line_per_stage_start_and_end():
+def test_timer_prints_one_numbered_line_per_finished_stage():
     lines: list[str] = []
     timer = Timer(say=lines.append, total=2)
     with timer.stage("model"):
         pass
     with timer.stage("attack"):
         pass
-    assert lines[0] == "[1/2] model ..." and lines[2] == "[2/2] attack ..."
-    assert lines[1].startswith("[1/2] model done in ") and lines[3].startswith("[2/2] attack done in ")
+    assert len(lines) == 2
+    assert lines[0].startswith("[1/2] model: ") and lines[1].startswith("[2/2] attack: ")
     assert set(timer.seconds) == {"model", "attack"}
+    try:
+        with timer.stage("fingerprint"):
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert len(lines) == 2 and "fingerprint" in timer.seconds  # a failed stage prints no progress line
     quiet = Timer()
     with quiet.stage("model"):
         pass

@@ -50,18 +50,17 @@ class Timer:
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        """Time the block; on success print ``[k/N] name: X s (run T s)`` (nothing on failure: the error is the line)."""
         start = time.perf_counter()
         self.done += 1
         tag = f"[{self.done}/{self.total}] {name}" if self.total else name
-        if self.say is not None:
-            self.say(f"{tag} ...")
         try:
             yield
         finally:
             took = time.perf_counter() - start
             self.seconds[name] = round(self.seconds.get(name, 0.0) + took, 4)
-            if self.say is not None:
-                self.say(f"{tag} done in {took:.1f} s (run {time.perf_counter() - self.started:.0f} s)")
+        if self.say is not None:
+            self.say(f"{tag}: {took:.1f} s (run {time.perf_counter() - self.started:.0f} s)")
 
 
 # Post-deployment stages, in order: "module:object" implementing suite.core.stages.Stage.
