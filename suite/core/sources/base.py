@@ -91,6 +91,15 @@ class ImageSource:
             raise DataError(f"unknown split {name!r}; choices: train, val, test")
         return getattr(self, name)
 
+    def first(self, limit: int | None) -> "ImageSource":
+        """This source with only the first ``limit`` images of each split (None: itself); ``limit`` > 0."""
+        if limit is None:
+            return self
+        if limit <= 0:
+            raise DataError(f"limit must be positive, got {limit}")
+        return ImageSource(self.name, self.train.subset(limit), self.val.subset(limit), self.test.subset(limit),
+                           self.num_classes, self.class_names, self.description, {**self.meta, "limit": limit})
+
     def fingerprint(self) -> str:
         """sha256 over the pixels, labels and split indices of all splits.
 

@@ -130,13 +130,7 @@ def load_embedded(name: str, data_root: str | None = None, *, limit: int | None 
 
     limit: keep only the first ``limit`` images of each split (smoke runs).
     """
-    src = _build(name)
-    if limit is None:
-        return src
-    if limit <= 0:
-        raise DataError(f"limit must be positive, got {limit}")
-    return ImageSource(src.name, src.train.subset(limit), src.val.subset(limit), src.test.subset(limit),
-                       src.num_classes, src.class_names, src.description, {**src.meta, "limit": limit})
+    return _build(name).first(limit)
 
 
 def digits16(data_root: str | None = None, **kw) -> ImageSource:

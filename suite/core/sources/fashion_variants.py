@@ -19,7 +19,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from suite.core.errors import DataError
 from suite.core.sources.base import ImageSource, ImageSplit
 from suite.core.sources.composite import affine_colour, blend_over_photos, to_uint8
 from suite.core.sources.idx import load_fashion_mnist
@@ -60,13 +59,7 @@ def _build(name: str, data_root: str | None) -> ImageSource:
 
 def load_variant(name: str, data_root: str | None = None, *, limit: int | None = None) -> ImageSource:
     """Build variant ``name`` (``data_root``: as for ``fashion-mnist``); ``limit``: first images per split."""
-    src = _build(name, None if data_root is None else str(data_root))
-    if limit is None:
-        return src
-    if limit <= 0:
-        raise DataError(f"limit must be positive, got {limit}")
-    return ImageSource(src.name, src.train.subset(limit), src.val.subset(limit), src.test.subset(limit),
-                       src.num_classes, src.class_names, src.description, {**src.meta, "limit": limit})
+    return _build(name, None if data_root is None else str(data_root)).first(limit)
 
 
 def fashion_photo32(data_root: str | None = None, **kw) -> ImageSource:
