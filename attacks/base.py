@@ -36,6 +36,8 @@ class AttackResult:
     converged: the stopping criterion was met before the step budget ran out.
     history: checkpoints ``{"step", "grad_queries", "seconds", "fooling_rate"}``
         measured on a tracking set while crafting (empty unless asked for).
+    cached: loaded from the crafted-attack cache (:mod:`attacks.craft_cache`):
+        the tensors and crafting facts are the earlier craft's.
     """
 
     attack: str
@@ -52,6 +54,7 @@ class AttackResult:
     seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
     target: int | None = None
+    cached: bool = False
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts (no tensors)."""

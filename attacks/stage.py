@@ -62,6 +62,7 @@ import torch
 
 from attacks.base import AttackResult, canonical_norm
 from attacks.budget import choose_budget
+from attacks.craft_cache import cached_craft
 from attacks.sweep import budget_sweep, parse_multiples
 from attacks.data import AttackData
 from attacks.metrics import evaluate_perturbation, label_metrics
@@ -82,13 +83,15 @@ STAGE_SETTINGS = SettingsSpec({
                          doc="craft images of universal attacks: a seeded random subset of the train split "
                              "(0/None: all of it)"),
     "sweep": Field("default", str, optional=True,
-                   doc="budget sweep: colon-separated multiples of each attack's eps (default 0.25:0.5:0.75:1:1.5; "
-                       "none: off)"),
+                   doc="budget sweep: colon-separated multiples of each attack's eps ('default': "
+                       "0.25:0.5:0.75:1:1.5, the full profile's; the default profile sweeps 0.5:1:1.5; none: off)"),
     "track_every": Field(5, int, gt=0, doc="largest held-out tracking period of universal attacks"),
     "task_models": Field(None, str, optional=True, doc="colon-separated architectures of the meta tasks"),
     "meta_source": Field("shipped", str, doc="meta attacks: 'shipped' (a shipped attacker whose tasks never saw "
                                              "the run source's family, else meta-train) or 'train' (meta-train)"),
-}, owner="attack stage", profiles={"smoke": {"eval_limit": 64, "track_every": 5, "sweep": "0.5:1:1.5"}})
+}, owner="attack stage", profiles={"smoke": {"eval_limit": 64, "track_every": 5, "sweep": "0.5:1:1.5"},
+                                  # the first run: a three-point curve, held-out tracking every 10 steps
+                                  "default": {"track_every": 10, "sweep": "0.5:1:1.5"}})
 META_ATTACKS = {"uap-meta": "meta", "uap-maml": "maml", "uap-l2o": "l2o", "uap-meta-zo": "meta"}
 FEW_SHOT = ("uap-meta", "uap-maml", "uap-l2o")  # adapt on ``few_shot`` craft images
 
@@ -156,6 +159,7 @@ def entry(result: AttackResult, metrics: dict[str, float], *, source: str, craft
         "achieved_norm": metrics.get("achieved_norm", result.metrics.get("achieved_norm")),
         "steps": result.steps, "grad_queries": result.grad_queries, "seconds": round(result.seconds, 4),
         "converged": result.converged, "craft_images": craft_images, "eval_images": int(metrics["n_images"]),
+        "craft_cache_hit": result.cached,
     }
     if "targeted_success" in metrics:
         out["targeted_success"] = metrics["targeted_success"]
@@ -273,6 +277,13 @@ def run_attack_stage(inp: StageInput) -> StageOutput:
                                                           stage.get("meta_source", "shipped"))
             extra = {**extra, **meta_extra}
         attack = build_attack(name, **with_tracking(name, settings, stage.track_every))
+        # the crafted tensors are cached artifacts (white-box crafts only); every score below is taken afresh
+        identity = {"meta": extra.get("meta_sha256") or extra.get("meta_dir")} if "meta" in settings else None
+
+        def craft(atk, model, x, y=None, track=None):
+            return cached_craft(atk, model, x, y, track=track, cache_dir=inp.runtime.cache_dir, extra=identity,
+                                warn=inp.log)
+
         inp.log(f"attack {name} ({attack.norm}, eps={attack.eps:.4f}, {budget.origin.value} budget)")
         x_att, y_att, clean_att = xe, ye, clean
         if "n_images" in attack.settings:  # a fixed subset: the first n_images of the held-out order
@@ -293,7 +304,7 @@ def run_attack_stage(inp: StageInput) -> StageOutput:
                     x_craft = xc[pick]
                 craft_sets[crafted_on] = x_craft
                 track = (xe, clean[crafted_on]) if "track_every" in attack.settings else None
-                result = attack.craft(model, x_craft, track=track)
+                result = craft(attack, model, x_craft, track=track)
                 torch.save({"perturbation": result.perturbation, "norm": attack.norm, "eps": attack.eps},
                            out_dir / f"{name}-{crafted_on}.pt")
                 per_target = {t: evaluate_perturbation(m, result.perturbation, xe, ye, norm=attack.norm,
@@ -301,7 +312,7 @@ def run_attack_stage(inp: StageInput) -> StageOutput:
                               for t, m in targets.items()}
                 n_craft = len(x_craft)
             else:
-                result = attack.craft(model, x_att, y_att)
+                result = craft(attack, model, x_att, y_att)
                 per_target = {}
                 for t, m in targets.items():
                     adv = labels_of(m, result.adversarials)
@@ -345,7 +356,8 @@ def run_attack_stage(inp: StageInput) -> StageOutput:
                 lambda eps: build_attack(name, **{**settings, "eps": eps}), crafters[crafted_main], targets[final],
                 norm=attack.norm, base_eps=attack.eps, multiples=multiples, x_craft=craft_sets.get(crafted_main, xc),
                 x_eval=x_ev, y_eval=y_ev, clean_eval=clean_ev[final], seed=cfg.seed,
-                base_point={k: main[k] for k in ("fooling_rate", "robust_acc", "clean_acc", "seconds")})
+                base_point={k: main[k] for k in ("fooling_rate", "robust_acc", "clean_acc", "seconds")},
+                craft=craft)
             budgets = ", ".join(f"{point['eps']:.4g}" for point in main["sweep"])
             inp.log(f"{name}: budget sweep at eps {budgets}")
     return StageOutput(attacks=entries, transfer=transfer, metrics=metrics, higher_is_better=hib)

@@ -46,7 +46,8 @@ def parse_multiples(text: str | None) -> tuple[float, ...]:
 def budget_sweep(build: Callable[[float], Any], crafter: Model, shipped: Model, *, norm: str, base_eps: float,
                  multiples: tuple[float, ...], x_craft: torch.Tensor, x_eval: torch.Tensor, y_eval: torch.Tensor,
                  clean_eval: torch.Tensor, seed: int,
-                 base_point: dict[str, float] | None = None) -> list[dict[str, float]]:
+                 base_point: dict[str, float] | None = None,
+                 craft: Callable[..., Any] | None = None) -> list[dict[str, float]]:
     """The sweep of one attack (``build(eps) -> Attack``).
 
     ``base_point``: the attack's own figures at ``base_eps`` (``fooling_rate``,
@@ -56,7 +57,14 @@ def budget_sweep(build: Callable[[float], Any], crafter: Model, shipped: Model, 
     Universal attacks craft on ``x_craft`` and are scored on ``(x_eval,
     y_eval)``; per-image attacks attack ``(x_eval, y_eval)`` directly.
     ``clean_eval``: the shipped model's clean labels of ``x_eval`` ``[N]``.
+    ``craft(attack, model, x, y=None) -> AttackResult``: how a point is
+    crafted (default: ``attack.craft``; the stage passes the crafted-attack
+    cache); every point is scored afresh either way.
     """
+    if craft is None:
+        def craft(attack, model, x, y=None):
+            return attack.craft(model, x) if y is None else attack.craft(model, x, y)
+
     points = []
     for multiple in multiples:
         eps = float(multiple) * float(base_eps)
@@ -66,12 +74,12 @@ def budget_sweep(build: Callable[[float], Any], crafter: Model, shipped: Model, 
         if base_point is not None and multiple == 1.0:
             metrics, seconds = base_point, base_point["seconds"]
         elif attack.universal:
-            result = attack.craft(crafter, x_craft)
+            result = craft(attack, crafter, x_craft)
             metrics = evaluate_perturbation(shipped, result.perturbation, x_eval, y_eval, norm=norm,
                                             target=attack.target, clean_labels=clean_eval)
             seconds = result.seconds
         else:
-            result = attack.craft(crafter, x_eval, y_eval)
+            result = craft(attack, crafter, x_eval, y_eval)
             metrics = label_metrics(clean_eval, labels_of(shipped, result.adversarials), y_eval, attack.target)
             seconds = result.seconds
         noise = project(NoiseUniform(norm=norm, eps=eps, seed=seed).pattern(tuple(x_eval.shape[1:])), norm, eps)

@@ -38,6 +38,7 @@ TASK_PROFILES: dict[str, dict[str, Any]] = {
                 "families": {"fashion": {"recipe": TrainRecipe(epochs=4)}}},
     "smoke": {"width": 0.25, "recipe": PROFILE_DEFAULTS["smoke"]["recipe"], "limit": 96},
 }
+TASK_PROFILES["full"] = TASK_PROFILES["default"]  # the shipped attackers' tasks: one definition
 
 # The meta-training sources of each dataset family: three resolutions each.
 TASK_SOURCES: dict[str, tuple[str, ...]] = {

@@ -141,7 +141,8 @@ class UAPPGD(Attack):
         step_size=Field(0.1, float, gt=0, doc="initial step, fraction of eps"), kappa=Field(5.0, float, gt=0),
         random_init=Field(False, bool), stop_fooling=Field(1.01, float, doc="craft fooling rate that stops early"),
         track_every=Field(5, int, gt=0, doc="held-out tracking period (steps)"),
-        profiles={"smoke": {"steps": 10}})
+        # default profile: 20 held-out points over 200 steps (each one a pass over the test images)
+        profiles={"smoke": {"steps": 10}, "default": {"track_every": 10}})
 
     def craft(self, model: Model, x: torch.Tensor, *, track: tuple[torch.Tensor, torch.Tensor] | None = None
               ) -> AttackResult:

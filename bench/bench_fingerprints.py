@@ -3,7 +3,7 @@
     python bench/bench_fingerprints.py --models vgg16,resnet20 [--source digits16] [--negatives 20] [--threads 1]
 
 (Not ``bench/fingerprints.py``: run as a script, that name would shadow the
-``fingerprints`` package.)  For each owner (the default profile's dense model
+``fingerprints`` package.)  For each owner (the ``--profile``'s dense model, ``full`` by default
 on ``--source``, trained or loaded through the suite's model cache;
 ``--width`` / ``--epochs`` give a cheaper owner):
 
@@ -73,7 +73,7 @@ def owner_for(model: str, args):
         extra["recipe"] = TrainRecipe(epochs=args.epochs)
     if args.limit is not None:
         extra["limit"] = args.limit
-    cfg = RunConfig(model=model, source=args.source, profile="default", cache_dir=args.cache_dir,
+    cfg = RunConfig(model=model, source=args.source, profile=args.profile, cache_dir=args.cache_dir,
                     threads=args.threads, quiet=True, attacks=(), fingerprints=(), **extra).resolved()
     setup_runtime(cfg)
     source = load_source(cfg)
@@ -84,7 +84,7 @@ def owner_for(model: str, args):
     owner = Owner(model=trained.model, arch=model, width=float(cfg.width), sha256=trained.info["sha256"],
                   model_id=trained.info["id"], source=source,
                   source_args={"name": cfg.source, "data_root": cfg.data_root, "limit": cfg.limit}, seed=cfg.seed,
-                  profile="default")
+                  profile=args.profile)
     return owner, cfg, trained
 
 
@@ -236,7 +236,7 @@ def bench_owner(model: str, args, methods: tuple[str, ...]) -> dict:
 
     owner, cfg, trained = owner_for(model, args)
     zoo_args = {"jobs": args.jobs, **(parse_kv(args.zoo_args) if args.zoo_args else {})}
-    spec = make_spec("default", args.negatives, **zoo_args)
+    spec = make_spec(args.profile, args.negatives, **zoo_args)
     start = time.perf_counter()
     zoo = get_zoo(owner, spec, cache_dir=args.cache_dir, recipe=cfg.recipe.as_dict(), threads=args.threads, log=log)
     zoo_seconds = time.perf_counter() - start
@@ -362,12 +362,15 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="vgg16,resnet20")
     p.add_argument("--source", default="digits16")
+    p.add_argument("--profile", default="full", choices=("default", "full"),
+                   help="owner recipe and zoo: full (the benchmark's: width 1, the 30-negative zoo) or default "
+                        "(the first run's)")
     p.add_argument("--width", type=float, default=None, help="owner width (default: the profile's)")
     p.add_argument("--epochs", type=int, default=None, help="owner epochs (default: the profile's recipe)")
     p.add_argument("--zoo-args", default="", help="zoo settings KEY=V,... (a cheaper profile)")
     p.add_argument("--limit", type=int, default=None, help="images per split of the source (a cheaper profile)")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--negatives", type=int, default=None, help="default: the profile's (20)")
+    p.add_argument("--negatives", type=int, default=None, help="default: the profile's")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--jobs", type=int, default=2, help="negatives trained in parallel (executor jobs)")
     p.add_argument("--cache-dir", default=default_cache_dir())

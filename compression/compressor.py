@@ -52,8 +52,8 @@ def weight_pruning_spec(scheme: str) -> SettingsSpec:
     return WEIGHT_PRUNING.extend(owner=scheme, **{k: Field(None, object) for k in accepted_settings(scheme)})
 
 
-PROFILE_EPOCHS = {"default": 10, "smoke": 1}
-PROFILE_ADMM_EPOCHS = {"default": 6, "smoke": 1}
+PROFILE_EPOCHS = {"default": 10, "full": 10, "smoke": 1}
+PROFILE_ADMM_EPOCHS = {"default": 6, "full": 6, "smoke": 1}
 
 
 def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

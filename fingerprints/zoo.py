@@ -65,6 +65,9 @@ NEGATIVE_TEMPLATES: dict[str, tuple[tuple[str, float | None, float], ...]] = {
         ("vgg16", 0.5, 0.6), ("resnet20", 1.0, 1.0),
     ),
     "smoke": (("resnet20", 0.25, 1.0), ("vgg16", 0.25, 1.0), ("resnet20", 0.25, 0.6), ("vgg16", 0.25, 0.6)),
+    # the first run's: the zoo's four architectures at narrow widths, whole and 60% train subsets
+    "lean": (("vgg16", 0.25, 1.0), ("resnet20", 0.25, 1.0), ("mobilenetv2", 0.25, 1.0), ("resnet18", 0.25, 1.0),
+             ("vgg16", 0.25, 0.6), ("resnet20", 0.25, 0.6)),
 }
 
 # harder negatives, on top of ``negatives``: (arch, width, mode); mode ``full`` (the whole train split),
@@ -78,6 +81,12 @@ EXTRA_NEGATIVES: dict[str, tuple[tuple[str, float, str], ...]] = {
         ("resnet20", 0.5, "transfer"),
     ),
     "smoke": (),
+    "lean": (
+        ("plaincnn", 1.0, "full"), ("plaincnn", 0.5, "full"), ("wideshallow", 1.0, "full"),
+        ("wideshallow", 0.5, "full"), ("plaincnn", 1.0, "half0"), ("plaincnn", 1.0, "half1"),
+        ("resnet20", 0.25, "half0"), ("resnet20", 0.25, "half1"), ("plaincnn", 1.0, "transfer"),
+        ("wideshallow", 1.0, "transfer"),
+    ),
 }
 NEGATIVE_MODES = ("full", "half0", "half1", "transfer")
 
@@ -183,7 +192,20 @@ class ZooSpec:
 COPY_KINDS = ("last-layer", "all-layers", "reinit-head")
 
 PROFILE_SPECS: dict[str, ZooSpec] = {
-    "default": ZooSpec(),
+    # the first run's zoo: every copy family (pruned under four schemes, fine-tuned, compiled, quantized,
+    # fine-pruned, channel-pruned) and extraction, with 20 independent negatives (10 calibrate the threshold,
+    # 10 are held out); fewer members per family than ``full``, narrow negatives, shorter schedules
+    "default": ZooSpec(schemes=("unstructured", "block", "pattern", "filter"), sparsities=(0.5, 0.9),
+                       finetune_sparsities=(0.9,), copies=("last-layer", "all-layers"), copy_epochs=1,
+                       compiled=(("tvm", "owner"), ("onnx", "prune-block-0.5")), negatives=10,
+                       negative_epochs=6, templates=NEGATIVE_TEMPLATES["lean"],
+                       extra_negatives=EXTRA_NEGATIVES["lean"],
+                       quantized=(("int8-static", "owner"), ("fp16", "owner"),
+                                  ("int8-dynamic", "prune-unstructured-0.5")),
+                       fine_prune=(0.5,), channel_prune=(0.5,),
+                       extraction=(("plaincnn", 1.0, "label"), ("plaincnn", 1.0, "prob")), extraction_epochs=10,
+                       extraction_copies=4),
+    "full": ZooSpec(),
     # seconds, for tests: no compiled members, negatives trained in this process (see fingerprints.executor)
     "smoke": ZooSpec(schemes=("block",), sparsities=(0.5,), finetune_sparsities=(0.5,), finetune_epochs=1,
                      copies=("all-layers",), copy_epochs=1, compiled=(), negatives=4, negative_epochs=2,

@@ -151,11 +151,13 @@ def test_sweep_none_from_the_command_line_turns_it_off():
     from attacks.sweep import DEFAULT_MULTIPLES, parse_multiples
     from suite.core.config import parse_kv
 
-    def multiples(args):
-        _, stage = resolve_attack_args(("uap-pgd",), args, "default")
+    def multiples(args, profile="default"):
+        _, stage = resolve_attack_args(("uap-pgd",), args, profile)
         value = stage.get("sweep")
         return parse_multiples(value if value is not None else "none")
 
     assert multiples(parse_kv("sweep=none")) == ()
-    assert multiples({}) == DEFAULT_MULTIPLES
+    assert multiples({}, "full") == DEFAULT_MULTIPLES  # five points
+    assert multiples({}) == (0.5, 1.0, 1.5)  # the first run's three-point curve
+    assert multiples(parse_kv("sweep=default")) == DEFAULT_MULTIPLES
     assert multiples(parse_kv("sweep=0.5:1")) == (0.5, 1.0)

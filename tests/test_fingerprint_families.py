@@ -219,8 +219,11 @@ def test_zoo_spec_thief_fields_and_errors():
     from fingerprints.zoo import make_spec
     from suite.core.errors import ConfigError
 
-    spec = make_spec("default")
+    spec = make_spec("full")
     assert len(spec.extra_negatives) >= 10 and spec.negatives + len(spec.extra_negatives) >= 30
+    lean = make_spec("default")  # the first run's zoo keeps every family and 20 negatives
+    assert lean.negatives + len(lean.extra_negatives) >= 20 and lean.quantized and lean.extraction
+    assert lean.compiled and lean.fine_prune and lean.channel_prune and lean.copies
     assert {m for m, _ in spec.quantized} == {"int8-dynamic", "int8-static", "fp16"}
     assert {a for _, _, a in spec.extraction} == {"label", "prob"}
     smoke = make_spec("smoke")

@@ -51,7 +51,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="dataset directory for on-disk sources")
     p.add_argument("--width", type=float, default=None, help="width multiplier (profile default)")
     p.add_argument("--seed", type=int, default=0, help="seed for model init, data order and stages")
-    p.add_argument("--profile", default="default", help="smoke | default")
+    p.add_argument("--profile", default="default", help="default (the first run: minutes on 2 cores) | full (full-width model, large zoo, five-point sweep) | smoke (tests)")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
     p.add_argument("--cache-dir", default=None, help="model cache (default $SUITE_CACHE or ~/.cache/suite)")
