@@ -247,7 +247,7 @@ def meta_train(tasks: list[Task], cfg: MetaConfig, *, progress: bool = True,
     clean_labels = {t.name: labels_of(t.model, t.images.tensors()[0]) for t in tasks}
     losses: list[float] = []
     started = time.perf_counter()
-    bar = tqdm(range(cfg.meta_steps), desc=desc, disable=not progress, leave=False)
+    bar = tqdm(range(cfg.meta_steps), desc=desc, disable=None if progress else True, leave=False)
     for it in bar:
         batch_losses = []
         for _ in range(cfg.tasks_per_step):

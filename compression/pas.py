@@ -331,7 +331,7 @@ def _search(model: nn.Module, gs: GateSet, split: ImageSplit, *, target: float, 
     total = epochs * max(1, math.ceil(n / batch_size))
     dense = gs.dense_macs
     log, step = [], 0
-    bar = tqdm(total=total, desc="pas", leave=False, unit="step", disable=quiet)
+    bar = tqdm(total=total, desc="pas", leave=False, unit="step", disable=True if quiet else None)
     try:
         for _ in range(epochs):
             model.train()

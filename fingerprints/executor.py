@@ -42,7 +42,9 @@ def run_jobs(fn: Callable[[dict[str, Any]], dict[str, Any]], jobs: Sequence[dict
         return [r for r in results if r is not None]
     from suite.core.executors import make_executor
 
-    with make_executor(kind, jobs=max(1, parallel), address=address) as ex:
+    # the fork server imports the zoo's modules once: a job then starts in well under a second
+    with make_executor(kind, jobs=max(1, parallel), address=address,
+                       preload=("fingerprints.zoo", "fingerprints.families", "suite.core.training")) as ex:
         for done, (index, outcome) in enumerate(ex.map_unordered(fn, list(jobs)), start=1):
             if not outcome.ok:
                 raise SuiteError(f"zoo job {jobs[index].get('id', index)} failed: {outcome.error}")

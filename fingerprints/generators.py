@@ -304,7 +304,9 @@ class LTRCExamples(RCExamples):
     name = "ltrc-examples"
     SETTINGS = RCExamples.SETTINGS.extend(
         radius=Field(0.25, float, ge=0, lt=1.5, doc="cut-off, fraction of Nyquist"),
-        filter_shape=Field("circle", str, choices=SHAPES), projections=Field(3, int), chroma=Field(False, bool))
+        filter_shape=Field("circle", str, choices=SHAPES), projections=Field(3, int), chroma=Field(False, bool),
+        # the first run: half the sign steps (the examples move at most 0.01 per step and stop at the margin)
+        profiles={"default": {"steps": 100}})
 
 
 # ---------------------------------------------------------------- baselines

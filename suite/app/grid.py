@@ -120,7 +120,8 @@ def run_grid(grid, output_dir: str | os.PathLike, *, executor: str = "local", ad
         driver_host = socket.gethostname()
         ex = make_executor(executor, jobs=jobs, address=address, timeout=timeout, cpus_per_job=cpus_per_job,
                            preload=("suite.app.pipeline",))
-        bar = tqdm(total=len(items), unit="job", desc=f"grid {grid.name}", file=sys.stderr, disable=quiet,
+        bar = tqdm(total=len(items), unit="job", desc=f"grid {grid.name}", file=sys.stderr,
+                   disable=True if quiet else None,
                    dynamic_ncols=True)
         try:
             with ex:

@@ -195,7 +195,7 @@ KEY_WIDTH = len("compression") + 2  # the key column of every "key  value" line
 
 
 def _pairs(rows: list[list[str]]) -> str:
-    return "\n".join(f"{key:<{KEY_WIDTH}}{value}" for key, value in rows)
+    return "\n".join(f"{key:<{KEY_WIDTH - 1}} {value}" for key, value in rows)  # a space even after a long key
 
 
 def _indent(text: str, by: str = "  ") -> str:

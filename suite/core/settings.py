@@ -279,8 +279,14 @@ class SettingsSpec:
         return {k: f.default for k, f in self.fields.items()}
 
     def profile(self, name: str | None) -> dict[str, Any]:
-        """The overrides of profile ``name`` (empty for ``default``/None/unknown profiles)."""
-        return dict(self.profiles.get(name or "default", {}))
+        """The overrides of profile ``name`` (empty for None and for profiles the component does not declare).
+
+        The fields' own defaults are the thorough values (the ``full``
+        profile); a component lighter in the first run declares a
+        ``default`` profile.  None (a component built directly, outside a
+        run) means no profile: the fields' defaults.
+        """
+        return dict(self.profiles.get(name, {})) if name else {}
 
     def check_keys(self, values: Iterable[str], *, owner: str | None = None) -> None:
         for key in values:

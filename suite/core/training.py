@@ -92,7 +92,8 @@ def train_model(model: torch.nn.Module, train: ImageSplit, val: ImageSplit | Non
     report = TrainReport(recipe.epochs, 0.0)
     start = time.perf_counter()
     step = 0
-    bar = tqdm(total=total, desc=desc, leave=False, unit="step", **({"disable": True} if quiet else {}))
+    # disable=None: tqdm hides itself when stderr is not a terminal (a log then holds the stage lines only)
+    bar = tqdm(total=total, desc=desc, leave=False, unit="step", disable=True if quiet else None)
     try:
         for _epoch in range(recipe.epochs):
             model.train()
