@@ -29,7 +29,7 @@ from suite.core.predictor import Deployment
 from suite.core.store import STORE_MANIFEST, Store
 
 COMPRESSED_FORMAT = 1
-ARTIFACT_FORMAT = 1
+ARTIFACT_FORMAT = 2  # 2: TVM artifacts ship dense_b1.so; timings are never cached
 _CORRUPT = (ArtifactError, OSError, ValueError)
 
 
@@ -107,7 +107,10 @@ def get_deployment(*, cache_dir: str, backend: str, key: dict[str, Any], deploy:
     from compression.backends.artifact import load_predictor
 
     workdir = Path(workdir)
-    checked = ("agreement_top1", "max_abs_logit_diff", "checked_images", "cache_hit")
+    # measured per run, never cached: the agreement check here, the timings by the backend's ``measure``
+    checked = ("agreement_top1", "max_abs_logit_diff", "checked_images", "cache_hit", "latency_ms",
+               "latency_ms_by_batch", "dense_latency_ms", "speedup_vs_dense", "dense_runtimes", "best_dense_runtime",
+               "best_dense_latency_ms", "speedup_vs_best_dense", "best_dense_by_batch")
 
     def load(entry: Path) -> Deployment:
         try:

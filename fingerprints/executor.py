@@ -42,9 +42,11 @@ def run_jobs(fn: Callable[[dict[str, Any]], dict[str, Any]], jobs: Sequence[dict
         return [r for r in results if r is not None]
     from suite.core.executors import make_executor
 
-    # the fork server imports the zoo's modules once: a job then starts in well under a second
+    # the fork server imports the zoo's modules once, torch._dynamo included (the first optimizer a process
+    # builds imports it: 3.5 s), so a job starts in well under a second instead of 4-8 s
     with make_executor(kind, jobs=max(1, parallel), address=address,
-                       preload=("fingerprints.zoo", "fingerprints.families", "suite.core.training")) as ex:
+                       preload=("torch._dynamo", "fingerprints.zoo", "fingerprints.families",
+                                "suite.core.training")) as ex:
         for done, (index, outcome) in enumerate(ex.map_unordered(fn, list(jobs)), start=1):
             if not outcome.ok:
                 raise SuiteError(f"zoo job {jobs[index].get('id', index)} failed: {outcome.error}")

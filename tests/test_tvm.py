@@ -225,9 +225,16 @@ def test_run_with_compiled_backend_records_deployment(backend, extra, tmp_path, 
     assert dep["backend"] == backend and dep["agreement_top1"] == 1.0 and dep["max_abs_logit_diff"] <= 1e-3
     assert (run_dir / dep["artifact"] / "manifest.json").exists()
     if backend == "tvm":
-        for key in ("target", "latency_ms", "dense_latency_ms", "speedup_vs_dense", "compile_seconds", "tuning"):
+        for key in ("target", "latency_ms", "dense_latency_ms", "speedup_vs_dense", "compile_seconds", "tuning",
+                    "best_dense_runtime", "speedup_vs_best_dense"):
             assert key in dep, key
-        assert {"p50", "p90", "batch", "threads"} <= set(dep["latency_ms"])
+        assert {"p50", "p90", "kernel_ms", "batch", "threads"} <= set(dep["latency_ms"])
+        # side by side in one process: torch eager, ONNX Runtime and TVM dense, the best one named
+        runtimes = dep["dense_runtimes"]["1"]
+        assert {"torch", "onnxruntime", "tvm-dense"} <= set(runtimes)
+        assert dep["best_dense_latency_ms"] == min(r["p50"] for r in runtimes.values() if "p50" in r)
+        assert dep["speedup_vs_best_dense"] == pytest.approx(dep["best_dense_latency_ms"] / dep["latency_ms"]["p50"],
+                                                             rel=1e-2)
     # the recorded artifact answers queries from a fresh predictor
     with load_predictor(run_dir / dep["artifact"], isolated=True, timeout=60) as pred:
         assert pred.predict(torch.rand(2, 3, 16, 16)).shape == (2, 10)
@@ -237,6 +244,10 @@ def test_run_with_compiled_backend_records_deployment(backend, extra, tmp_path, 
     again = load_record(json.loads(capsys.readouterr().out)["run_dir"])
     assert again["deployment"]["cache_hit"] is True and again["compression"]["cache_hit"] is True
     assert again["deployment"]["agreement_top1"] == 1.0
+    if backend == "tvm":  # the artifact is reused, its timings never: every run times what it ships afresh
+        first = load_record(run_dir)["deployment"]
+        assert again["deployment"]["dense_runtimes"] != first["dense_runtimes"]
+        assert again["deployment"]["latency_ms"] != first["latency_ms"]
     assert again["metrics"]["clean_acc"] == load_record(run_dir)["metrics"]["clean_acc"]
 
 

@@ -248,13 +248,17 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
 
 def compile_model(model: torch.nn.Module, input_shape: tuple[int, int, int], target: dict, *, batch: int = 1,
                   db: TuningDB | None = None, allow_sparse: bool = True, names: list[str] | None = None,
-                  r: int = 8, measure: bool = True, min_gain: float = 1.0) -> CompileResult:
-    """Export, rewrite, tune and compile; returns the Relax executable and per-layer choices."""
+                  r: int = 8, measure: bool = True, min_gain: float = 1.0, exported: Any = None) -> CompileResult:
+    """Export, rewrite, tune and compile; returns the Relax executable and per-layer choices.
+
+    exported: ``export_relax(model, input_shape, batch)`` done already (the
+    sparse and the dense build of one batch size share it; left unchanged).
+    """
     import tvm
 
     db = db or TuningDB(None)
     start = time.perf_counter()
-    mod = export_relax(model, input_shape, batch)
+    mod = exported if exported is not None else export_relax(model, input_shape, batch)
     t_tune = time.perf_counter()
     mod, choices = rewrite_convs(mod, batch, target, db, r=r, names=names, allow_sparse=allow_sparse,
                                  measure=measure, min_gain=min_gain)

@@ -27,6 +27,8 @@ broadcast-FMAs.  ``TP`` is picked per layer by measurement (see
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -88,8 +90,13 @@ class ConvSpec:
         return "_".join(f"{k}{int(v)}" for k, v in asdict(self).items())
 
 
+@functools.lru_cache(maxsize=512)
 def conv_kernel(spec: ConvSpec, tp: int = 16, unroll: int = 4):
     """Build the PrimFunc ``(x, values, off, bias) -> (xp, acc, y)`` for ``spec``.
+
+    Memoised per ``(spec, tp, unroll)``: parsing the TVMScript costs about
+    0.2 s, and the tuner and the model build ask for the same kernels
+    (PrimFuncs are immutable; callers derive named copies with ``with_attr``).
 
     ``xp`` and ``acc`` are scratch outputs (so every buffer is a kernel
     parameter and LLVM sees them as distinct); callers use only ``y``.

@@ -78,6 +78,11 @@ def _deployment(deployment: Mapping[str, Any]) -> str:
     speedup = deployment.get("speedup_vs_dense")
     if isinstance(speedup, (int, float)):
         parts.append(f"speedup {speedup:.2f}x vs dense")
+    best, best_ms = deployment.get("best_dense_runtime"), deployment.get("best_dense_latency_ms")
+    vs_best = deployment.get("speedup_vs_best_dense")
+    if best and isinstance(vs_best, (int, float)) and isinstance(best_ms, (int, float)):
+        verdict = "faster than" if vs_best > 1 else "SLOWER than"  # where the best dense runtime wins, say so
+        parts.append(f"{vs_best:.2f}x vs the best dense runtime ({verdict} {best} at {best_ms:.3f} ms)")
     backend = str(deployment.get("backend", "?"))
     return f"{backend}: {', '.join(parts)}" if parts else backend
 
