@@ -24,7 +24,7 @@ import json
 import shutil
 from typing import Any
 
-from fingerprints.bank import get_evaluation, get_fingerprints
+from fingerprints.bank import get_evaluations, get_fingerprints
 from fingerprints.options import build_method, split_args
 from fingerprints.summary import flat_metrics, summarize
 from fingerprints.verify import match_scores
@@ -78,10 +78,13 @@ def run_fingerprint_stage(inp: StageInput) -> StageOutput:
     entries = []
     out_dir = inp.run_dir / "fingerprints"
     out_dir.mkdir(parents=True, exist_ok=True)
-    for method in methods:
-        fps, bank, hit = get_fingerprints(method, owner.model, inp.source, owner_sha256=owner.sha256,
-                                          cache_dir=rt.cache_dir, seed=cfg.seed, device=rt.device, log=inp.log)
-        ev = get_evaluation(fps, bank, zoo, key, access=access, seed=cfg.seed, log=inp.log)
+    generated = [get_fingerprints(method, owner.model, inp.source, owner_sha256=owner.sha256,
+                                  cache_dir=rt.cache_dir, seed=cfg.seed, device=rt.device, log=inp.log)
+                 for method in methods]
+    # every zoo member is opened once for all the methods (compiled members are worker processes)
+    evaluations = get_evaluations([(fps, bank) for fps, bank, _ in generated], zoo, key, access=access,
+                                  seed=cfg.seed, log=inp.log)
+    for method, (fps, bank, hit), ev in zip(methods, generated, evaluations):
         extra_pos = []
         for sid, family, predictor in extras:
             v = match_scores(predictor, fps, access)

@@ -225,6 +225,32 @@ def test_calibration_never_sees_the_evaluation_half():
     assert summarize(fps, ev_high)["false_positives"] == len(held)
 
 
+def test_many_sets_open_each_member_once_and_score_like_one_at_a_time():
+    from fingerprints.bank import evaluate_many_on_zoo
+
+    y = torch.arange(20) % 10
+    a = FingerprintSet("c-examples", {}, torch.rand(20, 3, 4, 4), y, 0.1)
+    b = FingerprintSet("misclassified", {}, torch.rand(12, 3, 4, 4), y[:12], 0.1)
+    members = [_FakeZoo._M("pos", "positive", y.clone())]
+    members += [_FakeZoo._M(f"neg-{i}", "negative", (y + i % 3) % 10) for i in range(6)]
+
+    class Counting(_FakeZoo):
+        opened = 0
+
+        def predictor(self, m):
+            Counting.opened += 1
+            return super().predictor(m)
+
+    zoo = Counting(members)
+    together = evaluate_many_on_zoo([a, b], zoo, seed=0)
+    assert Counting.opened == len(members)
+    for fps, ev in zip((a, b), together):
+        alone = evaluate_on_zoo(fps, _FakeZoo(members), seed=0)
+        assert ev.method == fps.method and ev.queries == len(fps)
+        assert [m["rate"] for m in ev.members] == [m["rate"] for m in alone.members]
+        assert ev.threshold == alone.threshold and ev.calibration == alone.calibration
+
+
 # ------------------------------------------------------------ zoo + stage
 def _owner_obj(model, source, seed=0):
     from fingerprints.zoo import Owner
