@@ -74,10 +74,10 @@ class TrainRecipe:
 
 
 # default: VGG16 at width 0.5 reaches the full-width model's test accuracy on
-# digits16 (0.994 both) after 15 epochs, at a quarter of the FLOPs per image,
+# digits16 (0.994 both) after 12 epochs, at a quarter of the FLOPs per image,
 # which every later stage (attacks, fingerprints, the suspect zoo) pays again.
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "default": {"width": 0.5, "limit": None, "recipe": TrainRecipe(epochs=15)},
+    "default": {"width": 0.5, "limit": None, "recipe": TrainRecipe(epochs=12)},
     "full": {"width": 1.0, "limit": None, "recipe": TrainRecipe()},
     "smoke": {"width": 0.25, "limit": 96,
               "recipe": TrainRecipe(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0)},
