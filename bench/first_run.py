@@ -1,6 +1,6 @@
 """The first run a newcomer makes, measured: README command 1 cold, the run warm, peak memory, cache size.
 
-    python bench/first_run.py [--work DIR] [--python python3.11] [--skip-install]
+    .venv/bin/python bench/first_run.py [--work DIR] [--python python3.11] [--skip-install]
 
 Steps (each timed with ``/usr/bin/time -v`` and a psutil sampler of the
 whole process tree, every 0.2 s):
@@ -15,9 +15,11 @@ whole process tree, every 0.2 s):
 3. **warm**: the run part of the command again (every cache warm);
 4. the cache's size (``du``) and ``suite cache ls``.
 
-Peak memory is reported two ways: the largest single process (``time -v``'s
-maximum resident set size) and the largest sum over the process tree seen by
-the sampler (worker processes included).  Results go to
+Peak memory is reported three ways: the largest single process (``time -v``'s
+maximum resident set size), the largest sum of PSS over the process tree
+(worker processes included, shared pages split between them: the run's real
+footprint) and the largest plain RSS sum (shared pages counted in every
+process that maps them, an upper bound).  Results go to
 ``bench/results/first_run.json``; the Markdown table is printed.  Run it on an
 otherwise idle machine: the figures are wall-clock times.
 """
@@ -44,10 +46,17 @@ INSTALL = '{python} -m venv .venv && .venv/bin/pip install -e ".[test]"'
 
 
 class TreeSampler:
-    """Samples the summed RSS of a process and all its descendants until stopped."""
+    """Samples the summed memory of a process and all its descendants until stopped.
+
+    ``peak``: the largest sum of RSS (pages shared between the processes, such
+    as torch's libraries in fork-server children, count once per process);
+    ``peak_pss``: the largest sum of PSS (shared pages split between their
+    users: the tree's real footprint).
+    """
 
     def __init__(self, pid: int, period: float = 0.2) -> None:
-        self.pid, self.period, self.peak, self.peak_procs = pid, period, 0, 0
+        self.pid, self.period, self.peak, self.peak_procs, self.peak_pss = pid, period, 0, 0, 0
+        self.breakdown: list[dict] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -57,11 +66,13 @@ class TreeSampler:
         except psutil.Error:
             return
         while not self._stop.is_set():
-            total, n = 0, 0
+            total, pss, n = 0, 0, 0
             try:
                 for p in [root, *root.children(recursive=True)]:
                     try:
-                        total += p.memory_info().rss
+                        info = p.memory_full_info()
+                        total += info.rss
+                        pss += getattr(info, "pss", info.rss)
                         n += 1
                     except psutil.Error:
                         pass
@@ -69,7 +80,22 @@ class TreeSampler:
                 break
             if total > self.peak:
                 self.peak, self.peak_procs = total, n
+            if pss > self.peak_pss:
+                self.peak_pss = pss
+                self.breakdown = self._breakdown(root)
             self._stop.wait(self.period)
+
+    @staticmethod
+    def _breakdown(root: "psutil.Process") -> list[dict]:
+        """``[{"cmd", "pss_mb"}]`` of the tree's processes, largest first."""
+        out = []
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                pss = getattr(p.memory_full_info(), "pss", 0)
+                out.append({"cmd": " ".join(p.cmdline())[-90:], "pss_mb": round(pss / 2**20, 1)})
+            except psutil.Error:
+                pass
+        return sorted(out, key=lambda d: -d["pss_mb"])
 
     def __enter__(self) -> "TreeSampler":
         self._thread.start()
@@ -94,6 +120,7 @@ def timed(command: str, cwd: Path, env: dict[str, str], log: Path) -> dict:
     return {"command": command, "exit_code": code, "wall_s": round(wall, 1),
             "max_rss_largest_process_mb": round(int(m.group(1)) / 1024, 1) if m else None,
             "peak_rss_process_tree_mb": round(sampler.peak / 2**20, 1), "processes_at_peak": sampler.peak_procs,
+            "peak_pss_process_tree_mb": round(sampler.peak_pss / 2**20, 1), "at_peak_pss": sampler.breakdown,
             "log": str(log)}
 
 
@@ -147,12 +174,12 @@ def main(argv: list[str] | None = None) -> int:
               "cache_mb_after_warm": round(du(cache) / 2**20, 1), "run_timings": runs, "cache_ls": ls}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print("| | wall | peak RSS (largest process) | peak RSS (process tree) |")
-    print("|---|---|---|---|")
+    print("| | wall | peak RSS, largest process | peak PSS, process tree | peak RSS sum, process tree |")
+    print("|---|---|---|---|---|")
     for name, r in (("cold" + (" (install + run)" if result["install_included"] else " (run)"), cold),
                     ("warm (run)", warm)):
         print(f"| {name} | {r['wall_s'] / 60:.1f} min ({r['wall_s']:.0f} s) | {r['max_rss_largest_process_mb']:.0f} MB "
-              f"| {r['peak_rss_process_tree_mb']:.0f} MB |")
+              f"| {r['peak_pss_process_tree_mb']:.0f} MB | {r['peak_rss_process_tree_mb']:.0f} MB |")
     print(f"\ncache after the cold run: {result['cache_mb_after_cold']:.0f} MB; stage timings: "
           + "; ".join(json.dumps(r["timings"]) for r in runs))
     return 0

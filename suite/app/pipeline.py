@@ -36,6 +36,26 @@ def log(cfg: RunConfig, msg: str) -> None:
         print(f"[suite] {msg}", file=sys.stderr, flush=True)
 
 
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Between stages the run drops large temporaries (TVM compilations, whole
+    batches of crafted images); without the trim glibc keeps their pages,
+    and the process carries them into the suspect zoo's build, where the
+    workers add their own.
+    """
+    import gc
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
 class Timer:
     """Accumulates wall-clock seconds per stage name and prints one progress line per stage.
 
@@ -59,6 +79,7 @@ class Timer:
         finally:
             took = time.perf_counter() - start
             self.seconds[name] = round(self.seconds.get(name, 0.0) + took, 4)
+            release_memory()
         if self.say is not None:
             self.say(f"{tag}: {took:.1f} s (run {time.perf_counter() - self.started:.0f} s)")
 
