@@ -10,7 +10,9 @@ when ``config.fingerprints`` is non-empty):
    queries every zoo member through the predictor interface and calibrates
    its threshold on half of the negatives;
 4. the run's own compressed model and deployment, when they differ from the
-   owner, are queried too and scored as extra positives (family ``this-run``).
+   owner, are queried too and scored as extra positives (family ``this-run``),
+   before the zoo is built; the deployment's worker process is then
+   suspended (it restarts on the next query) so the zoo's workers have its memory.
 
 Returns a :class:`~suite.core.stages.StageOutput` with ``fingerprints``
 (entries), ``metrics`` (``fp_<method>_<field>``) and their directions; each entry is described in
@@ -70,25 +72,33 @@ def run_fingerprint_stage(inp: StageInput) -> StageOutput:
     spec = make_spec(cfg.profile, cfg.negatives, **zoo_args)
     owner = owner_from_input(inp)
     assert cfg.recipe is not None
+    generated = [get_fingerprints(method, owner.model, inp.source, owner_sha256=owner.sha256,
+                                  cache_dir=rt.cache_dir, seed=cfg.seed, device=rt.device, log=inp.log)
+                 for method in methods]
+    # this run's own compressed model and deployment are scored first (afresh, every run); the deployment's
+    # worker is then stopped, so its memory is free while the zoo's workers run
+    extras = this_run_suspects(inp)
+    extra_rows: list[list[dict[str, Any]]] = []
+    for fps, _, _ in generated:
+        rows = []
+        for sid, family, predictor in extras:
+            v = match_scores(predictor, fps, access)
+            rows.append({"id": sid, "role": "positive", "family": family, "accuracy": None, "rate": round(v.rate, 6)})
+        extra_rows.append(rows)
+    for _, _, predictor in extras:
+        if hasattr(predictor, "suspend"):
+            predictor.suspend()
     zoo = get_zoo(owner, spec, cache_dir=rt.cache_dir, recipe=cfg.recipe.as_dict(), threads=rt.threads,
                   device=rt.device, log=inp.log)
     composition = zoo.composition()
     key = owner_zoo_key(owner, spec)
-    extras = this_run_suspects(inp)
     entries = []
     out_dir = inp.run_dir / "fingerprints"
     out_dir.mkdir(parents=True, exist_ok=True)
-    generated = [get_fingerprints(method, owner.model, inp.source, owner_sha256=owner.sha256,
-                                  cache_dir=rt.cache_dir, seed=cfg.seed, device=rt.device, log=inp.log)
-                 for method in methods]
     # every zoo member is opened once for all the methods (compiled members are worker processes)
     evaluations = get_evaluations([(fps, bank) for fps, bank, _ in generated], zoo, key, access=access,
                                   seed=cfg.seed, log=inp.log)
-    for method, (fps, bank, hit), ev in zip(methods, generated, evaluations):
-        extra_pos = []
-        for sid, family, predictor in extras:
-            v = match_scores(predictor, fps, access)
-            extra_pos.append({"id": sid, "role": "positive", "family": family, "accuracy": None, "rate": round(v.rate, 6)})
+    for method, (fps, bank, hit), ev, extra_pos in zip(methods, generated, evaluations, extra_rows):
         entry = summarize(fps, ev, extra_pos, composition)
         entry["cache_hit"] = hit
         entry["details"] = f"fingerprints/{method.name}.json"

@@ -146,6 +146,17 @@ def deployed(tmp_path_factory):
     dep.predictor.close()
 
 
+def test_suspended_worker_restarts_on_the_next_query(deployed):
+    model, out, dep = deployed
+    x = torch.rand(2, 3, 16, 16)
+    before = dep.predictor.predict(x)
+    first = dep.predictor.worker_pid
+    dep.predictor.suspend()  # frees the worker's memory; the predictor stays usable
+    assert dep.predictor.worker_pid is None
+    assert torch.equal(dep.predictor.predict(x), before)
+    assert dep.predictor.worker_pid not in (None, first)
+
+
 def test_artifact_predictor_is_black_box_and_agrees(deployed):
     model, out, dep = deployed
     assert dep.predictor.differentiable is False

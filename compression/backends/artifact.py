@@ -541,6 +541,13 @@ class IsolatedPredictor:
         logits = np.concatenate(outs) if outs else np.zeros((0, self.num_classes), np.float32)
         return torch.from_numpy(np.ascontiguousarray(logits)).to(x.device)
 
+    def suspend(self) -> None:
+        """Stop the worker to free its memory; the next ``predict`` starts a fresh one (same checks)."""
+        with self._lock:
+            if self._worker is not None:
+                self._worker.stop()
+                self._worker = None
+
     def close(self) -> None:
         """Stop the worker; later ``predict`` calls raise ArtifactError."""
         with self._lock:
