@@ -47,7 +47,8 @@ from suite.core.metrics import as_float, is_missing
 IDENTITY = ("run_id", "model", "source", "compress", "sparsity", "backend", "seed", "profile", "width",
             "target", "attack_args", "fingerprint_args", "model_id", "created_at", "schema_version", "job_id")
 RUN_FACTS = ("achieved_sparsity", "params", "params_dense", "macs", "macs_dense", "macs_ratio", "acc_dense",
-             "latency_ms", "latency_p90_ms", "dense_latency_ms", "speedup", "agreement_top1", "compile_seconds",
+             "latency_ms", "latency_p90_ms", "dense_latency_ms", "speedup", "speedup_vs_best_dense",
+             "best_dense_runtime", "agreement_top1", "compile_seconds",
              "total_seconds")
 ATTACK_FIELDS = ("id", "attack", "universal", "norm", "eps", "attack_source", "crafted_on", "evaluated_on", "fooling_rate", "asr",
                  "misclassification_rate", "robust_acc", "achieved_norm", "steps", "grad_queries", "seconds",
@@ -203,6 +204,9 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
         "latency_p90_ms": as_float(latency.get("p90") if isinstance(latency, dict) else None),
         "dense_latency_ms": as_float(dep.get("dense_latency_ms")),
         "speedup": as_float(dep.get("speedup_vs_dense")),
+        # against the fastest dense runtime measured beside it (torch / ONNX Runtime / TVM dense), named
+        "speedup_vs_best_dense": as_float(dep.get("speedup_vs_best_dense")),
+        "best_dense_runtime": dep.get("best_dense_runtime"),
         "agreement_top1": as_float(dep.get("agreement_top1")),
         "compile_seconds": as_float(dep.get("compile_seconds")),
         "total_seconds": as_float(_section(record, "timings").get("total")),

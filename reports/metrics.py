@@ -16,7 +16,8 @@ from suite.core.metrics import Unit, higher_is_better, is_missing, unit_of
 LABELS: dict[str, str] = {
     "clean_acc": "clean acc", "acc_dense": "dense acc", "achieved_sparsity": "sparsity (achieved)",
     "macs_ratio": "MACs ratio", "macs": "MACs", "params": "params", "latency_ms": "latency ms",
-    "speedup": "speedup", "uap_fooling_rate": "UAP fooling rate", "pgd_robust_acc": "PGD robust acc",
+    "speedup": "speedup", "speedup_vs_best_dense": "vs best dense", "best_dense_runtime": "best dense runtime",
+    "uap_fooling_rate": "UAP fooling rate", "pgd_robust_acc": "PGD robust acc",
     "transfer_fooling_rate": "transfer fooling rate", "tpr_at_1pct_fpr": "TPR@1%FPR",
     "false_positives": "false positives", "auc": "AUC", "generation_seconds": "gen s",
     "n_runs": "runs", "dense_clean_acc": "dense clean acc", "eps_standard": "standard eps",

@@ -45,8 +45,9 @@ from suite.core.metrics import LeaderboardView, as_float, view_of
 
 IDENT = ["model", "source", "compress", "sparsity", "backend", "seed"]
 COMPRESSION_METRICS = ["clean_acc", "acc_dense", "achieved_sparsity", "macs", "macs_ratio", "params",
-                       "latency_ms", "speedup"]
+                       "latency_ms", "speedup", "speedup_vs_best_dense", "best_dense_runtime"]
 ROBUSTNESS_METRICS = ["clean_acc", "uap_fooling_rate", "pgd_robust_acc", "transfer_fooling_rate"]
+TEXT_COLUMNS = {"best_dense_runtime"}  # facts shown beside the metrics, never ranked or averaged
 IP_METRICS = ["R", "T", "U", "auc", "tpr_at_1pct_fpr", "false_positives", "queries", "generation_seconds"]
 ATTACK_DETAIL = ["attack", "norm", "eps", "crafted_on", "evaluated_on", "fooling_rate", "asr",
                  "misclassification_rate", "robust_acc", "achieved_norm", "grad_queries", "seconds",
@@ -143,7 +144,12 @@ def compression_table(data):
     runs = data.runs
     out = pd.DataFrame({c: runs[c] if c in runs.columns else math.nan for c in ["run_id", *IDENT]})
     for m in COMPRESSION_METRICS:
-        out[m] = pd.to_numeric(runs[m], errors="coerce") if m in runs.columns else math.nan
+        if m not in runs.columns:
+            out[m] = math.nan
+        elif m in TEXT_COLUMNS:
+            out[m] = runs[m]
+        else:
+            out[m] = pd.to_numeric(runs[m], errors="coerce")
     return out
 
 

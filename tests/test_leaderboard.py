@@ -55,6 +55,8 @@ def test_runs_table_keeps_floats_and_flattens_sections(runs_dir):
                & (runs["backend"] == "tvm")].iloc[0]
     assert isinstance(row["clean_acc"], float) and isinstance(row["macs"], float)
     assert row["latency_ms"] == pytest.approx(2.0 / row["speedup"])
+    assert row["speedup_vs_best_dense"] == pytest.approx(1.5 / row["latency_ms"])  # the honest ratio beside it
+    assert row["best_dense_runtime"] == "onnxruntime"
     assert row["target"] == "llvm"
     dense = runs[(runs["model"] == "vgg16") & (runs["compress"] == "none")].iloc[0]
     assert dense["achieved_sparsity"] == 0.0 and dense["macs_ratio"] == 1.0

@@ -87,6 +87,7 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("params", L, CT, COMP),
     MetricDef("latency_ms", L, MS, COMP),
     MetricDef("speedup", H, X, COMP),
+    MetricDef("speedup_vs_best_dense", H, X, COMP),
     MetricDef("latency_p90_ms", L, MS, NONE),
     MetricDef("dense_latency_ms", L, MS, NONE),
     MetricDef("agreement_top1", H, FR, NONE),
