@@ -12,9 +12,17 @@ silently change every metric.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Sequence
 
 from suite.core.errors import SuiteError
+
+
+def eta_text(elapsed: float, done: int, total: int) -> str:
+    """``"; about 40 s left"`` from the wall time of the jobs done so far (parallel jobs included); "" when done."""
+    if done <= 0 or done >= total:
+        return ""
+    return f"; about {elapsed / done * (total - done):.0f} s left"
 
 
 def run_jobs(fn: Callable[[dict[str, Any]], dict[str, Any]], jobs: Sequence[dict[str, Any]], *,
@@ -44,6 +52,7 @@ def run_jobs(fn: Callable[[dict[str, Any]], dict[str, Any]], jobs: Sequence[dict
 
     # the fork server imports the zoo's modules once, torch._dynamo included (the first optimizer a process
     # builds imports it: 3.5 s), so a job starts in well under a second instead of 4-8 s
+    start = time.perf_counter()
     with make_executor(kind, jobs=max(1, parallel), address=address,
                        preload=("torch._dynamo", "fingerprints.zoo", "fingerprints.families",
                                 "suite.core.training")) as ex:
@@ -51,5 +60,6 @@ def run_jobs(fn: Callable[[dict[str, Any]], dict[str, Any]], jobs: Sequence[dict
             if not outcome.ok:
                 raise SuiteError(f"zoo job {jobs[index].get('id', index)} failed: {outcome.error}")
             results[index] = outcome.value
-            log(f"zoo: {done}/{len(jobs)} {jobs[index].get('id', index)} done ({outcome.seconds:.1f} s)")
+            log(f"zoo: {done}/{len(jobs)} {jobs[index].get('id', index)} done ({outcome.seconds:.1f} s"
+                f"{eta_text(time.perf_counter() - start, done, len(jobs))})")
     return [r for r in results if r is not None]

@@ -32,3 +32,10 @@ def test_stage_count_follows_the_config():
     full = RunConfig(model="resnet20", profile="smoke").resolved()
     none = RunConfig(model="resnet20", profile="smoke", attacks=(), fingerprints=()).resolved()
     assert count_stages(full) == count_stages(none) + 2 == 7
+
+
+def test_zoo_jobs_report_time_left_from_the_jobs_done():
+    from fingerprints.executor import eta_text
+
+    assert eta_text(30.0, 3, 9) == "; about 60 s left"  # 10 s of wall time per finished job, 6 to go
+    assert eta_text(30.0, 9, 9) == "" and eta_text(0.0, 0, 9) == ""
