@@ -38,8 +38,11 @@ def test_summary_of_a_compressed_deployed_run():
     assert f"clean {metrics['clean_acc']:.3f} (dense {comp['acc_dense']:.3f})" in _line(text, "accuracy")
     assert _line(text, "compression").split(None, 1)[1] == (
         f"block: sparsity {comp['achieved_sparsity']:.3f} (target 0.750), MACs ratio {comp['macs_ratio']:.3f}")
+    verdict = "faster than" if dep["speedup_vs_best_dense"] > 1 else "SLOWER than"
     assert _line(text, "deployment").split(None, 1)[1] == (
-        f"tvm: latency p50 {dep['latency_ms']['p50']:.3f} ms, speedup {dep['speedup_vs_dense']:.2f}x vs dense")
+        f"tvm: latency p50 {dep['latency_ms']['p50']:.3f} ms, speedup {dep['speedup_vs_dense']:.2f}x vs dense, "
+        f"{dep['speedup_vs_best_dense']:.2f}x vs the best dense runtime ({verdict} {dep['best_dense_runtime']} "
+        f"at {dep['best_dense_latency_ms']:.3f} ms)")
     # each attack's headline (the record's metric), crafted on the nearest white box, evaluated on what ships
     uap = _line(text, "uap-pgd").split()
     assert uap[:2] == ["uap-pgd", "linf"] and uap[3:6] == ["compressed", "->", "deployed"]
