@@ -26,6 +26,7 @@ import torch
 
 from attacks.base import AttackResult
 from suite.core.errors import ArtifactError
+from suite.core.files import state_sha256
 from suite.core.store import Store
 
 FORMAT = 1
@@ -43,16 +44,6 @@ def tensor_digest(*tensors: torch.Tensor | None) -> str:
             continue
         t = t.detach().cpu().contiguous()
         h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
-
-
-def module_digest(model: torch.nn.Module) -> str:
-    """sha256 over a module's state (names, shapes, dtypes, bytes) and its class name."""
-    h = hashlib.sha256(type(model).__name__.encode())
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
         h.update(t.numpy().tobytes())
     return h.hexdigest()
 
@@ -78,7 +69,7 @@ def craft_key(attack: Any, model: torch.nn.Module, x: torch.Tensor, y: torch.Ten
     skipped = sorted(k for k, v in attack.settings.items() if not _plain(v))
     if skipped and not extra:
         raise ValueError(f"settings {skipped} of {attack.name} need an identity in extra=")
-    return {"format": FORMAT, "attack": attack.name, "settings": settings, "model": module_digest(model),
+    return {"format": FORMAT, "attack": attack.name, "settings": settings, "model": type(model).__name__, "state": state_sha256(model),
             "images": tensor_digest(x, y), "track": tensor_digest(*track) if track is not None else None,
             "extra": extra or {}, "torch": torch.__version__}
 

@@ -21,6 +21,7 @@ from suite.core import registries as reg
 from suite.core import models as core_models
 from suite.core.config import RunConfig
 from suite.core.errors import ConfigError
+from suite.core.files import state_sha256  # noqa: F401 - re-exported: callers import it from here
 from suite.core.metrics import record_directions
 from suite.core.models import ModelSpec, SourceSpec, TrainedModel
 from suite.core.predictor import Deployment, predict_labels
@@ -221,18 +222,6 @@ def evaluate_clean(deployment: Deployment, source: ImageSource) -> dict[str, flo
     pred = predict_labels(deployment.predictor, x)
     correct = int((pred == y).sum())
     return {"clean_acc": correct / max(1, len(y)), "test_images": float(len(y))}
-
-
-def state_sha256(model: torch.nn.Module) -> str:
-    """sha256 over a model's state_dict (names, shapes, dtypes and bytes)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
 def get_compressed(cfg: RunConfig, trained: TrainedModel, source: ImageSource, compressor, workdir: Path):

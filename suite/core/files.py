@@ -128,3 +128,13 @@ def update_json(path: str | os.PathLike, merge: Callable[[Any], Any], *, lock: b
         data = merge(read_json(path))
         atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=True) + "\n")
         return data
+
+
+def state_sha256(model: Any) -> str:
+    """sha256 over a torch module's state_dict (names, shapes, dtypes and bytes)."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
