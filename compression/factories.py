@@ -15,6 +15,7 @@ from suite.core.settings import Field
 # auto's own knobs (values checked by AutoCompressor); the rest are unstructured pruning's settings
 AUTO_FIELDS = {"mapping": Field("rule", str), "latency_target": Field(None, float, optional=True),
                "latency_cache": Field(None, str, optional=True), "ratios": Field(None, object),
+               "latency_backend": Field("tvm-kernels", str, doc="tvm-kernels | torch-gemm-proxy"),
                **{k: Field(None, object) for k in ("gamma", "max_ratio", "punch_min_channels", "generations", "beta")}}
 
 

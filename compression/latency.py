@@ -1,6 +1,9 @@
-"""Per-layer latency tables measured on a deployment backend.
+"""Per-layer latency tables: the PyTorch proxy (``torch-gemm-proxy``).
 
-Until the TVM backend exists, the measured proxy is PyTorch on this CPU:
+The ``auto`` planner scores candidates on our TVM kernels by default
+(:mod:`compression.tvm_backend.latency_table`); this module is the
+backend-free alternative (``latency_backend="torch-gemm-proxy"``) and the
+dense fallback for layers the TVM kernels do not take.  It is PyTorch on this CPU:
 each candidate (scheme, ratio) of a layer runs its compact computation for a
 batch-1 im2col GEMM and is timed against the dense GEMM of the same layer:
 
@@ -115,7 +118,12 @@ class LatencyCache:
         return (f"{BACKEND}|{cpu_name()}|t{torch.get_num_threads()}|{layer.kind}|{layer.rows}x{layer.cols}"
                 f"x{layer.spatial}|g{layer.groups}|{scheme}|r{r}|s{sparsity:.4f}")
 
-    def measure(self, layer: LayerInfo, scheme: str, sparsity: float, settings: dict, repeats: int = 15) -> float:
+    backend = BACKEND
+    drops_unaccelerated = False  # a proxy, not the deployment: its slower candidates stay in the table
+
+    def measure(self, layer: LayerInfo, scheme: str, sparsity: float, settings: dict, repeats: int = 15, *,
+                mask: torch.Tensor | None = None) -> float:
+        """Milliseconds of ``layer`` under the candidate (the proxy models the scheme, not ``mask``)."""
         k = self.key(layer, scheme, sparsity, settings)
         if k not in self.entries:
             self.entries[k] = candidate_ms(layer, scheme, sparsity, settings, repeats)

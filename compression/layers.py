@@ -25,6 +25,9 @@ class LayerInfo:
     (``K = Ci/groups * kh * kw``); spatial: output positions per image (the
     GEMM's N); macs: multiply-accumulates per image; depthwise: groups > 1.
     first / classifier: position flags used by the default keep-dense rules.
+    in_hw: input height and width per image; stride, padding: the conv's
+    (square) stride and zero padding (1 and 0 for linear layers) -- what a
+    compiler needs to build the layer's kernel.
     """
 
     name: str
@@ -38,6 +41,9 @@ class LayerInfo:
     groups: int
     first: bool
     classifier: bool
+    in_hw: tuple[int, int] = (1, 1)
+    stride: int = 1
+    padding: int = 0
 
     @property
     def depthwise(self) -> bool:
@@ -60,8 +66,12 @@ def list_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Lay
         shape = tuple(r["weight_shape"])
         if r["type"] == "Conv2d":
             kh, kw = r["kernel_size"]
+            pad = r["padding"] if not isinstance(r["padding"], str) else (-1, -1)  # "same"/"valid": not square
+            in_hw = tuple(int(v) for v in r["input_shape"][-2:])
             out.append(LayerInfo(r["name"], "conv", shape, shape[0], shape[1] * kh * kw,
-                                 r["gemm"]["M"], r["macs"], (kh, kw), r["groups"], i == 0, False))
+                                 r["gemm"]["M"], r["macs"], (kh, kw), r["groups"], i == 0, False,
+                                 in_hw, int(r["stride"][0]) if r["stride"][0] == r["stride"][1] else -1,
+                                 int(pad[0]) if pad[0] == pad[1] else -1))
         else:
             out.append(LayerInfo(r["name"], "linear", shape, shape[0], shape[1], r["gemm"]["M"],
                                  r["macs"], (1, 1), 1, i == 0, i == last))

@@ -15,7 +15,13 @@ public).
     the target over the prunable layers, clipped to ``[0, max_ratio]``.
 
 ``search``: for every layer and candidate (scheme, settings, ratio) --
-  * latency: measured (see :mod:`compression.latency`) on the deployment proxy;
+  * latency: measured per layer on the deployment's kernels -- by default our
+    TVM kernels with the candidate's real mask packed as the compiler packs it
+    (:mod:`compression.tvm_backend.latency_table`); ``latency_backend=
+    "torch-gemm-proxy"`` uses the PyTorch proxy of :mod:`compression.latency`.
+    On the TVM table a candidate that does not measure faster than the
+    layer's dense kernel is dropped: the planner never picks a scheme the
+    deployment would not accelerate (counted in ``search["not_accelerated"]``);
   * accuracy sensitivity: increase of validation cross-entropy when only that
     layer is pruned one-shot with that candidate (real masks, so the real
     granularity counts);
@@ -48,6 +54,7 @@ from suite.core.errors import ConfigError
 from suite.core.sources.base import ImageSource
 
 MAPPINGS = ("rule", "search")
+LATENCY_BACKENDS = ("tvm-kernels", "torch-gemm-proxy")
 DEFAULT_RATIOS = (0.5, 0.6, 0.7, 0.8, 0.875, 0.9, 0.95)
 DEFAULT_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("block", {"r": 8, "c": 16}),
@@ -144,11 +151,16 @@ def _val_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def measure_candidates(model: nn.Module, layers: list[LayerInfo], source: ImageSource, *,
                        candidates=DEFAULT_CANDIDATES, ratios=DEFAULT_RATIOS, max_images: int = 256,
                        repeats: int = 9, device: str = "cpu",
-                       latency_cache: lat.LatencyCache | None = None) -> dict[str, list[Candidate]]:
+                       latency_cache: Any = None,
+                       dropped: dict[str, int] | None = None) -> dict[str, list[Candidate]]:
     """Score every applicable (scheme, settings, ratio) of every layer.
 
-    Latencies come from ``latency_cache`` (measured on a miss); sensitivities
-    are recomputed (deterministic for fixed weights and data).
+    Latencies come from ``latency_cache`` (a :class:`compression.latency.LatencyCache`
+    or :class:`compression.tvm_backend.latency_table.TVMLatencyTable`; measured on
+    a miss); sensitivities are recomputed (deterministic for fixed weights and
+    data).  When the table ``drops_unaccelerated`` (the TVM one), a candidate
+    not faster than the layer's dense latency is left out (counted per layer
+    in ``dropped`` when given).
     """
     cache = latency_cache or lat.LatencyCache(None)
     model = model.eval()
@@ -159,7 +171,9 @@ def measure_candidates(model: nn.Module, layers: list[LayerInfo], source: ImageS
     for l in layers:
         w = model.get_submodule(l.name).weight
         original = w.detach().clone()
-        opts = [Candidate("dense", {}, 0.0, 0, cache.measure(l, "dense", 0.0, {}, repeats), 0.0)]
+        dense_ms = cache.measure(l, "dense", 0.0, {}, repeats)
+        opts = [Candidate("dense", {}, 0.0, 0, dense_ms, 0.0)]
+        slower = 0
         for scheme_name, settings in candidates:
             scheme = make_scheme(scheme_name, **settings)
             if scheme.check_applicable(l.weight_shape):
@@ -167,13 +181,18 @@ def measure_candidates(model: nn.Module, layers: list[LayerInfo], source: ImageS
             fixed = _fixed_sparsity(scheme_name, settings)
             for s in ([fixed] if fixed is not None else ratios):
                 mask = scheme.mask(original, s)
+                ms = cache.measure(l, scheme_name, s, settings, repeats, mask=mask)
+                if ms >= dense_ms and getattr(cache, "drops_unaccelerated", False):
+                    slower += 1  # the deployment would run this layer dense: not a candidate
+                    continue
                 w.copy_(original * mask)
                 sens = _val_loss(model, x, y) - base
                 w.copy_(original)
                 pruned = int((~mask).sum())
-                opts.append(Candidate(scheme_name, scheme.settings(), s, pruned,
-                                      cache.measure(l, scheme_name, s, settings, repeats), sens))
+                opts.append(Candidate(scheme_name, scheme.settings(), s, pruned, ms, sens))
         table[l.name] = opts
+        if dropped is not None:
+            dropped[l.name] = slower
     cache.save()
     return table
 
@@ -186,7 +205,8 @@ def _fixed_sparsity(scheme: str, settings: dict[str, Any]) -> float | None:
 
 def search_plan(layers: list[LayerInfo], prunable: set[str], table: dict[str, list[Candidate]], *,
                 sparsity: float | None, latency_target: float | None, seed: int, beta: float = 1e-3,
-                generations: int = 400) -> Plan:
+                generations: int = 400, latency_backend: str = lat.BACKEND,
+                not_accelerated: dict[str, int] | None = None) -> Plan:
     """Pick one candidate per prunable layer under the target (see module docstring)."""
     if (sparsity is None) == (latency_target is None):
         raise ConfigError("search mapping needs exactly one of a sparsity target or --latency-target")
@@ -264,7 +284,8 @@ def search_plan(layers: list[LayerInfo], prunable: set[str], table: dict[str, li
     picked = list(chosen.values())
     target = {"sparsity": sparsity} if sparsity is not None else {"latency_fraction": latency_target}
     return Plan("search", decisions, target=target, seed=seed, search={
-        "latency_backend": lat.BACKEND,
+        "latency_backend": latency_backend,
+        "not_accelerated": dict(not_accelerated or {}),
         "objective_lagrangian": round(lagrangian_obj, 6),
         "objective_final": round(best_obj, 6),
         "lambda": hi,
@@ -280,7 +301,7 @@ class AutoCompressor:
     name = "auto"
 
     def __init__(self, sparsity: float = 0.0, *, mapping: str = "rule", latency_target: float | None = None,
-                 latency_cache: str | None = None, **settings: Any) -> None:
+                 latency_cache: str | None = None, latency_backend: str = "tvm-kernels", **settings: Any) -> None:
         from compression.compressor import WeightPruning
 
         if mapping not in MAPPINGS:
@@ -291,7 +312,10 @@ class AutoCompressor:
             raise ConfigError("--latency-target needs --mapping search")
         if latency_target is None and sparsity <= 0.0:
             raise ConfigError("auto needs --sparsity in (0, 1) or --latency-target")
+        if latency_backend not in LATENCY_BACKENDS:
+            raise ConfigError(f"unknown latency backend {latency_backend!r} (choices: {', '.join(LATENCY_BACKENDS)})")
         self.mapping = mapping
+        self.latency_backend = latency_backend
         self.latency_cache = latency_cache
         self.latency_target = None if latency_target is None else float(latency_target)
         self.rule_settings = {k: settings.pop(k) for k in list(settings) if k in ("gamma", "max_ratio",
@@ -308,6 +332,7 @@ class AutoCompressor:
         self.inner.name = self.inner.scheme_name = f"auto-{mapping}"
         self.sparsity = float(sparsity)
         self.map_seconds = 0.0
+        self.table: Any = None  # the latency table of the last search
 
     def plan_for(self, model: nn.Module, source: ImageSource, *, seed: int, device: str) -> Plan:
         start = time.perf_counter()
@@ -317,14 +342,26 @@ class AutoCompressor:
         if self.mapping == "rule":
             plan = rule_plan(layers, prunable, self.sparsity, **self.rule_settings)
         else:
+            latencies = self.table = self.latency_table()
+            dropped: dict[str, int] = {}
             table = measure_candidates(model, [l for l in layers if l.name in prunable], source, device=device,
-                                       ratios=self.ratios, latency_cache=lat.LatencyCache(self.latency_cache))
+                                       ratios=self.ratios, latency_cache=latencies, dropped=dropped)
             plan = search_plan(layers, prunable, table,
                                sparsity=None if self.latency_target else self.sparsity,
-                               latency_target=self.latency_target, seed=seed, **self.search_settings)
+                               latency_target=self.latency_target, seed=seed, latency_backend=latencies.backend,
+                               not_accelerated=dropped, **self.search_settings)
+            plan.search["latency_seconds"] = round(getattr(latencies, "seconds", 0.0), 3)
         self.map_seconds = time.perf_counter() - start
         plan.search["seconds"] = round(self.map_seconds, 3)
         return plan
+
+    def latency_table(self) -> Any:
+        """The per-layer latency table the search scores candidates with (see ``latency_backend``)."""
+        if self.latency_backend == "torch-gemm-proxy":
+            return lat.LatencyCache(self.latency_cache)
+        from compression.tvm_backend.latency_table import TVMLatencyTable
+
+        return TVMLatencyTable(self.latency_cache)
 
     def compress(self, model: nn.Module, source: ImageSource, **kw: Any):
         import os
@@ -332,9 +369,15 @@ class AutoCompressor:
         rt = active_runtime()  # inside a run: latency tables are cached in the run's cache directory
         cache_dir = kw.pop("cache_dir", None) or (rt.cache_dir if rt is not None else None)
         if self.latency_cache is None and cache_dir:
-            self.latency_cache = os.path.join(cache_dir, "latency", f"{lat.BACKEND}.json")
+            if self.latency_backend == "torch-gemm-proxy":
+                self.latency_cache = os.path.join(cache_dir, "latency", f"{lat.BACKEND}.json")
+            else:  # the deployment's own tuning database: the compile reuses the dense tile search
+                from compression.tvm_backend.backend import tuning_db_path
+
+                self.latency_cache = tuning_db_path(cache_dir)
         result = self.inner.compress(model, source, **kw)
         result.info["mapping"] = self.mapping
+        result.info["latency_backend"] = self.latency_backend
         result.info["latency_target"] = self.latency_target
         result.info["mapping_seconds"] = round(self.map_seconds, 3)
         return result

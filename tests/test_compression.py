@@ -194,7 +194,8 @@ def test_search_prefers_insensitive_layers_and_meets_target():
 
 def test_auto_search_on_a_real_model_plan_json_and_reproducible(vgg, source, tmp_path):
     cache = str(tmp_path / "latency.json")
-    comp = AutoCompressor(0.75, mapping="search", latency_cache=cache, ratios=(0.5, 0.75, 0.9), **FAST)
+    comp = AutoCompressor(0.75, mapping="search", latency_cache=cache, ratios=(0.5, 0.75, 0.9),
+                          latency_backend="torch-gemm-proxy", **FAST)  # the TVM table: tests/test_latency_table.py
     plan = comp.plan_for(vgg, source, seed=3, device="cpu")
     assert plan.search["predicted_sparsity"] >= 0.75 - 1e-9
     mapped = [l for l in plan.layers if l.latency_ms is not None]
@@ -202,7 +203,7 @@ def test_auto_search_on_a_real_model_plan_json_and_reproducible(vgg, source, tmp
     assert Plan.from_dict(json.loads(plan.to_json())).as_dict() == plan.as_dict()
     choices = [(l.name, l.scheme, l.sparsity) for l in plan.layers]
     again = AutoCompressor(0.75, mapping="search", latency_cache=cache, ratios=(0.5, 0.75, 0.9),
-                           **FAST).plan_for(vgg, source, seed=3, device="cpu")
+                           latency_backend="torch-gemm-proxy", **FAST).plan_for(vgg, source, seed=3, device="cpu")
     # same measured latency table (cached) + same seed -> the same plan
     assert choices == [(l.name, l.scheme, l.sparsity) for l in again.layers]
 
@@ -214,6 +215,8 @@ def test_auto_rejects_bad_settings():
         AutoCompressor(0.5, mapping="rule", latency_target=0.5)
     with pytest.raises(ConfigError):
         AutoCompressor(0.0, mapping="search")
+    with pytest.raises(ConfigError, match="tvm-kernels"):
+        AutoCompressor(0.5, mapping="search", latency_backend="guess")
 
 
 def test_artifacts_round_trip_and_tamper_detection(vgg, source, tmp_path):
