@@ -114,13 +114,10 @@ def stream_gbytes(target: dict, threads: int, *, megabytes: int = 256, repeat: i
     return 4.0 * n / seconds / 1e9
 
 
-@functools.lru_cache(maxsize=8)
-def _measure(target_json: str, threads: int, with_stream: bool) -> Peak:
-    import json
-
+def measure_peak(target: dict, threads: int = 2, *, with_stream: bool = True) -> Peak:
+    """Measure the FP32 FMA peak (and read bandwidth) now, at ``threads`` threads (a few seconds)."""
     from compression.tvm_backend.runtime import tvm_threads
 
-    target = json.loads(target_json)
     with tvm_threads(threads):
         per_shape = {f"{lanes}x{accs}": round(fma_gflops(target, threads, lanes, accs), 2)
                      for lanes, accs in FMA_SHAPES}
@@ -130,16 +127,23 @@ def _measure(target_json: str, threads: int, with_stream: bool) -> Peak:
     return Peak(threads, per_shape[best], lanes, accs, per_shape, bandwidth)
 
 
-def peak_gflops(target: dict, threads: int = 2, *, with_stream: bool = True) -> Peak:
-    """The calibrated FP32 peak (and read bandwidth) of this machine at ``threads`` threads.
+@functools.lru_cache(maxsize=8)
+def _memo(target_json: str, threads: int, with_stream: bool) -> Peak:
+    import json
 
-    Memoised per process and target: a few seconds the first time.  Like every
-    timing here it is a measurement under the current load: run it beside the
-    kernels it is compared with.
+    return measure_peak(json.loads(target_json), threads, with_stream=with_stream)
+
+
+def peak_gflops(target: dict, threads: int = 2, *, with_stream: bool = True) -> Peak:
+    """:func:`measure_peak`, memoised per process, target and thread count.
+
+    Like every timing here it is a measurement under the current load: run it
+    beside the kernels it is compared with (``measure_peak`` again afterwards
+    shows whether the load changed).
     """
     import json
 
-    return _measure(json.dumps(target, sort_keys=True), int(threads), bool(with_stream))
+    return _memo(json.dumps(target, sort_keys=True), int(threads), bool(with_stream))
 
 
 def achieved_fraction(macs: float, ms: float, peak: Peak) -> float:
