@@ -28,6 +28,8 @@ sparse_kernel          compiled with the compact (sparse) kernel
 no_sparsity            dense weights: nothing to skip
 too_dense              density rule without measurements: kept fraction too high
 slower_than_dense      the compact kernel was not faster than dense: a fallback
+default_lowering       depth-wise / linear layer: TVM's default lowering measured
+                       faster than our kernel, so it keeps that (not a fallback)
 =====================  =======================================================
 """
 
@@ -49,6 +51,7 @@ class LayerDecision(str, Enum):
     NO_SPARSITY = "no_sparsity"
     TOO_DENSE = "too_dense"
     SLOWER_THAN_DENSE = "slower_than_dense"
+    DEFAULT_LOWERING = "default_lowering"
 
     @property
     def counts_toward_sparsity(self) -> bool:

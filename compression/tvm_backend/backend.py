@@ -45,8 +45,14 @@ def tuning_db_path(cache_dir: str | None) -> str:
 
 
 def kernel_layer_names(model: torch.nn.Module, input_shape: tuple[int, int, int]) -> list[str]:
-    """Module names of the convs our kernels replace (every non-depth-wise conv), in graph order."""
-    return [l.name for l in list_layers(model, input_shape) if l.kind == "conv" and not l.depthwise]
+    """Module names of the layers the compiler counts as kernel layers, in graph order.
+
+    Every conv (regular and depth-wise: one constant-weight ``conv2d`` each)
+    and every Linear layer (one constant-weight ``matmul``):
+    :func:`compression.tvm_backend.compile.rewrite_convs` numbers exactly
+    these calls in graph order and names layer ``i`` ``names[i]``.
+    """
+    return [l.name for l in list_layers(model, input_shape) if l.kind in ("conv", "linear")]
 
 
 def _int_list(value: Any) -> tuple[int, ...]:

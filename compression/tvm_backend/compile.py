@@ -26,19 +26,42 @@ import torch
 
 from compression.decisions import LayerDecision
 from compression.tvm_backend.kernels import ConvSpec, conv_kernel, pack_weights, row_block_columns
-from compression.tvm_backend.tuning import Measured, TuningDB, best_tile
+from compression.tvm_backend.kernels_layers import (
+    DepthwiseSpec,
+    LinearSpec,
+    depthwise_kernel,
+    linear_kernel,
+    pack_depthwise,
+    pack_linear,
+    row_block_candidates,
+)
+from compression.tvm_backend.tuning import (
+    Measured,
+    TuningDB,
+    best_depthwise,
+    best_linear,
+    best_tile,
+    time_default_lowering,
+)
 
 PASS_CONFIG = {"tirx.disable_storage_rewrite": True}  # keeps accumulator tiles as stack allocations
 
 
 @dataclass
 class LayerChoice:
-    """What the compiler did with one conv call."""
+    """What the compiler did with one layer call (a conv, depth-wise conv or Linear layer).
+
+    ``kernel``: ``"sparse"`` | ``"dense"`` (row-block conv template),
+    ``"depthwise"`` / ``"linear"`` (templates of ``kernels_layers``) or
+    ``"tvm-default"`` (TVM's default lowering measured faster than ours).
+    ``measured``: every variant timed for the decision, ms by name (e.g.
+    ``dense/strided``, ``dense/phased``, ``kernel``, ``tvm-default``).
+    """
 
     index: int
     name: str
     shape: list[int]
-    kernel: str  # "sparse" | "dense"
+    kernel: str
     kept_columns: int
     total_columns: int
     tile: int
@@ -47,6 +70,11 @@ class LayerChoice:
     fused: list[str] = field(default_factory=list)
     reason: str = ""  # for people; code reads ``decision``
     decision: LayerDecision = LayerDecision.NO_SPARSITY
+    op: str = "conv"  # "conv" (groups == 1) | "depthwise" | "linear"
+    layout: str = "padded"  # conv input layout: "padded" (loads with the conv stride) | "phased" (stride phases)
+    params: dict[str, int] = field(default_factory=dict)  # template parameters (tp / ot, rb)
+    default_ms: float | None = None  # TVM's default lowering of the same call (depth-wise, linear)
+    measured: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,7 +110,8 @@ def _const_array(expr) -> np.ndarray | None:
     return None
 
 
-def _conv_spec(call, weight: np.ndarray, batch: int, r: int, kk: int, relu: bool) -> ConvSpec | None:
+def _conv_spec(call, weight: np.ndarray, batch: int, r: int, kk: int, relu: bool,
+               relu6: bool = False) -> ConvSpec | None:
     attrs = call.attrs
     strides = [int(v) for v in attrs.strides]
     padding = [int(v) for v in attrs.padding]
@@ -96,49 +125,142 @@ def _conv_spec(call, weight: np.ndarray, batch: int, r: int, kk: int, relu: bool
     if shape[1] != ci:
         return None
     return ConvSpec(n=batch, ci=ci, h=shape[2], w=shape[3], co=co, kh=kh, kw=kw, pad=padding[0],
-                    stride=strides[0], r=r, kk=kk, relu=relu)
+                    stride=strides[0], r=r, kk=kk, relu=relu or relu6, relu6=relu6)
+
+
+def _depthwise_spec(call, weight: np.ndarray, batch: int, act: str) -> DepthwiseSpec | None:
+    """The spec of a depth-wise conv call (``groups == Ci == Co``, square kernel), else None."""
+    attrs = call.attrs
+    strides = [int(v) for v in attrs.strides]
+    padding = [int(v) for v in attrs.padding]
+    dilation = [int(v) for v in attrs.dilation]
+    shape = [int(v) for v in call.args[0].ty.shape]
+    if len(shape) != 4 or weight.ndim != 4:
+        return None
+    co, one, kh, kw = weight.shape
+    groups = int(attrs.groups)
+    if not (groups == shape[1] == co and one == 1 and kh == kw) or dilation != [1, 1]:
+        return None
+    if strides[0] != strides[1] or len(set(padding)) != 1 or shape[0] != batch:
+        return None
+    if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
+        return None
+    return DepthwiseSpec(batch, co, shape[2], shape[3], kh, padding[0], strides[0], act)
+
+
+def _linear_spec(call, weight: np.ndarray, act: str) -> LinearSpec | None:
+    """The spec of ``matmul(x [N, I], W [I, O])`` with a constant 2-D weight, else None."""
+    shape = [int(v) for v in call.args[0].ty.shape]
+    if len(shape) != 2 or weight.ndim != 2 or shape[1] != weight.shape[0]:
+        return None
+    if str(call.ty.dtype) != "float32" or weight.dtype != np.float32:
+        return None
+    return LinearSpec(shape[0], shape[1], int(weight.shape[1]), act)
+
+
+def _op_name(value) -> str:
+    op = getattr(value, "op", None)
+    return getattr(op, "name", "") if op is not None else ""
+
+
+def _is_relu6(value) -> bool:
+    """``clip(x, 0, 6)`` (how ``nn.ReLU6`` / ``F.relu6`` arrive in Relax)."""
+    if _op_name(value) != "relax.clip" or len(value.args) != 3:
+        return False
+    try:
+        return float(value.args[1].value) == 0.0 and float(value.args[2].value) == 6.0
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def _find_chains(func) -> tuple[dict, dict]:
-    """Map conv var -> (bias const or None, relu?, last var of the chain) and users per var."""
+    """Map kernel-layer var -> its fusable chain, and each var's value.
+
+    A chain starts at ``conv2d(x, W)`` (any groups) or ``matmul(x, W)`` with
+    a constant weight, then takes a following bias ``add`` (constant of the
+    channel axis' shape) and then ``relu`` or ``clip(0, 6)`` when each is the
+    only user of the value before it.  Entry: ``kind`` ("conv" | "linear"),
+    ``bias`` (array or None), ``relu``, ``act`` ("none" | "relu" | "relu6"),
+    ``last`` (var of the chain's result), ``vars`` (every var of the chain,
+    head first) and ``fused`` (names of the fused steps).
+    """
     from tvm import relax
 
     bindings = [b for block in func.body.blocks for b in block.bindings]
     users: dict[Any, list] = {}
     value_of: dict[Any, Any] = {}
+
+    def use(var, user) -> None:
+        users.setdefault(var, []).append(user)
+
     for b in bindings:
         value_of[b.var] = b.value
-        for arg in getattr(b.value, "args", []) or []:
+        args = getattr(b.value, "args", None)
+        if args is None and isinstance(b.value, relax.Tuple):
+            args = b.value.fields
+        if args is None and isinstance(b.value, relax.TupleGetItem):
+            args = [b.value.tuple_value]
+        if args is None and isinstance(b.value, relax.Var):
+            args = [b.value]
+        for arg in args or []:
             if isinstance(arg, relax.Var):
-                users.setdefault(arg, []).append(b)
-    # the function output also uses vars
+                use(arg, b)
+    result = func.body.body
+    for arg in (result.fields if isinstance(result, relax.Tuple) else [result]):
+        if isinstance(arg, relax.Var):
+            use(arg, None)  # the function's output is a user that cannot be fused
+
+    def only_user(var, op: str):
+        u = users.get(var, [])
+        if len(u) == 1 and u[0] is not None and _op_name(u[0].value) == op:
+            return u[0]
+        return None
+
     chains = {}
     for b in bindings:
         v = b.value
-        if not (isinstance(v, relax.Call) and getattr(v.op, "name", "") == "relax.nn.conv2d"):
+        name = _op_name(v)
+        if name not in ("relax.nn.conv2d", "relax.matmul") or len(v.args) < 2:
             continue
         if _const_array(v.args[1]) is None:
             continue
-        last, bias, relu, fused = b.var, None, False, []
-        u = users.get(last, [])
-        if len(u) == 1 and getattr(u[0].value.op, "name", "") == "relax.add":
-            other = [a for a in u[0].value.args if not a.same_as(last)]
+        kind = "conv" if name == "relax.nn.conv2d" else "linear"
+        out_shape = [int(d) for d in v.ty.shape]
+        channels = out_shape[1] if kind == "conv" else out_shape[-1]
+        ok_bias_shapes = ({(1, channels, 1, 1), (channels, 1, 1)} if kind == "conv"
+                          else {(channels,), (1, channels)})
+        last, bias, act, fused, chain_vars = b.var, None, "none", [], [b.var]
+        add = only_user(last, "relax.add")
+        if add is not None:
+            other = [a for a in add.value.args if not a.same_as(last)]
             arr = _const_array(other[0]) if len(other) == 1 else None
-            if arr is not None and arr.size == int(v.ty.shape[1]):
-                bias, last = arr.reshape(-1), u[0].var
+            if arr is not None and tuple(arr.shape) in ok_bias_shapes:
+                bias, last = arr.reshape(-1).astype(np.float32), add.var
+                chain_vars.append(last)
                 fused.append("bias")
-                u = users.get(last, [])
-                if len(u) == 1 and getattr(u[0].value.op, "name", "") == "relax.nn.relu":
-                    relu, last = True, u[0].var
-                    fused.append("relu")
-        chains[b.var] = {"bias": bias, "relu": relu, "last": last, "fused": fused}
+        u = users.get(last, [])
+        if len(u) == 1 and u[0] is not None and (_op_name(u[0].value) == "relax.nn.relu" or _is_relu6(u[0].value)):
+            act = "relu" if _op_name(u[0].value) == "relax.nn.relu" else "relu6"
+            last = u[0].var
+            chain_vars.append(last)
+            fused.append(act)
+        chains[b.var] = {"kind": kind, "bias": bias, "relu": act != "none", "act": act, "last": last,
+                         "vars": chain_vars, "fused": fused}
     return chains, value_of
 
 
 def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, names: list[str] | None = None,
                   allow_sparse: bool = True, min_gain: float = 1.0, measure: bool = True,
-                  sparse_threshold: float = 0.7):
-    """Replace conv chains by our kernels; returns ``(mod, [LayerChoice])``."""
+                  sparse_threshold: float = 0.7, other_layers: bool = True):
+    """Replace conv / depth-wise / linear chains by our kernels; returns ``(mod, [LayerChoice])``.
+
+    Every constant-weight conv2d and matmul counts as one kernel layer in
+    graph order (its ``index``; ``names[index]`` names it -- see
+    :func:`compression.tvm_backend.backend.kernel_layer_names`).
+    ``other_layers=False`` lowers only the ``groups == 1`` convs (the
+    depth-wise convs and Linear layers keep TVM's default lowering, no
+    choice recorded) -- the behaviour before those kernels existed.
+    """
     from tvm import relax
 
     func = mod["main"]
@@ -163,52 +285,57 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                 return super().visit_var_binding_(binding)
             call = binding.value
             weight = _const_array(call.args[1])
-            choice, new_value = self._lower(call, weight, info)
-            if new_value is None:
-                return super().visit_var_binding_(binding)
-            choices.append(choice)
-            x = self.visit_expr(call.args[0])
-            out = self.builder_.emit(new_value(x))
-            y = self.builder_.emit(relax.TupleGetItem(out, 2))
-            # drop the fused add / relu bindings and send their uses to y
-            chain_vars = []
-            if not info["last"].same_as(binding.var):
-                chain_vars.append(info["last"])
-            self.skip.extend(chain_vars)
-            self.set_var_remap(binding.var, y)
-            self.set_var_remap(info["last"], y)
-            for v in self._intermediate(binding.var, info):
-                self.skip.append(v)
-                self.set_var_remap(v, y)
-
-        def _intermediate(self, start, info):
-            out = []
-            if info["fused"] == ["bias", "relu"]:
-                # the add between conv and relu
-                for b in [bb for blk in func.body.blocks for bb in blk.bindings]:
-                    if getattr(b.value, "op", None) is not None and getattr(b.value.op, "name", "") == "relax.add" \
-                            and any(a.same_as(start) for a in b.value.args):
-                        out.append(b.var)
-            return out
-
-        def _lower(self, call, weight, info):
             idx = self.index
             self.index += 1
-            name = names[idx] if names and idx < len(names) else f"conv{idx}"
+            name = names[idx] if names and idx < len(names) else f"{'linear' if info['kind'] == 'linear' else 'conv'}{idx}"
+            if info["kind"] == "linear":
+                choice, new_value = self._lower_linear(idx, name, call, weight, info)
+            elif int(call.attrs.groups) == 1:
+                choice, new_value = self._lower_conv(idx, name, call, weight, info)
+            else:
+                choice, new_value = self._lower_depthwise(idx, name, call, weight, info)
+            if choice is not None:
+                choices.append(choice)
+            if new_value is None:
+                return super().visit_var_binding_(binding)
+            x = self.visit_expr(call.args[0])
+            out = self.builder_.emit(new_value(x))
+            y = self.builder_.emit(relax.TupleGetItem(out, len(out.ty.fields) - 1))
+            # drop the fused add / activation bindings and send their uses to y
+            for v in info["vars"]:
+                if not v.same_as(binding.var):
+                    self.skip.append(v)
+                self.set_var_remap(v, y)
+
+        def _lower_conv(self, idx, name, call, weight, info):
             cols = row_block_columns(weight, r) if allow_sparse else None
             total = int(np.prod(weight.shape[1:]))
             kk = total if cols is None else int(cols.shape[1])
-            dense_spec = _conv_spec(call, weight, batch, r, total, info["relu"])
+            relu6 = info["act"] == "relu6"
+            dense_spec = _conv_spec(call, weight, batch, r, total, info["act"] == "relu", relu6)
             if dense_spec is None:
                 return None, None
-            if not measure:  # cross-compilation: nothing to time here, use a density rule
-                dense = Measured(16, float("nan"))
-            else:
-                dense = best_tile(dense_spec, target, db, sparse=False)
+            layouts = (False, True) if dense_spec.stride > 1 else (False,)
+            measured: dict[str, float] = {}
+
+            def fastest(spec: ConvSpec, sparse: bool) -> tuple[Measured, bool]:
+                """Best tile over the layouts; the stride-phase layout for stride > 1 without measurements."""
+                if not measure:  # cross-compilation: nothing to time here
+                    return Measured(16, float("nan")), dense_spec.stride > 1
+                best = None
+                for phased in layouts:
+                    m = best_tile(spec, target, db, sparse=sparse, phased=phased)
+                    measured[f"{'sparse' if sparse else 'dense'}/{'phased' if phased else 'padded'}"] = round(m.ms, 5)
+                    if best is None or m.ms < best[0].ms:
+                        best = (m, phased)
+                return best
+
+            dense, dense_phased = fastest(dense_spec, False)
             kernel, spec, tile, sparse_ms, reason = "dense", dense_spec, dense.tp, None, "dense weights"
+            phased = dense_phased
             decision = LayerDecision.NO_SPARSITY
             if cols is not None and kk < total:
-                sparse_spec = _conv_spec(call, weight, batch, r, kk, info["relu"])
+                sparse_spec = _conv_spec(call, weight, batch, r, kk, info["act"] == "relu", relu6)
                 if not measure:
                     if kk < sparse_threshold * total:
                         kernel, spec, tile, reason = "sparse", sparse_spec, 16, "kept fraction below threshold"
@@ -216,26 +343,98 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                     else:
                         reason, decision = "kept fraction too high: dense", LayerDecision.TOO_DENSE
                 else:
-                    sparse = best_tile(sparse_spec, target, db, sparse=True)
+                    sparse, sparse_phased = fastest(sparse_spec, True)
                     sparse_ms = sparse.ms
                     if sparse.ms * min_gain < dense.ms:
                         kernel, spec, tile, reason = "sparse", sparse_spec, sparse.tp, "compact kernel faster"
+                        phased = sparse_phased
                         decision = LayerDecision.SPARSE_KERNEL
                     else:
                         reason = "compact kernel not faster than dense: fallback"
                         decision = LayerDecision.SLOWER_THAN_DENSE
-            values, off, bias = pack_weights(weight, info["bias"], spec, cols if kernel == "sparse" else None)
+            values, off, bias = pack_weights(weight, info["bias"], spec, cols if kernel == "sparse" else None,
+                                             phased=phased)
             fname = f"conv_{kernel}_{idx}"
-            prim = conv_kernel(spec, tile).with_attr("global_symbol", fname)
+            prim = conv_kernel(spec, tile, phased=phased).with_attr("global_symbol", fname)
             gvar = self.builder_.add_func(prim, fname)
-            L = spec.scratch_len(tile)
-            pp = -(-spec.positions() // tile) * tile
+            L = spec.scratch_len(tile, phased)
+            pp = -(-spec.positions(phased) // tile) * tile
             out_sinfo = [relax.TensorType((spec.n, L), "float32"),
                          relax.TensorType((spec.n, spec.nb * spec.r, pp), "float32"),
                          relax.TensorType((spec.n, spec.co, spec.ho, spec.wo), "float32")]
             consts = [relax.const(values), relax.const(off), relax.const(bias)]
             choice = LayerChoice(idx, name, list(weight.shape), kernel, kk if kernel == "sparse" else total, total,
-                                 tile, sparse_ms, dense.ms, list(info["fused"]), reason, decision)
+                                 tile, sparse_ms, dense.ms, list(info["fused"]), reason, decision, op="conv",
+                                 layout="phased" if phased else "padded", params={"tp": int(tile)},
+                                 measured=measured)
+            return choice, (lambda x: relax.call_tir(gvar, [x, *consts], out_sinfo))
+
+        def _default_choice(self, idx, name, weight, info, op, total, ours: Measured, default_ms, params):
+            return LayerChoice(idx, name, list(weight.shape), "tvm-default", total, total, 0, None, ours.ms,
+                               list(info["fused"]), "TVM default lowering measured faster than our kernel",
+                               LayerDecision.DEFAULT_LOWERING, op=op, layout="", params=params,
+                               default_ms=default_ms,
+                               measured={"kernel": round(ours.ms, 5), "tvm-default": round(default_ms, 5)})
+
+        def _lower_depthwise(self, idx, name, call, weight, info):
+            if not other_layers:
+                return None, None
+            spec = _depthwise_spec(call, weight, batch, info["act"])
+            if spec is None:
+                return None, None
+            total = spec.k * spec.k
+            default_ms = None
+            if measure:
+                ours = best_depthwise(spec, target, db)
+                default_ms = time_default_lowering(spec, weight, info["bias"], target, db)
+                if default_ms < ours.ms:
+                    return self._default_choice(idx, name, weight, info, "depthwise", total, ours, default_ms,
+                                                {"tp": ours.tp}), None
+            else:
+                ours = Measured(16, float("nan"))
+            tp = ours.tp
+            wt, bias = pack_depthwise(weight, info["bias"])
+            fname = f"depthwise_{idx}"
+            gvar = self.builder_.add_func(depthwise_kernel(spec, tp).with_attr("global_symbol", fname), fname)
+            out_sinfo = [relax.TensorType((spec.n * spec.c, spec.scratch_len(tp)), "float32"),
+                         relax.TensorType((spec.n * spec.c, spec.padded_positions(tp)), "float32"),
+                         relax.TensorType((spec.n, spec.c, spec.ho, spec.wo), "float32")]
+            consts = [relax.const(wt), relax.const(bias)]
+            measured = {} if default_ms is None else {"kernel": round(ours.ms, 5), "tvm-default": round(default_ms, 5)}
+            choice = LayerChoice(idx, name, list(weight.shape), "depthwise", total, total, tp, None, ours.ms,
+                                 list(info["fused"]), "depth-wise kernel" + (" faster than TVM default" if measure
+                                                                             else " (not measured)"),
+                                 LayerDecision.NO_SPARSITY, op="depthwise", layout="phased" if spec.stride > 1
+                                 else "padded", params={"tp": int(tp)}, default_ms=default_ms, measured=measured)
+            return choice, (lambda x: relax.call_tir(gvar, [x, *consts], out_sinfo))
+
+        def _lower_linear(self, idx, name, call, weight, info):
+            if not other_layers:
+                return None, None
+            spec = _linear_spec(call, weight, info["act"])
+            if spec is None:
+                return None, None
+            default_ms = None
+            if measure:
+                ours, ot, rb = best_linear(spec, target, db)
+                default_ms = time_default_lowering(spec, weight, info["bias"], target, db)
+                if default_ms < ours.ms:
+                    return self._default_choice(idx, name, weight, info, "linear", spec.i, ours, default_ms,
+                                                {"ot": ot, "rb": rb}), None
+            else:
+                ours, ot, rb = Measured(16, float("nan")), 16, max(row_block_candidates(spec.n))
+            wp, bias = pack_linear(weight, info["bias"], ot)
+            fname = f"linear_{idx}"
+            gvar = self.builder_.add_func(linear_kernel(spec, ot, rb).with_attr("global_symbol", fname), fname)
+            out_sinfo = [relax.TensorType((spec.n, spec.n_tiles(ot) * ot), "float32"),
+                         relax.TensorType((spec.n, spec.o), "float32")]
+            consts = [relax.const(wp), relax.const(bias)]
+            measured = {} if default_ms is None else {"kernel": round(ours.ms, 5), "tvm-default": round(default_ms, 5)}
+            choice = LayerChoice(idx, name, [spec.o, spec.i], "linear", spec.i, spec.i, ot, None, ours.ms,
+                                 list(info["fused"]), "linear kernel" + (" faster than TVM default" if measure
+                                                                         else " (not measured)"),
+                                 LayerDecision.NO_SPARSITY, op="linear", layout="", params={"ot": ot, "rb": rb},
+                                 default_ms=default_ms, measured=measured)
             return choice, (lambda x: relax.call_tir(gvar, [x, *consts], out_sinfo))
 
     rewriter = Rewriter(mod)
@@ -248,8 +447,12 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
 
 def compile_model(model: torch.nn.Module, input_shape: tuple[int, int, int], target: dict, *, batch: int = 1,
                   db: TuningDB | None = None, allow_sparse: bool = True, names: list[str] | None = None,
-                  r: int = 8, measure: bool = True, min_gain: float = 1.0, exported: Any = None) -> CompileResult:
+                  r: int = 8, measure: bool = True, min_gain: float = 1.0, exported: Any = None,
+                  other_layers: bool = True) -> CompileResult:
     """Export, rewrite, tune and compile; returns the Relax executable and per-layer choices.
+
+    other_layers: also lower depth-wise convs and Linear layers to our
+    kernels (each only where it measures faster than TVM's default lowering).
 
     exported: ``export_relax(model, input_shape, batch)`` done already (the
     sparse and the dense build of one batch size share it; left unchanged).
@@ -261,7 +464,7 @@ def compile_model(model: torch.nn.Module, input_shape: tuple[int, int, int], tar
     mod = exported if exported is not None else export_relax(model, input_shape, batch)
     t_tune = time.perf_counter()
     mod, choices = rewrite_convs(mod, batch, target, db, r=r, names=names, allow_sparse=allow_sparse,
-                                 measure=measure, min_gain=min_gain)
+                                 measure=measure, min_gain=min_gain, other_layers=other_layers)
     tuning_seconds = time.perf_counter() - t_tune
     db.save()
     with tvm.transform.PassContext(opt_level=3, config=PASS_CONFIG):

@@ -1,5 +1,11 @@
 """Quick per-layer parameter search for our kernels, with an on-disk database.
 
+Also the searches of the depth-wise and Linear templates
+(:func:`best_depthwise`, :func:`best_linear`) and the time of TVM's default
+lowering of the same call (:func:`time_default_lowering`), all in the same
+database.  Stride-2 convs are also timed in the stride-phase layout
+(``best_tile(..., phased=True)``; keys of the strided layout are unchanged).
+
 For every conv call the search measures the template at a few tile sizes
 (``TP`` in {8, 16, 32}) for the compressed weights and for dense, on this
 machine, and keeps the fastest of each; the compressed kernel is used only if
@@ -22,6 +28,9 @@ import numpy as np
 from compression.tvm_backend.kernels import ConvSpec, conv_kernel
 
 TILE_CANDIDATES = (8, 16, 32)
+DEPTHWISE_TILES = (8, 16, 32, 64)
+LINEAR_TILES = (8, 16, 32)
+LINEAR_ROW_BLOCKS = (1, 4, 8)
 
 
 @dataclass
@@ -55,17 +64,30 @@ class TuningDB:
         self.entries = update_json(self.path, merge)["entries"]
 
 
-def _key(spec: ConvSpec, target: dict, sparse: bool) -> str:
+def _key(spec: ConvSpec, target: dict, sparse: bool, phased: bool = False) -> str:
     import tvm
 
-    return f"{tvm.__version__}|{json.dumps(target, sort_keys=True)}|{spec.key()}|{'sparse' if sparse else 'dense'}"
+    layout = "|phased" if phased and spec.stride > 1 else ""  # strided-layout keys stay as they were
+    return (f"{tvm.__version__}|{json.dumps(target, sort_keys=True)}|{spec.key()}|{'sparse' if sparse else 'dense'}"
+            f"{layout}")
 
 
-def time_kernel(spec: ConvSpec, tp: int, target: dict, *, repeats: int = 5, number: int = 5) -> float:
-    """Median milliseconds of one call of the template with random data."""
+def db_key(target: dict, *parts: str) -> str:
+    """A database key for the other kernels (depth-wise, linear, default lowering): version, target, parts."""
     import tvm
 
-    func = conv_kernel(spec, tp)
+    return "|".join([tvm.__version__, json.dumps(target, sort_keys=True), *parts])
+
+
+def time_kernel(spec: ConvSpec, tp: int, target: dict, *, repeats: int = 5, number: int = 5,
+                phased: bool = False) -> float:
+    """Median milliseconds of one call of the template with random data.
+
+    ``phased``: time the stride-phase layout instead (same for stride 1).
+    """
+    import tvm
+
+    func = conv_kernel(spec, tp, phased=phased)
     lib = compile_prim(func, target)
     rng = np.random.default_rng(0)
     dev = tvm.cpu()
@@ -74,14 +96,13 @@ def time_kernel(spec: ConvSpec, tp: int, target: dict, *, repeats: int = 5, numb
         rng.standard_normal((spec.nb, spec.kk, spec.r)).astype(np.float32),
         np.zeros((spec.nb, spec.kk), np.int32),  # replaced below by realistic offsets
         np.zeros(spec.nb * spec.r, np.float32),
-        np.zeros((spec.n, spec.scratch_len(tp)), np.float32),
-        np.zeros((spec.n, spec.nb * spec.r, -(-spec.positions() // tp) * tp), np.float32),
+        np.zeros((spec.n, spec.scratch_len(tp, phased)), np.float32),
+        np.zeros((spec.n, spec.nb * spec.r, -(-spec.positions(phased) // tp) * tp), np.float32),
         np.zeros((spec.n, spec.co, spec.ho, spec.wo), np.float32),
     ]
     # realistic gather offsets: sorted random kept columns per row-block
     cols = np.sort(np.stack([rng.permutation(spec.k_total)[: spec.kk] for _ in range(spec.nb)]), axis=1)
-    ci, rem = cols // (spec.kh * spec.kw), cols % (spec.kh * spec.kw)
-    args[2] = (ci * spec.hp * spec.wp + (rem // spec.kw) * spec.wp + rem % spec.kw).astype(np.int32)
+    args[2] = spec.column_offsets(cols, phased)
     tensors = [tvm.runtime.tensor(a, dev) for a in args]
     ev = lib.mod.time_evaluator("main", dev,
                                 number=number, repeat=repeats)
@@ -96,9 +117,45 @@ def compile_prim(func, target: dict):
 
 
 def best_tile(spec: ConvSpec, target: dict, db: TuningDB, *, sparse: bool,
-              candidates: tuple[int, ...] = TILE_CANDIDATES) -> Measured:
-    """Fastest tile size for ``spec`` (cached in ``db``)."""
-    key = _key(spec, target, sparse)
+              candidates: tuple[int, ...] = TILE_CANDIDATES, phased: bool = False) -> Measured:
+    """Fastest tile size for ``spec`` (cached in ``db``); ``phased``: the stride-phase layout."""
+    key = _key(spec, target, sparse, phased)
+    hit = db.entries.get(key)
+    if hit:
+        return Measured(int(hit["tp"]), float(hit["ms"]))
+    best: Measured | None = None
+    start = time.perf_counter()
+    for tp in candidates:
+        if tp > 2 * max(8, spec.positions(phased)) and best is not None:
+            continue  # tiles much wider than the feature map only add junk lanes
+        ms = time_kernel(spec, tp, target, phased=phased)
+        if best is None or ms < best.ms:
+            best = Measured(tp, ms)
+    assert best is not None
+    db.entries[key] = {"tp": best.tp, "ms": best.ms, "search_seconds": round(time.perf_counter() - start, 3)}
+    return best
+
+
+def _time_prim(func, shapes: list[tuple[int, ...]], target: dict) -> float:
+    """Median ms of a PrimFunc on random float32 arguments of ``shapes``."""
+    import tvm
+
+    lib = compile_prim(func, target)
+    rng = np.random.default_rng(0)
+    dev = tvm.cpu()
+    tensors = [tvm.runtime.tensor(rng.standard_normal(s).astype(np.float32), dev) for s in shapes]
+    start = time.perf_counter()
+    lib["main"](*tensors)
+    once = max(time.perf_counter() - start, 1e-6)
+    number = int(min(20, max(1, 0.05 / once)))
+    return float(np.median(lib.mod.time_evaluator("main", dev, number=number, repeat=5)(*tensors).results) * 1e3)
+
+
+def best_depthwise(spec, target: dict, db: TuningDB, candidates: tuple[int, ...] = DEPTHWISE_TILES) -> Measured:
+    """Fastest tile ``TP`` of the depth-wise template for ``spec`` (a ``DepthwiseSpec``; cached in ``db``)."""
+    from compression.tvm_backend.kernels_layers import depthwise_kernel
+
+    key = db_key(target, spec.key())
     hit = db.entries.get(key)
     if hit:
         return Measured(int(hit["tp"]), float(hit["ms"]))
@@ -106,10 +163,110 @@ def best_tile(spec: ConvSpec, target: dict, db: TuningDB, *, sparse: bool,
     start = time.perf_counter()
     for tp in candidates:
         if tp > 2 * max(8, spec.positions()) and best is not None:
-            continue  # tiles much wider than the feature map only add junk lanes
-        ms = time_kernel(spec, tp, target)
+            continue
+        shapes = [(spec.n, spec.c, spec.h, spec.w), (spec.c, spec.k * spec.k), (spec.c,),
+                  (spec.n * spec.c, spec.scratch_len(tp)), (spec.n * spec.c, spec.padded_positions(tp)),
+                  (spec.n, spec.c, spec.ho, spec.wo)]
+        ms = _time_prim(depthwise_kernel(spec, tp), shapes, target)
         if best is None or ms < best.ms:
             best = Measured(tp, ms)
     assert best is not None
     db.entries[key] = {"tp": best.tp, "ms": best.ms, "search_seconds": round(time.perf_counter() - start, 3)}
     return best
+
+
+def best_linear(spec, target: dict, db: TuningDB, tiles: tuple[int, ...] = LINEAR_TILES,
+                row_blocks: tuple[int, ...] = LINEAR_ROW_BLOCKS) -> tuple[Measured, int, int]:
+    """Fastest ``(OT, RB)`` of the Linear template for ``spec`` (a ``LinearSpec``; cached in ``db``).
+
+    Returns ``(Measured(tp=OT, ms), OT, RB)``; ``RB`` runs over the
+    ``row_blocks`` that divide the batch.
+    """
+    from compression.tvm_backend.kernels_layers import linear_kernel, row_block_candidates
+
+    key = db_key(target, spec.key())
+    hit = db.entries.get(key)
+    if hit:
+        return Measured(int(hit["ot"]), float(hit["ms"])), int(hit["ot"]), int(hit["rb"])
+    best: tuple[Measured, int, int] | None = None
+    start = time.perf_counter()
+    rbs = [rb for rb in row_blocks if rb in row_block_candidates(spec.n)] or [1]
+    for ot in tiles:
+        if ot > 2 * max(8, spec.o) and best is not None:
+            continue
+        for rb in rbs:
+            nt = spec.n_tiles(ot)
+            shapes = [(spec.n, spec.i), (nt, spec.i, ot), (nt * ot,), (spec.n, nt * ot), (spec.n, spec.o)]
+            ms = _time_prim(linear_kernel(spec, ot, rb), shapes, target)
+            if best is None or ms < best[0].ms:
+                best = (Measured(ot, ms), ot, rb)
+    assert best is not None
+    db.entries[key] = {"ot": best[1], "rb": best[2], "ms": best[0].ms,
+                       "search_seconds": round(time.perf_counter() - start, 3)}
+    return best
+
+
+def default_lowering_module(spec, weight: np.ndarray, bias: np.ndarray | None):
+    """A Relax module of one call as the model has it, for TVM's default lowering.
+
+    ``spec``: a ``DepthwiseSpec`` (``conv2d`` groups = C, weight ``[C, 1, k,
+    k]``) or a ``LinearSpec`` (``matmul`` with weight ``[I, O]``); then the
+    bias ``add`` and the activation (``relu`` / ``clip(0, 6)``) when present.
+    """
+    from tvm import relax
+
+    from compression.tvm_backend.kernels_layers import DepthwiseSpec
+
+    bb = relax.BlockBuilder()
+    if isinstance(spec, DepthwiseSpec):
+        x = relax.Var("x", relax.TensorType((spec.n, spec.c, spec.h, spec.w), "float32"))
+    else:
+        x = relax.Var("x", relax.TensorType((spec.n, spec.i), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            if isinstance(spec, DepthwiseSpec):
+                lv = bb.emit(relax.op.nn.conv2d(x, relax.const(weight.astype(np.float32)), strides=spec.stride,
+                                                padding=spec.pad, groups=spec.c, out_dtype="float32"))
+                shape = (1, spec.c, 1, 1)
+            else:
+                lv = bb.emit(relax.op.matmul(x, relax.const(weight.astype(np.float32)), out_dtype="float32"))
+                shape = (spec.o,)
+            if bias is not None:
+                lv = bb.emit(relax.op.add(lv, relax.const(np.asarray(bias, np.float32).reshape(shape))))
+            if spec.act == "relu":
+                lv = bb.emit(relax.op.nn.relu(lv))
+            elif spec.act == "relu6":
+                lv = bb.emit(relax.op.clip(lv, relax.PrimValue(0.0), relax.PrimValue(6.0)))
+            out = bb.emit_output(lv)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def time_default_lowering(spec, weight: np.ndarray, bias: np.ndarray | None, target: dict, db: TuningDB) -> float:
+    """Median ms of TVM's default lowering (``tvm.compile``, opt level 3) of one call (cached in ``db``).
+
+    Keyed by the spec and whether a bias is added (the weight values do not
+    change the time).
+    """
+    import tvm
+    from tvm import relax
+
+    key = db_key(target, spec.key(), "bias" if bias is not None else "nobias", "tvm-default")
+    hit = db.entries.get(key)
+    if hit:
+        return float(hit["ms"])
+    start = time.perf_counter()
+    mod = default_lowering_module(spec, weight, bias)
+    with tvm.transform.PassContext(opt_level=3):
+        exe = tvm.compile(mod, target=tvm.target.Target(target))
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(exe, dev)
+    shape = [int(d) for d in mod["main"].params[0].ty.shape]
+    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape).astype(np.float32), dev)
+    t0 = time.perf_counter()
+    vm["main"](x)
+    once = max(time.perf_counter() - t0, 1e-6)
+    number = int(min(20, max(1, 0.05 / once)))
+    ms = float(np.median(vm.time_evaluator("main", dev, number=number, repeat=5)(x).results) * 1e3)
+    db.entries[key] = {"ms": ms, "search_seconds": round(time.perf_counter() - start, 3)}
+    return ms
