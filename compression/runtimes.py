@@ -96,8 +96,14 @@ def tvm_kernel_ms(vm: Any, x: np.ndarray, repeat: int = REPEAT) -> float:
 
 
 def time_dense_runtimes(model: torch.nn.Module, input_shape: tuple[int, int, int], batch: int, *, threads: int,
-                        tvm_dense_vm: Any = None) -> dict[str, dict[str, float]]:
-    """``{runtime: {"p50", "p90"}}`` for torch eager, onnxruntime and (given its VM) TVM dense at ``batch``.
+                        tvm_dense_vm: Any = None, tvm_metaschedule_vm: Any = None) -> dict[str, dict[str, float]]:
+    """``{runtime: {"p50", "p90"}}`` for torch eager, onnxruntime and (given their VMs) TVM dense at ``batch``.
+
+    tvm_dense_vm: TVM dense with our kernel template, timed as ``"tvm-dense"``;
+    tvm_metaschedule_vm: TVM dense compiled with a MetaSchedule database
+    (:func:`compression.tvm_backend.metaschedule.compile_dense_tuned`), timed
+    as ``"tvm-metaschedule"``.  Both are timed through the Python call path,
+    with the kernel-only ``time_evaluator`` median as ``"kernel_ms"`` beside it.
 
     Runs in the calling process with ``threads`` threads for torch and ONNX
     Runtime (TVM's pool is set by the caller).  A runtime that fails here
@@ -119,6 +125,9 @@ def time_dense_runtimes(model: torch.nn.Module, input_shape: tuple[int, int, int
             out["onnxruntime"] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
     if tvm_dense_vm is not None:
         out["tvm-dense"] = {**median_ms(tvm_vm_call(tvm_dense_vm, x)), "kernel_ms": tvm_kernel_ms(tvm_dense_vm, x)}
+    if tvm_metaschedule_vm is not None:
+        out["tvm-metaschedule"] = {**median_ms(tvm_vm_call(tvm_metaschedule_vm, x)),
+                                   "kernel_ms": tvm_kernel_ms(tvm_metaschedule_vm, x)}
     return out
 
 

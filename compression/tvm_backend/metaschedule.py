@@ -325,13 +325,13 @@ def tune_dense(model: torch.nn.Module, input_shape: tuple[int, int, int], batch:
     staging.mkdir(parents=True)
     try:
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            extracted_tasks=tasks, work_dir=str(staging / "logs"),
+            extracted_tasks=tasks, work_dir=str(staging),
             strategy=ms.search_strategy.EvolutionarySearch(population_size=int(population_size)), seed=seed)
         per_iter = _num_trials_per_iter(int(trials), len(contexts))
         say(f"tuning {len(contexts)} tasks, {trials} trials ({per_iter} per iteration), key {key[:12]}")
         database = ms.database.JSONDatabase(work_dir=str(staging))
         t_tune = time.perf_counter()
-        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(staging / "logs"),
+        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(staging),
                       max_trials_global=int(trials), num_trials_per_iter=per_iter,
                       builder=ms.builder.LocalBuilder(max_workers=max_workers, timeout_sec=build_timeout,
                                                       f_build=_make_build()),
