@@ -78,7 +78,6 @@ def compare(models: list[str], batches: list[int], resolution: int, db_dir: Path
     import tvm
     from tvm import relax
 
-    from compression.backends.onnx_backend import export_onnx  # noqa: F401 - fail early if missing
     from compression.runtimes import median_ms, onnxruntime_call, torch_eager_call, tvm_kernel_ms, tvm_vm_call
     from compression.tvm_backend.backend import tuning_db_path
     from compression.tvm_backend.compile import compile_model

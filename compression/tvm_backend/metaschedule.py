@@ -286,7 +286,8 @@ def tune_dense(model: torch.nn.Module, input_shape: tuple[int, int, int], batch:
     ``work_dir`` is the database root (e.g. :func:`default_db_root`); the
     database goes to ``database_dir(work_dir, key)``.  When a database for the
     key exists already it is reused (``reused=True``, nothing tuned) unless
-    ``retune``.  The search runs MetaSchedule's evolutionary search with
+    ``retune``; a damaged one raises :class:`MetaScheduleDatabaseError`
+    (``retune=True`` replaces it).  The search runs MetaSchedule's evolutionary search with
     ``population_size`` candidates (TVM's default of 512 costs more search
     time than measuring on 2 cores), the gradient task scheduler, the XGBoost
     cost model and the local builder and runner (``max_workers`` build
