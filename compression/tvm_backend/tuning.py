@@ -236,7 +236,7 @@ def default_lowering_module(spec, weight: np.ndarray, bias: np.ndarray | None):
             if spec.act == "relu":
                 lv = bb.emit(relax.op.nn.relu(lv))
             elif spec.act == "relu6":
-                lv = bb.emit(relax.op.clip(lv, relax.PrimValue(0.0), relax.PrimValue(6.0)))
+                lv = bb.emit(relax.op.clip(lv, 0.0, 6.0))
             out = bb.emit_output(lv)
         bb.emit_func_output(out)
     return bb.get()
