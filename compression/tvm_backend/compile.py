@@ -370,7 +370,8 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
             return choice, (lambda x: relax.call_tir(gvar, [x, *consts], out_sinfo))
 
         def _default_choice(self, idx, name, weight, info, op, total, ours: Measured, default_ms, params):
-            return LayerChoice(idx, name, list(weight.shape), "tvm-default", total, total, 0, None, ours.ms,
+            shape = [int(weight.shape[1]), int(weight.shape[0])] if op == "linear" else list(weight.shape)  # [O, I]
+            return LayerChoice(idx, name, shape, "tvm-default", total, total, 0, None, ours.ms,
                                list(info["fused"]), "TVM default lowering measured faster than our kernel",
                                LayerDecision.DEFAULT_LOWERING, op=op, layout="", params=params,
                                default_ms=default_ms,
