@@ -55,6 +55,7 @@ from suite.core.sources.base import ImageSource
 
 MAPPINGS = ("rule", "search")
 LATENCY_BACKENDS = ("tvm-kernels", "torch-gemm-proxy")
+PROFILE_LATENCY_GRID = {"smoke": 4}  # TVM table: kept columns timed at K/4 steps in smoke runs (K/16 otherwise)
 DEFAULT_RATIOS = (0.5, 0.6, 0.7, 0.8, 0.875, 0.9, 0.95)
 DEFAULT_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("block", {"r": 8, "c": 16}),
@@ -242,8 +243,16 @@ def search_plan(layers: list[LayerInfo], prunable: set[str], table: dict[str, li
     while not feasible(select(hi)) and hi < 1e9:
         hi *= 4
     if not feasible(select(hi)):
-        raise ConfigError("target cannot be reached with the candidate schemes and ratios "
-                          f"(sparsity={sparsity}, latency_target={latency_target})")
+        if sparsity is not None:
+            reach = sum(max(c.pruned for c in table[n]) for n in names) / total_w
+        else:
+            reach = sum(min(c.latency_ms for c in table[n]) for n in names) / dense_lat
+        dropped = sum((not_accelerated or {}).values())
+        raise ConfigError(f"target cannot be reached with the candidate schemes and ratios (sparsity={sparsity}, "
+                          f"latency_target={latency_target}; best reachable "
+                          f"{'sparsity' if sparsity is not None else 'latency fraction'} {reach:.3f}"
+                          + (f"; {dropped} candidates left out as not faster than dense on {latency_backend}"
+                             if dropped else "") + ")")
     for _ in range(60):
         mid = 0.5 * (lo + hi)
         if feasible(select(mid)):
@@ -333,6 +342,7 @@ class AutoCompressor:
         self.sparsity = float(sparsity)
         self.map_seconds = 0.0
         self.table: Any = None  # the latency table of the last search
+        self.profile = "default"  # the run profile of the last compress() (sets the TVM table's grid)
 
     def plan_for(self, model: nn.Module, source: ImageSource, *, seed: int, device: str) -> Plan:
         start = time.perf_counter()
@@ -359,13 +369,14 @@ class AutoCompressor:
         """The per-layer latency table the search scores candidates with (see ``latency_backend``)."""
         if self.latency_backend == "torch-gemm-proxy":
             return lat.LatencyCache(self.latency_cache)
-        from compression.tvm_backend.latency_table import TVMLatencyTable
+        from compression.tvm_backend.latency_table import GRID, TVMLatencyTable
 
-        return TVMLatencyTable(self.latency_cache)
+        return TVMLatencyTable(self.latency_cache, grid=PROFILE_LATENCY_GRID.get(self.profile, GRID))
 
     def compress(self, model: nn.Module, source: ImageSource, **kw: Any):
         import os
 
+        self.profile = str(kw.get("profile", "default"))
         rt = active_runtime()  # inside a run: latency tables are cached in the run's cache directory
         cache_dir = kw.pop("cache_dir", None) or (rt.cache_dir if rt is not None else None)
         if self.latency_cache is None and cache_dir:

@@ -247,7 +247,9 @@ def test_artifacts_round_trip_and_tamper_detection(vgg, source, tmp_path):
 
 @pytest.mark.parametrize("compress, extra", [
     ("block", []), ("filter", []), ("pas", []), ("auto", ["--mapping", "rule"]),
-    ("auto", ["--mapping", "search", "--compress-args", "ratios=0.5:0.75:0.9"]), ("nm", []),
+    # the proxy table here (tiny smoke layers time in microseconds on TVM); the TVM table: tests/test_latency_table.py
+    ("auto", ["--mapping", "search", "--compress-args", "ratios=0.5:0.75:0.9,latency_backend=torch-gemm-proxy"]),
+    ("nm", []),
 ])
 def test_run_records_compression_and_reloads_artifacts(compress, extra, tmp_path, cache_dir, capsys):
     from suite.app.cli import main

@@ -97,3 +97,11 @@ def test_search_on_the_tvm_table_never_picks_a_scheme_slower_than_dense(tiny, so
                                                                       for l in plan.layers]
     assert plan2.search["latency_seconds"] < plan.search["latency_seconds"]
     assert again.table.kernels_timed == 0
+
+
+def test_an_unreachable_target_names_what_the_tvm_table_left_out(tiny, source, tmp_path):
+    from suite.core.errors import ConfigError
+
+    comp = AutoCompressor(0.97, mapping="search", latency_cache=str(tmp_path / "db.json"), ratios=(0.5,), epochs=1)
+    with pytest.raises(ConfigError, match="best reachable sparsity"):
+        comp.plan_for(tiny, source, seed=0, device="cpu")

@@ -51,7 +51,7 @@ class TVMLatencyTable:
     drops_unaccelerated = True  # a candidate not faster than dense here is one the compiler runs dense
 
     def __init__(self, db_path: str | None, *, threads: int = 2, batch: int = 1, r: int = 8,
-                 target: dict[str, Any] | None = None) -> None:
+                 target: dict[str, Any] | None = None, grid: int = GRID) -> None:
         from compression.tvm_backend.target import host_target_dict
         from compression.tvm_backend.tuning import TuningDB
 
@@ -59,6 +59,7 @@ class TVMLatencyTable:
         self.threads = int(threads)
         self.batch = int(batch)
         self.r = int(r)
+        self.grid_points = max(1, int(grid))
         self.target = dict(target) if target else host_target_dict(self.threads)
         self.proxy = torch_latency.LatencyCache(None)
         self.seconds = 0.0  # time spent measuring (cache misses)
@@ -107,9 +108,9 @@ class TVMLatencyTable:
         return self._dense(layer, repeats)[0]
 
     def grid(self, layer: LayerInfo) -> list[int]:
-        """Kept-column counts at which the compact kernel of ``layer`` is timed: ``ceil(K * j / GRID)``."""
-        k = layer.cols
-        return sorted({max(1, -(-k * j // GRID)) for j in range(1, GRID + 1)})
+        """Kept-column counts at which the compact kernel of ``layer`` is timed: ``ceil(K * j / grid)``."""
+        k, g = layer.cols, self.grid_points
+        return sorted({max(1, -(-k * j // g)) for j in range(1, g + 1)})
 
     def sparse_ms(self, layer: LayerInfo, kept: int, repeats: int = 5) -> float:
         """The row-block kernel with ``kept`` columns per row-block, ``kept`` rounded up to the grid.
