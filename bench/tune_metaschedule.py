@@ -90,7 +90,8 @@ def compare(models: list[str], batches: list[int], resolution: int, db_dir: Path
     target = host_target_dict(THREADS)
     shape = (3, resolution, resolution)
     rows = []
-    tmp = Path(tempfile.mkdtemp(prefix="tune_ms_"))
+    tmp_dir = tempfile.TemporaryDirectory(prefix="tune_ms_")
+    tmp = Path(tmp_dir.name)
     for arch in models:
         model = build_model(arch, num_classes=10, width=1.0, in_channels=3).eval()
         for batch in batches:
@@ -127,6 +128,7 @@ def compare(models: list[str], batches: list[int], resolution: int, db_dir: Path
                    "max_abs_diff_vs_torch": diffs}
             rows.append(row)
             print(json.dumps(row), flush=True)
+    tmp_dir.cleanup()
     return rows
 
 
