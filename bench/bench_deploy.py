@@ -12,7 +12,8 @@ weights and slightly randomised BatchNorm statistics (so BN folding is not a
 no-op); latency needs no training.  Compressed models are the same weights with
 masks applied in place: ``block`` = ``make_scheme("block", r=8, c=16)`` on
 every prunable layer (first conv and classifier stay dense); ``auto`` =
-``AutoCompressor(s, mapping="search")`` plan (made on ``digits-photo32``),
+``AutoCompressor(s, mapping="search")`` plan (made on ``digits-photo32``, sensitivities on
+64 validation images: the weights are random, so only the latency side of the plan means anything),
 each planned layer masked with its own scheme and settings.
 
 Timing: after compile and warm-up, the five variants of a row are timed in
@@ -133,6 +134,7 @@ def block_masks(model: torch.nn.Module, shape, sparsity: float) -> dict[str, tor
 
 _SOURCE = None
 _TABLES: dict[str, Any] = {}
+_TUNING_DB: str | None = None  # the run's tuning database (the planner's TVM latency table is kept there too)
 
 
 def auto_masks(model: torch.nn.Module, sparsity: float) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -148,7 +150,7 @@ def auto_masks(model: torch.nn.Module, sparsity: float) -> tuple[dict[str, torch
         _SOURCE = load_embedded("digits-photo32")
     from compression.tvm_backend.backend import tuning_db_path
 
-    cache = tuning_db_path(default_cache_dir())  # the planner's TVM latency table lives in the tuning database
+    cache = _TUNING_DB or tuning_db_path(default_cache_dir())  # the planner's TVM latency table lives there
     start = time.perf_counter()
     # The candidate table (per-layer latency + sensitivity of every scheme/ratio) does not depend on the
     # target sparsity and is deterministic for fixed weights and data: compute it once per model and let
@@ -163,7 +165,7 @@ def auto_masks(model: torch.nn.Module, sparsity: float) -> tuple[dict[str, torch
     threads = torch.get_num_threads()
     mapping.measure_candidates, _ = memo, torch.set_num_threads(1)
     try:
-        plan = AutoCompressor(sparsity, mapping="search", latency_cache=cache).plan_for(
+        plan = AutoCompressor(sparsity, mapping="search", latency_cache=cache, sensitivity_images=64).plan_for(
             model, _SOURCE, seed=0, device="cpu")
     finally:
         mapping.measure_candidates = original
@@ -418,6 +420,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="vgg16, sparsity 0.8, block, batch 1")
     p.add_argument("--fresh", action="store_true", help="re-measure rows already in --out (other rows are kept)")
     p.add_argument("--tolerance", type=float, default=0.03, help="timing noise allowed in the no-slowdown check")
+    p.add_argument("--tuning-db", default=None,
+                   help="kernel tuning database (default: the suite cache's); a new file makes every per-layer "
+                        "kernel choice and the planner's latency table on this run's machine state")
     args = p.parse_args()
     if args.quick:
         args.models, args.sparsities, args.schemes, args.batches = "vgg16", "0.8", "block", "1"
@@ -441,7 +446,7 @@ def main() -> None:
 
     shape = (3, args.resolution, args.resolution)
     target = host_target_dict(THREADS)
-    db = TuningDB(tuning_db_path(None))
+    db = TuningDB(args.tuning_db or tuning_db_path(None))
     out = Path(args.out)
     rows = load_rows(out)
     done = set() if args.fresh else {row_key(r) for r in rows}
@@ -463,6 +468,8 @@ def main() -> None:
         model = build(arch)
         names = conv_names(model, shape)
         mask_cache: dict[tuple, tuple] = {}
+        global _TUNING_DB
+        _TUNING_DB = db.path
         for batch in batches:
             todo_b = [k for k in todo if k[1] == batch]
             if not todo_b:

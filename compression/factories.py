@@ -16,6 +16,7 @@ from suite.core.settings import Field
 AUTO_FIELDS = {"mapping": Field("rule", str), "latency_target": Field(None, float, optional=True),
                "latency_cache": Field(None, str, optional=True), "ratios": Field(None, object),
                "latency_backend": Field("tvm-kernels", str, doc="tvm-kernels | torch-gemm-proxy"),
+               "sensitivity_images": Field(None, int, optional=True, doc="validation images per sensitivity (256)"),
                **{k: Field(None, object) for k in ("gamma", "max_ratio", "punch_min_channels", "generations", "beta")}}
 
 

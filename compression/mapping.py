@@ -330,6 +330,9 @@ class AutoCompressor:
         self.rule_settings = {k: settings.pop(k) for k in list(settings) if k in ("gamma", "max_ratio",
                                                                               "punch_min_channels")}
         self.search_settings = {k: settings.pop(k) for k in list(settings) if k in ("generations", "beta")}
+        self.sensitivity_images = int(settings.pop("sensitivity_images", None) or 256)
+        if self.sensitivity_images < 1:
+            raise ConfigError(f"sensitivity_images must be >= 1, got {self.sensitivity_images}")
         ratios = settings.pop("ratios", None)
         if isinstance(ratios, str):
             ratios = [float(v) for v in ratios.split(":")]
@@ -355,7 +358,8 @@ class AutoCompressor:
             latencies = self.table = self.latency_table()
             dropped: dict[str, int] = {}
             table = measure_candidates(model, [l for l in layers if l.name in prunable], source, device=device,
-                                       ratios=self.ratios, latency_cache=latencies, dropped=dropped)
+                                       ratios=self.ratios, latency_cache=latencies, dropped=dropped,
+                                       max_images=self.sensitivity_images)
             plan = search_plan(layers, prunable, table,
                                sparsity=None if self.latency_target else self.sparsity,
                                latency_target=self.latency_target, seed=seed, latency_backend=latencies.backend,

@@ -6,7 +6,8 @@ would run.  The answer here is the compiler's own: the candidate's real mask
 is packed the way :mod:`compression.tvm_backend.compile` packs it (kept GEMM
 columns per row-block of ``r`` filters; ``row_block_columns``), and the
 row-block gather kernel with that many kept columns is compiled and timed at
-batch 1 on the host target, with ``threads`` TVM threads -- beside the dense
+batch 1 on the host target (stride-2 convs in the stride-phase layout, which
+the compiler prefers there), with ``threads`` TVM threads -- beside the dense
 version of the same kernel template for that layer.  So a scheme whose zeros
 do not line up across the ``r`` filters of a row-block (most ``pattern``,
 ``nm`` and ``unstructured`` masks) measures as slow as dense, and the planner
@@ -95,14 +96,15 @@ class TVMLatencyTable:
             return self.proxy.measure(layer, "dense", 0.0, {}, repeats), 0
         start = time.perf_counter()
         with tvm_threads(self.threads):
-            best = best_tile(spec, self.target, self.db, sparse=False)  # cached in the tuning database
+            best = best_tile(spec, self.target, self.db, sparse=False,  # cached in the tuning database
+                             phased=spec.stride > 1)
         self.seconds += time.perf_counter() - start
         return float(best.ms), int(best.tp)
 
     def _key(self, spec, kind: str) -> str:
         from compression.tvm_backend.tuning import _key
 
-        return _key(spec, self.target, kind == "sparse")
+        return _key(spec, self.target, kind == "sparse", spec.stride > 1)
 
     def dense_ms(self, layer: LayerInfo, repeats: int = 5) -> float:
         return self._dense(layer, repeats)[0]
@@ -135,7 +137,7 @@ class TVMLatencyTable:
         if key not in self.db.entries:
             start = time.perf_counter()
             with tvm_threads(self.threads):
-                ms = time_kernel(spec, tp, self.target, repeats=repeats)
+                ms = time_kernel(spec, tp, self.target, repeats=repeats, phased=spec.stride > 1)
             self.db.entries[key] = {"tp": tp, "ms": ms}
             self.seconds += time.perf_counter() - start
             self.kernels_timed += 1
