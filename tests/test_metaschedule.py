@@ -160,3 +160,19 @@ def test_dense_runtimes_time_a_metaschedule_vm(target):
     entry = got["tvm-metaschedule"]
     assert 0 < entry["p50"] <= entry["p90"] and entry["kernel_ms"] > 0
     assert best_dense(got)[1] == min(t["p50"] for t in got.values())
+
+
+def test_the_tvm_backend_times_a_stored_metaschedule_build_and_skips_it_when_none(tmp_path, tiny_key, monkeypatch):
+    from compression.tvm_backend.backend import TVMBackend
+    from compression.tvm_backend.metaschedule import database_dir, default_db_root
+
+    _no_tuning(monkeypatch)
+    backend = TVMBackend(threads=1, cache_dir=str(tmp_path))
+    assert backend._metaschedule_vm(_tiny(), SHAPE, 1) is None  # nothing stored: no export, no tuning
+    _write_db(database_dir(default_db_root(str(tmp_path)), tiny_key), tiny_key)
+    vm = backend._metaschedule_vm(_tiny(), SHAPE, 1)
+    assert vm is not None
+    from compression.runtimes import time_dense_runtimes
+
+    runtimes = time_dense_runtimes(_tiny(), SHAPE, 1, threads=1, tvm_metaschedule_vm=vm)
+    assert runtimes["tvm-metaschedule"]["p50"] > 0

@@ -169,7 +169,9 @@ class TVMBackend:
         sha256-checked by its manifest) and times, per compiled batch size,
         the call path (numpy in, logits out: ``p50`` / ``p90`` ms) and the
         kernels alone (``kernel_ms``, ``time_evaluator``); then torch eager,
-        ONNX Runtime and TVM dense (our template, every conv dense) on the
+        ONNX Runtime, TVM dense (our template, every conv dense) and, when a
+        MetaSchedule database for the dense model is stored
+        (``bench/tune_metaschedule.py``), TVM dense with MetaSchedule, on the
         same batches (:mod:`compression.runtimes`).  Returns ``latency_ms``
         (smallest batch), ``latency_ms_by_batch`` (the others),
         ``dense_latency_ms`` / ``speedup_vs_dense`` (TVM dense at batch 1, as
@@ -201,7 +203,8 @@ class TVMBackend:
                 else:
                     out.setdefault("latency_ms_by_batch", {})[str(batch)] = entry
                 runtimes = time_dense_runtimes(model, input_shape, batch, threads=self.threads,
-                                               tvm_dense_vm=dense_vm if batch == 1 else None)
+                                               tvm_dense_vm=dense_vm if batch == 1 else None,
+                                               tvm_metaschedule_vm=self._metaschedule_vm(model, input_shape, batch))
                 out["dense_runtimes"][str(batch)] = runtimes
                 name, ms = best_dense(runtimes)
                 facts = {"best_dense_runtime": name, "best_dense_latency_ms": ms,
@@ -214,6 +217,20 @@ class TVMBackend:
                     out["dense_latency_ms"] = runtimes["tvm-dense"]["p50"]
                     out["speedup_vs_dense"] = round(out["dense_latency_ms"] / entry["p50"], 3)
         return out
+
+
+    def _metaschedule_vm(self, model: torch.nn.Module, input_shape: tuple[int, int, int], batch: int) -> Any:
+        """The dense model built with its stored MetaSchedule database (None when none is stored; never tunes)."""
+        import tvm
+        from tvm import relax
+
+        from compression.tvm_backend.metaschedule import compile_dense_tuned, default_db_root
+
+        root = default_db_root(self.cache_dir)
+        if not root.is_dir() or not any(root.iterdir()):
+            return None  # nothing tuned on this machine: skip the export that computing the key needs
+        exe = compile_dense_tuned(model, input_shape, batch, self.target, db_dir=root)
+        return None if exe is None else relax.VirtualMachine(exe, tvm.cpu())
 
 
 class _NotRunnable:
