@@ -75,6 +75,10 @@ class LayerChoice:
     params: dict[str, int] = field(default_factory=dict)  # template parameters (tp / ot, rb)
     default_ms: float | None = None  # TVM's default lowering of the same call (depth-wise, linear)
     measured: dict[str, float] = field(default_factory=dict)
+    # filter reordering (sparse convs, ``reorder=True``): the kernel's row j computes filter
+    # ``row_permutation[j]``; ``kept_before_reorder`` = kept columns per row-block in the original order
+    row_permutation: list[int] | None = None
+    kept_before_reorder: int | None = None
 
 
 @dataclass
@@ -251,7 +255,8 @@ def _find_chains(func) -> tuple[dict, dict]:
 
 def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, names: list[str] | None = None,
                   allow_sparse: bool = True, min_gain: float = 1.0, measure: bool = True,
-                  sparse_threshold: float = 0.7, other_layers: bool = True):
+                  sparse_threshold: float = 0.7, other_layers: bool = True, reorder: bool = False,
+                  reorder_min_gain: float = 0.9):
     """Replace conv / depth-wise / linear chains by our kernels; returns ``(mod, [LayerChoice])``.
 
     Every constant-weight conv2d and matmul counts as one kernel layer in
@@ -260,6 +265,10 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
     ``other_layers=False`` lowers only the ``groups == 1`` convs (the
     depth-wise convs and Linear layers keep TVM's default lowering, no
     choice recorded) -- the behaviour before those kernels existed.
+    ``reorder``: for each sparse conv, also try grouping filters with
+    similar supports into row-blocks (:mod:`compression.tvm_backend.reorder`);
+    used when it keeps at most ``reorder_min_gain`` of the columns, the
+    output channels restored by a ``take`` after the kernel.
     """
     from tvm import relax
 
@@ -301,6 +310,11 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
             x = self.visit_expr(call.args[0])
             out = self.builder_.emit(new_value(x))
             y = self.builder_.emit(relax.TupleGetItem(out, len(out.ty.fields) - 1))
+            if choice is not None and choice.row_permutation is not None:  # back to the original channel order
+                from compression.tvm_backend.reorder import inverse
+
+                inv = inverse(np.asarray(choice.row_permutation, dtype=np.int64)).astype(np.int32)
+                y = self.builder_.emit(relax.op.take(y, relax.const(inv), axis=1))
             # drop the fused add / activation bindings and send their uses to y
             for v in info["vars"]:
                 if not v.same_as(binding.var):
@@ -311,6 +325,16 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
             cols = row_block_columns(weight, r) if allow_sparse else None
             total = int(np.prod(weight.shape[1:]))
             kk = total if cols is None else int(cols.shape[1])
+            perm, kept_before, bias_in = None, None, info["bias"]
+            if reorder and cols is not None:
+                from compression.tvm_backend.reorder import similar_rows_permutation
+
+                order = similar_rows_permutation(weight != 0, r)
+                cols_p = row_block_columns(weight[order], r)
+                if cols_p is not None and cols_p.shape[1] <= reorder_min_gain * kk:
+                    perm, kept_before = order, kk
+                    weight, cols, kk = weight[order], cols_p, int(cols_p.shape[1])
+                    bias_in = None if bias_in is None else bias_in[order]
             relu6 = info["act"] == "relu6"
             dense_spec = _conv_spec(call, weight, batch, r, total, info["act"] == "relu", relu6)
             if dense_spec is None:
@@ -352,7 +376,9 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                     else:
                         reason = "compact kernel not faster than dense: fallback"
                         decision = LayerDecision.SLOWER_THAN_DENSE
-            values, off, bias = pack_weights(weight, info["bias"], spec, cols if kernel == "sparse" else None,
+            if kernel != "sparse" and perm is not None:  # the dense kernel runs the filters in their own order
+                weight, bias_in, perm, kept_before = weight[np.argsort(perm)], info["bias"], None, None
+            values, off, bias = pack_weights(weight, bias_in, spec, cols if kernel == "sparse" else None,
                                              phased=phased)
             fname = f"conv_{kernel}_{idx}"
             prim = conv_kernel(spec, tile, phased=phased).with_attr("global_symbol", fname)
@@ -366,7 +392,8 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
             choice = LayerChoice(idx, name, list(weight.shape), kernel, kk if kernel == "sparse" else total, total,
                                  tile, sparse_ms, dense.ms, list(info["fused"]), reason, decision, op="conv",
                                  layout="phased" if phased else "padded", params={"tp": int(tile)},
-                                 measured=measured)
+                                 measured=measured, row_permutation=None if perm is None else perm.tolist(),
+                                 kept_before_reorder=kept_before)
             return choice, (lambda x: relax.call_tir(gvar, [x, *consts], out_sinfo))
 
         def _default_choice(self, idx, name, weight, info, op, total, ours: Measured, default_ms, params):
@@ -449,11 +476,13 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
 def compile_model(model: torch.nn.Module, input_shape: tuple[int, int, int], target: dict, *, batch: int = 1,
                   db: TuningDB | None = None, allow_sparse: bool = True, names: list[str] | None = None,
                   r: int = 8, measure: bool = True, min_gain: float = 1.0, exported: Any = None,
-                  other_layers: bool = True) -> CompileResult:
+                  other_layers: bool = True, reorder: bool = False) -> CompileResult:
     """Export, rewrite, tune and compile; returns the Relax executable and per-layer choices.
 
     other_layers: also lower depth-wise convs and Linear layers to our
     kernels (each only where it measures faster than TVM's default lowering).
+    reorder: group filters with similar supports into row-blocks (see
+    :func:`rewrite_convs`).
 
     exported: ``export_relax(model, input_shape, batch)`` done already (the
     sparse and the dense build of one batch size share it; left unchanged).
@@ -465,7 +494,7 @@ def compile_model(model: torch.nn.Module, input_shape: tuple[int, int, int], tar
     mod = exported if exported is not None else export_relax(model, input_shape, batch)
     t_tune = time.perf_counter()
     mod, choices = rewrite_convs(mod, batch, target, db, r=r, names=names, allow_sparse=allow_sparse,
-                                 measure=measure, min_gain=min_gain, other_layers=other_layers)
+                                 measure=measure, min_gain=min_gain, other_layers=other_layers, reorder=reorder)
     tuning_seconds = time.perf_counter() - t_tune
     db.save()
     with tvm.transform.PassContext(opt_level=3, config=PASS_CONFIG):
