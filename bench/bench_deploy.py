@@ -423,7 +423,13 @@ def main() -> None:
     p.add_argument("--tuning-db", default=None,
                    help="kernel tuning database (default: the suite cache's); a new file makes every per-layer "
                         "kernel choice and the planner's latency table on this run's machine state")
+    p.add_argument("--report", action="store_true", help="print the table and targets of the rows in --out; measure nothing")
     args = p.parse_args()
+    if args.report:
+        rows = load_rows(Path(args.out))
+        print_table(rows)
+        print_targets(rows, args.tolerance)
+        return
     if args.quick:
         args.models, args.sparsities, args.schemes, args.batches = "vgg16", "0.8", "block", "1"
     models, sparsities = _csv(args.models), _csv(args.sparsities, float)
