@@ -3,7 +3,8 @@
 Exact command (the RESULTS.md run):
 
     python bench/bench_pareto.py --source fashion-mnist --model vgg16 --width 0.5 --limit 12000 --epochs 6 \\
-        --sparsities 0.5,0.7,0.8,0.9 --latency-targets 0.5,0.35,0.25 --out bench/results/pareto.json
+        --recovery-epochs 2 --sparsities 0.5,0.7,0.8,0.9 --latency-targets 0.5,0.35,0.25 \\
+        --out bench/results/pareto.json
 
 Every point is one real ``python -m suite run`` (subprocess, so each is timed
 in a fresh process): the dense model is trained once (cached), each point
@@ -130,6 +131,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=12000, help="images per split (train, val, test)")
     p.add_argument("--epochs", type=int, default=6, help="dense training epochs")
     p.add_argument("--profile", default="default")
+    p.add_argument("--recovery-epochs", type=int, default=2, help="masked fine-tuning epochs of every point")
     p.add_argument("--sparsities", default="0.5,0.7,0.8,0.9")
     p.add_argument("--latency-targets", default="0.5,0.35,0.25")
     p.add_argument("--runs-dir", default=None, help="where the suite runs go (default: a temporary directory)")
@@ -146,7 +148,8 @@ def main() -> None:
     points = [("uniform", s, None) for s in _csv(args.sparsities, float)]
     points += [("planned", None, t) for t in _csv(args.latency_targets, float)]
     meta = {"command": " ".join(["python", *sys.argv]), "source": args.source, "model": args.model,
-            "width": args.width, "limit": args.limit, "epochs": args.epochs, "profile": args.profile}
+            "width": args.width, "limit": args.limit, "epochs": args.epochs, "profile": args.profile,
+            "recovery_epochs": args.recovery_epochs}
     from suite.core.cache import atomic_write_text
 
     for kind, sparsity, target in points:
@@ -154,6 +157,7 @@ def main() -> None:
             continue
         extra = (["--compress", "block", "--sparsity", str(sparsity)] if kind == "uniform" else
                  ["--compress", "auto", "--mapping", "search", "--latency-target", str(target)])
+        extra += ["--compress-args", f"epochs={args.recovery_epochs}"]
         row = {"kind": kind, "sparsity": sparsity, "latency_target": target, **run_point(args, extra, runs_dir)}
         rows.append(row)
         front_gaps(rows)

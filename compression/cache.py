@@ -29,7 +29,8 @@ from suite.core.predictor import Deployment
 from suite.core.store import STORE_MANIFEST, Store
 
 COMPRESSED_FORMAT = 1
-ARTIFACT_FORMAT = 2  # 2: TVM artifacts ship dense_b1.so; timings are never cached
+ARTIFACT_FORMAT = 3  # 2: TVM artifacts ship dense_b1.so; timings are never cached. 3: depth-wise, linear and
+#                      stride-phase kernels (older artifacts ran those layers on TVM's default lowering)
 _CORRUPT = (ArtifactError, OSError, ValueError)
 
 

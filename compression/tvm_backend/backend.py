@@ -72,17 +72,19 @@ class TVMBackend:
         "threads": Field(None, int, optional=True, doc="None: 2"), "measure_dense": Field(True, bool),
         "timeout": Field(120.0, float, gt=0), "cache_dir": Field(None, str, optional=True),
         "r": Field(8, int, ge=1), "tune": Field(True, bool, doc="False: no measurements (tests)"),
+        "reorder": Field(False, bool, doc="group filters with similar supports into row-blocks (sparse convs)"),
         # the first run compiles batch 1 only (the phone's case; bulk predictions run batch-1 calls, under a
         # millisecond each here); the full profile adds the batch-32 library and its throughput figures
     }, owner="tvm", profiles={"default": {"batch_sizes": (1,)}})
 
     def __init__(self, target: str | dict | None = None, batch_sizes: tuple[int, ...] | list[int] = (1, 32),
                  threads: int | None = None, measure_dense: bool = True, timeout: float = 120.0,
-                 cache_dir: str | None = None, r: int = 8, tune: bool = True) -> None:
-        keys = ("target", "batch_sizes", "threads", "measure_dense", "timeout", "cache_dir", "r", "tune")
+                 cache_dir: str | None = None, r: int = 8, tune: bool = True, reorder: bool = False) -> None:
+        keys = ("target", "batch_sizes", "threads", "measure_dense", "timeout", "cache_dir", "r", "tune", "reorder")
         self.settings = self.SETTINGS.resolve(dict(zip(keys, (target, batch_sizes, threads, measure_dense, timeout,
-                                                               cache_dir, r, tune))))
-        target, batch_sizes, threads, measure_dense, timeout, cache_dir, r, tune = (self.settings[k] for k in keys)
+                                                               cache_dir, r, tune, reorder))))
+        target, batch_sizes, threads, measure_dense, timeout, cache_dir, r, tune, reorder = (
+            self.settings[k] for k in keys)
         self.threads = int(threads or 2)
         self.target = parse_target(target, self.threads)
         self.batch_sizes = tuple(sorted({int(b) for b in batch_sizes}))
@@ -93,6 +95,7 @@ class TVMBackend:
         self.cache_dir = cache_dir
         self.r = int(r)
         self.tune = bool(tune)  # False: no measurements (default tile, density rule) -- for tests
+        self.reorder = bool(reorder)
 
     def deploy(self, model: torch.nn.Module, input_shape: tuple[int, int, int], num_classes: int, *,
                workdir: str, device: str = "cpu") -> Deployment:
@@ -119,7 +122,8 @@ class TVMBackend:
         for batch in (self.batch_sizes if host else (1,)):
             exported[batch] = export_relax(model, input_shape, batch)
             result = compile_model(model, input_shape, self.target, batch=batch, db=db, names=layer_names,
-                                   r=self.r, measure=host and self.tune, exported=exported[batch])
+                                   r=self.r, measure=host and self.tune, exported=exported[batch],
+                                   reorder=self.reorder)
             compile_seconds += result.compile_seconds
             tuning_seconds += result.tuning_seconds
             name = f"model_b{batch}.so" if host else f"model_b{batch}.tar"
