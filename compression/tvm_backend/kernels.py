@@ -46,8 +46,49 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 
+class PaddedGeometry:
+    """Feature-map geometry shared by the conv specs (fields ``h, w, pad, stride``; ``kernel_hw``).
+
+    ``hp, wp``: the zero-padded input; ``ho, wo``: the output; ``hq, wq``: one
+    stride phase plane of the padded input (``ceil(Hp / stride)`` x ``ceil(Wp / stride)``).
+    """
+
+    h: int
+    w: int
+    pad: int
+    stride: int
+
+    @property
+    def kernel_hw(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    @property
+    def hp(self) -> int:
+        return self.h + 2 * self.pad
+
+    @property
+    def wp(self) -> int:
+        return self.w + 2 * self.pad
+
+    @property
+    def ho(self) -> int:
+        return (self.hp - self.kernel_hw[0]) // self.stride + 1
+
+    @property
+    def wo(self) -> int:
+        return (self.wp - self.kernel_hw[1]) // self.stride + 1
+
+    @property
+    def hq(self) -> int:
+        return -(-self.hp // self.stride)
+
+    @property
+    def wq(self) -> int:
+        return -(-self.wp // self.stride)
+
+
 @dataclass(frozen=True)
-class ConvSpec:
+class ConvSpec(PaddedGeometry):
     """Static shape of one conv layer call (everything the template needs)."""
 
     n: int
@@ -65,20 +106,8 @@ class ConvSpec:
     relu6: bool = False  # clip to [0, 6] after the bias (ReLU6); implies ``relu``
 
     @property
-    def hp(self) -> int:
-        return self.h + 2 * self.pad
-
-    @property
-    def wp(self) -> int:
-        return self.w + 2 * self.pad
-
-    @property
-    def ho(self) -> int:
-        return (self.hp - self.kh) // self.stride + 1
-
-    @property
-    def wo(self) -> int:
-        return (self.wp - self.kw) // self.stride + 1
+    def kernel_hw(self) -> tuple[int, int]:
+        return self.kh, self.kw
 
     @property
     def nb(self) -> int:
@@ -87,16 +116,6 @@ class ConvSpec:
     @property
     def k_total(self) -> int:
         return self.ci * self.kh * self.kw
-
-    @property
-    def hq(self) -> int:
-        """Rows of one stride phase plane, ``ceil(Hp / stride)``."""
-        return -(-self.hp // self.stride)
-
-    @property
-    def wq(self) -> int:
-        """Columns of one stride phase plane, ``ceil(Wp / stride)``."""
-        return -(-self.wp // self.stride)
 
     @property
     def phases(self) -> tuple[int, int]:

@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from compression.tvm_backend.kernels import PaddedGeometry
+
 ACTIVATIONS = ("none", "relu", "relu6")
 
 
@@ -57,7 +59,7 @@ def _key(obj) -> str:
 
 
 @dataclass(frozen=True)
-class DepthwiseSpec:
+class DepthwiseSpec(PaddedGeometry):
     """Static shape of one depth-wise conv call (``groups == C``, ``k x k`` kernel)."""
 
     n: int
@@ -70,28 +72,8 @@ class DepthwiseSpec:
     act: str = "none"  # one of ACTIVATIONS, applied after the bias
 
     @property
-    def hp(self) -> int:
-        return self.h + 2 * self.pad
-
-    @property
-    def wp(self) -> int:
-        return self.w + 2 * self.pad
-
-    @property
-    def ho(self) -> int:
-        return (self.hp - self.k) // self.stride + 1
-
-    @property
-    def wo(self) -> int:
-        return (self.wp - self.k) // self.stride + 1
-
-    @property
-    def hq(self) -> int:
-        return -(-self.hp // self.stride)
-
-    @property
-    def wq(self) -> int:
-        return -(-self.wp // self.stride)
+    def kernel_hw(self) -> tuple[int, int]:
+        return self.k, self.k
 
     def positions(self) -> int:
         """Output positions on the ``Wq``-wide grid, ``P = Ho * Wq``."""

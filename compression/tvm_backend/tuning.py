@@ -119,16 +119,26 @@ def compile_prim(func, target: dict):
 def best_tile(spec: ConvSpec, target: dict, db: TuningDB, *, sparse: bool,
               candidates: tuple[int, ...] = TILE_CANDIDATES, phased: bool = False) -> Measured:
     """Fastest tile size for ``spec`` (cached in ``db``); ``phased``: the stride-phase layout."""
-    key = _key(spec, target, sparse, phased)
+    return _cached_tile_search(db, _key(spec, target, sparse, phased), candidates, spec.positions(phased),
+                               lambda tp: time_kernel(spec, tp, target, phased=phased))
+
+
+def _cached_tile_search(db: TuningDB, key: str, candidates: tuple[int, ...], positions: int,
+                        time_tile) -> Measured:
+    """The fastest of ``candidates`` tiles by ``time_tile(tp) -> ms``, looked up in / stored to ``db`` under ``key``.
+
+    Tiles much wider than the ``positions`` of the feature map only add junk
+    lanes and are skipped once one tile is timed.
+    """
     hit = db.entries.get(key)
     if hit:
         return Measured(int(hit["tp"]), float(hit["ms"]))
     best: Measured | None = None
     start = time.perf_counter()
     for tp in candidates:
-        if tp > 2 * max(8, spec.positions(phased)) and best is not None:
-            continue  # tiles much wider than the feature map only add junk lanes
-        ms = time_kernel(spec, tp, target, phased=phased)
+        if tp > 2 * max(8, positions) and best is not None:
+            continue
+        ms = time_tile(tp)
         if best is None or ms < best.ms:
             best = Measured(tp, ms)
     assert best is not None
@@ -155,24 +165,13 @@ def best_depthwise(spec, target: dict, db: TuningDB, candidates: tuple[int, ...]
     """Fastest tile ``TP`` of the depth-wise template for ``spec`` (a ``DepthwiseSpec``; cached in ``db``)."""
     from compression.tvm_backend.kernels_layers import depthwise_kernel
 
-    key = db_key(target, spec.key())
-    hit = db.entries.get(key)
-    if hit:
-        return Measured(int(hit["tp"]), float(hit["ms"]))
-    best: Measured | None = None
-    start = time.perf_counter()
-    for tp in candidates:
-        if tp > 2 * max(8, spec.positions()) and best is not None:
-            continue
+    def time_tile(tp: int) -> float:
         shapes = [(spec.n, spec.c, spec.h, spec.w), (spec.c, spec.k * spec.k), (spec.c,),
                   (spec.n * spec.c, spec.scratch_len(tp)), (spec.n * spec.c, spec.padded_positions(tp)),
                   (spec.n, spec.c, spec.ho, spec.wo)]
-        ms = _time_prim(depthwise_kernel(spec, tp), shapes, target)
-        if best is None or ms < best.ms:
-            best = Measured(tp, ms)
-    assert best is not None
-    db.entries[key] = {"tp": best.tp, "ms": best.ms, "search_seconds": round(time.perf_counter() - start, 3)}
-    return best
+        return _time_prim(depthwise_kernel(spec, tp), shapes, target)
+
+    return _cached_tile_search(db, db_key(target, spec.key()), candidates, spec.positions(), time_tile)
 
 
 def best_linear(spec, target: dict, db: TuningDB, tiles: tuple[int, ...] = LINEAR_TILES,
