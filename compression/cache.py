@@ -29,8 +29,9 @@ from suite.core.predictor import Deployment
 from suite.core.store import STORE_MANIFEST, Store
 
 COMPRESSED_FORMAT = 1
-ARTIFACT_FORMAT = 3  # 2: TVM artifacts ship dense_b1.so; timings are never cached. 3: depth-wise, linear and
-#                      stride-phase kernels (older artifacts ran those layers on TVM's default lowering)
+ARTIFACT_FORMAT = 4  # 2: TVM artifacts ship dense_b1.so; timings are never cached. 3: depth-wise, linear and
+#                      stride-phase kernels (older artifacts ran those layers on TVM's default lowering).
+#                      4: conv row tiles and fused residual adds
 _CORRUPT = (ArtifactError, OSError, ValueError)
 
 

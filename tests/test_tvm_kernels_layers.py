@@ -234,4 +234,4 @@ def test_searches_are_cached_in_the_db(tmp_path):
     assert time_default_lowering(dw, np.ones((8, 1, 3, 3), np.float32), np.zeros(8, np.float32), TARGET,
                                  db2) == first[2]
     assert best_tile(conv, TARGET, db2, sparse=False, candidates=(8,), phased=True) == tile
-    assert any(k.endswith("|phased") for k in db2.entries)
+    assert any("|phased|" in k for k in db2.entries)

@@ -3,7 +3,8 @@
 Flow: ``torch.export`` -> ``from_exported_program`` (weights as constants) ->
 ``FoldBatchnormToConv2D`` + ``FoldConstant`` (BN folded into conv weight and
 bias) -> our rewrite: every ``conv2d(x, W)`` with ``groups == 1`` (with the
-following bias ``add`` and ``relu`` fused when present) becomes a
+following bias ``add``, a residual ``add`` and ``relu`` / ``clip(0, 6)``
+fused when present) becomes a
 ``call_tir`` to the row-block gather kernel of
 :mod:`compression.tvm_backend.kernels` -> ``tvm.compile``.
 
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from compression.decisions import LayerDecision
-from compression.tvm_backend.kernels import ConvSpec, conv_kernel, pack_weights, row_block_columns
+from compression.tvm_backend.kernels import ConvSpec, ConvTile, conv_kernel, conv_output_shapes, pack_weights, row_block_columns
 from compression.tvm_backend.kernels_layers import (
     DepthwiseSpec,
     LinearSpec,
@@ -115,7 +116,7 @@ def _const_array(expr) -> np.ndarray | None:
 
 
 def _conv_spec(call, weight: np.ndarray, batch: int, r: int, kk: int, relu: bool,
-               relu6: bool = False) -> ConvSpec | None:
+               relu6: bool = False, residual: bool = False) -> ConvSpec | None:
     attrs = call.attrs
     strides = [int(v) for v in attrs.strides]
     padding = [int(v) for v in attrs.padding]
@@ -129,7 +130,7 @@ def _conv_spec(call, weight: np.ndarray, batch: int, r: int, kk: int, relu: bool
     if shape[1] != ci:
         return None
     return ConvSpec(n=batch, ci=ci, h=shape[2], w=shape[3], co=co, kh=kh, kw=kw, pad=padding[0],
-                    stride=strides[0], r=r, kk=kk, relu=relu or relu6, relu6=relu6)
+                    stride=strides[0], r=r, kk=kk, relu=relu or relu6, relu6=relu6, residual=residual)
 
 
 def _depthwise_spec(call, weight: np.ndarray, batch: int, act: str) -> DepthwiseSpec | None:
@@ -177,16 +178,29 @@ def _is_relu6(value) -> bool:
         return False
 
 
+def _residual_ok(call) -> bool:
+    """Whether our conv kernel lowers ``call`` (so a residual add may be fused into it)."""
+    weight = _const_array(call.args[1])
+    if weight is None or weight.ndim != 4 or int(call.attrs.groups) != 1:
+        return False
+    return _conv_spec(call, weight, 1, 8, 1, False) is not None
+
+
 def _find_chains(func) -> tuple[dict, dict]:
     """Map kernel-layer var -> its fusable chain, and each var's value.
 
     A chain starts at ``conv2d(x, W)`` (any groups) or ``matmul(x, W)`` with
     a constant weight, then takes a following bias ``add`` (constant of the
-    channel axis' shape) and then ``relu`` or ``clip(0, 6)`` when each is the
-    only user of the value before it.  Entry: ``kind`` ("conv" | "linear"),
-    ``bias`` (array or None), ``relu``, ``act`` ("none" | "relu" | "relu6"),
-    ``last`` (var of the chain's result), ``vars`` (every var of the chain,
-    head first) and ``fused`` (names of the fused steps).
+    channel axis' shape), for a ``groups == 1`` conv our kernel takes a
+    residual ``add`` of a tensor of the output's shape (ResNet and
+    MobileNetV2 shortcuts), and then ``relu`` or ``clip(0, 6)``, each when it
+    is the only user of the value before it.  Entry: ``kind`` ("conv" |
+    "linear"), ``bias`` (array or None), ``residual`` (the added var or
+    None), ``relu``, ``act`` ("none" | "relu" | "relu6"), ``last`` (var of
+    the chain's result), ``vars`` (every var of the chain, head first),
+    ``emit_at`` (the var whose binding is replaced by the kernel call: the
+    residual ``add`` when there is one, so the shortcut is computed by then,
+    else the head) and ``fused`` (names of the fused steps).
     """
     from tvm import relax
 
@@ -221,6 +235,7 @@ def _find_chains(func) -> tuple[dict, dict]:
         return None
 
     chains = {}
+    claimed: list = []
     for b in bindings:
         v = b.value
         name = _op_name(v)
@@ -242,14 +257,25 @@ def _find_chains(func) -> tuple[dict, dict]:
                 bias, last = arr.reshape(-1).astype(np.float32), add.var
                 chain_vars.append(last)
                 fused.append("bias")
+        residual, emit_at = None, b.var
+        add = only_user(last, "relax.add")
+        if add is not None and kind == "conv" and _residual_ok(v) and not any(add.var.same_as(c) for c in claimed):
+            other = [a for a in add.value.args if not a.same_as(last)]
+            if (len(other) == 1 and isinstance(other[0], relax.Var) and _const_array(other[0]) is None
+                    and [int(d) for d in getattr(other[0].ty, "shape", [])] == out_shape
+                    and str(other[0].ty.dtype) == "float32"):
+                residual, last, emit_at = other[0], add.var, add.var
+                claimed.append(add.var)  # an add of two conv chains (a conv shortcut) is fused into the first
+                chain_vars.append(last)
+                fused.append("residual")
         u = users.get(last, [])
         if len(u) == 1 and u[0] is not None and (_op_name(u[0].value) == "relax.nn.relu" or _is_relu6(u[0].value)):
             act = "relu" if _op_name(u[0].value) == "relax.nn.relu" else "relu6"
             last = u[0].var
             chain_vars.append(last)
             fused.append(act)
-        chains[b.var] = {"kind": kind, "bias": bias, "relu": act != "none", "act": act, "last": last,
-                         "vars": chain_vars, "fused": fused}
+        chains[b.var] = {"kind": kind, "call": v, "bias": bias, "residual": residual, "relu": act != "none", "act": act,
+                         "last": last, "vars": chain_vars, "emit_at": emit_at, "fused": fused}
     return chains, value_of
 
 
@@ -275,6 +301,11 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
     func = mod["main"]
     chains, _ = _find_chains(func)
     choices: list[LayerChoice] = []
+    # chain vars before a residual chain's emission point (the conv and its bias add): not emitted on their own
+    for k, info in enumerate(chains.values()):
+        info["index"] = k  # graph order of the heads (a residual chain is emitted later than its head)
+    deferred = [v for i in chains.values() for v in i["vars"][:next(k for k, u in enumerate(i["vars"])
+                                                                     if u.same_as(i["emit_at"]))]]
 
     @relax.expr_functor.mutator
     class Rewriter(relax.PyExprMutator):
@@ -289,13 +320,14 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
         def visit_var_binding_(self, binding) -> None:
             if self._is_skipped(binding.var):
                 return
-            info = next((i for k, i in chains.items() if k.same_as(binding.var)), None)
+            if any(v.same_as(binding.var) for v in deferred):  # emitted later, at its chain's residual add
+                return
+            info = next((i for i in chains.values() if i["emit_at"].same_as(binding.var)), None)
             if info is None:
                 return super().visit_var_binding_(binding)
-            call = binding.value
+            call = info["call"]
             weight = _const_array(call.args[1])
-            idx = self.index
-            self.index += 1
+            idx = info["index"]
             name = names[idx] if names and idx < len(names) else f"{'linear' if info['kind'] == 'linear' else 'conv'}{idx}"
             if info["kind"] == "linear":
                 choice, new_value = self._lower_linear(idx, name, call, weight, info)
@@ -309,7 +341,8 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                 return super().visit_var_binding_(binding)
             x = self.visit_expr(call.args[0])
             out = self.builder_.emit(new_value(x))
-            y = self.builder_.emit(relax.TupleGetItem(out, len(out.ty.fields) - 1))
+            fields = getattr(out.ty, "fields", None)  # scratch outputs first, y last; or y alone
+            y = self.builder_.emit(relax.TupleGetItem(out, len(fields) - 1)) if fields is not None else out
             if choice is not None and choice.row_permutation is not None:  # back to the original channel order
                 from compression.tvm_backend.reorder import inverse
 
@@ -326,7 +359,8 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
             total = int(np.prod(weight.shape[1:]))
             kk = total if cols is None else int(cols.shape[1])
             perm, kept_before, bias_in = None, None, info["bias"]
-            if reorder and cols is not None:
+            residual = info["residual"] is not None
+            if reorder and cols is not None and not residual:  # a fused residual arrives in the filters' own order
                 from compression.tvm_backend.reorder import similar_rows_permutation
 
                 order = similar_rows_permutation(weight != 0, r)
@@ -336,7 +370,7 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                     weight, cols, kk = weight[order], cols_p, int(cols_p.shape[1])
                     bias_in = None if bias_in is None else bias_in[order]
             relu6 = info["act"] == "relu6"
-            dense_spec = _conv_spec(call, weight, batch, r, total, info["act"] == "relu", relu6)
+            dense_spec = _conv_spec(call, weight, batch, r, total, info["act"] == "relu", relu6, residual)
             if dense_spec is None:
                 return None, None
             layouts = (False, True) if dense_spec.stride > 1 else (False,)
@@ -345,7 +379,7 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
             def fastest(spec: ConvSpec, sparse: bool) -> tuple[Measured, bool]:
                 """Best tile over the layouts; the stride-phase layout for stride > 1 without measurements."""
                 if not measure:  # cross-compilation: nothing to time here
-                    return Measured(16, float("nan")), dense_spec.stride > 1
+                    return Measured(16, float("nan"), ConvTile.grid(16)), dense_spec.stride > 1
                 best = None
                 for phased in layouts:
                     m = best_tile(spec, target, db, sparse=sparse, phased=phased)
@@ -355,14 +389,14 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                 return best
 
             dense, dense_phased = fastest(dense_spec, False)
-            kernel, spec, tile, sparse_ms, reason = "dense", dense_spec, dense.tp, None, "dense weights"
+            kernel, spec, tile, sparse_ms, reason = "dense", dense_spec, dense.tile, None, "dense weights"
             phased = dense_phased
             decision = LayerDecision.NO_SPARSITY
             if cols is not None and kk < total:
-                sparse_spec = _conv_spec(call, weight, batch, r, kk, info["act"] == "relu", relu6)
+                sparse_spec = _conv_spec(call, weight, batch, r, kk, info["act"] == "relu", relu6, residual)
                 if not measure:
                     if kk < sparse_threshold * total:
-                        kernel, spec, tile, reason = "sparse", sparse_spec, 16, "kept fraction below threshold"
+                        kernel, spec, tile, reason = "sparse", sparse_spec, ConvTile.grid(16), "kept fraction below threshold"
                         decision = LayerDecision.SPARSE_KERNEL
                     else:
                         reason, decision = "kept fraction too high: dense", LayerDecision.TOO_DENSE
@@ -370,7 +404,7 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                     sparse, sparse_phased = fastest(sparse_spec, True)
                     sparse_ms = sparse.ms
                     if sparse.ms * min_gain < dense.ms:
-                        kernel, spec, tile, reason = "sparse", sparse_spec, sparse.tp, "compact kernel faster"
+                        kernel, spec, tile, reason = "sparse", sparse_spec, sparse.tile, "compact kernel faster"
                         phased = sparse_phased
                         decision = LayerDecision.SPARSE_KERNEL
                     else:
@@ -381,20 +415,23 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
             values, off, bias = pack_weights(weight, bias_in, spec, cols if kernel == "sparse" else None,
                                              phased=phased)
             fname = f"conv_{kernel}_{idx}"
+            tile = tile or ConvTile.grid(16)
             prim = conv_kernel(spec, tile, phased=phased).with_attr("global_symbol", fname)
             gvar = self.builder_.add_func(prim, fname)
-            L = spec.scratch_len(tile, phased)
-            pp = -(-spec.positions(phased) // tile) * tile
-            out_sinfo = [relax.TensorType((spec.n, L), "float32"),
-                         relax.TensorType((spec.n, spec.nb * spec.r, pp), "float32"),
-                         relax.TensorType((spec.n, spec.co, spec.ho, spec.wo), "float32")]
+            out_sinfo = [relax.TensorType(shape, "float32") for shape in conv_output_shapes(spec, tile, phased)]
             consts = [relax.const(values), relax.const(off), relax.const(bias)]
             choice = LayerChoice(idx, name, list(weight.shape), kernel, kk if kernel == "sparse" else total, total,
-                                 tile, sparse_ms, dense.ms, list(info["fused"]), reason, decision, op="conv",
-                                 layout="phased" if phased else "padded", params={"tp": int(tile)},
+                                 tile.tp, sparse_ms, dense.ms, list(info["fused"]), reason, decision, op="conv",
+                                 layout="phased" if phased else "padded", params=tile.params(),
                                  measured=measured, row_permutation=None if perm is None else perm.tolist(),
                                  kept_before_reorder=kept_before)
-            return choice, (lambda x: relax.call_tir(gvar, [x, *consts], out_sinfo))
+            res = info["residual"]
+
+            def call(x):
+                extra = [self.visit_expr(res)] if res is not None else []
+                return relax.call_tir(gvar, [x, *consts, *extra], out_sinfo if len(out_sinfo) > 1 else out_sinfo[0])
+
+            return choice, call
 
         def _default_choice(self, idx, name, weight, info, op, total, ours: Measured, default_ms, params):
             shape = [int(weight.shape[1]), int(weight.shape[0])] if op == "linear" else list(weight.shape)  # [O, I]
@@ -470,7 +507,7 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
     new_mod = rewriter.builder_.get()
     new_mod["main"] = new_main
     new_mod = relax.transform.DeadCodeElimination()(new_mod)
-    return new_mod, choices
+    return new_mod, sorted(choices, key=lambda c: c.index)  # graph order (residual chains are emitted late)
 
 
 def compile_model(model: torch.nn.Module, input_shape: tuple[int, int, int], target: dict, *, batch: int = 1,

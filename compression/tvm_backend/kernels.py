@@ -29,12 +29,24 @@ oh*Wq + ow``, and kept column ``(ci, ky, kx)`` reads ``xph[off + p]`` with
 addresses, exactly like stride 1 (for ``s == 1`` both layouts coincide).
 The row-block (sparse) format is unchanged: only the offsets differ.
 
-Schedule (hand-written template): parallel over (image, row-block, tile of
-``TP`` output positions); an ``r x TP`` accumulator tile lives in registers
-(stack allocation, vector lanes over ``TP``), the reduction over kept columns
-is unrolled by ``U``, each step is one vector load of ``xp`` and ``r``
-broadcast-FMAs.  ``TP`` is picked per layer by measurement (see
-:mod:`compression.tvm_backend.tuning`).
+Schedule (hand-written template): parallel over (row-block, tile), row-block
+outer so each thread streams its own row-blocks' weights once per call; an
+``r x V`` tile of ``VW``-lane vectors lives in registers (stack allocation),
+the reduction over kept columns is unrolled by ``U``, each step is ``V``
+vector loads of ``xp`` and ``r * V`` broadcast-FMAs.  Two kinds of tile
+(:class:`ConvTile`, picked per layer by measurement, see
+:mod:`compression.tvm_backend.tuning`):
+
+* grid tiles: ``V * VW`` consecutive positions of one image's output grid
+  (junk columns included), written to a scratch ``acc`` and copied into
+  ``y`` by a second pass (which drops the junk columns);
+* row tiles (``Wo % VW == 0``): each vector is a ``VW``-wide segment of one
+  output row, of any image, stored straight into ``y`` -- no junk lanes, no
+  second pass, and an unpadded stride-1 conv reads ``x`` itself (no copy).
+
+Epilogue: the bias starts the accumulators; a residual input (``res``, the
+shortcut of a ResNet / MobileNetV2 block, when ``spec.residual``) is added,
+then ReLU / ReLU6 clamps -- so ``conv -> bias -> add -> relu`` is one call.
 """
 
 from __future__ import annotations
@@ -104,6 +116,7 @@ class ConvSpec(PaddedGeometry):
     kk: int
     relu: bool
     relu6: bool = False  # clip to [0, 6] after the bias (ReLU6); implies ``relu``
+    residual: bool = False  # a residual input ``res [N, Co, Ho, Wo]`` is added before the activation
 
     @property
     def kernel_hw(self) -> tuple[int, int]:
@@ -130,8 +143,14 @@ class ConvSpec(PaddedGeometry):
         """Output positions on the padded-width grid, ``P = Ho * Wp`` (``Ho * Wq`` when phased)."""
         return self.ho * self.grid_width(phased)
 
-    def scratch_len(self, tp: int, phased: bool = False) -> int:
-        """Length of one image's ``xp`` scratch row (input copy plus the zero tail read by the last tile)."""
+    def scratch_len(self, tp: int, phased: bool = False, rows: bool = False) -> int:
+        """Length of one image's ``xp`` scratch row (input copy plus the zero tail read by the last tile).
+
+        ``rows``: for row tiles, which never read past the copy (no tail).
+        """
+        if rows:
+            npy, npx = self.phases
+            return npy * npx * self.ci * self.hq * self.wq if phased and self.stride > 1 else self.ci * self.hp * self.wp
         n_tiles = -(-self.positions(phased) // tp)
         if phased and self.stride > 1:
             npy, npx = self.phases
@@ -154,142 +173,272 @@ class ConvSpec(PaddedGeometry):
 
     def key(self) -> str:
         items = asdict(self)
-        if not self.relu6:  # keys of specs without ReLU6 stay what they were before the field existed
-            items.pop("relu6")
+        for name in ("relu6", "residual"):  # keys without these stay what they were before the fields existed
+            if not items[name]:
+                items.pop(name)
         return "_".join(f"{k}{int(v)}" for k, v in items.items())
 
 
+@dataclass(frozen=True)
+class ConvTile:
+    """One job's output tile: ``vectors`` vectors of ``lanes`` consecutive output positions.
+
+    ``rows=False`` (grid tile): the vectors cover ``lanes * vectors``
+    consecutive positions of one image's padded-width grid (junk columns
+    included), written to the scratch ``acc`` and copied to ``y`` by a
+    second pass that adds the residual and applies the activation.
+    ``rows=True`` (row tile): every vector is a segment of one output row
+    (``Wo % lanes == 0``; a tile's segments run over images, rows and row
+    segments), stored straight into ``y`` with the epilogue applied -- no
+    junk lanes, no ``acc`` pass.
+    """
+
+    lanes: int
+    vectors: int = 1
+    rows: bool = False
+
+    @property
+    def tp(self) -> int:
+        """Output positions per tile."""
+        return self.lanes * self.vectors
+
+    def fits(self, spec: "ConvSpec") -> bool:
+        """Whether this tile applies to ``spec`` (row tiles: ``Wo % lanes == 0`` and whole tiles)."""
+        if not self.rows:
+            return True
+        return spec.wo % self.lanes == 0 and (spec.n * spec.ho * (spec.wo // self.lanes)) % self.vectors == 0
+
+    def params(self) -> dict[str, int]:
+        return {"tp": self.tp, "lanes": self.lanes, "vectors": self.vectors, "rows": int(self.rows)}
+
+    @classmethod
+    def grid(cls, tp: int) -> "ConvTile":
+        """The grid tile of ``tp`` positions (16-lane vectors; narrower tiles are one vector)."""
+        lanes = tp if tp <= 16 else 16
+        return cls(lanes, max(1, tp // lanes), False)
+
+    @classmethod
+    def from_params(cls, params: dict[str, int]) -> "ConvTile":
+        if "lanes" in params:
+            return cls(int(params["lanes"]), int(params["vectors"]), bool(params["rows"]))
+        return cls.grid(int(params["tp"]))
+
+
+def as_tile(tile: "int | ConvTile") -> ConvTile:
+    """A :class:`ConvTile` (an int is the grid tile of that many positions)."""
+    return tile if isinstance(tile, ConvTile) else ConvTile.grid(int(tile))
+
+
+def reads_input_directly(spec: "ConvSpec", tile: "int | ConvTile", phased: bool = False) -> bool:
+    """Row tiles of an unpadded stride-1 conv read ``x`` itself (no padded copy)."""
+    return as_tile(tile).rows and spec.pad == 0 and spec.stride == 1
+
+
+def conv_output_shapes(spec: "ConvSpec", tile: "int | ConvTile", phased: bool = False) -> list[tuple[int, ...]]:
+    """Shapes of the kernel's outputs, ``y`` last: scratch ``[xp?, acc?]`` first."""
+    tile = as_tile(tile)
+    phased = bool(phased) and spec.stride > 1
+    y = (spec.n, spec.co, spec.ho, spec.wo)
+    if tile.rows:
+        if reads_input_directly(spec, tile, phased):
+            return [y]
+        return [(spec.n, spec.scratch_len(tile.tp, phased, rows=True)), y]
+    pp = -(-spec.positions(phased) // tile.tp) * tile.tp
+    return [(spec.n, spec.scratch_len(tile.tp, phased)), (spec.n, spec.nb * spec.r, pp), y]
+
+
 @functools.lru_cache(maxsize=512)
-def conv_kernel(spec: ConvSpec, tp: int = 16, unroll: int = 4, phased: bool = False):
-    """Build the PrimFunc ``(x, values, off, bias) -> (xp, acc, y)`` for ``spec``.
+def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phased: bool = False):
+    """Build the PrimFunc ``(x, values, off, bias[, res]) -> (*scratch, y)`` for ``spec``.
 
     Shapes: ``x [N, Ci, H, W]``, ``values [nb, Kk, r]``, ``off [nb, Kk]``
-    int32, ``bias [nb*r]``, ``xp [N, spec.scratch_len(tp, phased)]``, ``acc
-    [N, nb*r, ceil(P/tp)*tp]`` with ``P = spec.positions(phased)``, ``y [N,
-    Co, Ho, Wo]``.  ``phased``: the stride-phase layout (see the module
-    docstring; ``off`` from ``spec.column_offsets(cols, phased=True)``).
+    int32, ``bias [nb*r]``, ``res [N, Co, Ho, Wo]`` (only when
+    ``spec.residual``: added before the activation); outputs as
+    :func:`conv_output_shapes` (grid tiles: ``xp [N, scratch_len]``, ``acc
+    [N, nb*r, ceil(P/TP)*TP]``, ``y``; row tiles: ``xp`` unless the input is
+    read directly, then ``y``).  ``tp``: a :class:`ConvTile`, or an int (the
+    grid tile of that many positions).  ``phased``: the stride-phase layout
+    (see the module docstring; ``off`` from ``spec.column_offsets(cols,
+    phased=True)``).
 
-    Memoised per ``(spec, tp, unroll)``: parsing the TVMScript costs about
-    0.2 s, and the tuner and the model build ask for the same kernels
-    (PrimFuncs are immutable; callers derive named copies with ``with_attr``).
-
-    ``xp`` and ``acc`` are scratch outputs (so every buffer is a kernel
-    parameter and LLVM sees them as distinct); callers use only ``y``.
+    Memoised per ``(spec, tile, unroll, phased)``: parsing the TVMScript
+    costs about 0.2 s, and the tuner and the model build ask for the same
+    kernels (PrimFuncs are immutable; callers derive named copies with
+    ``with_attr``).  Scratch buffers are outputs so that every buffer is a
+    kernel parameter and LLVM sees them as distinct; callers use only ``y``.
     """
     from tvm.script import tirx as T
 
+    tile = as_tile(tp)
+    if not tile.fits(spec):
+        raise ValueError(f"tile {tile} does not fit {spec}")
     N, Ci, H, W, Co = spec.n, spec.ci, spec.h, spec.w, spec.co
     pad, s, r, Kk = spec.pad, spec.stride, spec.r, spec.kk
     Hp, Wp, Ho, Wo, nb = spec.hp, spec.wp, spec.ho, spec.wo, spec.nb
     HWp = Hp * Wp
     phased = bool(phased) and s > 1
-    P = spec.positions(phased)
-    nP = -(-P // tp)
-    PP = nP * tp
-    L = spec.scratch_len(tp, phased)
-    U = max(1, unroll)
-    TP = tp
+    VW, V, U, TP = tile.lanes, tile.vectors, max(1, unroll), tile.tp
     relu = spec.relu or spec.relu6
     lo = T.float32(0) if relu else T.float32(-3.4e38)
     hi = T.float32(6) if spec.relu6 else T.float32(3.4e38)
+    has_res, rows, direct = spec.residual, tile.rows, reads_input_directly(spec, tile, phased)
+    full_rows = nb * r == Co  # every kernel row is a real output channel
+    L = spec.scratch_len(TP, phased, rows=rows)
+    # A tile's vector j covers "segment" g0 + j; it reads xs[n(g), off + base(g) + lane * ls].
     if phased:
-        return _phased_conv(spec, tp, U, lo, hi)
+        Hq, Wq = spec.hq, spec.wq
+        npy, npx = spec.phases
+        S2, HWq = npy * npx, Hq * Wq
+        copied = S2 * Ci * HWq
+        row_step, col_step, ls = Wq, 1, 1
+    else:
+        copied = Ci * HWp
+        row_step, col_step, ls = Wp * s, s, s
+    gw = spec.grid_width(phased)
+    if rows:
+        SG = Wo // VW  # row segments per output row
+        nJ = N * Ho * SG // V
+        PP = 1
+    else:
+        nP = -(-spec.positions(phased) // TP)
+        nJ = N * nP
+        SG = nP * V  # segments per image
+        PP = nP * TP
 
-    @T.prim_func
-    def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
-             off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
-             xp: T.Buffer((N, L), "float32"), acc: T.Buffer((N, nb * r, PP), "float32"),
-             y: T.Buffer((N, Co, Ho, Wo), "float32")):
-        T.func_attr({"tir.noalias": True})
-        for nc in T.parallel(N * Ci):
-            for hh, ww in T.grid(Hp, Wp):
-                xp[nc // Ci, nc % Ci * HWp + hh * Wp + ww] = T.if_then_else(
-                    pad <= hh and hh < H + pad and pad <= ww and ww < W + pad,
-                    x[nc // Ci, nc % Ci, hh - pad, ww - pad], T.float32(0))
+    # TVMScript helpers, evaluated while parsing (g: a segment index PrimExpr)
+    def n_of(g):
+        return g // (Ho * SG) if rows else g // SG
+
+    def oh_of(g):
+        return g // SG % Ho
+
+    def ow_of(g):
+        return g % SG * VW
+
+    def base_of(g):
+        return oh_of(g) * row_step + ow_of(g) * col_step if rows else g % SG * VW * col_step
+
+    @T.macro
+    def fill(x, xp):
+        if phased:
+            for nc in T.parallel(N * Ci):
+                for ph, hq, wq in T.grid(S2, Hq, Wq):
+                    xp[nc // Ci, ph * Ci * HWq + nc % Ci * HWq + hq * Wq + wq] = T.if_then_else(
+                        pad <= hq * s + ph // npx and hq * s + ph // npx < H + pad
+                        and pad <= wq * s + ph % npx and wq * s + ph % npx < W + pad,
+                        x[nc // Ci, nc % Ci, hq * s + ph // npx - pad, wq * s + ph % npx - pad], T.float32(0))
+        else:
+            for nc in T.parallel(N * Ci):
+                for hh in range(Hp):
+                    if pad <= hh and hh < H + pad:
+                        for ww in range(pad):
+                            xp[nc // Ci, nc % Ci * HWp + hh * Wp + ww] = T.float32(0)
+                        for ww in range(W):
+                            xp[nc // Ci, nc % Ci * HWp + hh * Wp + pad + ww] = x[nc // Ci, nc % Ci, hh - pad, ww]
+                        for ww in range(Wp - W - pad):
+                            xp[nc // Ci, nc % Ci * HWp + hh * Wp + W + pad + ww] = T.float32(0)
+                    else:
+                        for ww in range(Wp):
+                            xp[nc // Ci, nc % Ci * HWp + hh * Wp + ww] = T.float32(0)
         for n0 in range(N):
-            for t in range(L - Ci * HWp):
-                xp[n0, Ci * HWp + t] = T.float32(0)
-        for job in T.parallel(N * nb * nP):
-            n = T.bind(job // (nb * nP))
-            b = T.bind(job // nP % nb)
-            p0 = T.bind(job % nP * TP)
-            ac = T.alloc_buffer((r, TP), "float32", scope="local", annotations={"disable_lower_builtin": True})
+            for t in range(L - copied):
+                xp[n0, copied + t] = T.float32(0)
+
+    @T.macro
+    def jobs(xs, vals, off, bias, res, acc, y):
+        # row-block outer: each thread streams its own row-blocks' weights once per call
+        for job in T.parallel(nb * nJ):
+            b = T.bind(job // nJ)
+            g0 = T.bind(job % nJ * V)
+            ac = T.alloc_buffer((r * V, VW), "float32", scope="local", annotations={"disable_lower_builtin": True})
             for i in T.unroll(r):
-                ac[i, T.ramp(0, 1, TP)] = T.broadcast(bias[b * r + i], TP)
+                for j in T.unroll(V):
+                    ac[i * V + j, T.ramp(0, 1, VW)] = T.broadcast(bias[b * r + i], VW)
             for ko in range(Kk // U):
                 for ki in T.unroll(U):
-                    o = T.bind(off[b, ko * U + ki] + p0 * s)
-                    xv = T.bind(xp[n, T.ramp(o, s, TP)])
+                    o = T.bind(off[b, ko * U + ki])
                     for i in T.unroll(r):
-                        ac[i, T.ramp(0, 1, TP)] = ac[i, T.ramp(0, 1, TP)] + T.broadcast(vals[b, ko * U + ki, i], TP) * xv
+                        for j in T.unroll(V):
+                            ac[i * V + j, T.ramp(0, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)] + T.broadcast(
+                                vals[b, ko * U + ki, i], VW) * xs[n_of(g0 + j), T.ramp(o + base_of(g0 + j), ls, VW)]
             for k in range(Kk // U * U, Kk):
-                o2 = T.bind(off[b, k] + p0 * s)
-                xv2 = T.bind(xp[n, T.ramp(o2, s, TP)])
+                o2 = T.bind(off[b, k])
                 for i in T.unroll(r):
-                    ac[i, T.ramp(0, 1, TP)] = ac[i, T.ramp(0, 1, TP)] + T.broadcast(vals[b, k, i], TP) * xv2
-            for i in T.unroll(r):
-                acc[n, b * r + i, T.ramp(p0, 1, TP)] = ac[i, T.ramp(0, 1, TP)]
-        for nco in T.parallel(N * Co):
-            for oh, ow in T.grid(Ho, Wo):
-                y[nco // Co, nco % Co, oh, ow] = T.min(T.max(acc[nco // Co, nco % Co, oh * Wp + ow], lo), hi)
-
-    return conv
-
-
-def _phased_conv(spec: ConvSpec, tp: int, U: int, lo, hi):
-    """The stride-phase variant of :func:`conv_kernel` (same arguments, consecutive tile loads)."""
-    from tvm.script import tirx as T
-
-    N, Ci, H, W, Co = spec.n, spec.ci, spec.h, spec.w, spec.co
-    pad, s, r, Kk = spec.pad, spec.stride, spec.r, spec.kk
-    Hq, Wq, Ho, Wo, nb = spec.hq, spec.wq, spec.ho, spec.wo, spec.nb
-    HWq = Hq * Wq
-    npy, npx = spec.phases
-    S2 = npy * npx
-    nP = -(-spec.positions(True) // tp)
-    PP = nP * tp
-    L = spec.scratch_len(tp, True)
-    TP = tp
-
-    @T.prim_func
-    def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
-             off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
-             xp: T.Buffer((N, L), "float32"), acc: T.Buffer((N, nb * r, PP), "float32"),
-             y: T.Buffer((N, Co, Ho, Wo), "float32")):
-        T.func_attr({"tir.noalias": True})
-        for nc in T.parallel(N * Ci):
-            for ph, hq, wq in T.grid(S2, Hq, Wq):
-                xp[nc // Ci, ph * Ci * HWq + nc % Ci * HWq + hq * Wq + wq] = T.if_then_else(
-                    pad <= hq * s + ph // npx and hq * s + ph // npx < H + pad
-                    and pad <= wq * s + ph % npx and wq * s + ph % npx < W + pad,
-                    x[nc // Ci, nc % Ci, hq * s + ph // npx - pad, wq * s + ph % npx - pad], T.float32(0))
-        for n0 in range(N):
-            for t in range(L - S2 * Ci * HWq):
-                xp[n0, S2 * Ci * HWq + t] = T.float32(0)
-        for job in T.parallel(N * nb * nP):
-            n = T.bind(job // (nb * nP))
-            b = T.bind(job // nP % nb)
-            p0 = T.bind(job % nP * TP)
-            ac = T.alloc_buffer((r, TP), "float32", scope="local", annotations={"disable_lower_builtin": True})
-            for i in T.unroll(r):
-                ac[i, T.ramp(0, 1, TP)] = T.broadcast(bias[b * r + i], TP)
-            for ko in range(Kk // U):
-                for ki in T.unroll(U):
-                    o = T.bind(off[b, ko * U + ki] + p0)
-                    xv = T.bind(xp[n, T.ramp(o, 1, TP)])
-                    for i in T.unroll(r):
-                        ac[i, T.ramp(0, 1, TP)] = ac[i, T.ramp(0, 1, TP)] + T.broadcast(vals[b, ko * U + ki, i], TP) * xv
-            for k in range(Kk // U * U, Kk):
-                o2 = T.bind(off[b, k] + p0)
-                xv2 = T.bind(xp[n, T.ramp(o2, 1, TP)])
+                    for j in T.unroll(V):
+                        ac[i * V + j, T.ramp(0, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)] + T.broadcast(
+                            vals[b, k, i], VW) * xs[n_of(g0 + j), T.ramp(o2 + base_of(g0 + j), ls, VW)]
+            if rows:
                 for i in T.unroll(r):
-                    ac[i, T.ramp(0, 1, TP)] = ac[i, T.ramp(0, 1, TP)] + T.broadcast(vals[b, k, i], TP) * xv2
-            for i in T.unroll(r):
-                acc[n, b * r + i, T.ramp(p0, 1, TP)] = ac[i, T.ramp(0, 1, TP)]
-        for nco in T.parallel(N * Co):
-            for oh, ow in T.grid(Ho, Wo):
-                y[nco // Co, nco % Co, oh, ow] = T.min(T.max(acc[nco // Co, nco % Co, oh * Wq + ow], lo), hi)
+                    if full_rows or b * r + i < Co:
+                        for j in T.unroll(V):
+                            y[n_of(g0 + j), b * r + i, oh_of(g0 + j), T.ramp(ow_of(g0 + j), 1, VW)] = T.min(T.max(
+                                ac[i * V + j, T.ramp(0, 1, VW)]
+                                + (res[n_of(g0 + j), b * r + i, oh_of(g0 + j), T.ramp(ow_of(g0 + j), 1, VW)]
+                                   if has_res else T.broadcast(T.float32(0), VW)),
+                                T.broadcast(lo, VW)), T.broadcast(hi, VW))
+            else:
+                for i in T.unroll(r):
+                    for j in T.unroll(V):
+                        acc[n_of(g0 + j), b * r + i, T.ramp((g0 + j) % SG * VW, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)]
+        if not rows:
+            for nco in T.parallel(N * Co):
+                for oh, ow in T.grid(Ho, Wo):
+                    y[nco // Co, nco % Co, oh, ow] = T.min(T.max(
+                        acc[nco // Co, nco % Co, oh * gw + ow]
+                        + (res[nco // Co, nco % Co, oh, ow] if has_res else T.float32(0)), lo), hi)
 
+    XS = (N, Ci * H * W)
+    if rows and direct and has_res:
+        @T.prim_func
+        def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
+                 off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
+                 res: T.Buffer((N, Co, Ho, Wo), "float32"), y: T.Buffer((N, Co, Ho, Wo), "float32")):
+            T.func_attr({"tir.noalias": True})
+            xf = T.decl_buffer(XS, "float32", data=x.data)
+            jobs(xf, vals, off, bias, res, None, y)
+    elif rows and direct:
+        @T.prim_func
+        def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
+                 off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
+                 y: T.Buffer((N, Co, Ho, Wo), "float32")):
+            T.func_attr({"tir.noalias": True})
+            xf = T.decl_buffer(XS, "float32", data=x.data)
+            jobs(xf, vals, off, bias, None, None, y)
+    elif rows and has_res:
+        @T.prim_func
+        def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
+                 off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
+                 res: T.Buffer((N, Co, Ho, Wo), "float32"), xp: T.Buffer((N, L), "float32"),
+                 y: T.Buffer((N, Co, Ho, Wo), "float32")):
+            T.func_attr({"tir.noalias": True})
+            fill(x, xp)
+            jobs(xp, vals, off, bias, res, None, y)
+    elif rows:
+        @T.prim_func
+        def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
+                 off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
+                 xp: T.Buffer((N, L), "float32"), y: T.Buffer((N, Co, Ho, Wo), "float32")):
+            T.func_attr({"tir.noalias": True})
+            fill(x, xp)
+            jobs(xp, vals, off, bias, None, None, y)
+    elif has_res:
+        @T.prim_func
+        def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
+                 off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
+                 res: T.Buffer((N, Co, Ho, Wo), "float32"), xp: T.Buffer((N, L), "float32"),
+                 acc: T.Buffer((N, nb * r, PP), "float32"), y: T.Buffer((N, Co, Ho, Wo), "float32")):
+            T.func_attr({"tir.noalias": True})
+            fill(x, xp)
+            jobs(xp, vals, off, bias, res, acc, y)
+    else:
+        @T.prim_func
+        def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
+                 off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
+                 xp: T.Buffer((N, L), "float32"), acc: T.Buffer((N, nb * r, PP), "float32"),
+                 y: T.Buffer((N, Co, Ho, Wo), "float32")):
+            T.func_attr({"tir.noalias": True})
+            fill(x, xp)
+            jobs(xp, vals, off, bias, None, acc, y)
     return conv
 
 

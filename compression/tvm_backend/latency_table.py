@@ -86,20 +86,20 @@ class TVMLatencyTable:
         return int(cols.shape[1]) if cols is not None else int(mask[0].numel())
 
     # ------------------------------------------------------------ timing
-    def _dense(self, layer: LayerInfo, repeats: int) -> tuple[float, int]:
-        """``(ms, tile)`` of the dense kernel for ``layer`` (the torch proxy and tile 0 if it has none)."""
+    def _dense(self, layer: LayerInfo, repeats: int):
+        """``(ms, tile)`` of the dense kernel for ``layer`` (the torch proxy and tile None if it has none)."""
         from compression.tvm_backend.runtime import tvm_threads
         from compression.tvm_backend.tuning import best_tile
 
         spec = self.kernel_spec(layer)
         if spec is None:
-            return self.proxy.measure(layer, "dense", 0.0, {}, repeats), 0
+            return self.proxy.measure(layer, "dense", 0.0, {}, repeats), None
         start = time.perf_counter()
         with tvm_threads(self.threads):
             best = best_tile(spec, self.target, self.db, sparse=False,  # cached in the tuning database
                              phased=spec.stride > 1)
         self.seconds += time.perf_counter() - start
-        return float(best.ms), int(best.tp)
+        return float(best.ms), best.tile or best.tp
 
     def _key(self, spec, kind: str) -> str:
         from compression.tvm_backend.tuning import _key
@@ -128,17 +128,20 @@ class TVMLatencyTable:
             return dense_ms  # nothing to skip: the compiler keeps the dense kernel
         return self._grid_point_ms(layer, point, tp, repeats)
 
-    def _grid_point_ms(self, layer: LayerInfo, kept: int, tp: int, repeats: int) -> float:
+    def _grid_point_ms(self, layer: LayerInfo, kept: int, tile, repeats: int) -> float:
+        """The compact kernel with ``kept`` columns at the dense kernel's tile (a ``ConvTile`` or grid size)."""
+        from compression.tvm_backend.kernels import as_tile
         from compression.tvm_backend.runtime import tvm_threads
         from compression.tvm_backend.tuning import time_kernel
 
         spec = self.kernel_spec(layer, kept)
-        key = f"table|{self._key(spec, 'sparse')}|tp{tp}"
+        tile = as_tile(tile)
+        key = f"table|{self._key(spec, 'sparse')}|{tile.lanes}x{tile.vectors}{'r' if tile.rows else 'g'}"
         if key not in self.db.entries:
             start = time.perf_counter()
             with tvm_threads(self.threads):
-                ms = time_kernel(spec, tp, self.target, repeats=repeats, phased=spec.stride > 1)
-            self.db.entries[key] = {"tp": tp, "ms": ms}
+                ms = time_kernel(spec, tile, self.target, repeats=repeats, phased=spec.stride > 1)
+            self.db.entries[key] = {"tp": tile.tp, "tile": tile.params(), "ms": ms}
             self.seconds += time.perf_counter() - start
             self.kernels_timed += 1
         return float(self.db.entries[key]["ms"])

@@ -6,9 +6,11 @@ lowering of the same call (:func:`time_default_lowering`), all in the same
 database.  Stride-2 convs are also timed in the stride-phase layout
 (``best_tile(..., phased=True)``; keys of the strided layout are unchanged).
 
-For every conv call the search measures the template at a few tile sizes
-(``TP`` in {8, 16, 32}) for the compressed weights and for dense, on this
-machine, and keeps the fastest of each; the compressed kernel is used only if
+For every conv call the search measures the template at a few output tiles
+(:func:`conv_tile_candidates`: grid tiles of 8-48 positions and, where the
+output rows allow, row tiles of 8- or 16-lane row segments stored straight
+into the output) for the compressed weights and for dense, on this machine,
+and keeps the fastest of each; the compressed kernel is used only if
 it beats the dense one (per-layer no-regression fallback).  Results are cached
 in a JSON database keyed by (layer spec, target, tvm version), so a second
 compile of the same shapes does not re-measure.  A search costs seconds
@@ -25,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from compression.tvm_backend.kernels import ConvSpec, conv_kernel
+from compression.tvm_backend.kernels import ConvSpec, ConvTile, as_tile, conv_kernel, conv_output_shapes
 
-TILE_CANDIDATES = (8, 16, 32)
+CONV_TEMPLATE = "t2"  # bumped when the conv template changes, so cached tile timings are re-measured
 DEPTHWISE_TILES = (8, 16, 32, 64)
 LINEAR_TILES = (8, 16, 32)
 LINEAR_ROW_BLOCKS = (1, 4, 8)
@@ -37,6 +39,23 @@ LINEAR_ROW_BLOCKS = (1, 4, 8)
 class Measured:
     tp: int
     ms: float
+    tile: ConvTile | None = None  # conv template: the tile measured fastest (``tp`` is its positions)
+
+
+def conv_tile_candidates(spec: ConvSpec) -> tuple[ConvTile, ...]:
+    """The conv tiles :func:`best_tile` measures for ``spec``.
+
+    Grid tiles of 32 and 48 positions (8 and 16 too on small feature maps,
+    under 64 positions), and row tiles where the output width allows: two
+    16-lane segments (one when two do not fit), or two 8-lane segments when
+    ``Wo`` is not a multiple of 16.  (A sweep over vgg16 and resnet18 layers
+    found the other shapes never clearly faster.)
+    """
+    grid = [ConvTile.grid(tp) for tp in ((8, 16, 32, 48) if spec.positions() < 64 else (32, 48))]
+    rows = [ConvTile(16, 2, True) if ConvTile(16, 2, True).fits(spec) else ConvTile(16, 1, True)]
+    if spec.wo % 16:
+        rows.append(ConvTile(8, 2, True))
+    return tuple(grid + [t for t in rows if t.fits(spec)])
 
 
 class TuningDB:
@@ -67,9 +86,9 @@ class TuningDB:
 def _key(spec: ConvSpec, target: dict, sparse: bool, phased: bool = False) -> str:
     import tvm
 
-    layout = "|phased" if phased and spec.stride > 1 else ""  # strided-layout keys stay as they were
+    layout = "|phased" if phased and spec.stride > 1 else ""
     return (f"{tvm.__version__}|{json.dumps(target, sort_keys=True)}|{spec.key()}|{'sparse' if sparse else 'dense'}"
-            f"{layout}")
+            f"{layout}|{CONV_TEMPLATE}")
 
 
 def db_key(target: dict, *parts: str) -> str:
@@ -79,30 +98,31 @@ def db_key(target: dict, *parts: str) -> str:
     return "|".join([tvm.__version__, json.dumps(target, sort_keys=True), *parts])
 
 
-def time_kernel(spec: ConvSpec, tp: int, target: dict, *, repeats: int = 5, number: int = 5,
+def time_kernel(spec: ConvSpec, tp: "int | ConvTile", target: dict, *, repeats: int = 5, number: int = 5,
                 phased: bool = False) -> float:
     """Median milliseconds of one call of the template with random data.
 
+    ``tp``: the tile (an int: the grid tile of that many positions);
     ``phased``: time the stride-phase layout instead (same for stride 1).
     """
     import tvm
 
-    func = conv_kernel(spec, tp, phased=phased)
+    tile = as_tile(tp)
+    func = conv_kernel(spec, tile, phased=phased)
     lib = compile_prim(func, target)
     rng = np.random.default_rng(0)
     dev = tvm.cpu()
+    # realistic gather offsets: sorted random kept columns per row-block
+    cols = np.sort(np.stack([rng.permutation(spec.k_total)[: spec.kk] for _ in range(spec.nb)]), axis=1)
     args = [
         rng.random((spec.n, spec.ci, spec.h, spec.w), dtype=np.float32),
         rng.standard_normal((spec.nb, spec.kk, spec.r)).astype(np.float32),
-        np.zeros((spec.nb, spec.kk), np.int32),  # replaced below by realistic offsets
+        spec.column_offsets(cols, phased),
         np.zeros(spec.nb * spec.r, np.float32),
-        np.zeros((spec.n, spec.scratch_len(tp, phased)), np.float32),
-        np.zeros((spec.n, spec.nb * spec.r, -(-spec.positions(phased) // tp) * tp), np.float32),
-        np.zeros((spec.n, spec.co, spec.ho, spec.wo), np.float32),
     ]
-    # realistic gather offsets: sorted random kept columns per row-block
-    cols = np.sort(np.stack([rng.permutation(spec.k_total)[: spec.kk] for _ in range(spec.nb)]), axis=1)
-    args[2] = spec.column_offsets(cols, phased)
+    if spec.residual:
+        args.append(rng.standard_normal((spec.n, spec.co, spec.ho, spec.wo)).astype(np.float32))
+    args += [np.zeros(shape, np.float32) for shape in conv_output_shapes(spec, tile, phased)]
     tensors = [tvm.runtime.tensor(a, dev) for a in args]
     ev = lib.mod.time_evaluator("main", dev,
                                 number=number, repeat=repeats)
@@ -117,32 +137,44 @@ def compile_prim(func, target: dict):
 
 
 def best_tile(spec: ConvSpec, target: dict, db: TuningDB, *, sparse: bool,
-              candidates: tuple[int, ...] = TILE_CANDIDATES, phased: bool = False) -> Measured:
-    """Fastest tile size for ``spec`` (cached in ``db``); ``phased``: the stride-phase layout."""
-    return _cached_tile_search(db, _key(spec, target, sparse, phased), candidates, spec.positions(phased),
-                               lambda tp: time_kernel(spec, tp, target, phased=phased))
+              candidates: "tuple[int | ConvTile, ...] | None" = None, phased: bool = False) -> Measured:
+    """Fastest tile for ``spec`` (cached in ``db``); ``phased``: the stride-phase layout.
+
+    ``candidates``: tiles (ints are grid tiles); default
+    :func:`conv_tile_candidates`.  The result's ``tile`` is the winner.
+    """
+    tiles = tuple(as_tile(t) for t in (candidates if candidates is not None else conv_tile_candidates(spec)))
+    tiles = tuple(t for t in tiles if t.fits(spec))
+    suffix = "" if candidates is None else "|" + ",".join(f"{t.lanes}x{t.vectors}{'r' if t.rows else 'g'}" for t in tiles)
+    return _cached_tile_search(db, _key(spec, target, sparse, phased) + suffix, tiles, spec.positions(phased),
+                               lambda tile: time_kernel(spec, tile, target, phased=phased))
 
 
-def _cached_tile_search(db: TuningDB, key: str, candidates: tuple[int, ...], positions: int,
+def _cached_tile_search(db: TuningDB, key: str, candidates: "tuple[int | ConvTile, ...]", positions: int,
                         time_tile) -> Measured:
-    """The fastest of ``candidates`` tiles by ``time_tile(tp) -> ms``, looked up in / stored to ``db`` under ``key``.
+    """The fastest of ``candidates`` tiles by ``time_tile(tile) -> ms``, looked up in / stored to ``db`` under ``key``.
 
-    Tiles much wider than the ``positions`` of the feature map only add junk
-    lanes and are skipped once one tile is timed.
+    Candidates are tile sizes (int) or conv tiles.  Grid tiles much wider
+    than the ``positions`` of the feature map only add junk lanes and are
+    skipped once one tile is timed.
     """
     hit = db.entries.get(key)
     if hit:
-        return Measured(int(hit["tp"]), float(hit["ms"]))
+        tile = ConvTile.from_params(hit["tile"]) if "tile" in hit else None
+        return Measured(int(hit["tp"]), float(hit["ms"]), tile)
     best: Measured | None = None
     start = time.perf_counter()
-    for tp in candidates:
-        if tp > 2 * max(8, positions) and best is not None:
+    for cand in candidates:
+        tile = cand if isinstance(cand, ConvTile) else None
+        tp = tile.tp if tile is not None else int(cand)
+        if tp > 2 * max(8, positions) and best is not None and not (tile is not None and tile.rows):
             continue
-        ms = time_tile(tp)
+        ms = time_tile(cand)
         if best is None or ms < best.ms:
-            best = Measured(tp, ms)
+            best = Measured(tp, ms, tile)
     assert best is not None
-    db.entries[key] = {"tp": best.tp, "ms": best.ms, "search_seconds": round(time.perf_counter() - start, 3)}
+    db.entries[key] = {"tp": best.tp, "ms": best.ms, "search_seconds": round(time.perf_counter() - start, 3),
+                       **({"tile": best.tile.params()} if best.tile is not None else {})}
     return best
 
 

@@ -1,0 +1,127 @@
+"""Conv template tiles (grid and row tiles) and the fused residual add, against torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+tvm = pytest.importorskip("tvm")
+
+from compression.tvm_backend.compile import compile_model  # noqa: E402
+from compression.tvm_backend.kernels import (  # noqa: E402
+    ConvSpec,
+    ConvTile,
+    conv_kernel,
+    conv_output_shapes,
+    pack_weights,
+    reads_input_directly,
+    row_block_columns,
+)
+from compression.tvm_backend.target import host_target_dict  # noqa: E402
+from compression.tvm_backend.tuning import TuningDB, best_tile, compile_prim, conv_tile_candidates  # noqa: E402
+
+TARGET = host_target_dict(2)
+TILES = [ConvTile.grid(8), ConvTile.grid(32), ConvTile(16, 1, True), ConvTile(16, 3), ConvTile(8, 2, True),
+         ConvTile(8, 4, True)]  # even entries for dense weights, odd for sparse: grid and row tiles in each
+
+
+def _conv(x, weight, bias, spec: ConvSpec, tile: ConvTile, cols, phased: bool, res=None) -> np.ndarray:
+    values, off, b = pack_weights(weight, bias, spec, cols, phased=phased)
+    args = [x, values, off, b] + ([res] if res is not None else [])
+    args += [np.zeros(s, np.float32) for s in conv_output_shapes(spec, tile, phased)]
+    tensors = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args]
+    compile_prim(conv_kernel(spec, tile, phased=phased), TARGET)["main"](*tensors)
+    return tensors[-1].numpy()
+
+
+@pytest.mark.parametrize("n, ci, co, h, w, k, pad, stride, phased", [
+    (1, 8, 16, 8, 16, 3, 1, 1, False),   # row tiles of 16 and 8 lanes
+    (2, 5, 12, 8, 8, 3, 1, 1, False),    # Co not a multiple of r=8: the last row-block is partly padding
+    (2, 8, 16, 8, 8, 1, 0, 1, False),    # unpadded 1x1: row tiles read x directly (no copy)
+    (1, 8, 16, 16, 16, 3, 1, 2, True),   # stride 2, stride-phase layout
+    (2, 6, 8, 16, 16, 3, 1, 2, False),   # stride 2, strided loads
+])
+@pytest.mark.parametrize("act, residual", [("relu6", True), ("none", False)])
+def test_every_tile_matches_torch(n, ci, co, h, w, k, pad, stride, phased, act, residual):
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((co, ci, k, k)).astype(np.float32) * (rng.random((co, ci, k, k)) > 0.5)
+    bias = rng.standard_normal(co).astype(np.float32)
+    x = rng.random((n, ci, h, w)).astype(np.float32) * 2
+    ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(weight), torch.from_numpy(bias), stride=stride,
+                   padding=pad).numpy()
+    res = rng.standard_normal(ref.shape).astype(np.float32) * 3 if residual else None
+    expect = ref + (res if residual else 0)
+    expect = {"relu": np.maximum(expect, 0), "relu6": np.clip(expect, 0, 6), "none": expect}[act]
+    cols = row_block_columns(weight, 8)
+    checked = 0
+    for sparse in (False, True):
+        kk = cols.shape[1] if sparse else ci * k * k
+        spec = ConvSpec(n, ci, h, w, co, k, k, pad, stride, 8, kk, act != "none", act == "relu6", residual)
+        for tile in TILES[sparse::2]:  # dense and sparse weights share the template: half the tiles each
+            if not tile.fits(spec):
+                continue
+            out = _conv(x, weight, bias, spec, tile, cols if sparse else None, phased, res)
+            np.testing.assert_allclose(out, expect, atol=1e-4, rtol=1e-4, err_msg=f"{tile} sparse={sparse}")
+            checked += 1
+    assert checked >= 3
+
+
+def test_row_tiles_fit_only_whole_row_segments_and_unpadded_convs_skip_the_copy():
+    spec = ConvSpec(1, 8, 8, 12, 16, 3, 3, 1, 1, 8, 72, True)  # Wo = 12
+    assert not ConvTile(8, 2, True).fits(spec) and ConvTile(4, 2, True).fits(spec)
+    assert ConvTile.grid(48).fits(spec)
+    assert [s[-1] for s in conv_output_shapes(spec, ConvTile(4, 2, True))] == [8 * 10 * 14, 12]
+    one = ConvSpec(1, 8, 8, 8, 16, 1, 1, 0, 1, 8, 8, True)
+    assert reads_input_directly(one, ConvTile(8, 1, True)) and not reads_input_directly(one, ConvTile.grid(16))
+    assert conv_output_shapes(one, ConvTile(8, 1, True)) == [(1, 16, 8, 8)]
+    assert all(t.fits(spec) for t in conv_tile_candidates(spec))
+    assert ConvTile.from_params(ConvTile(16, 2, True).params()) == ConvTile(16, 2, True)
+
+
+def test_best_tile_records_the_winning_tile(tmp_path):
+    spec = ConvSpec(1, 4, 8, 16, 8, 3, 3, 1, 1, 8, 36, True)
+    db = TuningDB(str(tmp_path / "t.json"))
+    best = best_tile(spec, TARGET, db, sparse=False, candidates=(ConvTile.grid(16), ConvTile(16, 1, True)))
+    assert best.tile in (ConvTile.grid(16), ConvTile(16, 1, True)) and best.tp == 16
+    db.save()
+    again = best_tile(spec, TARGET, TuningDB(db.path), sparse=False,
+                      candidates=(ConvTile.grid(16), ConvTile(16, 1, True)))
+    assert again == best
+
+
+class Residual(nn.Module):
+    """A ResNet block with a conv shortcut (the add of two conv chains) and an identity one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(4, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.short = nn.Conv2d(4, 8, 1)
+        self.c = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.b(torch.relu(self.a(x))) + self.short(x))
+        y = torch.relu(self.c(y) + y)
+        return self.head(y.mean((2, 3)))
+
+
+def test_residual_adds_are_fused_and_the_model_agrees_with_eager():
+    torch.manual_seed(0)
+    model = Residual().eval()
+    x = torch.rand(2, 4, 8, 8)
+    res = compile_model(model, (4, 8, 8), TARGET, batch=2, measure=False)
+    fused = {c.name: c.fused for c in res.layers}
+    assert sum("residual" in f for f in fused.values()) == 2, fused
+    assert [c.index for c in res.layers] == list(range(len(res.layers)))
+    assert [c.name for c in res.layers][:3] == ["conv0", "conv1", "conv2"]  # graph order kept despite deferral
+    from tvm import relax
+
+    vm = relax.VirtualMachine(res.executable, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x.numpy()))
+    out = (out[0] if not hasattr(out, "numpy") else out).numpy()
+    with torch.no_grad():
+        np.testing.assert_allclose(out, model(x).numpy(), atol=1e-4, rtol=1e-4)
