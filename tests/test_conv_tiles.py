@@ -125,3 +125,32 @@ def test_residual_adds_are_fused_and_the_model_agrees_with_eager():
     out = (out[0] if not hasattr(out, "numpy") else out).numpy()
     with torch.no_grad():
         np.testing.assert_allclose(out, model(x).numpy(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n, c, h, w, k, pad, stride", [(2, 5, 8, 16, 3, 1, 1), (1, 4, 8, 8, 3, 1, 2),
+                                                        (1, 3, 4, 4, 3, 1, 1), (2, 4, 6, 12, 5, 2, 2)])
+def test_depthwise_row_tile_matches_torch(n, c, h, w, k, pad, stride):
+    from compression.tvm_backend.kernels_layers import (
+        DepthwiseSpec,
+        depthwise_kernel,
+        depthwise_output_shapes,
+        depthwise_row_lanes,
+        pack_depthwise,
+    )
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32) * 3
+    weight = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+    bias = rng.standard_normal(c).astype(np.float32)
+    spec = DepthwiseSpec(n, c, h, w, k, pad, stride, "relu6")
+    lanes = depthwise_row_lanes(spec)
+    assert lanes is not None and spec.wo % lanes == 0
+    tile = ConvTile(lanes, 1, True)
+    wt, b = pack_depthwise(weight, bias)
+    args = [x, wt, b] + [np.zeros(s, np.float32) for s in depthwise_output_shapes(spec, tile)]
+    tensors = [tvm.runtime.tensor(a) for a in args]
+    compile_prim(depthwise_kernel(spec, tile), TARGET)["main"](*tensors)
+    ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(weight), torch.from_numpy(bias), stride=stride,
+                   padding=pad, groups=c).clamp(0, 6).numpy()
+    np.testing.assert_allclose(tensors[-1].numpy(), ref, atol=1e-4, rtol=1e-4)
+    assert len(depthwise_output_shapes(spec, tile)) == 2  # no acc pass

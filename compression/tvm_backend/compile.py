@@ -26,11 +26,20 @@ import numpy as np
 import torch
 
 from compression.decisions import LayerDecision
-from compression.tvm_backend.kernels import ConvSpec, ConvTile, conv_kernel, conv_output_shapes, pack_weights, row_block_columns
+from compression.tvm_backend.kernels import (
+    ConvSpec,
+    ConvTile,
+    as_tile,
+    conv_kernel,
+    conv_output_shapes,
+    pack_weights,
+    row_block_columns,
+)
 from compression.tvm_backend.kernels_layers import (
     DepthwiseSpec,
     LinearSpec,
     depthwise_kernel,
+    depthwise_output_shapes,
     linear_kernel,
     pack_depthwise,
     pack_linear,
@@ -457,20 +466,19 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                                                 {"tp": ours.tp}), None
             else:
                 ours = Measured(16, float("nan"))
-            tp = ours.tp
+            tp = ours.tile if ours.tile is not None and ours.tile.rows else ours.tp
             wt, bias = pack_depthwise(weight, info["bias"])
             fname = f"depthwise_{idx}"
             gvar = self.builder_.add_func(depthwise_kernel(spec, tp).with_attr("global_symbol", fname), fname)
-            out_sinfo = [relax.TensorType((spec.n * spec.c, spec.scratch_len(tp)), "float32"),
-                         relax.TensorType((spec.n * spec.c, spec.padded_positions(tp)), "float32"),
-                         relax.TensorType((spec.n, spec.c, spec.ho, spec.wo), "float32")]
+            out_sinfo = [relax.TensorType(shape, "float32") for shape in depthwise_output_shapes(spec, tp)]
             consts = [relax.const(wt), relax.const(bias)]
             measured = {} if default_ms is None else {"kernel": round(ours.ms, 5), "tvm-default": round(default_ms, 5)}
-            choice = LayerChoice(idx, name, list(weight.shape), "depthwise", total, total, tp, None, ours.ms,
+            choice = LayerChoice(idx, name, list(weight.shape), "depthwise", total, total, ours.tp, None, ours.ms,
                                  list(info["fused"]), "depth-wise kernel" + (" faster than TVM default" if measure
                                                                              else " (not measured)"),
                                  LayerDecision.NO_SPARSITY, op="depthwise", layout="phased" if spec.stride > 1
-                                 else "padded", params={"tp": int(tp)}, default_ms=default_ms, measured=measured)
+                                 else "padded", params=as_tile(tp).params(), default_ms=default_ms,
+                                 measured=measured)
             return choice, (lambda x: relax.call_tir(gvar, [x, *consts], out_sinfo))
 
         def _lower_linear(self, idx, name, call, weight, info):

@@ -19,7 +19,11 @@ Depth-wise conv (``groups == Ci == Co``, square ``k x k`` kernel, stride
   a tile is one plain vector load and one broadcast-FMA (the ``k*k`` taps
   are unrolled);
 * the tile goes to scratch ``acc [N*C, ceil(P/TP)*TP]``; the job then writes
-  the ``Wo`` valid columns of each row to ``y`` with the activation.
+  the ``Wo`` valid columns of each row to ``y`` with the activation;
+* or, with a row tile (``Wo`` a multiple of its 16/8/4/2 lanes), each
+  vector is one output row segment, stored straight into ``y`` with the
+  activation (no junk lanes, no copy pass); the padded copy is written row
+  by row (plain vector copies for stride 1).
 
 Linear (``y [N, O] = x [N, I] @ Wt [I, O] + b``; Relax gives the weight
 already transposed, ``matmul(x, Wt)``):
@@ -40,7 +44,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from compression.tvm_backend.kernels import PaddedGeometry
+from compression.tvm_backend.kernels import ConvTile, PaddedGeometry, as_tile
 
 ACTIVATIONS = ("none", "relu", "relu6")
 
@@ -93,27 +97,104 @@ class DepthwiseSpec(PaddedGeometry):
         return "dw_" + _key(self)
 
 
-@functools.lru_cache(maxsize=256)
-def depthwise_kernel(spec: DepthwiseSpec, tp: int = 16):
-    """PrimFunc ``(x, wt, bias) -> (xp, acc, y)`` of a depth-wise conv.
+def depthwise_row_lanes(spec: DepthwiseSpec) -> int | None:
+    """Lanes of the depth-wise row tile for ``spec``: the widest of 16/8/4/2 dividing ``Wo`` (None: none)."""
+    return next((v for v in (16, 8, 4, 2) if spec.wo % v == 0), None)
 
-    Shapes: ``x [N, C, H, W]``, ``wt [C, k*k]``, ``bias [C]``, scratch ``xp
-    [N*C, spec.scratch_len(tp)]`` and ``acc [N*C, spec.padded_positions(tp)]``,
-    ``y [N, C, Ho, Wo]``.  Callers use only ``y``.
+
+def depthwise_output_shapes(spec: DepthwiseSpec, tp: "int | ConvTile") -> list[tuple[int, ...]]:
+    """Shapes of the depth-wise kernel's outputs, ``y`` last (row tiles have no ``acc``)."""
+    y = (spec.n, spec.c, spec.ho, spec.wo)
+    if isinstance(tp, ConvTile) and tp.rows:
+        return [(spec.n * spec.c, spec.stride * spec.stride * spec.hq * spec.wq), y]
+    tp = as_tile(tp).tp
+    return [(spec.n * spec.c, spec.scratch_len(tp)), (spec.n * spec.c, spec.padded_positions(tp)), y]
+
+
+@functools.lru_cache(maxsize=256)
+def depthwise_kernel(spec: DepthwiseSpec, tp: "int | ConvTile" = 16):
+    """PrimFunc ``(x, wt, bias) -> (*scratch, y)`` of a depth-wise conv.
+
+    Shapes: ``x [N, C, H, W]``, ``wt [C, k*k]``, ``bias [C]``, outputs as
+    :func:`depthwise_output_shapes`: a grid tile (``tp`` an int, or a
+    non-row :class:`ConvTile`) uses scratch ``xp [N*C,
+    spec.scratch_len(tp)]`` and ``acc [N*C, spec.padded_positions(tp)]``; a
+    row tile (``ConvTile(lanes, 1, rows=True)``, ``Wo % lanes == 0``) stores
+    each ``lanes``-wide output row segment straight into ``y`` (scratch
+    ``xp`` only).  Callers use only ``y``.
     """
     from tvm.script import tirx as T
 
+    rows = isinstance(tp, ConvTile) and tp.rows
     N, C, H, W, K = spec.n, spec.c, spec.h, spec.w, spec.k
     pad, s = spec.pad, spec.stride
     Hq, Wq, Ho, Wo = spec.hq, spec.wq, spec.ho, spec.wo
     HWq = Hq * Wq
     S2 = s * s
     KK = K * K
-    TP = tp
-    nP = -(-spec.positions() // tp)
-    PP = nP * tp
-    L = spec.scratch_len(tp)
+    if rows:
+        VW = tp.lanes
+        if Wo % VW:
+            raise ValueError(f"row tile of {VW} lanes does not fit Wo={Wo}")
+        L = S2 * HWq
+        TP, PP = VW, VW
+    else:
+        TP = as_tile(tp).tp
+        PP = spec.padded_positions(TP)
+        L = spec.scratch_len(TP)
+    nP = -(-spec.positions() // TP)
     lo, hi = _bounds(spec.act)
+
+    def tap(kk):  # xp offset of tap kk (phase plane, row, column) relative to the output position
+        return (kk // K % s * s + kk % K % s) * HWq + kk // K // s * Wq + kk % K // s
+
+    @T.macro
+    def fill(x, xp, job):
+        if s == 1:  # one plane: whole rows, vectorisable copies
+            for hh in range(Hq):
+                if pad <= hh and hh < H + pad:
+                    for ww in range(pad):
+                        xp[job, hh * Wq + ww] = T.float32(0)
+                    for ww in range(W):
+                        xp[job, hh * Wq + pad + ww] = x[job // C, job % C, hh - pad, ww]
+                    for ww in range(Wq - W - pad):
+                        xp[job, hh * Wq + W + pad + ww] = T.float32(0)
+                else:
+                    for ww in range(Wq):
+                        xp[job, hh * Wq + ww] = T.float32(0)
+        else:
+            for ph, hq in T.grid(S2, Hq):
+                if pad <= hq * s + ph // s and hq * s + ph // s < H + pad:
+                    for wq in range(Wq):
+                        xp[job, ph * HWq + hq * Wq + wq] = T.if_then_else(
+                            pad <= wq * s + ph % s and wq * s + ph % s < W + pad,
+                            x[job // C, job % C, hq * s + ph // s - pad, wq * s + ph % s - pad], T.float32(0))
+                else:
+                    for wq in range(Wq):
+                        xp[job, ph * HWq + hq * Wq + wq] = T.float32(0)
+        for t in range(L - S2 * HWq):
+            xp[job, S2 * HWq + t] = T.float32(0)
+
+    if rows:
+        SG = Wo // VW
+
+        @T.prim_func
+        def dw(x: T.Buffer((N, C, H, W), "float32"), wt: T.Buffer((C, KK), "float32"),
+               bias: T.Buffer((C,), "float32"), xp: T.Buffer((N * C, L), "float32"),
+               y: T.Buffer((N, C, Ho, Wo), "float32")):
+            T.func_attr({"tir.noalias": True})
+            for job in T.parallel(N * C):
+                fill(x, xp, job)
+                for oh, sg in T.grid(Ho, SG):
+                    a = T.alloc_buffer((VW,), "float32", scope="local", annotations={"disable_lower_builtin": True})
+                    a[T.ramp(0, 1, VW)] = T.broadcast(bias[job % C], VW)
+                    for kk in T.unroll(KK):
+                        a[T.ramp(0, 1, VW)] = a[T.ramp(0, 1, VW)] + T.broadcast(wt[job % C, kk], VW) * xp[
+                            job, T.ramp(tap(kk) + oh * Wq + sg * VW, 1, VW)]
+                    y[job // C, job % C, oh, T.ramp(sg * VW, 1, VW)] = T.min(T.max(
+                        a[T.ramp(0, 1, VW)], T.broadcast(lo, VW)), T.broadcast(hi, VW))
+
+        return dw
 
     @T.prim_func
     def dw(x: T.Buffer((N, C, H, W), "float32"), wt: T.Buffer((C, KK), "float32"),
@@ -121,20 +202,13 @@ def depthwise_kernel(spec: DepthwiseSpec, tp: int = 16):
            acc: T.Buffer((N * C, PP), "float32"), y: T.Buffer((N, C, Ho, Wo), "float32")):
         T.func_attr({"tir.noalias": True})
         for job in T.parallel(N * C):
-            for ph, hq, wq in T.grid(S2, Hq, Wq):
-                xp[job, ph * HWq + hq * Wq + wq] = T.if_then_else(
-                    pad <= hq * s + ph // s and hq * s + ph // s < H + pad
-                    and pad <= wq * s + ph % s and wq * s + ph % s < W + pad,
-                    x[job // C, job % C, hq * s + ph // s - pad, wq * s + ph % s - pad], T.float32(0))
-            for t in range(L - S2 * HWq):
-                xp[job, S2 * HWq + t] = T.float32(0)
+            fill(x, xp, job)
             for tile in range(nP):
                 a = T.alloc_buffer((TP,), "float32", scope="local", annotations={"disable_lower_builtin": True})
                 a[T.ramp(0, 1, TP)] = T.broadcast(bias[job % C], TP)
                 for kk in T.unroll(KK):
                     a[T.ramp(0, 1, TP)] = a[T.ramp(0, 1, TP)] + T.broadcast(wt[job % C, kk], TP) * xp[
-                        job, T.ramp((kk // K % s * s + kk % K % s) * HWq + kk // K // s * Wq + kk % K // s
-                                    + tile * TP, 1, TP)]
+                        job, T.ramp(tap(kk) + tile * TP, 1, TP)]
                 acc[job, T.ramp(tile * TP, 1, TP)] = a[T.ramp(0, 1, TP)]
             for oh, ow in T.grid(Ho, Wo):
                 y[job // C, job % C, oh, ow] = T.min(T.max(acc[job, oh * Wq + ow], lo), hi)

@@ -31,6 +31,7 @@ from compression.tvm_backend.kernels import ConvSpec, ConvTile, as_tile, conv_ke
 
 CONV_TEMPLATE = "t2"  # bumped when the conv template changes, so cached tile timings are re-measured
 DEPTHWISE_TILES = (8, 16, 32, 64)
+DEPTHWISE_TEMPLATE = "dw2"  # bumped when the depth-wise template changes (cached timings re-measured)
 LINEAR_TILES = (8, 16, 32)
 LINEAR_ROW_BLOCKS = (1, 4, 8)
 
@@ -193,17 +194,29 @@ def _time_prim(func, shapes: list[tuple[int, ...]], target: dict) -> float:
     return float(np.median(lib.mod.time_evaluator("main", dev, number=number, repeat=5)(*tensors).results) * 1e3)
 
 
-def best_depthwise(spec, target: dict, db: TuningDB, candidates: tuple[int, ...] = DEPTHWISE_TILES) -> Measured:
-    """Fastest tile ``TP`` of the depth-wise template for ``spec`` (a ``DepthwiseSpec``; cached in ``db``)."""
-    from compression.tvm_backend.kernels_layers import depthwise_kernel
+def best_depthwise(spec, target: dict, db: TuningDB, candidates: "tuple[int | ConvTile, ...] | None" = None) -> Measured:
+    """Fastest tile of the depth-wise template for ``spec`` (a ``DepthwiseSpec``; cached in ``db``).
 
-    def time_tile(tp: int) -> float:
+    Default candidates: the grid tiles ``DEPTHWISE_TILES`` and the row tile
+    (when ``Wo`` has one, see :func:`depthwise_row_lanes`).  The result's
+    ``tile`` is set for a row tile (None for a grid tile).
+    """
+    from compression.tvm_backend.kernels_layers import depthwise_kernel, depthwise_output_shapes, depthwise_row_lanes
+
+    if candidates is None:
+        lanes = depthwise_row_lanes(spec)
+        candidates = DEPTHWISE_TILES + ((ConvTile(lanes, 1, True),) if lanes else ())
+        key = db_key(target, spec.key(), DEPTHWISE_TEMPLATE)
+    else:
+        key = db_key(target, spec.key(), DEPTHWISE_TEMPLATE, ",".join(map(str, candidates)))
+
+    def time_tile(tp) -> float:
         shapes = [(spec.n, spec.c, spec.h, spec.w), (spec.c, spec.k * spec.k), (spec.c,),
-                  (spec.n * spec.c, spec.scratch_len(tp)), (spec.n * spec.c, spec.padded_positions(tp)),
-                  (spec.n, spec.c, spec.ho, spec.wo)]
+                  *depthwise_output_shapes(spec, tp)]
         return _time_prim(depthwise_kernel(spec, tp), shapes, target)
 
-    return _cached_tile_search(db, db_key(target, spec.key()), candidates, spec.positions(), time_tile)
+    best = _cached_tile_search(db, key, candidates, spec.positions(), time_tile)
+    return best if best.tile is None or best.tile.rows else Measured(best.tp, best.ms)
 
 
 def best_linear(spec, target: dict, db: TuningDB, tiles: tuple[int, ...] = LINEAR_TILES,
