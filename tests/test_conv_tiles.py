@@ -25,7 +25,7 @@ from compression.tvm_backend.tuning import TuningDB, best_tile, compile_prim, co
 
 TARGET = host_target_dict(2)
 TILES = [ConvTile.grid(8), ConvTile.grid(32), ConvTile(16, 1, True), ConvTile(16, 3), ConvTile(8, 2, True),
-         ConvTile(8, 4, True)]  # even entries for dense weights, odd for sparse: grid and row tiles in each
+         ConvTile(8, 4, True), ConvTile(16, 2, True), ConvTile(4, 2, True)]  # even entries for dense weights, odd for sparse: grid and row tiles in each
 
 
 def _conv(x, weight, bias, spec: ConvSpec, tile: ConvTile, cols, phased: bool, res=None) -> np.ndarray:
@@ -40,7 +40,8 @@ def _conv(x, weight, bias, spec: ConvSpec, tile: ConvTile, cols, phased: bool, r
 @pytest.mark.parametrize("n, ci, co, h, w, k, pad, stride, phased", [
     (1, 8, 16, 8, 16, 3, 1, 1, False),   # row tiles of 16 and 8 lanes
     (2, 5, 12, 8, 8, 3, 1, 1, False),    # Co not a multiple of r=8: the last row-block is partly padding
-    (2, 8, 16, 8, 8, 1, 0, 1, False),    # unpadded 1x1: row tiles read x directly (no copy)
+    (2, 8, 16, 8, 8, 1, 0, 1, False),    # unpadded 1x1: row tiles read x directly (no copy), plane = one row
+    (2, 8, 16, 4, 4, 1, 0, 1, False),    # flat 1x1 on a 4x4 map: 16-lane rows over the whole plane
     (1, 8, 16, 16, 16, 3, 1, 2, True),   # stride 2, stride-phase layout
     (2, 6, 8, 16, 16, 3, 1, 2, False),   # stride 2, strided loads
 ])
@@ -74,6 +75,7 @@ def test_row_tiles_fit_only_whole_row_segments_and_unpadded_convs_skip_the_copy(
     assert not ConvTile(8, 2, True).fits(spec) and ConvTile(4, 2, True).fits(spec)
     assert ConvTile.grid(48).fits(spec)
     assert [s[-1] for s in conv_output_shapes(spec, ConvTile(4, 2, True))] == [8 * 10 * 14, 12]
+    assert ConvTile(16, 1, True).fits(ConvSpec(1, 8, 4, 4, 16, 1, 1, 0, 1, 8, 8, True))  # flat 1x1: one 16-wide row
     one = ConvSpec(1, 8, 8, 8, 16, 1, 1, 0, 1, 8, 8, True)
     assert reads_input_directly(one, ConvTile(8, 1, True)) and not reads_input_directly(one, ConvTile.grid(16))
     assert conv_output_shapes(one, ConvTile(8, 1, True)) == [(1, 16, 8, 8)]

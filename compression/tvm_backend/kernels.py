@@ -42,7 +42,9 @@ vector loads of ``xp`` and ``r * V`` broadcast-FMAs.  Two kinds of tile
   ``y`` by a second pass (which drops the junk columns);
 * row tiles (``Wo % VW == 0``): each vector is a ``VW``-wide segment of one
   output row, of any image, stored straight into ``y`` -- no junk lanes, no
-  second pass, and an unpadded stride-1 conv reads ``x`` itself (no copy).
+  second pass, and an unpadded stride-1 conv reads ``x`` itself (no copy);
+  an unpadded stride-1 1x1 conv treats each channel plane as one row of
+  ``Ho*Wo`` positions (so a 4x4 map is one 16-lane vector).
 
 Epilogue: the bias starts the accumulators; a residual input (``res``, the
 shortcut of a ResNet / MobileNetV2 block, when ``spec.residual``) is added,
@@ -171,6 +173,16 @@ class ConvSpec(PaddedGeometry):
     def macs(self) -> int:
         return self.n * self.nb * self.r * self.kk * self.ho * self.wo
 
+    @property
+    def flat(self) -> bool:
+        """An unpadded stride-1 1x1 conv: each channel plane is one row of ``Ho*Wo`` positions for row tiles."""
+        return self.kh == 1 and self.kw == 1 and self.pad == 0 and self.stride == 1
+
+    @property
+    def row_hw(self) -> tuple[int, int]:
+        """``(rows, row width)`` row tiles cut into segments: ``(1, Ho*Wo)`` for :attr:`flat` convs, else ``(Ho, Wo)``."""
+        return (1, self.ho * self.wo) if self.flat else (self.ho, self.wo)
+
     def key(self) -> str:
         items = asdict(self)
         for name in ("relu6", "residual"):  # keys without these stay what they were before the fields existed
@@ -206,7 +218,8 @@ class ConvTile:
         """Whether this tile applies to ``spec`` (row tiles: ``Wo % lanes == 0`` and whole tiles)."""
         if not self.rows:
             return True
-        return spec.wo % self.lanes == 0 and (spec.n * spec.ho * (spec.wo // self.lanes)) % self.vectors == 0
+        rows, width = spec.row_hw
+        return width % self.lanes == 0 and (spec.n * rows * (width // self.lanes)) % self.vectors == 0
 
     def params(self) -> dict[str, int]:
         return {"tp": self.tp, "lanes": self.lanes, "vectors": self.vectors, "rows": int(self.rows)}
@@ -295,9 +308,10 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         copied = Ci * HWp
         row_step, col_step, ls = Wp * s, s, s
     gw = spec.grid_width(phased)
+    Hr, Wr = spec.row_hw  # row tiles: rows and row width (a flat 1x1 conv's plane is one row)
     if rows:
-        SG = Wo // VW  # row segments per output row
-        nJ = N * Ho * SG // V
+        SG = Wr // VW  # row segments per output row
+        nJ = N * Hr * SG // V
         PP = 1
     else:
         nP = -(-spec.positions(phased) // TP)
@@ -307,10 +321,10 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
 
     # TVMScript helpers, evaluated while parsing (g: a segment index PrimExpr)
     def n_of(g):
-        return g // (Ho * SG) if rows else g // SG
+        return g // (Hr * SG) if rows else g // SG
 
     def oh_of(g):
-        return g // SG % Ho
+        return g // SG % Hr
 
     def ow_of(g):
         return g % SG * VW
@@ -387,7 +401,7 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
                         acc[nco // Co, nco % Co, oh * gw + ow]
                         + (res[nco // Co, nco % Co, oh, ow] if has_res else T.float32(0)), lo), hi)
 
-    XS = (N, Ci * H * W)
+    XS, YS = (N, Ci * H * W), (N, Co, Hr, Wr)  # flat input view; output viewed as rows (flat 1x1 convs)
     if rows and direct and has_res:
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
@@ -395,7 +409,9 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
                  res: T.Buffer((N, Co, Ho, Wo), "float32"), y: T.Buffer((N, Co, Ho, Wo), "float32")):
             T.func_attr({"tir.noalias": True})
             xf = T.decl_buffer(XS, "float32", data=x.data)
-            jobs(xf, vals, off, bias, res, None, y)
+            yv = T.decl_buffer(YS, "float32", data=y.data)
+            rv = T.decl_buffer(YS, "float32", data=res.data)
+            jobs(xf, vals, off, bias, rv, None, yv)
     elif rows and direct:
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
@@ -403,7 +419,8 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
                  y: T.Buffer((N, Co, Ho, Wo), "float32")):
             T.func_attr({"tir.noalias": True})
             xf = T.decl_buffer(XS, "float32", data=x.data)
-            jobs(xf, vals, off, bias, None, None, y)
+            yv = T.decl_buffer(YS, "float32", data=y.data)
+            jobs(xf, vals, off, bias, None, None, yv)
     elif rows and has_res:
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),

@@ -47,16 +47,18 @@ def conv_tile_candidates(spec: ConvSpec) -> tuple[ConvTile, ...]:
     """The conv tiles :func:`best_tile` measures for ``spec``.
 
     Grid tiles of 32 and 48 positions (8 and 16 too on small feature maps,
-    under 64 positions), and row tiles where the output width allows: two
-    16-lane segments (one when two do not fit), or two 8-lane segments when
-    ``Wo`` is not a multiple of 16.  (A sweep over vgg16 and resnet18 layers
-    found the other shapes never clearly faster.)
+    under 64 positions), and one row tile: the widest of 16, 8 or 4 lanes
+    dividing the row width (``Wo``; ``Ho*Wo`` for an unpadded stride-1 1x1
+    conv), two vectors when they fit.  (A sweep over vgg16 and resnet18
+    layers found the other shapes never clearly faster.)
     """
     grid = [ConvTile.grid(tp) for tp in ((8, 16, 32, 48) if spec.positions() < 64 else (32, 48))]
-    rows = [ConvTile(16, 2, True) if ConvTile(16, 2, True).fits(spec) else ConvTile(16, 1, True)]
-    if spec.wo % 16:
-        rows.append(ConvTile(8, 2, True))
-    return tuple(grid + [t for t in rows if t.fits(spec)])
+    width = spec.row_hw[1]
+    lanes = next((v for v in (16, 8, 4) if width % v == 0), None)
+    rows = []
+    if lanes is not None:
+        rows = [ConvTile(lanes, 2, True) if ConvTile(lanes, 2, True).fits(spec) else ConvTile(lanes, 1, True)]
+    return tuple(grid + rows)
 
 
 class TuningDB:
