@@ -448,7 +448,7 @@ def main() -> None:
     from compression.tvm_backend.metaschedule import compile_dense_tuned, default_db_root
     from compression.tvm_backend.peak import achieved_fraction, measure_peak, peak_gflops
     from compression.tvm_backend.target import host_target_dict
-    from compression.tvm_backend.tuning import TuningDB
+    from compression.tvm_backend.tuning import CONV_TEMPLATE, TuningDB
 
     shape = (3, args.resolution, args.resolution)
     target = host_target_dict(THREADS)
@@ -554,8 +554,10 @@ def main() -> None:
                     "achieved_sparsity": round(achieved_sparsity(model, masks, shape), 4),
                     "compile_seconds": round(res.compile_seconds, 2), "tuning_seconds": round(res.tuning_seconds, 2),
                     "layers": [{"name": l.name, "kernel": l.kernel, "kept": l.kept_columns, "total": l.total_columns,
-                                "tile": l.tile, "sparse_ms": l.sparse_ms, "dense_ms": l.dense_ms, "reason": l.reason}
+                                "tile": l.tile, "params": l.params, "fused": l.fused, "sparse_ms": l.sparse_ms,
+                                "dense_ms": l.dense_ms, "reason": l.reason}
                                for l in res.layers],
+                    "conv_template": CONV_TEMPLATE,  # rows without it were measured before the row tiles
                     "roofline": roofline, "macs_run": int(macs_run),
                     "kernels_ms": round(sum(r["ms"] for r in roofline), 4),
                     "load_before": load_before, "load_after": _load(), **extra,

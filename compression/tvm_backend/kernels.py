@@ -401,6 +401,8 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
                         acc[nco // Co, nco % Co, oh * gw + ow]
                         + (res[nco // Co, nco % Co, oh, ow] if has_res else T.float32(0)), lo), hi)
 
+    # TVMScript signatures are static: one PrimFunc per parameter list (residual input or not; scratch
+    # outputs xp / acc or not), the bodies are the shared macros above.
     XS, YS = (N, Ci * H * W), (N, Co, Hr, Wr)  # flat input view; output viewed as rows (flat 1x1 convs)
     if rows and direct and has_res:
         @T.prim_func
