@@ -30,7 +30,9 @@ addresses, exactly like stride 1 (for ``s == 1`` both layouts coincide).
 The row-block (sparse) format is unchanged: only the offsets differ.
 
 Schedule (hand-written template): parallel over (row-block, tile), row-block
-outer so each thread streams its own row-blocks' weights once per call; an
+outer so each thread streams its own row-blocks' weights once per call (tile
+outer for a batch whose input outweighs the weights, see
+:func:`tile_outer_order`); an
 ``r x V`` tile of ``VW``-lane vectors lives in registers (stack allocation),
 the reduction over kept columns is unrolled by ``U``, each step is ``V``
 vector loads of ``xp`` and ``r * V`` broadcast-FMAs.  Two kinds of tile
@@ -260,6 +262,18 @@ def conv_output_shapes(spec: "ConvSpec", tile: "int | ConvTile", phased: bool = 
     return [(spec.n, spec.scratch_len(tile.tp, phased)), (spec.n, spec.nb * spec.r, pp), y]
 
 
+def tile_outer_order(spec: ConvSpec, phased: bool = False) -> bool:
+    """Job order of the conv template: tile outer for a batch whose input outweighs the packed weights.
+
+    Row-block outer (batch 1, or weights larger than the input) streams each
+    filter's weights once per call; tile outer keeps one tile's input rows
+    in cache across all row-blocks while the (smaller) weights are re-read.
+    """
+    inputs = spec.n * spec.ci * (spec.hq * spec.wq * spec.phases[0] * spec.phases[1] if phased and spec.stride > 1
+                                 else spec.hp * spec.wp)
+    return spec.n > 1 and spec.nb * spec.kk * spec.r <= inputs
+
+
 @functools.lru_cache(maxsize=512)
 def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phased: bool = False):
     """Build the PrimFunc ``(x, values, off, bias[, res]) -> (*scratch, y)`` for ``spec``.
@@ -309,6 +323,7 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         row_step, col_step, ls = Wp * s, s, s
     gw = spec.grid_width(phased)
     Hr, Wr = spec.row_hw  # row tiles: rows and row width (a flat 1x1 conv's plane is one row)
+    tile_outer = tile_outer_order(spec, phased)
     if rows:
         SG = Wr // VW  # row segments per output row
         nJ = N * Hr * SG // V
@@ -360,10 +375,11 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
 
     @T.macro
     def jobs(xs, vals, off, bias, res, acc, y):
-        # row-block outer: each thread streams its own row-blocks' weights once per call
+        # row-block outer: each thread streams its own row-blocks' weights once per call; tile outer
+        # (batches whose inputs outweigh the weights): a tile's inputs stay in cache across the row-blocks
         for job in T.parallel(nb * nJ):
-            b = T.bind(job // nJ)
-            g0 = T.bind(job % nJ * V)
+            b = T.bind(job % nb if tile_outer else job // nJ)
+            g0 = T.bind(job // nb * V if tile_outer else job % nJ * V)
             ac = T.alloc_buffer((r * V, VW), "float32", scope="local", annotations={"disable_lower_builtin": True})
             for i in T.unroll(r):
                 for j in T.unroll(V):
