@@ -466,7 +466,7 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                                                 {"tp": ours.tp}), None
             else:
                 ours = Measured(16, float("nan"))
-            tp = ours.tile if ours.tile is not None and ours.tile.rows else ours.tp
+            tp = ours.tile or ours.tp  # a row tile, else the grid tile size
             wt, bias = pack_depthwise(weight, info["bias"])
             fname = f"depthwise_{idx}"
             gvar = self.builder_.add_func(depthwise_kernel(spec, tp).with_attr("global_symbol", fname), fname)

@@ -226,6 +226,11 @@ class ConvTile:
     def params(self) -> dict[str, int]:
         return {"tp": self.tp, "lanes": self.lanes, "vectors": self.vectors, "rows": int(self.rows)}
 
+    @property
+    def label(self) -> str:
+        """Short name for database keys, e.g. ``16x2r`` (row tile) or ``16x3g`` (grid tile)."""
+        return f"{self.lanes}x{self.vectors}{'r' if self.rows else 'g'}"
+
     @classmethod
     def grid(cls, tp: int) -> "ConvTile":
         """The grid tile of ``tp`` positions (16-lane vectors; narrower tiles are one vector)."""
@@ -244,7 +249,7 @@ def as_tile(tile: "int | ConvTile") -> ConvTile:
     return tile if isinstance(tile, ConvTile) else ConvTile.grid(int(tile))
 
 
-def reads_input_directly(spec: "ConvSpec", tile: "int | ConvTile", phased: bool = False) -> bool:
+def reads_input_directly(spec: "ConvSpec", tile: "int | ConvTile") -> bool:
     """Row tiles of an unpadded stride-1 conv read ``x`` itself (no padded copy)."""
     return as_tile(tile).rows and spec.pad == 0 and spec.stride == 1
 
@@ -255,7 +260,7 @@ def conv_output_shapes(spec: "ConvSpec", tile: "int | ConvTile", phased: bool = 
     phased = bool(phased) and spec.stride > 1
     y = (spec.n, spec.co, spec.ho, spec.wo)
     if tile.rows:
-        if reads_input_directly(spec, tile, phased):
+        if reads_input_directly(spec, tile):
             return [y]
         return [(spec.n, spec.scratch_len(tile.tp, phased, rows=True)), y]
     pp = -(-spec.positions(phased) // tile.tp) * tile.tp
@@ -308,7 +313,7 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     relu = spec.relu or spec.relu6
     lo = T.float32(0) if relu else T.float32(-3.4e38)
     hi = T.float32(6) if spec.relu6 else T.float32(3.4e38)
-    has_res, rows, direct = spec.residual, tile.rows, reads_input_directly(spec, tile, phased)
+    has_res, rows, direct = spec.residual, tile.rows, reads_input_directly(spec, tile)
     full_rows = nb * r == Co  # every kernel row is a real output channel
     L = spec.scratch_len(TP, phased, rows=rows)
     # A tile's vector j covers "segment" g0 + j; it reads xs[n(g), off + base(g) + lane * ls].

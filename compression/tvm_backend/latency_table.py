@@ -136,7 +136,7 @@ class TVMLatencyTable:
 
         spec = self.kernel_spec(layer, kept)
         tile = as_tile(tile)
-        key = f"table|{self._key(spec, 'sparse')}|{tile.lanes}x{tile.vectors}{'r' if tile.rows else 'g'}"
+        key = f"table|{self._key(spec, 'sparse')}|{tile.label}"
         if key not in self.db.entries:
             start = time.perf_counter()
             with tvm_threads(self.threads):

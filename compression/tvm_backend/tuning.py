@@ -148,7 +148,7 @@ def best_tile(spec: ConvSpec, target: dict, db: TuningDB, *, sparse: bool,
     """
     tiles = tuple(as_tile(t) for t in (candidates if candidates is not None else conv_tile_candidates(spec)))
     tiles = tuple(t for t in tiles if t.fits(spec))
-    suffix = "" if candidates is None else "|" + ",".join(f"{t.lanes}x{t.vectors}{'r' if t.rows else 'g'}" for t in tiles)
+    suffix = "" if candidates is None else "|" + ",".join(t.label for t in tiles)
     return _cached_tile_search(db, _key(spec, target, sparse, phased) + suffix, tiles, spec.positions(phased),
                                lambda tile: time_kernel(spec, tile, target, phased=phased))
 
@@ -217,8 +217,7 @@ def best_depthwise(spec, target: dict, db: TuningDB, candidates: "tuple[int | Co
                   *depthwise_output_shapes(spec, tp)]
         return _time_prim(depthwise_kernel(spec, tp), shapes, target)
 
-    best = _cached_tile_search(db, key, candidates, spec.positions(), time_tile)
-    return best if best.tile is None or best.tile.rows else Measured(best.tp, best.ms)
+    return _cached_tile_search(db, key, candidates, spec.positions(), time_tile)
 
 
 def best_linear(spec, target: dict, db: TuningDB, tiles: tuple[int, ...] = LINEAR_TILES,
