@@ -25,7 +25,9 @@ from compression.tvm_backend.tuning import TuningDB, best_tile, compile_prim, co
 
 TARGET = host_target_dict(2)
 TILES = [ConvTile.grid(8), ConvTile.grid(32), ConvTile(16, 1, True), ConvTile(16, 3), ConvTile(8, 2, True),
-         ConvTile(8, 4, True), ConvTile(16, 2, True), ConvTile(4, 2, True)]  # even entries for dense weights, odd for sparse: grid and row tiles in each
+         ConvTile(8, 4, True), ConvTile(16, 2, True), ConvTile(4, 2, True),
+         ConvTile(8, 3, False, 4), ConvTile(8, 2, True, 4), ConvTile(8, 1, True, 2), ConvTile(8, 2, False, 2)]
+# even entries for dense weights, odd for sparse: grid and row tiles, whole row-blocks and filter groups in each
 
 
 def _conv(x, weight, bias, spec: ConvSpec, tile: ConvTile, cols, phased: bool, res=None) -> np.ndarray:

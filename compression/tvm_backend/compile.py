@@ -28,7 +28,6 @@ import torch
 from compression.decisions import LayerDecision
 from compression.tvm_backend.kernels import (
     ConvSpec,
-    ConvTile,
     as_tile,
     conv_kernel,
     conv_output_shapes,
@@ -52,6 +51,7 @@ from compression.tvm_backend.tuning import (
     best_linear,
     best_tile,
     time_default_lowering,
+    unmeasured_tile,
 )
 
 PASS_CONFIG = {"tirx.disable_storage_rewrite": True}  # keeps accumulator tiles as stack allocations
@@ -388,7 +388,8 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
             def fastest(spec: ConvSpec, sparse: bool) -> tuple[Measured, bool]:
                 """Best tile over the layouts; the stride-phase layout for stride > 1 without measurements."""
                 if not measure:  # cross-compilation: nothing to time here
-                    return Measured(16, float("nan"), ConvTile.grid(16)), dense_spec.stride > 1
+                    tile = unmeasured_tile(spec, target)
+                    return Measured(tile.tp, float("nan"), tile), dense_spec.stride > 1
                 best = None
                 for phased in layouts:
                     m = best_tile(spec, target, db, sparse=sparse, phased=phased)
@@ -405,7 +406,8 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                 sparse_spec = _conv_spec(call, weight, batch, r, kk, info["act"] == "relu", relu6, residual)
                 if not measure:
                     if kk < sparse_threshold * total:
-                        kernel, spec, tile, reason = "sparse", sparse_spec, ConvTile.grid(16), "kept fraction below threshold"
+                        kernel, spec, reason = "sparse", sparse_spec, "kept fraction below threshold"
+                        tile = unmeasured_tile(spec, target)
                         decision = LayerDecision.SPARSE_KERNEL
                     else:
                         reason, decision = "kept fraction too high: dense", LayerDecision.TOO_DENSE
@@ -424,7 +426,7 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
             values, off, bias = pack_weights(weight, bias_in, spec, cols if kernel == "sparse" else None,
                                              phased=phased)
             fname = f"conv_{kernel}_{idx}"
-            tile = tile or ConvTile.grid(16)
+            tile = tile or unmeasured_tile(spec, target)
             prim = conv_kernel(spec, tile, phased=phased).with_attr("global_symbol", fname)
             gvar = self.builder_.add_func(prim, fname)
             out_sinfo = [relax.TensorType(shape, "float32") for shape in conv_output_shapes(spec, tile, phased)]

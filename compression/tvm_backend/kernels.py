@@ -210,26 +210,38 @@ class ConvTile:
     lanes: int
     vectors: int = 1
     rows: bool = False
+    filters: int = 0  # output channels per job: 0 = the whole row-block (``r``), else a divisor of ``r``
 
     @property
     def tp(self) -> int:
         """Output positions per tile."""
         return self.lanes * self.vectors
 
+    def filters_of(self, spec: "ConvSpec") -> int:
+        """Output channels one job accumulates (``filters``, or the row-block's ``r``)."""
+        return self.filters or spec.r
+
+    def accumulators(self, spec: "ConvSpec", register_lanes: int) -> int:
+        """Vector registers the tile's accumulators take, with ``register_lanes`` float32 lanes per register."""
+        return self.filters_of(spec) * self.vectors * -(-self.lanes // register_lanes)
+
     def fits(self, spec: "ConvSpec") -> bool:
-        """Whether this tile applies to ``spec`` (row tiles: ``Wo % lanes == 0`` and whole tiles)."""
+        """Whether this tile applies to ``spec``: ``filters`` divides ``r``; row tiles: ``Wo % lanes == 0``, whole tiles."""
+        if self.filters and spec.r % self.filters:
+            return False
         if not self.rows:
             return True
         rows, width = spec.row_hw
         return width % self.lanes == 0 and (spec.n * rows * (width // self.lanes)) % self.vectors == 0
 
     def params(self) -> dict[str, int]:
-        return {"tp": self.tp, "lanes": self.lanes, "vectors": self.vectors, "rows": int(self.rows)}
+        extra = {"filters": self.filters} if self.filters else {}
+        return {"tp": self.tp, "lanes": self.lanes, "vectors": self.vectors, "rows": int(self.rows), **extra}
 
     @property
     def label(self) -> str:
-        """Short name for database keys, e.g. ``16x2r`` (row tile) or ``16x3g`` (grid tile)."""
-        return f"{self.lanes}x{self.vectors}{'r' if self.rows else 'g'}"
+        """Short name for database keys, e.g. ``16x2r`` (row tile), ``16x3g`` (grid tile), ``8x3rf4`` (4 filters a job)."""
+        return f"{self.lanes}x{self.vectors}{'r' if self.rows else 'g'}" + (f"f{self.filters}" if self.filters else "")
 
     @classmethod
     def grid(cls, tp: int) -> "ConvTile":
@@ -240,7 +252,7 @@ class ConvTile:
     @classmethod
     def from_params(cls, params: dict[str, int]) -> "ConvTile":
         if "lanes" in params:
-            return cls(int(params["lanes"]), int(params["vectors"]), bool(params["rows"]))
+            return cls(int(params["lanes"]), int(params["vectors"]), bool(params["rows"]), int(params.get("filters", 0)))
         return cls.grid(int(params["tp"]))
 
 
@@ -315,6 +327,9 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     hi = T.float32(6) if spec.relu6 else T.float32(3.4e38)
     has_res, rows, direct = spec.residual, tile.rows, reads_input_directly(spec, tile)
     full_rows = nb * r == Co  # every kernel row is a real output channel
+    F = tile.filters_of(spec)  # output channels per job: a group of F consecutive rows of one row-block
+    nsub = r // F  # groups per row-block; group ``b`` holds filters ``b*F .. b*F+F-1`` of row-block ``b // nsub``
+    NG = nb * nsub
     L = spec.scratch_len(TP, phased, rows=rows)
     # A tile's vector j covers "segment" g0 + j; it reads xs[n(g), off + base(g) + lane * ls].
     if phased:
@@ -382,39 +397,41 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     def jobs(xs, vals, off, bias, res, acc, y):
         # row-block outer: each thread streams its own row-blocks' weights once per call; tile outer
         # (batches whose inputs outweigh the weights): a tile's inputs stay in cache across the row-blocks
-        for job in T.parallel(nb * nJ):
-            b = T.bind(job % nb if tile_outer else job // nJ)
-            g0 = T.bind(job // nb * V if tile_outer else job % nJ * V)
-            ac = T.alloc_buffer((r * V, VW), "float32", scope="local", annotations={"disable_lower_builtin": True})
-            for i in T.unroll(r):
+        # b: a group of F filters (b*F ..), in row-block b // nsub at row b % nsub * F
+        for job in T.parallel(NG * nJ):
+            b = T.bind(job % NG if tile_outer else job // nJ)
+            g0 = T.bind(job // NG * V if tile_outer else job % nJ * V)
+            ac = T.alloc_buffer((F * V, VW), "float32", scope="local", annotations={"disable_lower_builtin": True})
+            for i in T.unroll(F):
                 for j in T.unroll(V):
-                    ac[i * V + j, T.ramp(0, 1, VW)] = T.broadcast(bias[b * r + i], VW)
+                    ac[i * V + j, T.ramp(0, 1, VW)] = T.broadcast(bias[b * F + i], VW)
             for ko in range(Kk // U):
                 for ki in T.unroll(U):
-                    o = T.bind(off[b, ko * U + ki])
-                    for i in T.unroll(r):
+                    o = T.bind(off[b // nsub, ko * U + ki])
+                    for i in T.unroll(F):
                         for j in T.unroll(V):
                             ac[i * V + j, T.ramp(0, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)] + T.broadcast(
-                                vals[b, ko * U + ki, i], VW) * xs[n_of(g0 + j), T.ramp(o + base_of(g0 + j), ls, VW)]
+                                vals[b // nsub, ko * U + ki, b % nsub * F + i], VW) * xs[
+                                    n_of(g0 + j), T.ramp(o + base_of(g0 + j), ls, VW)]
             for k in range(Kk // U * U, Kk):
-                o2 = T.bind(off[b, k])
-                for i in T.unroll(r):
+                o2 = T.bind(off[b // nsub, k])
+                for i in T.unroll(F):
                     for j in T.unroll(V):
                         ac[i * V + j, T.ramp(0, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)] + T.broadcast(
-                            vals[b, k, i], VW) * xs[n_of(g0 + j), T.ramp(o2 + base_of(g0 + j), ls, VW)]
+                            vals[b // nsub, k, b % nsub * F + i], VW) * xs[n_of(g0 + j), T.ramp(o2 + base_of(g0 + j), ls, VW)]
             if rows:
-                for i in T.unroll(r):
-                    if full_rows or b * r + i < Co:
+                for i in T.unroll(F):
+                    if full_rows or b * F + i < Co:
                         for j in T.unroll(V):
-                            y[n_of(g0 + j), b * r + i, oh_of(g0 + j), T.ramp(ow_of(g0 + j), 1, VW)] = T.min(T.max(
+                            y[n_of(g0 + j), b * F + i, oh_of(g0 + j), T.ramp(ow_of(g0 + j), 1, VW)] = T.min(T.max(
                                 ac[i * V + j, T.ramp(0, 1, VW)]
-                                + (res[n_of(g0 + j), b * r + i, oh_of(g0 + j), T.ramp(ow_of(g0 + j), 1, VW)]
+                                + (res[n_of(g0 + j), b * F + i, oh_of(g0 + j), T.ramp(ow_of(g0 + j), 1, VW)]
                                    if has_res else T.broadcast(T.float32(0), VW)),
                                 T.broadcast(lo, VW)), T.broadcast(hi, VW))
             else:
-                for i in T.unroll(r):
+                for i in T.unroll(F):
                     for j in T.unroll(V):
-                        acc[n_of(g0 + j), b * r + i, T.ramp((g0 + j) % SG * VW, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)]
+                        acc[n_of(g0 + j), b * F + i, T.ramp((g0 + j) % SG * VW, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)]
         if not rows:
             for nco in T.parallel(N * Co):
                 for oh, ow in T.grid(Ho, Wo):

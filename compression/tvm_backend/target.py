@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any
@@ -39,3 +40,31 @@ def parse_target(text: str | dict | None, threads: int | None = None) -> dict[st
 def is_host(target: dict[str, Any]) -> bool:
     return str(target.get("mtriple", "")).startswith("x86_64") and target.get("kind") == "llvm"
 
+
+
+@functools.lru_cache(maxsize=16)
+def _vector_registers(target_json: str) -> tuple[int, int]:
+    import tvm
+    from tvm.target import codegen
+
+    target = json.loads(target_json)
+    if str(target.get("mtriple", "")).startswith("aarch64"):
+        return 4, 32  # NEON: 32 registers of 128 bits
+    if target.get("kind") != "llvm":
+        return 4, 16
+    tvm_target = tvm.target.Target(target)
+    if codegen.target_has_features("avx512f", tvm_target):
+        return 16, 32
+    if codegen.target_has_features("avx2", tvm_target) or codegen.target_has_features("avx", tvm_target):
+        return 8, 16
+    return 4, 16  # SSE
+
+
+def vector_registers(target: dict[str, Any]) -> tuple[int, int]:
+    """``(float32 lanes per vector register, number of vector registers)`` of ``target``'s ISA.
+
+    AVX-512: ``(16, 32)``; AVX2 / AVX: ``(8, 16)``; aarch64 NEON: ``(4, 32)``;
+    anything else: ``(4, 16)``.  The conv template sizes its register tiles
+    from this (an accumulator tile larger than the register file spills).
+    """
+    return _vector_registers(json.dumps(target, sort_keys=True))

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from compression.tvm_backend.kernels import ConvSpec, ConvTile, as_tile, conv_kernel, conv_output_shapes
+from compression.tvm_backend.target import vector_registers
 
-CONV_TEMPLATE = "t4"  # bumped when the conv template changes, so cached tile timings are re-measured
+CONV_TEMPLATE = "t5"  # bumped when the conv template changes, so cached tile timings are re-measured
 DEPTHWISE_TILES = (8, 16, 32, 64)
 DEPTHWISE_TEMPLATE = "dw2"  # bumped when the depth-wise template changes (cached timings re-measured)
 LINEAR_TILES = (8, 16, 32)
@@ -43,22 +44,59 @@ class Measured:
     tile: ConvTile | None = None  # conv template: the tile measured fastest (``tp`` is its positions)
 
 
-def conv_tile_candidates(spec: ConvSpec) -> tuple[ConvTile, ...]:
-    """The conv tiles :func:`best_tile` measures for ``spec``.
+def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16) -> tuple[ConvTile, ...]:
+    """The conv tiles :func:`best_tile` measures for ``spec``, sized to the ISA's vector registers.
 
-    Grid tiles of 32 and 48 positions (8 and 16 too on small feature maps,
-    under 64 positions), and one row tile: the widest of 16, 8 or 4 lanes
-    dividing the row width (``Wo``; ``Ho*Wo`` for an unpadded stride-1 1x1
-    conv), two vectors when they fit.  (A sweep over vgg16 and resnet18
-    layers found the other shapes never clearly faster.)
+    ``register_lanes``: float32 lanes per vector register (16 on AVX-512 with
+    32 registers, 8 on AVX2 with 16; :func:`~compression.tvm_backend.target.vector_registers`).
+
+    AVX-512: grid tiles of 32 and 48 positions (8 and 16 too on small feature
+    maps, under 64 positions) over the whole row-block (16-24 accumulator
+    registers), and one row tile: the widest of 16, 8 or 4 lanes dividing the
+    row width (``Wo``; ``Ho*Wo`` for an unpadded stride-1 1x1 conv), two
+    vectors when they fit.  (A sweep over vgg16 and resnet18 layers found the
+    other shapes never clearly faster.)
+
+    Narrower registers (AVX2: 16 of 8 lanes): those tiles need 32-48
+    registers and spill, 2-3x slower; the tiles instead keep at most 12
+    accumulators: one 8-lane vector for all 8 filters of a row-block (``8x1``,
+    grid and row), or 4 filters a job (``filters=4``) with 3 grid vectors or 2
+    row vectors (a 16-lane row segment: one vector, two registers).  A sweep
+    of vgg16's convs on a Zen 3 EPYC found one of these fastest on every layer
+    (row tiles of ``min(16, ...)``-lane segments as one 8-lane vector for all
+    filters, two for 4 filters, or one 16-lane vector for 4 filters).
     """
-    grid = [ConvTile.grid(tp) for tp in ((8, 16, 32, 48) if spec.positions() < 64 else (32, 48))]
     width = spec.row_hw[1]
     lanes = next((v for v in (16, 8, 4) if width % v == 0), None)
-    rows = []
+    if register_lanes >= 16:
+        grid = [ConvTile.grid(tp) for tp in ((8, 16, 32, 48) if spec.positions() < 64 else (32, 48))]
+        rows = []
+        if lanes is not None:
+            rows = [ConvTile(lanes, 2, True) if ConvTile(lanes, 2, True).fits(spec) else ConvTile(lanes, 1, True)]
+        return tuple(grid + rows)
+    quarter = spec.r // 2 if spec.r % 2 == 0 and spec.r > 2 else 0  # 4 of r = 8 filters per job
+    vl = register_lanes
+    tiles = [ConvTile(vl, 1, False), ConvTile(vl, 3, False, quarter)]
     if lanes is not None:
-        rows = [ConvTile(lanes, 2, True) if ConvTile(lanes, 2, True).fits(spec) else ConvTile(lanes, 1, True)]
-    return tuple(grid + rows)
+        seg = min(lanes, vl)
+        tiles += [ConvTile(seg, 1, True), ConvTile(seg, 2, True, quarter)]
+        if lanes > vl:
+            tiles.append(ConvTile(lanes, 1, True, quarter))
+    return tuple(t for t in tiles if t.fits(spec))
+
+
+def unmeasured_tile(spec: ConvSpec, target: dict) -> ConvTile:
+    """The conv tile used where nothing can be timed (cross-compilation): a grid tile that fits the registers.
+
+    AVX-512 (and wider): 16 positions over the whole row-block (8 accumulators of
+    16 lanes); narrower ISAs: 3 register-wide vectors for half the row-block's
+    filters (12 accumulators, the AVX2 sweep's most frequent winner).
+    """
+    lanes = vector_registers(target)[0]
+    if lanes >= 16:
+        return ConvTile.grid(16)
+    tile = ConvTile(lanes, 3, False, spec.r // 2 if spec.r % 2 == 0 and spec.r > 2 else 0)
+    return tile if tile.fits(spec) else ConvTile(lanes, 1, False)
 
 
 class TuningDB:
@@ -146,9 +184,11 @@ def best_tile(spec: ConvSpec, target: dict, db: TuningDB, *, sparse: bool,
     ``candidates``: tiles (ints are grid tiles); default
     :func:`conv_tile_candidates`.  The result's ``tile`` is the winner.
     """
-    tiles = tuple(as_tile(t) for t in (candidates if candidates is not None else conv_tile_candidates(spec)))
-    tiles = tuple(t for t in tiles if t.fits(spec))
-    suffix = "" if candidates is None else "|" + ",".join(t.label for t in tiles)
+    default = candidates is None
+    if candidates is None:
+        candidates = conv_tile_candidates(spec, vector_registers(target)[0])
+    tiles = tuple(t for t in (as_tile(c) for c in candidates) if t.fits(spec))
+    suffix = "" if default else "|" + ",".join(t.label for t in tiles)
     return _cached_tile_search(db, _key(spec, target, sparse, phased) + suffix, tiles, spec.positions(phased),
                                lambda tile: time_kernel(spec, tile, target, phased=phased))
 
