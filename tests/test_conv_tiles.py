@@ -158,3 +158,26 @@ def test_depthwise_row_tile_matches_torch(n, c, h, w, k, pad, stride):
                    padding=pad, groups=c).clamp(0, 6).numpy()
     np.testing.assert_allclose(tensors[-1].numpy(), ref, atol=1e-4, rtol=1e-4)
     assert len(depthwise_output_shapes(spec, tile)) == 2  # no acc pass
+
+
+def test_tile_candidates_fit_the_register_file_of_the_isa():
+    from compression.tvm_backend.target import MOBILE_TARGET, vector_registers
+    from compression.tvm_backend.tuning import unmeasured_tile
+
+    avx512 = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "emeraldrapids"}
+    avx2 = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver3"}
+    assert vector_registers(avx512) == (16, 32) and vector_registers(avx2) == (8, 16)
+    assert vector_registers(MOBILE_TARGET) == (4, 32)
+    for hw, k, pad in ((32, 3, 1), (8, 3, 1), (4, 1, 0), (2, 3, 1)):
+        spec = ConvSpec(1, 64, hw, hw, 64, k, k, pad, 1, 8, 64 * k * k, True)
+        narrow = conv_tile_candidates(spec, 8)
+        assert narrow and all(t.fits(spec) and t.accumulators(spec, 8) <= 12 for t in narrow)
+        assert any(t.filters == 4 for t in narrow)  # half a row-block per job: more vectors in 12 registers
+        wide = conv_tile_candidates(spec, 16)
+        assert all(t.accumulators(spec, 16) <= 28 for t in wide)
+        for target, lanes in ((avx2, 8), (avx512, 16)):
+            tile = unmeasured_tile(spec, target)
+            assert tile.fits(spec) and tile.accumulators(spec, lanes) <= vector_registers(target)[1] - 4
+    tile = ConvTile(8, 3, False, 4)
+    assert tile.label == "8x3gf4" and ConvTile.from_params(tile.params()) == tile
+    assert not tile.fits(ConvSpec(1, 8, 8, 8, 6, 3, 3, 1, 1, 6, 72, True))  # 4 filters do not divide r = 6
