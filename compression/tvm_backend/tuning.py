@@ -7,9 +7,10 @@ database.  Stride-2 convs are also timed in the stride-phase layout
 (``best_tile(..., phased=True)``; keys of the strided layout are unchanged).
 
 For every conv call the search measures the template at a few output tiles
-(:func:`conv_tile_candidates`: grid tiles of 8-48 positions and, where the
-output rows allow, row tiles of 8- or 16-lane row segments stored straight
-into the output) for the compressed weights and for dense, on this machine,
+(:func:`conv_tile_candidates`, sized to the target's vector registers: grid
+tiles and, where the output rows allow, row tiles of 4- to 16-lane row
+segments stored straight into the output) for the compressed weights and for
+dense, on this machine,
 and keeps the fastest of each; the compressed kernel is used only if
 it beats the dense one (per-layer no-regression fallback).  Results are cached
 in a JSON database keyed by (layer spec, target, tvm version), so a second
