@@ -211,9 +211,7 @@ def main() -> None:
             "recovery_epochs": args.recovery_epochs}
     from suite.core.cache import atomic_write_text
 
-    for kind, sparsity, target in points:
-        if args.retime_only:
-            break
+    for kind, sparsity, target in ([] if args.retime_only else points):
         if (kind, sparsity, target) in done:
             continue
         extra = (["--compress", "block", "--sparsity", str(sparsity)] if kind == "uniform" else

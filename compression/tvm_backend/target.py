@@ -41,7 +41,6 @@ def is_host(target: dict[str, Any]) -> bool:
     return str(target.get("mtriple", "")).startswith("x86_64") and target.get("kind") == "llvm"
 
 
-
 @functools.lru_cache(maxsize=16)
 def _vector_registers(target_json: str) -> tuple[int, int]:
     import tvm

@@ -63,9 +63,7 @@ def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16) -> tuple[Conv
     accumulators: one 8-lane vector for all 8 filters of a row-block (``8x1``,
     grid and row), or 4 filters a job (``filters=4``) with 3 grid vectors or 2
     row vectors (a 16-lane row segment: one vector, two registers).  A sweep
-    of vgg16's convs on a Zen 3 EPYC found one of these fastest on every layer
-    (row tiles of ``min(16, ...)``-lane segments as one 8-lane vector for all
-    filters, two for 4 filters, or one 16-lane vector for 4 filters).
+    of vgg16's convs on a Zen 3 EPYC found one of these fastest on every layer.
     """
     width = spec.row_hw[1]
     lanes = next((v for v in (16, 8, 4) if width % v == 0), None)
@@ -75,15 +73,19 @@ def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16) -> tuple[Conv
         if lanes is not None:
             rows = [ConvTile(lanes, 2, True) if ConvTile(lanes, 2, True).fits(spec) else ConvTile(lanes, 1, True)]
         return tuple(grid + rows)
-    quarter = spec.r // 2 if spec.r % 2 == 0 and spec.r > 2 else 0  # 4 of r = 8 filters per job
-    vl = register_lanes
-    tiles = [ConvTile(vl, 1, False), ConvTile(vl, 3, False, quarter)]
+    half, vl = _half_block(spec), register_lanes
+    tiles = [ConvTile(vl, 1, False), ConvTile(vl, 3, False, half)]
     if lanes is not None:
         seg = min(lanes, vl)
-        tiles += [ConvTile(seg, 1, True), ConvTile(seg, 2, True, quarter)]
+        tiles += [ConvTile(seg, 1, True), ConvTile(seg, 2, True, half)]
         if lanes > vl:
-            tiles.append(ConvTile(lanes, 1, True, quarter))
+            tiles.append(ConvTile(lanes, 1, True, half))
     return tuple(t for t in tiles if t.fits(spec))
+
+
+def _half_block(spec: ConvSpec) -> int:
+    """``ConvTile.filters`` for half a row-block's filters (4 of r = 8); 0 (the whole block) when r cannot split."""
+    return spec.r // 2 if spec.r % 2 == 0 and spec.r > 2 else 0
 
 
 def unmeasured_tile(spec: ConvSpec, target: dict) -> ConvTile:
@@ -96,7 +98,7 @@ def unmeasured_tile(spec: ConvSpec, target: dict) -> ConvTile:
     lanes = vector_registers(target)[0]
     if lanes >= 16:
         return ConvTile.grid(16)
-    tile = ConvTile(lanes, 3, False, spec.r // 2 if spec.r % 2 == 0 and spec.r > 2 else 0)
+    tile = ConvTile(lanes, 3, False, _half_block(spec))
     return tile if tile.fits(spec) else ConvTile(lanes, 1, False)
 
 
