@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def owner_run(tmp_path_factory):
-    """A small owner run (VGG16 w0.25, smoke profile, 600 digits) with ltrc fingerprints and 6 negatives cached."""
+    """A small owner run (VGG16 w0.25, smoke profile, 600 digits) with ltrc fingerprints and 10 negatives cached."""
     from suite.app.pipeline import run
     from suite.core.config import RunConfig, TrainRecipe, parse_kv
 
@@ -29,7 +29,7 @@ def owner_run(tmp_path_factory):
     cfg = RunConfig(model="vgg16", compress="none", profile="smoke", limit=600, cache_dir=str(cache),
                     output_dir=str(tmp_path_factory.mktemp("runs")), quiet=True, threads=1,
                     recipe=TrainRecipe(epochs=5, batch_size=32, lr=0.05, warmup_epochs=0), attacks=(),
-                    fingerprints=("ltrc-examples",), negatives=6,
+                    fingerprints=("ltrc-examples",), negatives=10,
                     fingerprint_args=parse_kv(FP_ARGS + ",zoo.negative_epochs=5"))
     path, record = run(cfg)
     source = reg.sources.build("digits16", None, limit=600)
@@ -75,10 +75,10 @@ def thief_suspects(owner_run, tmp_path_factory):
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True)
     quantize_dynamic(str(fp32), str(out / "int8_dynamic.onnx"), weight_type=QuantType.QInt8)
     onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=False), str(out / "fp16.onnx"))
-    # channel pruning with torch-pruning (40% of the channels), then 2 epochs of fine-tuning
+    # torch-pruning: 30% of the channels (the zoo's tp-channel-0.3), then 2 epochs of fine-tuning
     cp = copy.deepcopy(owner)
     pruner = tp.pruner.MagnitudePruner(cp, torch.rand(2, 3, 16, 16), importance=tp.importance.MagnitudeImportance(p=1),
-                                       pruning_ratio=0.4, ignored_layers=[cp.classifier])
+                                       pruning_ratio=0.3, ignored_layers=[cp.classifier])
     pruner.step()
     train_model(cp, source.train, None, TrainRecipe(epochs=2, batch_size=32, lr=0.01, warmup_epochs=0), seed=3,
                 quiet=True)
