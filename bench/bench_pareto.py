@@ -26,7 +26,9 @@ into *this* process and re-timed side by side (``--rounds`` interleaved rounds
 of ``--repeat`` samples of 10 calls each, the Python call path, median):
 ``side_by_side_ms``.  The front and the verdicts use that figure; the run's
 own figure stays beside it (``latency_ms``).  ``--retime-only`` re-times the
-rows already in ``--out`` without running anything else.
+rows already in ``--out`` without running anything else; ``--redo planned``
+runs the planned points again and keeps the uniform runs (their artifacts are
+re-timed beside the new ones).
 
 A planned point lies *on or above the uniform front* when no uniform point is
 both at least as fast and more accurate; ``front_gap`` is its accuracy minus
@@ -196,13 +198,15 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=6, help="interleaved rounds of the side-by-side re-timing")
     p.add_argument("--repeat", type=int, default=10, help="samples (of 10 calls) per point and round")
     p.add_argument("--retime-only", action="store_true", help="re-time the rows in --out side by side; run nothing")
+    p.add_argument("--redo", choices=("uniform", "planned"), default=None,
+                   help="run this kind of point again (e.g. after a planner change), keep the other kind's runs")
     args = p.parse_args()
 
     out = Path(args.out)
     runs_dir = Path(args.runs_dir or "/tmp/bench_pareto_runs")
     rows: list[dict] = []
     if out.exists() and not args.fresh:
-        rows = json.loads(out.read_text()).get("rows", [])
+        rows = [r for r in json.loads(out.read_text()).get("rows", []) if r["kind"] != args.redo]
     done = {(r["kind"], r.get("sparsity"), r.get("latency_target")) for r in rows}
     points = [("uniform", s, None) for s in _csv(args.sparsities, float)]
     points += [("planned", None, t) for t in _csv(args.latency_targets, float)]

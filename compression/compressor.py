@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from compression.base import CompressionResult
-from compression.decisions import LayerDecision, kept_dense_reason
 from compression.layers import LayerInfo, list_layers, prunable_layers
 from compression.masks import MaskSet, weight_sparsity
 from compression.plan import LayerPlan, Plan
@@ -106,21 +105,10 @@ class WeightPruning:
 
     # ------------------------------------------------------------- planning
     def uniform_plan(self, layers: list[LayerInfo], all_layers: list[LayerInfo]) -> Plan:
-        scheme = make_scheme(self.scheme_name, **self.scheme_settings)
-        prunable = {l.name for l in layers}
-        out = []
-        for l in all_layers:
-            if l.name not in prunable:
-                out.append(LayerPlan(l.name, "dense", 0.0, reason=kept_dense_reason(l.first),
-                                     decision=LayerDecision.KEPT_DENSE_BY_PLAN))
-                continue
-            reason = scheme.check_applicable(l.weight_shape)
-            if reason:
-                out.append(LayerPlan(l.name, "dense", 0.0, reason=f"fallback to dense: {reason}",
-                                     decision=LayerDecision.UNSUPPORTED))
-            else:
-                out.append(LayerPlan(l.name, self.scheme_name, self.sparsity, settings=scheme.settings()))
-        return Plan("uniform", out, target={"sparsity": self.sparsity})
+        from compression.mapping import uniform_plan
+
+        return uniform_plan(all_layers, {l.name for l in layers}, self.scheme_name, self.scheme_settings,
+                            self.sparsity)
 
     def plan_for(self, model: nn.Module, source: ImageSource, *, seed: int, device: str) -> Plan:
         layers = prunable_layers(model, source.shape, keep_first=self.keep_first,

@@ -111,6 +111,25 @@ def rule_plan(layers: list[LayerInfo], prunable: set[str], target: float, *, gam
     return Plan("rule", decisions, target={"sparsity": target})
 
 
+def uniform_plan(layers: list[LayerInfo], prunable: set[str], scheme_name: str, settings: dict[str, Any],
+                 sparsity: float) -> Plan:
+    """One scheme at ratio ``sparsity`` on every prunable layer it applies to (the others dense, with why)."""
+    scheme = make_scheme(scheme_name, **settings)
+    out = []
+    for l in layers:
+        if l.name not in prunable:
+            out.append(LayerPlan(l.name, "dense", 0.0, reason=kept_dense_reason(l.first),
+                                 decision=LayerDecision.KEPT_DENSE_BY_PLAN))
+            continue
+        reason = scheme.check_applicable(l.weight_shape)
+        if reason:
+            out.append(LayerPlan(l.name, "dense", 0.0, reason=f"fallback to dense: {reason}",
+                                 decision=LayerDecision.UNSUPPORTED))
+        else:
+            out.append(LayerPlan(l.name, scheme_name, float(sparsity), settings=scheme.settings()))
+    return Plan("uniform", out, target={"sparsity": float(sparsity)})
+
+
 def _rule_choice(l: LayerInfo, punch_min_channels: int) -> tuple[str, dict[str, Any]] | None:
     if l.depthwise:
         return None
@@ -333,6 +352,10 @@ class AutoCompressor:
         self.sensitivity_images = int(settings.pop("sensitivity_images", None) or 256)
         if self.sensitivity_images < 1:
             raise ConfigError(f"sensitivity_images must be >= 1, got {self.sensitivity_images}")
+        trial_images = settings.pop("trial_images", None)
+        self.trial_images = None if trial_images is None else int(trial_images)  # None: the profile's
+        if self.trial_images is not None and self.trial_images < 0:
+            raise ConfigError(f"trial_images must be >= 0 (0: no trials), got {self.trial_images}")
         ratios = settings.pop("ratios", None)
         if isinstance(ratios, str):
             ratios = [float(v) for v in ratios.split(":")]
@@ -364,10 +387,48 @@ class AutoCompressor:
                                sparsity=None if self.latency_target else self.sparsity,
                                latency_target=self.latency_target, seed=seed, latency_backend=latencies.backend,
                                not_accelerated=dropped, **self.search_settings)
+            plan = self.check_against_rivals(plan, model, layers, prunable, table, latencies, source, seed=seed,
+                                             device=device)
             plan.search["latency_seconds"] = round(getattr(latencies, "seconds", 0.0), 3)
         self.map_seconds = time.perf_counter() - start
         plan.search["seconds"] = round(self.map_seconds, 3)
         return plan
+
+    def check_against_rivals(self, plan: Plan, model: nn.Module, layers: list[LayerInfo], prunable: set[str],
+                             table: dict[str, list[Candidate]], latencies: Any, source: ImageSource, *, seed: int,
+                             device: str) -> Plan:
+        """The search's plan or a rival that meets the same target and trains better (:mod:`compression.plan_selection`)."""
+        from compression import plan_selection as sel
+
+        images = self.trial_images if self.trial_images is not None else sel.PROFILE_TRIAL_IMAGES.get(
+            self.profile, sel.DEFAULT_TRIAL_IMAGES)
+        if images == 0:
+            return plan
+        start = time.perf_counter()
+        names = [l.name for l in layers if l.name in prunable and l.name in table]
+        pricer = sel.PlanPricer(model, layers, names, latencies)
+        priced, fraction, sparsity = pricer.price(plan)
+        rivals = [sel.RivalPlan("search", priced, None, fraction, sparsity)]
+        block, block_settings = sel.UNIFORM_BLOCK
+        rule_settings = {k: v for k, v in self.rule_settings.items() if k != "max_ratio"}
+        max_ratio = float(self.rule_settings.get("max_ratio", 0.95))
+        builders = {"uniform-block": lambda s: uniform_plan(layers, prunable, block, block_settings, s),
+                    "rule": lambda s: rule_plan(layers, prunable, s, max_ratio=max_ratio, **rule_settings)}
+        for family, build in builders.items():
+            rival = sel.fit_rival(family, build, pricer, sparsity=None if self.latency_target else self.sparsity,
+                                  latency_target=self.latency_target, max_ratio=max_ratio)
+            if rival is not None:
+                rivals.append(rival)
+        latencies.save()  # the rivals' kernels join the cached table
+        best = sel.run_trials(rivals, model, source, self.inner.recovery, images=min(images, len(source.train)),
+                              seed=seed, device=device)
+        chosen = Plan(plan.method, best.plan.layers, target=plan.target, seed=plan.seed, search=dict(plan.search))
+        chosen.search.update({
+            "chosen": best.family, "rivals": [r.summary() for r in rivals], "trial_images": images,
+            "trial_seconds": round(time.perf_counter() - start, 3),
+            "predicted_sparsity": round(best.sparsity, 6),
+            "predicted_latency_fraction": round(best.latency_fraction, 6)})
+        return chosen
 
     def latency_table(self) -> Any:
         """The per-layer latency table the search scores candidates with (see ``latency_backend``)."""

@@ -18,7 +18,10 @@ non-square stride or padding) get no compact kernel from the compiler: every
 candidate of such a layer costs the layer's dense time (measured with the
 torch proxy of :mod:`compression.latency`), so pruning them never looks faster.
 
-Times are milliseconds (``time_evaluator`` medians, kernel only), cached in the
+Times are milliseconds (``time_evaluator`` medians, kernel only; a compact
+kernel's entry is the median of ``TABLE_REPEATS`` repeats of at least
+``TABLE_MIN_REPEAT_MS`` each: single short repeats of a ~0.1 ms kernel on a
+2-core machine disagreed by up to 2x with the compile step's), cached in the
 deployment's tuning database (:class:`~compression.tvm_backend.tuning.TuningDB`,
 keyed by TVM version, target and layer shape), so a plan is reproducible on
 the same machine and the later compile reuses the dense tile search.
@@ -37,6 +40,9 @@ from compression.layers import LayerInfo
 
 BACKEND = "tvm-kernels"
 GRID = 16  # kept columns are timed at K/16, 2K/16, ..., K: candidates share kernels
+TABLE_REPEATS = 7
+TABLE_MIN_REPEAT_MS = 2
+TABLE_KEY = "table-r7m2"  # the tuning-DB prefix of compact-kernel entries (names the timing protocol)
 
 
 class TVMLatencyTable:
@@ -136,11 +142,12 @@ class TVMLatencyTable:
 
         spec = self.kernel_spec(layer, kept)
         tile = as_tile(tile)
-        key = f"table|{self._key(spec, 'sparse')}|{tile.label}"
+        key = f"{TABLE_KEY}|{self._key(spec, 'sparse')}|{tile.label}"
         if key not in self.db.entries:
             start = time.perf_counter()
             with tvm_threads(self.threads):
-                ms = time_kernel(spec, tile, self.target, repeats=repeats, phased=spec.stride > 1)
+                ms = time_kernel(spec, tile, self.target, repeats=max(repeats, TABLE_REPEATS), number=1,
+                                 min_repeat_ms=TABLE_MIN_REPEAT_MS, phased=spec.stride > 1)
             self.db.entries[key] = {"tp": tile.tp, "tile": tile.params(), "ms": ms}
             self.seconds += time.perf_counter() - start
             self.kernels_timed += 1

@@ -143,11 +143,13 @@ def db_key(target: dict, *parts: str) -> str:
 
 
 def time_kernel(spec: ConvSpec, tp: "int | ConvTile", target: dict, *, repeats: int = 5, number: int = 5,
-                phased: bool = False) -> float:
+                phased: bool = False, min_repeat_ms: int = 0) -> float:
     """Median milliseconds of one call of the template with random data.
 
     ``tp``: the tile (an int: the grid tile of that many positions);
-    ``phased``: time the stride-phase layout instead (same for stride 1).
+    ``phased``: time the stride-phase layout instead (same for stride 1);
+    ``min_repeat_ms``: raise ``number`` until one repeat lasts that long
+    (0: exactly ``number`` calls per repeat).
     """
     import tvm
 
@@ -168,8 +170,7 @@ def time_kernel(spec: ConvSpec, tp: "int | ConvTile", target: dict, *, repeats: 
         args.append(rng.standard_normal((spec.n, spec.co, spec.ho, spec.wo)).astype(np.float32))
     args += [np.zeros(shape, np.float32) for shape in conv_output_shapes(spec, tile, phased)]
     tensors = [tvm.runtime.tensor(a, dev) for a in args]
-    ev = lib.mod.time_evaluator("main", dev,
-                                number=number, repeat=repeats)
+    ev = lib.mod.time_evaluator("main", dev, number=number, repeat=repeats, min_repeat_ms=int(min_repeat_ms))
     return float(np.median(ev(*tensors).results) * 1e3)
 
 
