@@ -165,7 +165,8 @@ def auto_masks(model: torch.nn.Module, sparsity: float) -> tuple[dict[str, torch
     threads = torch.get_num_threads()
     mapping.measure_candidates, _ = memo, torch.set_num_threads(1)
     try:
-        plan = AutoCompressor(sparsity, mapping="search", latency_cache=cache, sensitivity_images=64).plan_for(
+        plan = AutoCompressor(sparsity, mapping="search", latency_cache=cache, sensitivity_images=64,
+                              trial_images=0).plan_for(
             model, _SOURCE, seed=0, device="cpu")
     finally:
         mapping.measure_candidates = original

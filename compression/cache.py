@@ -36,14 +36,22 @@ _CORRUPT = (ArtifactError, OSError, ValueError)
 
 
 def compressed_key(*, dense_sha256: str, compress: str, sparsity: Any, args: dict[str, Any], seed: int,
-                   profile: str) -> dict[str, Any]:
-    """Everything that determines a compressed model."""
-    return {"dense": dense_sha256, "compress": compress, "sparsity": sparsity, "args": args, "seed": seed,
-            "profile": profile, "format": COMPRESSED_FORMAT}
+                   profile: str, algorithm: Any = None) -> dict[str, Any]:
+    """Everything that determines a compressed model.
+
+    algorithm: the compressor's ``algorithm_version`` when it has one (a
+    change of what the same settings compute, e.g. the ``auto`` search's
+    plan check); absent from the key when None, so other entries keep theirs.
+    """
+    key = {"dense": dense_sha256, "compress": compress, "sparsity": sparsity, "args": args, "seed": seed,
+           "profile": profile, "format": COMPRESSED_FORMAT}
+    if algorithm is not None:
+        key["algorithm"] = algorithm
+    return key
 
 
 def get_compressed(*, cache_dir: str, model_name: str, dense_sha256: str, compress_name: str, sparsity: Any,
-                   settings: dict[str, Any], seed: int, profile: str,
+                   settings: dict[str, Any], seed: int, profile: str, algorithm: Any = None,
                    model_factory: Callable[[], torch.nn.Module],
                    compress: Callable[[], CompressionResult], workdir: Path,
                    log: Callable[[str], None] = lambda m: None) -> CompressionResult:
@@ -54,7 +62,7 @@ def get_compressed(*, cache_dir: str, model_name: str, dense_sha256: str, compre
     The result's ``info["cache_hit"]`` says whether it came from the cache.
     """
     key = compressed_key(dense_sha256=dense_sha256, compress=compress_name, sparsity=sparsity, args=settings,
-                         seed=seed, profile=profile)
+                         seed=seed, profile=profile, algorithm=algorithm)
     workdir = Path(workdir)
 
     def load(entry: Path) -> CompressionResult:

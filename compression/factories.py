@@ -17,6 +17,8 @@ AUTO_FIELDS = {"mapping": Field("rule", str), "latency_target": Field(None, floa
                "latency_cache": Field(None, str, optional=True), "ratios": Field(None, object),
                "latency_backend": Field("tvm-kernels", str, doc="tvm-kernels | torch-gemm-proxy"),
                "sensitivity_images": Field(None, int, optional=True, doc="validation images per sensitivity (256)"),
+               "trial_images": Field(None, int, optional=True,
+                                     doc="training images of each rival plan's trial (2048; smoke 128; 0: off)"),
                **{k: Field(None, object) for k in ("gamma", "max_ratio", "punch_min_channels", "generations", "beta")}}
 
 

@@ -327,6 +327,12 @@ class AutoCompressor:
     """``auto``: map a plan per layer (rule or search), then prune + recover like any scheme."""
 
     name = "auto"
+    SEARCH_VERSION = 2  # 2: the searched plan is checked against rival plans (compression.plan_selection)
+
+    @property
+    def algorithm_version(self) -> str | None:
+        """Part of the compressed-model cache key: a search plan of an older planner is not reused."""
+        return f"search-{self.SEARCH_VERSION}" if self.mapping == "search" else None
 
     def __init__(self, sparsity: float = 0.0, *, mapping: str = "rule", latency_target: float | None = None,
                  latency_cache: str | None = None, latency_backend: str = "tvm-kernels", **settings: Any) -> None:

@@ -154,3 +154,14 @@ def test_auto_search_records_its_rivals_and_keeps_the_best(net, source, tmp_path
     off = AutoCompressor(0.0, mapping="search", latency_target=0.5, latency_backend="torch-gemm-proxy",
                          latency_cache=str(tmp_path / "lat.json"), ratios=(0.5, 0.75, 0.9), trial_images=0, epochs=1)
     assert "rivals" not in off.plan_for(net, source, seed=0, device="cpu").search
+
+
+def test_a_search_plan_of_an_older_planner_is_not_reused_from_the_cache():
+    from compression.cache import compressed_key
+
+    search = AutoCompressor(0.5, mapping="search")
+    assert search.algorithm_version is not None and AutoCompressor(0.5).algorithm_version is None
+    base = dict(dense_sha256="ab" * 32, compress="auto", sparsity=0.5, args={"mapping": "search"}, seed=0,
+                profile="default")
+    assert compressed_key(**base, algorithm=search.algorithm_version) != compressed_key(**base)
+    assert "algorithm" not in compressed_key(**base)  # other compressors keep their existing cache keys

@@ -227,8 +227,8 @@ def evaluate_clean(deployment: Deployment, source: ImageSource) -> dict[str, flo
 def get_compressed(cfg: RunConfig, trained: TrainedModel, source: ImageSource, compressor, workdir: Path):
     """Compress (or load the cached compressed model) and place its files in ``workdir``.
 
-    Cache key: the dense model's sha256, the compressor and its settings, the
-    seed and the profile (:func:`compression.cache.get_compressed`).  A
+    Cache key: the dense model's sha256, the compressor and its settings (and
+    its ``algorithm_version`` where it has one), the seed and the profile (:func:`compression.cache.get_compressed`).  A
     corrupt entry is reported and rebuilt.
     """
     from compression import cache as ccache
@@ -239,7 +239,7 @@ def get_compressed(cfg: RunConfig, trained: TrainedModel, source: ImageSource, c
     return ccache.get_compressed(
         cache_dir=cfg.cache_dir, model_name=cfg.model, dense_sha256=trained.info["sha256"],
         compress_name=cfg.compress, sparsity=cfg.sparsity, settings=cfg.compress_args, seed=cfg.seed,
-        profile=cfg.profile,
+        profile=cfg.profile, algorithm=getattr(compressor, "algorithm_version", None),
         model_factory=lambda: factory(num_classes=source.num_classes, width=cfg.width, in_channels=source.shape[0]),
         compress=lambda: compress_model(cfg, trained, source, compressor), workdir=Path(workdir),
         log=lambda m: log(cfg, m))
