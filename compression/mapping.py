@@ -31,6 +31,10 @@ public).
   just meet the target, and a seeded evolutionary refinement (single-layer
   mutations, feasibility kept) lowers the summed sensitivity further.  A small
   latency term breaks ties towards faster kernels.  Deterministic given the seed.
+  The plan is then checked against rival plans fitted to the same target on
+  the same table (uniform block, the rule plan) by a short masked fine-tuning
+  trial each, and the best on validation data is kept
+  (:mod:`compression.plan_selection`; ``trial_images=0`` skips the check).
 """
 
 from __future__ import annotations
