@@ -407,7 +407,7 @@ class AutoCompressor:
     def check_against_rivals(self, plan: Plan, model: nn.Module, layers: list[LayerInfo], prunable: set[str],
                              table: dict[str, list[Candidate]], latencies: Any, source: ImageSource, *, seed: int,
                              device: str) -> Plan:
-        """The search's plan or a rival meeting the same target that trains better (:mod:`compression.plan_selection`)."""
+        """The search's plan or a rival meeting its target that trains better (:mod:`compression.plan_selection`)."""
         from compression import plan_selection as sel
 
         images = self.trial_images if self.trial_images is not None else sel.PROFILE_TRIAL_IMAGES.get(
