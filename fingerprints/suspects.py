@@ -30,16 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from fingerprints.onnx_suspect import OnnxSuspect, first_line as _first_line, static_dim as _static
 from suite.core.errors import ArtifactError
 
 FORMATS = ("state_dict", "pt2", "onnx", "artifact")
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 WIDTH_CANDIDATES = (1.0, 0.5, 0.25, 0.75, 0.125, 0.375, 0.625, 1.5, 2.0, 3.0, 4.0)
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    return f"{err.__class__.__name__}: {lines[0][:200]}" if lines else err.__class__.__name__
 
 
 def detect_format(path: str | os.PathLike, arch: str | None = None) -> str:
@@ -175,13 +171,6 @@ class Pt2Suspect:
         return torch.cat(outs)
 
 
-def _static(v: Any) -> int | None:
-    """A dimension that is a plain integer (not a symbol: ``int(SymInt)`` would specialise it), else None."""
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-        return int(v)
-    return None
-
-
 def _placeholder_shape(ep) -> tuple[int | None, int, int | None, int | None] | None:
     """``(N, C, H, W)`` of the single user input (N/H/W None when symbolic), or None."""
     names = list(ep.graph_signature.user_inputs)
@@ -209,88 +198,6 @@ def _probe_classes(runtime, path: str) -> int:
     if out.dim() != 2 or out.shape[0] != n:
         raise ArtifactError(f"suspect {path} returns {list(out.shape)} for {n} images; expected logits [N, K]")
     return int(out.shape[1])
-
-
-# -------------------------------------------------------------------- onnx
-class OnnxSuspect:
-    """An ONNX model in an onnxruntime CPU session."""
-
-    differentiable = False
-
-    def __init__(self, path: str, input_hw: tuple[int, int], threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(threads))
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as err:  # noqa: BLE001
-            raise ArtifactError(f"suspect {path} is not a loadable ONNX model ({_first_line(err)})") from None
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1 or len(inputs[0].shape) != 4 or _static(inputs[0].shape[1]) is None:
-            raise ArtifactError(f"suspect {path}: expected one input [N, C, H, W], "
-                                f"got {[list(i.shape) for i in inputs]}")
-        self.input_name = inputs[0].name
-        # an fp16 export (e.g. onnxruntime.transformers.float16 without keep_io_types) takes float16 images;
-        # int8 exports (QDQ or QOperator) keep float32 inputs and outputs
-        self.input_dtype = {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(inputs[0].type,
-                                                                                             np.float32)
-        if inputs[0].type not in ("tensor(float)", "tensor(float16)", "tensor(double)"):
-            raise ArtifactError(f"suspect {path}: input type {inputs[0].type} is not a float image batch")
-        shape = inputs[0].shape
-        self.fixed_batch = _static(shape[0])
-        h, w = _static(shape[2]), _static(shape[3])
-        self.input_shape = (int(shape[1]), h if h is not None else int(input_hw[0]),
-                            w if w is not None else int(input_hw[1]))
-        self.num_classes = _probe_classes(self, path) if self.fixed_batch in (None, 2) else self._probe_fixed(path)
-        self.details = {"format": "onnx", "input": [str(v) for v in shape], **onnx_precision(self.session, path)}
-
-    def _probe_fixed(self, path: str) -> int:
-        out = self.predict(torch.zeros(1, *self.input_shape))
-        return int(out.shape[1])
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        arr = np.ascontiguousarray(x.detach().cpu().float().numpy().astype(self.input_dtype, copy=False))
-        if self.fixed_batch is None:
-            return torch.from_numpy(np.asarray(self.session.run(None, {self.input_name: arr})[0], np.float32))
-        outs = []
-        for i in range(0, len(arr), self.fixed_batch):  # a fixed-batch export: pad the last chunk
-            chunk = arr[i:i + self.fixed_batch]
-            pad = self.fixed_batch - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-            outs.append(np.asarray(self.session.run(None, {self.input_name: chunk})[0], np.float32)[:len(chunk) - pad])
-        return torch.from_numpy(np.concatenate(outs))
-
-
-QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-             "ConvInteger", "MatMulInteger", "QLinearAdd", "QGemm")
-
-
-def onnx_precision(session, path: str | os.PathLike) -> dict[str, Any]:
-    """``{"precision": "int8" | "fp16" | "fp32", "input_type", "quant_ops"}`` of an ONNX suspect.
-
-    int8 when the graph holds quantization operators (QDQ pairs from static
-    quantization, ``DynamicQuantizeLinear`` / ``ConvInteger`` / ``MatMulInteger``
-    from dynamic quantization, QOperator ``QLinear*``); fp16 when its input is
-    float16.  Runs in the sandboxed worker, on the file onnxruntime has loaded.
-    """
-    inp = session.get_inputs()[0].type
-    out: dict[str, Any] = {"input_type": inp, "precision": "fp16" if inp == "tensor(float16)" else "fp32"}
-    try:
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-        ops = sorted({n.op_type for n in model.graph.node if n.op_type in QUANT_OPS})
-        if ops:
-            out["precision"] = "int8"
-            out["quant_ops"] = ops
-        out["producer"] = str(model.producer_name)[:60]
-    except Exception:  # noqa: BLE001 - only a description; the session itself loaded
-        pass
-    return out
 
 
 # ---------------------------------------------------------------- artifact

@@ -190,6 +190,34 @@ def test_probe_and_worker_report_every_protection(tmp_path):
         assert report["user"].startswith(f"uid {sb.NOBODY} gid {sb.NOBODY}")
 
 
+def test_an_onnx_suspect_is_served_without_torch(tmp_path):
+    """The worker's ONNX path (load, framing, serving) imports onnxruntime and numpy, never torch (~2.5 s)."""
+    import sys
+
+    import numpy as np
+    import onnxruntime as ort
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 10)).eval()
+    torch.onnx.export(model, (torch.rand(2, 3, 16, 16),), str(tmp_path / "m.onnx"), input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}}, dynamo=False)
+    code = f"""
+import json, sys
+import numpy as np
+import compression.backends.worker
+from fingerprints.suspect_worker import _load
+p = _load(json.dumps({{"format": "onnx", "path": {str(tmp_path / "m.onnx")!r}, "input_hw": [16, 16]}}))
+out = p.predict_array(np.full((3, 3, 16, 16), 0.5, np.float32))
+print(json.dumps({{"torch": "torch" in sys.modules, "classes": p.num_classes, "out": out.tolist()}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["torch"] is False and report["classes"] == 10
+    x = np.full((3, 3, 16, 16), 0.5, np.float32)
+    expected = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(np.asarray(report["out"], np.float32), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_private_copy_is_read_only_and_skips_links(tmp_path):
     src = tmp_path / "art"
     (src / "sub").mkdir(parents=True)

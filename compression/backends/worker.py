@@ -32,11 +32,16 @@ def _claim_stdio() -> tuple[int, int]:
 
 
 def _serve(predictor, proto_in: int, proto_out: int) -> int:
-    """Answer frames until ``close``/EOF; a failing request gets an error frame and the loop goes on."""
-    import numpy as np
-    import torch
+    """Answer frames until ``close``/EOF; a failing request gets an error frame and the loop goes on.
 
-    from compression.backends.artifact import decode_array, encode_array, recv_frame, send_frame
+    A runtime with ``predict_array`` (numpy in, float32 logits out) is served
+    without importing torch; any other gets a torch tensor.
+    """
+    import numpy as np
+
+    from compression.backends.framing import decode_array, encode_array, recv_frame, send_frame
+
+    numpy_only = callable(getattr(predictor, "predict_array", None))
 
     shape = tuple(predictor.input_shape)
     while True:
@@ -54,9 +59,10 @@ def _serve(predictor, proto_in: int, proto_out: int) -> int:
             if x.dtype != np.float32 or x.ndim != 4 or x.shape[1:] != shape:
                 raise ValueError(f"expected float32 input [N, {', '.join(map(str, shape))}], "
                                  f"got {x.dtype} {list(x.shape)}")
-            with torch.no_grad():
-                logits = predictor.predict(torch.from_numpy(x))
-            out = logits.detach().to("cpu", torch.float32).contiguous().numpy()
+            if numpy_only:
+                out = np.ascontiguousarray(predictor.predict_array(x), np.float32)
+            else:
+                out = _predict_torch(predictor, x)
         except ValueError as err:
             send_frame(proto_out, {"op": "error", "kind": "value", "message": _message(err)})
             continue
@@ -67,8 +73,16 @@ def _serve(predictor, proto_in: int, proto_out: int) -> int:
         send_frame(proto_out, {"op": "result"}, encode_array(out))
 
 
+def _predict_torch(predictor, x):
+    import torch
+
+    with torch.no_grad():
+        logits = predictor.predict(torch.from_numpy(x))
+    return logits.detach().to("cpu", torch.float32).contiguous().numpy()
+
+
 def _message(err: BaseException) -> str:
-    from compression.backends.artifact import _one_line
+    from compression.backends.framing import _one_line
     from suite.core.errors import SuiteError
 
     text = _one_line(err)
@@ -90,7 +104,7 @@ def serve_main(args: list[str], load, usage: str, ready_extra=lambda predictor, 
     from compression.backends.sandbox import describe_missing, enter_from_environment, missing
 
     sandbox, policy = enter_from_environment()
-    from compression.backends.artifact import send_frame
+    from compression.backends.framing import send_frame
 
     send_frame(proto_out, {"op": "sandbox", "sandbox": sandbox})
     if policy is not None and policy.require and missing(sandbox):
