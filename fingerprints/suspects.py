@@ -27,7 +27,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from fingerprints.onnx_suspect import OnnxSuspect, first_line as _first_line, static_dim as _static
