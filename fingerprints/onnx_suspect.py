@@ -29,6 +29,11 @@ def static_dim(v: Any) -> int | None:
     return None
 
 
+def spec_input_hw(spec: dict[str, Any]) -> tuple[int, int]:
+    """``(H, W)`` a suspect spec asks for (the owner's input size; 32 x 32 when absent)."""
+    return tuple(spec.get("input_hw") or (32, 32))  # type: ignore[return-value]
+
+
 class OnnxSuspect:
     """An ONNX model in an onnxruntime CPU session."""
 
@@ -63,6 +68,11 @@ class OnnxSuspect:
                             w if w is not None else int(input_hw[1]))
         self.num_classes = self._probe_classes(path, 2 if self.fixed_batch in (None, 2) else 1)
         self.details = {"format": "onnx", "input": [str(v) for v in shape], **onnx_precision(self.session, path)}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "OnnxSuspect":
+        """From a suspect spec ``{format: "onnx", path, input_hw?, threads?}`` (see ``suspects.load_suspect``)."""
+        return cls(spec["path"], spec_input_hw(spec), int(spec.get("threads") or 1))
 
     def _probe_classes(self, path: str, n: int) -> int:
         """Class count from one probe query of ``n`` images (the output must be logits ``[n, K]``)."""

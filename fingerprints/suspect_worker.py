@@ -26,7 +26,7 @@ def _load(argument: str):
     if spec.get("format") == "onnx":  # onnxruntime and numpy only: this worker never imports torch
         from fingerprints.onnx_suspect import OnnxSuspect
 
-        return OnnxSuspect(spec["path"], tuple(spec.get("input_hw") or (32, 32)), int(spec.get("threads") or 1))
+        return OnnxSuspect.from_spec(spec)
     import torch
 
     torch.set_num_threads(max(1, int(spec.get("threads") or 1)))

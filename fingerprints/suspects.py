@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from fingerprints.onnx_suspect import OnnxSuspect, first_line as _first_line, static_dim as _static
+from fingerprints.onnx_suspect import OnnxSuspect, spec_input_hw
+from fingerprints.onnx_suspect import first_line as _first_line, static_dim as _static
 from suite.core.errors import ArtifactError
 
 FORMATS = ("state_dict", "pt2", "onnx", "artifact")
@@ -221,13 +222,13 @@ class ArtifactSuspect:
 def load_suspect(spec: dict[str, Any]):
     """Build the runtime for ``spec`` = {format, path, arch?, width?, input_hw [H, W], threads}."""
     fmt, path = spec["format"], spec["path"]
-    hw = tuple(spec.get("input_hw") or (32, 32))
+    hw = spec_input_hw(spec)
     if fmt == "state_dict":
         return StateDictSuspect(path, spec["arch"], hw, spec.get("width"))
     if fmt == "pt2":
         return Pt2Suspect(path, hw)
     if fmt == "onnx":
-        return OnnxSuspect(path, hw, int(spec.get("threads") or 1))
+        return OnnxSuspect.from_spec(spec)
     if fmt == "artifact":
         return ArtifactSuspect(path)
     raise ArtifactError(f"unknown suspect format {fmt!r} (choices: {', '.join(FORMATS)})")

@@ -54,8 +54,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from compression.backends.framing import (_Timeout, _one_line, decode_array, encode_array,  # noqa: F401
-                                         recv_frame, send_frame)
+from compression.backends.framing import _Timeout, _one_line, decode_array, encode_array, recv_frame, send_frame
 from compression.backends.sandbox import SandboxPolicy, python_flags, worker_environment
 from suite.core.cache import atomic_write_text, sha256_file
 from suite.core.errors import ArtifactError, SuiteError
