@@ -14,6 +14,12 @@ ignored in ..." and drops it, so a run keeps training after Ctrl-C.  The
 
 SIGTERM is raised as :class:`Terminated` (a ``BaseException``) so every
 ``with``/``finally`` cleanup runs as for Ctrl-C.
+
+Once ``main`` has handled a Ctrl-C it calls :func:`forget_handled_interrupt`:
+CPython (3.11 measured) remembers a KeyboardInterrupt that left any *string*
+``exec``/``eval`` (a dataclass or namedtuple being built, for one) even when
+a caller catches it later, and under ``python -m`` then ends the process by
+SIGINT (-2) after ``main`` returned 130.
 """
 
 from __future__ import annotations
@@ -36,6 +42,16 @@ class Terminated(BaseException):
 
 
 _INTERRUPTS = (KeyboardInterrupt, Terminated)
+
+
+def forget_handled_interrupt() -> None:
+    """Clear CPython's "KeyboardInterrupt left a string exec" flag (see the module docstring).
+
+    The interpreter resets that flag at the start of every string evaluation,
+    so evaluating an empty one is enough; call it only once the interrupt is
+    handled, so that a genuinely unhandled one still ends the process by SIGINT.
+    """
+    exec("None", {})  # a constant string: its only effect is the reset
 
 
 class InterruptGuard:
