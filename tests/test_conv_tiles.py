@@ -26,8 +26,11 @@ from compression.tvm_backend.tuning import TuningDB, best_tile, compile_prim, co
 TARGET = host_target_dict(2)
 TILES = [ConvTile.grid(8), ConvTile.grid(32), ConvTile(16, 1, True), ConvTile(16, 3), ConvTile(8, 2, True),
          ConvTile(8, 4, True), ConvTile(16, 2, True), ConvTile(4, 2, True),
-         ConvTile(8, 3, False, 4), ConvTile(8, 2, True, 4), ConvTile(8, 1, True, 2), ConvTile(8, 2, False, 2)]
-# even entries for dense weights, odd for sparse: grid and row tiles, whole row-blocks and filter groups in each
+         ConvTile(8, 3, False, 4), ConvTile(8, 2, True, 4), ConvTile(8, 1, True, 2), ConvTile(8, 2, False, 2),
+         ConvTile(8, 2, True, 0, True), ConvTile(16, 3, False, 0, True), ConvTile(8, 3, False, 4, True),
+         ConvTile(8, 2, True, 4, True)]
+# even entries for dense weights, odd for sparse: grid and row tiles, whole row-blocks and filter groups in each,
+# and (batches only) the image-major job order
 
 
 def _conv(x, weight, bias, spec: ConvSpec, tile: ConvTile, cols, phased: bool, res=None) -> np.ndarray:
@@ -181,3 +184,17 @@ def test_tile_candidates_fit_the_register_file_of_the_isa():
     tile = ConvTile(8, 3, False, 4)
     assert tile.label == "8x3gf4" and ConvTile.from_params(tile.params()) == tile
     assert not tile.fits(ConvSpec(1, 8, 8, 8, 6, 3, 3, 1, 1, 6, 72, True))  # 4 filters do not divide r = 6
+
+
+def test_image_major_order_is_a_batch_option_with_whole_images():
+    one, batch = (ConvSpec(n, 8, 8, 8, 16, 3, 3, 1, 1, 8, 72, True) for n in (1, 3))
+    tile = ConvTile(8, 2, True, 0, True)
+    assert not tile.fits(one) and tile.fits(batch)
+    assert not ConvTile(8, 3, True, 0, True).fits(batch)  # 8 row segments an image: 3 vectors a job straddle images
+    assert ConvTile(8, 3, True).fits(batch)  # the other orders run segments over the whole batch (24 of them)
+    assert tile.label == "8x2ri" and ConvTile.from_params(tile.params()) == tile
+    assert "image_major" not in ConvTile(8, 2, True).params()  # keys of the other orders are unchanged
+    assert not any(t.image_major for t in conv_tile_candidates(one, 8))
+    batched = conv_tile_candidates(batch, 8)
+    assert {t for t in batched if not t.image_major} == set(conv_tile_candidates(one, 8))
+    assert any(t.image_major for t in batched)

@@ -205,12 +205,18 @@ class ConvTile:
     (``Wo % lanes == 0``; a tile's segments run over images, rows and row
     segments), stored straight into ``y`` with the epilogue applied -- no
     junk lanes, no ``acc`` pass.
+
+    ``image_major`` (batches only): jobs run image by image, and within an
+    image row-block outer, tile inner -- each image's input stays in cache
+    across the row-blocks, as in a batch-1 call; otherwise the order is
+    :func:`tile_outer_order`'s (row-block or tile outer over the whole batch).
     """
 
     lanes: int
     vectors: int = 1
     rows: bool = False
     filters: int = 0  # output channels per job: 0 = the whole row-block (``r``), else a divisor of ``r``
+    image_major: bool = False
 
     @property
     def tp(self) -> int:
@@ -229,19 +235,26 @@ class ConvTile:
         """Whether this tile applies to ``spec``: ``filters`` divides ``r``; row tiles: ``Wo % lanes == 0``, whole tiles."""
         if self.filters and spec.r % self.filters:
             return False
+        if self.image_major and spec.n == 1:
+            return False
         if not self.rows:
             return True
         rows, width = spec.row_hw
-        return width % self.lanes == 0 and (spec.n * rows * (width // self.lanes)) % self.vectors == 0
+        per_image = rows * (width // self.lanes)  # row segments of one image
+        return width % self.lanes == 0 and (per_image if self.image_major else spec.n * per_image) % self.vectors == 0
 
     def params(self) -> dict[str, int]:
         extra = {"filters": self.filters} if self.filters else {}
+        if self.image_major:
+            extra["image_major"] = 1
         return {"tp": self.tp, "lanes": self.lanes, "vectors": self.vectors, "rows": int(self.rows), **extra}
 
     @property
     def label(self) -> str:
-        """Short name for database keys, e.g. ``16x2r`` (row tile), ``16x3g`` (grid tile), ``8x3rf4`` (4 filters a job)."""
-        return f"{self.lanes}x{self.vectors}{'r' if self.rows else 'g'}" + (f"f{self.filters}" if self.filters else "")
+        """Short name for database keys, e.g. ``16x2r`` (row tile), ``16x3g`` (grid tile), ``8x3rf4`` (4 filters a
+        job), ``8x1gi`` (image-major order)."""
+        return (f"{self.lanes}x{self.vectors}{'r' if self.rows else 'g'}" + (f"f{self.filters}" if self.filters else "")
+                + ("i" if self.image_major else ""))
 
     @classmethod
     def grid(cls, tp: int) -> "ConvTile":
@@ -252,7 +265,8 @@ class ConvTile:
     @classmethod
     def from_params(cls, params: dict[str, int]) -> "ConvTile":
         if "lanes" in params:
-            return cls(int(params["lanes"]), int(params["vectors"]), bool(params["rows"]), int(params.get("filters", 0)))
+            return cls(int(params["lanes"]), int(params["vectors"]), bool(params["rows"]), int(params.get("filters", 0)),
+                       bool(params.get("image_major", 0)))
         return cls.grid(int(params["tp"]))
 
 
@@ -343,7 +357,8 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         row_step, col_step, ls = Wp * s, s, s
     gw = spec.grid_width(phased)
     Hr, Wr = spec.row_hw  # row tiles: rows and row width (a flat 1x1 conv's plane is one row)
-    tile_outer = tile_outer_order(spec, phased)
+    image_major = tile.image_major
+    tile_outer = tile_outer_order(spec, phased) and not image_major
     if rows:
         SG = Wr // VW  # row segments per output row
         nJ = N * Hr * SG // V
@@ -353,6 +368,10 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         nJ = N * nP
         SG = nP * V  # segments per image
         PP = nP * TP
+    nJi = nJ // N  # jobs of one image (image-major order; ``fits`` makes it whole)
+    # image-major: one pass per image (copy its padded input, then its jobs, while the copy is in cache);
+    # the other orders: one pass over the whole batch
+    NI, passes = (1, N) if image_major else (N, 1)
 
     # TVMScript helpers, evaluated while parsing (g: a segment index PrimExpr)
     def n_of(g):
@@ -368,39 +387,40 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         return oh_of(g) * row_step + ow_of(g) * col_step if rows else g % SG * VW * col_step
 
     @T.macro
-    def fill(x, xp):
+    def fill(x, xp, p):
         if phased:
-            for nc in T.parallel(N * Ci):
+            for nc in T.parallel(NI * Ci):
                 for ph, hq, wq in T.grid(S2, Hq, Wq):
-                    xp[nc // Ci, ph * Ci * HWq + nc % Ci * HWq + hq * Wq + wq] = T.if_then_else(
+                    xp[p * NI + nc // Ci, ph * Ci * HWq + nc % Ci * HWq + hq * Wq + wq] = T.if_then_else(
                         pad <= hq * s + ph // npx and hq * s + ph // npx < H + pad
                         and pad <= wq * s + ph % npx and wq * s + ph % npx < W + pad,
-                        x[nc // Ci, nc % Ci, hq * s + ph // npx - pad, wq * s + ph % npx - pad], T.float32(0))
+                        x[p * NI + nc // Ci, nc % Ci, hq * s + ph // npx - pad, wq * s + ph % npx - pad], T.float32(0))
         else:
-            for nc in T.parallel(N * Ci):
+            for nc in T.parallel(NI * Ci):
                 for hh in range(Hp):
                     if pad <= hh and hh < H + pad:
                         for ww in range(pad):
-                            xp[nc // Ci, nc % Ci * HWp + hh * Wp + ww] = T.float32(0)
+                            xp[p * NI + nc // Ci, nc % Ci * HWp + hh * Wp + ww] = T.float32(0)
                         for ww in range(W):
-                            xp[nc // Ci, nc % Ci * HWp + hh * Wp + pad + ww] = x[nc // Ci, nc % Ci, hh - pad, ww]
+                            xp[p * NI + nc // Ci, nc % Ci * HWp + hh * Wp + pad + ww] = x[p * NI + nc // Ci, nc % Ci, hh - pad, ww]
                         for ww in range(Wp - W - pad):
-                            xp[nc // Ci, nc % Ci * HWp + hh * Wp + W + pad + ww] = T.float32(0)
+                            xp[p * NI + nc // Ci, nc % Ci * HWp + hh * Wp + W + pad + ww] = T.float32(0)
                     else:
                         for ww in range(Wp):
-                            xp[nc // Ci, nc % Ci * HWp + hh * Wp + ww] = T.float32(0)
-        for n0 in range(N):
+                            xp[p * NI + nc // Ci, nc % Ci * HWp + hh * Wp + ww] = T.float32(0)
+        for n0 in range(NI):
             for t in range(L - copied):
-                xp[n0, copied + t] = T.float32(0)
+                xp[p * NI + n0, copied + t] = T.float32(0)
 
     @T.macro
-    def jobs(xs, vals, off, bias, res, acc, y):
+    def jobs(xs, vals, off, bias, res, acc, y, p):
         # row-block outer: each thread streams its own row-blocks' weights once per call; tile outer
         # (batches whose inputs outweigh the weights): a tile's inputs stay in cache across the row-blocks
+        # (image-major: image outer, then row-block, then the image's tiles: a batch-1 call per image)
         # b: a group of F filters (b*F ..), in row-block b // nsub at row b % nsub * F
-        for job in T.parallel(NG * nJ):
-            b = T.bind(job % NG if tile_outer else job // nJ)
-            g0 = T.bind(job // NG * V if tile_outer else job % nJ * V)
+        for job in T.parallel(NG * nJ // passes):
+            b = T.bind(job // nJi if image_major else (job % NG if tile_outer else job // nJ))
+            g0 = T.bind((p * nJi + job % nJi) * V if image_major else (job // NG * V if tile_outer else job % nJ * V))
             ac = T.alloc_buffer((F * V, VW), "float32", scope="local", annotations={"disable_lower_builtin": True})
             for i in T.unroll(F):
                 for j in T.unroll(V):
@@ -433,11 +453,11 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
                     for j in T.unroll(V):
                         acc[n_of(g0 + j), b * F + i, T.ramp((g0 + j) % SG * VW, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)]
         if not rows:
-            for nco in T.parallel(N * Co):
+            for nco in T.parallel(NI * Co):
                 for oh, ow in T.grid(Ho, Wo):
-                    y[nco // Co, nco % Co, oh, ow] = T.min(T.max(
-                        acc[nco // Co, nco % Co, oh * gw + ow]
-                        + (res[nco // Co, nco % Co, oh, ow] if has_res else T.float32(0)), lo), hi)
+                    y[p * NI + nco // Co, nco % Co, oh, ow] = T.min(T.max(
+                        acc[p * NI + nco // Co, nco % Co, oh * gw + ow]
+                        + (res[p * NI + nco // Co, nco % Co, oh, ow] if has_res else T.float32(0)), lo), hi)
 
     # TVMScript signatures are static: one PrimFunc per parameter list (residual input or not; scratch
     # outputs xp / acc or not), the bodies are the shared macros above.
@@ -451,7 +471,8 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
             xf = T.decl_buffer(XS, "float32", data=x.data)
             yv = T.decl_buffer(YS, "float32", data=y.data)
             rv = T.decl_buffer(YS, "float32", data=res.data)
-            jobs(xf, vals, off, bias, rv, None, yv)
+            for p in range(passes):
+                jobs(xf, vals, off, bias, rv, None, yv, p)
     elif rows and direct:
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
@@ -460,7 +481,8 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
             T.func_attr({"tir.noalias": True})
             xf = T.decl_buffer(XS, "float32", data=x.data)
             yv = T.decl_buffer(YS, "float32", data=y.data)
-            jobs(xf, vals, off, bias, None, None, yv)
+            for p in range(passes):
+                jobs(xf, vals, off, bias, None, None, yv, p)
     elif rows and has_res:
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
@@ -468,16 +490,18 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
                  res: T.Buffer((N, Co, Ho, Wo), "float32"), xp: T.Buffer((N, L), "float32"),
                  y: T.Buffer((N, Co, Ho, Wo), "float32")):
             T.func_attr({"tir.noalias": True})
-            fill(x, xp)
-            jobs(xp, vals, off, bias, res, None, y)
+            for p in range(passes):
+                fill(x, xp, p)
+                jobs(xp, vals, off, bias, res, None, y, p)
     elif rows:
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
                  off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
                  xp: T.Buffer((N, L), "float32"), y: T.Buffer((N, Co, Ho, Wo), "float32")):
             T.func_attr({"tir.noalias": True})
-            fill(x, xp)
-            jobs(xp, vals, off, bias, None, None, y)
+            for p in range(passes):
+                fill(x, xp, p)
+                jobs(xp, vals, off, bias, None, None, y, p)
     elif has_res:
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
@@ -485,8 +509,9 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
                  res: T.Buffer((N, Co, Ho, Wo), "float32"), xp: T.Buffer((N, L), "float32"),
                  acc: T.Buffer((N, nb * r, PP), "float32"), y: T.Buffer((N, Co, Ho, Wo), "float32")):
             T.func_attr({"tir.noalias": True})
-            fill(x, xp)
-            jobs(xp, vals, off, bias, res, acc, y)
+            for p in range(passes):
+                fill(x, xp, p)
+                jobs(xp, vals, off, bias, res, acc, y, p)
     else:
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
@@ -494,8 +519,9 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
                  xp: T.Buffer((N, L), "float32"), acc: T.Buffer((N, nb * r, PP), "float32"),
                  y: T.Buffer((N, Co, Ho, Wo), "float32")):
             T.func_attr({"tir.noalias": True})
-            fill(x, xp)
-            jobs(xp, vals, off, bias, None, acc, y)
+            for p in range(passes):
+                fill(x, xp, p)
+                jobs(xp, vals, off, bias, None, acc, y, p)
     return conv
 
 
