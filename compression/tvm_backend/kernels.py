@@ -32,7 +32,9 @@ The row-block (sparse) format is unchanged: only the offsets differ.
 Schedule (hand-written template): parallel over (row-block, tile), row-block
 outer so each thread streams its own row-blocks' weights once per call (tile
 outer for a batch whose input outweighs the weights, see
-:func:`tile_outer_order`); an
+:func:`tile_outer_order`; or, a tile option for batches, image-major: per
+image, its padded copy and then its jobs, row-block outer, while the copy is
+in cache, in a one-image scratch); an
 ``r x V`` tile of ``VW``-lane vectors lives in registers (stack allocation),
 the reduction over kept columns is unrolled by ``U``, each step is ``V``
 vector loads of ``xp`` and ``r * V`` broadcast-FMAs.  Two kinds of tile
@@ -285,12 +287,13 @@ def conv_output_shapes(spec: "ConvSpec", tile: "int | ConvTile", phased: bool = 
     tile = as_tile(tile)
     phased = bool(phased) and spec.stride > 1
     y = (spec.n, spec.co, spec.ho, spec.wo)
+    images = 1 if tile.image_major else spec.n  # image-major: scratch for the one image being computed
     if tile.rows:
         if reads_input_directly(spec, tile):
             return [y]
-        return [(spec.n, spec.scratch_len(tile.tp, phased, rows=True)), y]
+        return [(images, spec.scratch_len(tile.tp, phased, rows=True)), y]
     pp = -(-spec.positions(phased) // tile.tp) * tile.tp
-    return [(spec.n, spec.scratch_len(tile.tp, phased)), (spec.n, spec.nb * spec.r, pp), y]
+    return [(images, spec.scratch_len(tile.tp, phased)), (images, spec.nb * spec.r, pp), y]
 
 
 def tile_outer_order(spec: ConvSpec, phased: bool = False) -> bool:
@@ -314,7 +317,8 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     ``spec.residual``: added before the activation); outputs as
     :func:`conv_output_shapes` (grid tiles: ``xp [N, scratch_len]``, ``acc
     [N, nb*r, ceil(P/TP)*TP]``, ``y``; row tiles: ``xp`` unless the input is
-    read directly, then ``y``).  ``tp``: a :class:`ConvTile`, or an int (the
+    read directly, then ``y``; an image-major tile's scratch holds one image,
+    ``[1, ...]``).  ``tp``: a :class:`ConvTile`, or an int (the
     grid tile of that many positions).  ``phased``: the stride-phase layout
     (see the module docstring; ``off`` from ``spec.column_offsets(cols,
     phased=True)``).
@@ -372,6 +376,7 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     # image-major: one pass per image (copy its padded input, then its jobs, while the copy is in cache);
     # the other orders: one pass over the whole batch
     NI, passes = (1, N) if image_major else (N, 1)
+    NS = NI  # images the scratch buffers (xp, acc) hold
 
     # TVMScript helpers, evaluated while parsing (g: a segment index PrimExpr)
     def n_of(g):
@@ -383,6 +388,9 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     def ow_of(g):
         return g % SG * VW
 
+    def sn_of(g):  # scratch row of segment g's image: image-major scratch holds one image (p = 0 otherwise)
+        return n_of(g) % NI if image_major and not direct else n_of(g)
+
     def base_of(g):
         return oh_of(g) * row_step + ow_of(g) * col_step if rows else g % SG * VW * col_step
 
@@ -391,7 +399,7 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         if phased:
             for nc in T.parallel(NI * Ci):
                 for ph, hq, wq in T.grid(S2, Hq, Wq):
-                    xp[p * NI + nc // Ci, ph * Ci * HWq + nc % Ci * HWq + hq * Wq + wq] = T.if_then_else(
+                    xp[nc // Ci, ph * Ci * HWq + nc % Ci * HWq + hq * Wq + wq] = T.if_then_else(
                         pad <= hq * s + ph // npx and hq * s + ph // npx < H + pad
                         and pad <= wq * s + ph % npx and wq * s + ph % npx < W + pad,
                         x[p * NI + nc // Ci, nc % Ci, hq * s + ph // npx - pad, wq * s + ph % npx - pad], T.float32(0))
@@ -400,17 +408,17 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
                 for hh in range(Hp):
                     if pad <= hh and hh < H + pad:
                         for ww in range(pad):
-                            xp[p * NI + nc // Ci, nc % Ci * HWp + hh * Wp + ww] = T.float32(0)
+                            xp[nc // Ci, nc % Ci * HWp + hh * Wp + ww] = T.float32(0)
                         for ww in range(W):
-                            xp[p * NI + nc // Ci, nc % Ci * HWp + hh * Wp + pad + ww] = x[p * NI + nc // Ci, nc % Ci, hh - pad, ww]
+                            xp[nc // Ci, nc % Ci * HWp + hh * Wp + pad + ww] = x[p * NI + nc // Ci, nc % Ci, hh - pad, ww]
                         for ww in range(Wp - W - pad):
-                            xp[p * NI + nc // Ci, nc % Ci * HWp + hh * Wp + W + pad + ww] = T.float32(0)
+                            xp[nc // Ci, nc % Ci * HWp + hh * Wp + W + pad + ww] = T.float32(0)
                     else:
                         for ww in range(Wp):
-                            xp[p * NI + nc // Ci, nc % Ci * HWp + hh * Wp + ww] = T.float32(0)
+                            xp[nc // Ci, nc % Ci * HWp + hh * Wp + ww] = T.float32(0)
         for n0 in range(NI):
             for t in range(L - copied):
-                xp[p * NI + n0, copied + t] = T.float32(0)
+                xp[n0, copied + t] = T.float32(0)
 
     @T.macro
     def jobs(xs, vals, off, bias, res, acc, y, p):
@@ -432,13 +440,13 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
                         for j in T.unroll(V):
                             ac[i * V + j, T.ramp(0, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)] + T.broadcast(
                                 vals[b // nsub, ko * U + ki, b % nsub * F + i], VW) * xs[
-                                    n_of(g0 + j), T.ramp(o + base_of(g0 + j), ls, VW)]
+                                    sn_of(g0 + j), T.ramp(o + base_of(g0 + j), ls, VW)]
             for k in range(Kk // U * U, Kk):
                 o2 = T.bind(off[b // nsub, k])
                 for i in T.unroll(F):
                     for j in T.unroll(V):
                         ac[i * V + j, T.ramp(0, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)] + T.broadcast(
-                            vals[b // nsub, k, b % nsub * F + i], VW) * xs[n_of(g0 + j), T.ramp(o2 + base_of(g0 + j), ls, VW)]
+                            vals[b // nsub, k, b % nsub * F + i], VW) * xs[sn_of(g0 + j), T.ramp(o2 + base_of(g0 + j), ls, VW)]
             if rows:
                 for i in T.unroll(F):
                     if full_rows or b * F + i < Co:
@@ -451,12 +459,12 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
             else:
                 for i in T.unroll(F):
                     for j in T.unroll(V):
-                        acc[n_of(g0 + j), b * F + i, T.ramp((g0 + j) % SG * VW, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)]
+                        acc[sn_of(g0 + j), b * F + i, T.ramp((g0 + j) % SG * VW, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)]
         if not rows:
             for nco in T.parallel(NI * Co):
                 for oh, ow in T.grid(Ho, Wo):
                     y[p * NI + nco // Co, nco % Co, oh, ow] = T.min(T.max(
-                        acc[p * NI + nco // Co, nco % Co, oh * gw + ow]
+                        acc[nco // Co, nco % Co, oh * gw + ow]
                         + (res[p * NI + nco // Co, nco % Co, oh, ow] if has_res else T.float32(0)), lo), hi)
 
     # TVMScript signatures are static: one PrimFunc per parameter list (residual input or not; scratch
@@ -487,7 +495,7 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
                  off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
-                 res: T.Buffer((N, Co, Ho, Wo), "float32"), xp: T.Buffer((N, L), "float32"),
+                 res: T.Buffer((N, Co, Ho, Wo), "float32"), xp: T.Buffer((NS, L), "float32"),
                  y: T.Buffer((N, Co, Ho, Wo), "float32")):
             T.func_attr({"tir.noalias": True})
             for p in range(passes):
@@ -497,7 +505,7 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
                  off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
-                 xp: T.Buffer((N, L), "float32"), y: T.Buffer((N, Co, Ho, Wo), "float32")):
+                 xp: T.Buffer((NS, L), "float32"), y: T.Buffer((N, Co, Ho, Wo), "float32")):
             T.func_attr({"tir.noalias": True})
             for p in range(passes):
                 fill(x, xp, p)
@@ -506,8 +514,8 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
                  off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
-                 res: T.Buffer((N, Co, Ho, Wo), "float32"), xp: T.Buffer((N, L), "float32"),
-                 acc: T.Buffer((N, nb * r, PP), "float32"), y: T.Buffer((N, Co, Ho, Wo), "float32")):
+                 res: T.Buffer((N, Co, Ho, Wo), "float32"), xp: T.Buffer((NS, L), "float32"),
+                 acc: T.Buffer((NS, nb * r, PP), "float32"), y: T.Buffer((N, Co, Ho, Wo), "float32")):
             T.func_attr({"tir.noalias": True})
             for p in range(passes):
                 fill(x, xp, p)
@@ -516,7 +524,7 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
                  off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
-                 xp: T.Buffer((N, L), "float32"), acc: T.Buffer((N, nb * r, PP), "float32"),
+                 xp: T.Buffer((NS, L), "float32"), acc: T.Buffer((NS, nb * r, PP), "float32"),
                  y: T.Buffer((N, Co, Ho, Wo), "float32")):
             T.func_attr({"tir.noalias": True})
             for p in range(passes):
