@@ -193,6 +193,9 @@ def test_image_major_order_is_a_batch_option_with_whole_images():
     assert not ConvTile(8, 3, True, 0, True).fits(batch)  # 8 row segments an image: 3 vectors a job straddle images
     assert ConvTile(8, 3, True).fits(batch)  # the other orders run segments over the whole batch (24 of them)
     assert tile.label == "8x2ri" and ConvTile.from_params(tile.params()) == tile
+    # its scratch holds the one image being computed; the other orders' scratch holds the batch
+    assert conv_output_shapes(batch, tile)[0][0] == 1 and conv_output_shapes(batch, ConvTile(8, 2, True))[0][0] == 3
+    assert [s[0] for s in conv_output_shapes(batch, ConvTile(8, 1, False, 0, True))] == [1, 1, 3]  # xp, acc, y
     assert "image_major" not in ConvTile(8, 2, True).params()  # keys of the other orders are unchanged
     assert not any(t.image_major for t in conv_tile_candidates(one, 8))
     batched = conv_tile_candidates(batch, 8)
