@@ -558,7 +558,7 @@ def main() -> None:
                                 "tile": l.tile, "params": l.params, "fused": l.fused, "sparse_ms": l.sparse_ms,
                                 "dense_ms": l.dense_ms, "reason": l.reason}
                                for l in res.layers],
-                    # rows without it were measured before the row tiles; "+im": batches tried the image-major order
+                    # rows without it were measured before the row tiles; "+im2": batches tried the image-major order
                     "conv_template": CONV_TEMPLATE + (f"+{BATCH_ORDERS}" if batch > 1 else ""),
                     "roofline": roofline, "macs_run": int(macs_run),
                     "kernels_ms": round(sum(r["ms"] for r in roofline), 4),

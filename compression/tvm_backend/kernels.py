@@ -375,8 +375,7 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     nJi = nJ // N  # jobs of one image (image-major order; ``fits`` makes it whole)
     # image-major: one pass per image (copy its padded input, then its jobs, while the copy is in cache);
     # the other orders: one pass over the whole batch
-    NI, passes = (1, N) if image_major else (N, 1)
-    NS = NI  # images the scratch buffers (xp, acc) hold
+    NI, passes = (1, N) if image_major else (N, 1)  # NI: images a pass computes, and the scratch (xp, acc) holds
 
     # TVMScript helpers, evaluated while parsing (g: a segment index PrimExpr)
     def n_of(g):
@@ -388,8 +387,8 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     def ow_of(g):
         return g % SG * VW
 
-    def sn_of(g):  # scratch row of segment g's image: image-major scratch holds one image (p = 0 otherwise)
-        return n_of(g) % NI if image_major and not direct else n_of(g)
+    def sn_of(g):  # scratch row of segment g's image: an image-major scratch holds one image
+        return 0 if image_major and not direct else n_of(g)
 
     def base_of(g):
         return oh_of(g) * row_step + ow_of(g) * col_step if rows else g % SG * VW * col_step
@@ -495,7 +494,7 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
                  off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
-                 res: T.Buffer((N, Co, Ho, Wo), "float32"), xp: T.Buffer((NS, L), "float32"),
+                 res: T.Buffer((N, Co, Ho, Wo), "float32"), xp: T.Buffer((NI, L), "float32"),
                  y: T.Buffer((N, Co, Ho, Wo), "float32")):
             T.func_attr({"tir.noalias": True})
             for p in range(passes):
@@ -505,7 +504,7 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
                  off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
-                 xp: T.Buffer((NS, L), "float32"), y: T.Buffer((N, Co, Ho, Wo), "float32")):
+                 xp: T.Buffer((NI, L), "float32"), y: T.Buffer((N, Co, Ho, Wo), "float32")):
             T.func_attr({"tir.noalias": True})
             for p in range(passes):
                 fill(x, xp, p)
@@ -514,8 +513,8 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
                  off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
-                 res: T.Buffer((N, Co, Ho, Wo), "float32"), xp: T.Buffer((NS, L), "float32"),
-                 acc: T.Buffer((NS, nb * r, PP), "float32"), y: T.Buffer((N, Co, Ho, Wo), "float32")):
+                 res: T.Buffer((N, Co, Ho, Wo), "float32"), xp: T.Buffer((NI, L), "float32"),
+                 acc: T.Buffer((NI, nb * r, PP), "float32"), y: T.Buffer((N, Co, Ho, Wo), "float32")):
             T.func_attr({"tir.noalias": True})
             for p in range(passes):
                 fill(x, xp, p)
@@ -524,7 +523,7 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
                  off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
-                 xp: T.Buffer((NS, L), "float32"), acc: T.Buffer((NS, nb * r, PP), "float32"),
+                 xp: T.Buffer((NI, L), "float32"), acc: T.Buffer((NI, nb * r, PP), "float32"),
                  y: T.Buffer((N, Co, Ho, Wo), "float32")):
             T.func_attr({"tir.noalias": True})
             for p in range(passes):

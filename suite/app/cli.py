@@ -21,7 +21,7 @@ import json
 import sys
 from typing import Sequence
 
-from suite.app.interrupts import InterruptGuard, Terminated, forget_handled_interrupt
+from suite.app.interrupts import InterruptGuard, Terminated
 from suite.app.quiet import silence_known_library_warnings
 from suite.core.errors import SuiteError
 
@@ -217,7 +217,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return err.exit_code
         except KeyboardInterrupt:
             guard.caught()
-            forget_handled_interrupt()
             print("interrupted: no record was written", file=sys.stderr)
             return 130
         except Terminated:

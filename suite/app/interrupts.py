@@ -15,8 +15,8 @@ ignored in ..." and drops it, so a run keeps training after Ctrl-C.  The
 SIGTERM is raised as :class:`Terminated` (a ``BaseException``) so every
 ``with``/``finally`` cleanup runs as for Ctrl-C.
 
-Once ``main`` has handled a Ctrl-C it calls :func:`forget_handled_interrupt`:
-CPython (3.11 measured) remembers a KeyboardInterrupt that left any *string*
+Once ``main`` has handled an interrupt (:meth:`InterruptGuard.caught`), the
+guard also calls :func:`forget_handled_interrupt`: CPython (3.11 measured) remembers a KeyboardInterrupt that left any *string*
 ``exec``/``eval`` (a dataclass or namedtuple being built, for one) even when
 a caller catches it later, and under ``python -m`` then ends the process by
 SIGINT (-2) after ``main`` returned 130.
@@ -109,11 +109,12 @@ class InterruptGuard:
 
     # -- lifecycle ------------------------------------------------------------
     def caught(self) -> None:
-        """``main`` has the interrupt in hand: stop re-delivering it."""
+        """``main`` has the interrupt in hand: stop re-delivering it, and let it not end the process by SIGINT."""
         with self._lock:
             self._pending = None
             self._done.set()
         self._wake.set()
+        forget_handled_interrupt()
 
     def __enter__(self) -> "InterruptGuard":
         if threading.current_thread() is not threading.main_thread():
