@@ -243,15 +243,19 @@ def bench_owner(model: str, args, methods: tuple[str, ...]) -> dict:
     comp = zoo.composition()
     key = owner_zoo_key(owner, spec)
     entries = []
+    overrides: dict[str, dict] = {}
+    for kv in (parse_kv(args.method_args) if args.method_args else {}).items():
+        name, _, knob = kv[0].rpartition(".")
+        overrides.setdefault(name, {})[knob] = kv[1]
     for name in methods:
-        method = build_method(name, "default", {})
+        method = build_method(name, "default", overrides.get(name, {}))
+        variant = "".join(f" {k}={v}" for k, v in sorted(overrides.get(name, {}).items()))
         fps, bank, hit = get_fingerprints(method, owner.model, owner.source, owner_sha256=owner.sha256,
                                           cache_dir=args.cache_dir, seed=cfg.seed, log=log)
         for access in ("label", "prob") if name in PROB_METHODS else ("label",):
             ev = get_evaluation(fps, bank, zoo, key, access=access, seed=cfg.seed, log=log, fresh=args.fresh_eval)
             entry = summarize(fps, ev, None, None)
-            if access != "label":
-                entry["id"] = f"{name}@{access}"
+            entry["id"] = (name if access == "label" else f"{name}@{access}") + variant
             entry["members"] = [{k: m[k] for k in ("id", "role", "rate", "accuracy")} for m in ev.members]
             entry["families"] = family_metrics(ev.members, ev.threshold)
             entry["calibration_negatives"] = ev.calibration
@@ -370,6 +374,8 @@ def main() -> int:
     p.add_argument("--zoo-args", default="", help="zoo settings KEY=V,... (a cheaper profile)")
     p.add_argument("--limit", type=int, default=None, help="images per split of the source (a cheaper profile)")
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--method-args", default="",
+                   help="method settings METHOD.KEY=V,... (rows named with them), e.g. ltrc-examples.k=6")
     p.add_argument("--negatives", type=int, default=None, help="default: the profile's")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--jobs", type=int, default=2, help="negatives trained in parallel (executor jobs)")

@@ -145,15 +145,54 @@ def noisy_params(params: dict[str, torch.Tensor], names: list[str], bound: float
     return out
 
 
+PRUNE_STRUCTURES = ("unstructured", "mixed")
+"""``unstructured``: every copy drops single weights; ``mixed``: copies alternate between single weights
+(odd ``i``) and whole columns of row blocks (even ``i``), the structure of block-based pruning."""
+
+STRUCTURE_ROWS = 4
+"""Rows (filters) per block of the structured copies: a size none of the registered pruners uses by default."""
+
+
+def jittered_keep(w: torch.Tensor, sparsity: float, structured: bool, gen: torch.Generator,
+                  rows: int = STRUCTURE_ROWS) -> torch.Tensor:
+    """0/1 mask of ``w`` (``[O, I, kh, kw]`` or ``[O, I]``) keeping all but ``sparsity`` of its weights.
+
+    Unstructured: the smallest jittered magnitudes ``|w| * U(0.5, 1.5)`` go.
+    Structured: ``w`` is cut into blocks of ``rows`` consecutive filters; each
+    block's columns (one input channel and kernel position across the
+    block's filters) are scored by their L2 norm times ``U(0.5, 1.5)`` and
+    the lowest-scoring ``sparsity`` of all block columns go together.  Seeded
+    through ``gen``; deliberately unlike any registered pruner's masks.
+    """
+    if not structured:
+        score = w.abs() * (0.5 + torch.rand(w.shape, generator=gen)).to(w.device)
+        n_drop = int(sparsity * w.numel())
+        if not n_drop:
+            return torch.ones_like(w)
+        return (score > score.flatten().kthvalue(n_drop).values).to(w.dtype)
+    o = w.shape[0]
+    cols = w.reshape(o, -1)
+    pad = (-o) % rows
+    padded = torch.cat([cols, cols.new_zeros(pad, cols.shape[1])]) if pad else cols
+    blocks = padded.reshape(-1, rows, cols.shape[1])                       # [B, rows, columns]
+    score = blocks.norm(dim=1) * (0.5 + torch.rand(blocks.shape[0], cols.shape[1], generator=gen)).to(w.device)
+    n_drop = int(sparsity * score.numel())
+    if not n_drop:
+        return torch.ones_like(w)
+    keep = (score > score.flatten().kthvalue(n_drop).values).to(w.dtype)   # [B, columns]
+    return keep[:, None, :].expand(-1, rows, -1).reshape(-1, cols.shape[1])[:o].reshape(w.shape)
+
+
 def pruned_copies(owner: torch.nn.Module, source, k: int, bound: float, seed: int,
-                  device: str) -> list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+                  device: str, structure: str = "unstructured",
+                  ) -> list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
     """``k`` (params, buffers) of owner copies pruned at sparsities ``bound * i / k`` (i = 1..k).
 
     Every conv/linear weight but the first conv and the classifier (which
-    pruners keep dense) loses the fraction with the smallest jittered
-    magnitude ``|w| * U(0.5, 1.5)`` (seeded; deliberately unlike any
-    registered pruner's masks); BN statistics are then re-estimated on 256
-    train images, as a pruner would.
+    pruners keep dense) loses ``sparsity`` of its weights by
+    :func:`jittered_keep`: single weights, or with ``structure="mixed"``
+    whole row-block columns in the even-numbered copies; BN statistics are
+    then re-estimated on 256 train images, as a pruner would.
     """
     import copy
 
@@ -166,14 +205,11 @@ def pruned_copies(owner: torch.nn.Module, source, k: int, bound: float, seed: in
     for i in range(1, k + 1):
         sparsity = min(0.99, bound * i / k)
         model = copy.deepcopy(owner)
+        structured = structure == "mixed" and i % 2 == 0
         with torch.no_grad():
             for name in inner:
                 w = model.get_parameter(name)
-                n_drop = int(sparsity * w.numel())
-                if n_drop:  # magnitude with a random jitter: not the deterministic masks of any pruner
-                    score = w.abs() * (0.5 + torch.rand(w.shape, generator=gen)).to(w.device)
-                    cut = score.flatten().kthvalue(n_drop).values
-                    w.mul_((score > cut).to(w.dtype))
+                w.mul_(jittered_keep(w, sparsity, structured, gen))
         recalibrate_bn(model, source, 256, seed + i)
         out.append(({n: p.detach() for n, p in model.named_parameters()},
                     {n: b for n, b in model.named_buffers()}))
@@ -211,7 +247,8 @@ class CExamples(FingerprintMethod):
     def knob(self, key: str) -> Any:
         """A setting, or the C-example value of a knob this method does not have (k=1, no noise, no filter)."""
         return self.settings.get(key, {"k": 1, "noise": 0.0, "noise_kind": "relative", "radius": 0.0,
-                                       "filter_shape": "circle", "projections": 1, "chroma": False}.get(key))
+                                       "filter_shape": "circle", "projections": 1, "chroma": False,
+                                       "prune_structure": "unstructured"}.get(key))
 
     def validate(self) -> None:
         s = self.settings
@@ -234,7 +271,8 @@ class CExamples(FingerprintMethod):
         names = weight_names(owner)
         copies = None
         if self.knob("noise_kind") == "prune" and self.knob("noise") > 0:
-            copies = pruned_copies(owner, source, self.knob("k"), self.knob("noise"), seed, device)
+            copies = pruned_copies(owner, source, self.knob("k"), self.knob("noise"), seed, device,
+                                   self.knob("prune_structure"))
         xs = []
         for i in range(0, self.count, self.batch_size):
             xs.append(self._optimise(owner, params, buffers, names, x0[i:i + self.batch_size].to(device),
@@ -291,6 +329,8 @@ class RCExamples(CExamples):
     SETTINGS = CExamples.SETTINGS.extend(
         k=Field(4, int, ge=1, le=256, doc="noisy copies per step"), noise=Field(0.9, float, ge=0, le=10),
         noise_kind=Field("prune", str, choices=("relative", "absolute", "prune")),
+        prune_structure=Field("unstructured", str, choices=PRUNE_STRUCTURES,
+                              doc="noise_kind=prune: single weights, or alternate with row-block columns"),
         profiles={"smoke": {"k": 2, "noise": 0.5}})
 
 

@@ -10,7 +10,7 @@ import torch
 from fingerprints.bank import evaluate_on_zoo
 from fingerprints.base import FingerprintSet
 from fingerprints.frequency import highpass, highpass_mask, lowfreq_energy_fraction
-from fingerprints.generators import project
+from fingerprints.generators import jittered_keep, project, pruned_copies
 from fingerprints.metrics import (auc, calibrate_threshold, p_value, p_value_empirical, roc_curve,
                                   split_negatives, tpr_at_fpr)
 from suite.core import registries as reg
@@ -75,10 +75,38 @@ def test_project_keeps_box_eps_and_high_frequencies():
 
 
 # ------------------------------------------------------------ generators
+@pytest.mark.parametrize("shape", [(10, 6, 3, 3), (7, 20)])
+def test_structured_jittered_keep_drops_whole_block_columns(shape):
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(*shape, generator=g)
+    keep = jittered_keep(w, 0.75, True, g, rows=4)
+    cols = keep.reshape(shape[0], -1)
+    for start in range(0, shape[0], 4):  # within a block of 4 filters every column is kept or dropped whole
+        block = cols[start:start + 4]
+        assert torch.equal(block, block[:1].expand_as(block))
+    blocks = -(-shape[0] // 4)
+    dropped = blocks * cols.shape[1] - int(sum(cols[s].sum() for s in range(0, shape[0], 4)))
+    assert dropped == int(0.75 * blocks * cols.shape[1])
+    loose = jittered_keep(w, 0.75, False, g)  # unstructured: exactly the fraction of single weights
+    assert int((loose == 0).sum()) == int(0.75 * w.numel())
+    assert torch.equal(jittered_keep(w, 0.0, True, g), torch.ones_like(w))
+
+
+def test_mixed_pruned_copies_alternate_single_weights_and_block_columns(owner, digits):
+    copies = pruned_copies(owner, digits, 2, 0.8, seed=0, device="cpu", structure="mixed")
+    name = "features.3.weight" if "features.3.weight" in copies[0][0] else sorted(
+        n for n in copies[0][0] if n.endswith(".weight") and copies[0][0][n].dim() == 4)[1]
+    first, second = copies[0][0][name], copies[1][0][name]
+    assert 0.35 < float((first == 0).float().mean()) < 0.45  # copy 1: 0.4 of single weights
+    cols = (second != 0).reshape(second.shape[0], -1)[:4]
+    assert 0.75 < float((second == 0).float().mean()) < 0.85 and torch.equal(cols, cols[:1].expand_as(cols))
+
+
 @pytest.mark.parametrize("name,settings", [
     ("c-examples", FAST),
     ("rc-examples", {**FAST, "k": 2, "noise": 0.5}),
     ("ltrc-examples", {**FAST, "k": 2, "noise": 0.5}),
+    ("ltrc-examples", {**FAST, "k": 2, "noise": 0.5, "prune_structure": "mixed"}),
     ("ipguard", {"count": 20, "steps": 30, "batch_size": 20}),
     ("misclassified", {"count": 20}),
 ])
