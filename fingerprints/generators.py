@@ -183,8 +183,40 @@ def jittered_keep(w: torch.Tensor, sparsity: float, structured: bool, gen: torch
     return keep[:, None, :].expand(-1, rows, -1).reshape(-1, cols.shape[1])[:o].reshape(w.shape)
 
 
+FINETUNE_BATCH = 64
+FINETUNE_LR = 0.01
+
+
+def masked_finetune(model: torch.nn.Module, masks: dict[str, torch.Tensor], source, steps: int, seed: int,
+                    device: str) -> torch.nn.Module:
+    """``steps`` SGD steps (momentum 0.9, lr ``FINETUNE_LR``, batch ``FINETUNE_BATCH``) on seeded train
+    batches with the true labels, every weight in ``masks`` multiplied by its 0/1 mask after each step:
+    what a thief does after pruning.  In place; returns the model in eval mode."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.SGD(list(model.parameters()), lr=FINETUNE_LR, momentum=0.9)
+    model.train()
+    n = len(source.train)
+    for _ in range(steps):
+        x, y = source.train.tensors(np.sort(rng.choice(n, size=min(FINETUNE_BATCH, n), replace=False)))
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(x.to(device)), torch.as_tensor(y).long().to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for name, mask in masks.items():
+                model.get_parameter(name).mul_(mask)
+    for p in model.parameters():
+        p.grad = None
+    return model.eval()
+
+
 def pruned_copies(owner: torch.nn.Module, source, k: int, bound: float, seed: int,
-                  device: str, structure: str = "unstructured",
+                  device: str, structure: str = "unstructured", finetune_steps: int = 0,
                   ) -> list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
     """``k`` (params, buffers) of owner copies pruned at sparsities ``bound * i / k`` (i = 1..k).
 
@@ -192,7 +224,10 @@ def pruned_copies(owner: torch.nn.Module, source, k: int, bound: float, seed: in
     pruners keep dense) loses ``sparsity`` of its weights by
     :func:`jittered_keep`: single weights, or with ``structure="mixed"``
     whole row-block columns in the even-numbered copies; BN statistics are
-    then re-estimated on 256 train images, as a pruner would.
+    then re-estimated on 256 train images, as a pruner would.  With
+    ``finetune_steps > 0`` the copies pruned past half their weights are
+    then fine-tuned that many steps with their masks held
+    (:func:`masked_finetune`), as a thief recovers accuracy.
     """
     import copy
 
@@ -206,11 +241,15 @@ def pruned_copies(owner: torch.nn.Module, source, k: int, bound: float, seed: in
         sparsity = min(0.99, bound * i / k)
         model = copy.deepcopy(owner)
         structured = structure == "mixed" and i % 2 == 0
+        masks = {}
         with torch.no_grad():
             for name in inner:
                 w = model.get_parameter(name)
-                w.mul_(jittered_keep(w, sparsity, structured, gen))
+                masks[name] = jittered_keep(w, sparsity, structured, gen)
+                w.mul_(masks[name])
         recalibrate_bn(model, source, 256, seed + i)
+        if finetune_steps > 0 and sparsity > 0.5:
+            masked_finetune(model, masks, source, finetune_steps, seed + 100 + i, device)
         out.append(({n: p.detach() for n, p in model.named_parameters()},
                     {n: b for n, b in model.named_buffers()}))
     return out
@@ -248,7 +287,7 @@ class CExamples(FingerprintMethod):
         """A setting, or the C-example value of a knob this method does not have (k=1, no noise, no filter)."""
         return self.settings.get(key, {"k": 1, "noise": 0.0, "noise_kind": "relative", "radius": 0.0,
                                        "filter_shape": "circle", "projections": 1, "chroma": False,
-                                       "prune_structure": "unstructured"}.get(key))
+                                       "prune_structure": "unstructured", "prune_finetune_steps": 0}.get(key))
 
     def validate(self) -> None:
         s = self.settings
@@ -272,7 +311,7 @@ class CExamples(FingerprintMethod):
         copies = None
         if self.knob("noise_kind") == "prune" and self.knob("noise") > 0:
             copies = pruned_copies(owner, source, self.knob("k"), self.knob("noise"), seed, device,
-                                   self.knob("prune_structure"))
+                                   self.knob("prune_structure"), self.knob("prune_finetune_steps"))
         xs = []
         for i in range(0, self.count, self.batch_size):
             xs.append(self._optimise(owner, params, buffers, names, x0[i:i + self.batch_size].to(device),
@@ -331,6 +370,8 @@ class RCExamples(CExamples):
         noise_kind=Field("prune", str, choices=("relative", "absolute", "prune")),
         prune_structure=Field("unstructured", str, choices=PRUNE_STRUCTURES,
                               doc="noise_kind=prune: single weights, or alternate with row-block columns"),
+        prune_finetune_steps=Field(0, int, ge=0, le=10000,
+                                   doc="noise_kind=prune: masked fine-tuning steps of the copies pruned past 0.5"),
         profiles={"smoke": {"k": 2, "noise": 0.5}})
 
 

@@ -102,6 +102,17 @@ def test_mixed_pruned_copies_alternate_single_weights_and_block_columns(owner, d
     assert 0.75 < float((second == 0).float().mean()) < 0.85 and torch.equal(cols, cols[:1].expand_as(cols))
 
 
+def test_finetuned_pruned_copies_keep_their_zeros_and_move_the_kept_weights(owner, digits):
+    before = {n: p.detach().clone() for n, p in owner.named_parameters()}
+    plain = pruned_copies(owner, digits, 2, 0.8, seed=0, device="cpu")
+    tuned = pruned_copies(owner, digits, 2, 0.8, seed=0, device="cpu", finetune_steps=3)
+    name = sorted(n for n in plain[1][0] if n.endswith(".weight") and plain[1][0][n].dim() == 4)[1]
+    assert torch.equal(plain[0][0][name], tuned[0][0][name])  # copy 1 (0.4 sparsity) is not fine-tuned
+    a, b = plain[1][0][name], tuned[1][0][name]  # copy 2 (0.8): same mask, other kept weights
+    assert torch.equal(a == 0, b == 0) and not torch.equal(a, b)
+    assert all(torch.equal(p, before[n]) for n, p in owner.named_parameters())  # the owner is untouched
+
+
 @pytest.mark.parametrize("name,settings", [
     ("c-examples", FAST),
     ("rc-examples", {**FAST, "k": 2, "noise": 0.5}),
