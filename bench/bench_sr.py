@@ -37,6 +37,28 @@ database, so a rerun does not search again.
 
     OMP_NUM_THREADS=1 TVM_NUM_THREADS=2 .venv/bin/python bench/bench_sr.py --threads 1 --deploy \
         --deploy-threads 2 --out bench/results/sr.json
+
+Compiler-aware search (``--search``; issue 18 point 4, :mod:`compression.sr_search`;
+runs only this section): a weight-sharing supernet (widths 16 / 24 / 32, 1-4
+residual blocks, kernels 3 / 5) is trained once with the sandwich rule
+(``--supernet-steps``, batch 16, LR patch 32), then searched at three latency
+targets -- ``--search-fractions`` (0.25, 0.5, 1.0) x FSRCNN's dense 720p frame
+*predicted on the same TVM latency table* (a loaded machine moves targets and
+predictions alike; the recorded FSRCNN measurement is in ``--search-zoo``):
+architecture + per-conv scheme by evolution (``--population``,
+``--generations``), per-conv block ratios greedily, ``--search-ft-steps``
+masked fine-tuning per target.  Scored on val (chelsea) only; test PSNR / SSIM
+afterwards.  The table times every conv at a ``--search-tile`` LR tile and
+scales by pixels to the 360 x 640 frame.  At the end every searched model
+(TVM sparse build) and the zoo's dense architectures (TVM dense, untrained
+weights: latency only; their PSNR is the recorded run's) are built at the full
+frame and timed interleaved in one process.  Writes ``--search-out``
+(``bench/results/sr_search.json``, with every scored candidate) and
+``sr_search_front.png`` beside it.  Budget: 300 supernet steps (4 sub-networks
+each), 300 fine-tuning steps per target, 8 x (1 + 3 generations) candidates per
+target; about 15-25 min on 2 shared cores.
+
+    OMP_NUM_THREADS=1 TVM_NUM_THREADS=2 .venv/bin/python bench/bench_sr.py --search --threads 1 --reps 5
 """
 
 from __future__ import annotations
@@ -54,6 +76,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from suite.core.errors import ConfigError  # noqa: E402
 from suite.core.files import atomic_write_text  # noqa: E402
 from suite.core.sr.degrade import bicubic_up  # noqa: E402
 from suite.core.sr.models import build_sr_model  # noqa: E402
@@ -122,9 +145,24 @@ def main() -> None:
     p.add_argument("--deploy-threads", type=int, default=2, help="threads of torch, ONNX Runtime and TVM in it")
     p.add_argument("--sparsity", type=float, default=0.75, help="block-pruning sparsity of the sparse rows")
     p.add_argument("--ft-steps", type=int, default=300, help="masked fine-tuning steps of the pruned models")
+    p.add_argument("--search", action="store_true",
+                   help="only the compiler-aware search section (issue 18 point 4; see the module docstring)")
+    p.add_argument("--search-out", default="bench/results/sr_search.json")
+    p.add_argument("--search-zoo", default="bench/results/sr_deploy.json",
+                   help="recorded zoo run (test PSNR, TVM 720p ms) the search is compared against")
+    p.add_argument("--search-fractions", default="0.25,0.5,1.0",
+                   help="latency targets as fractions of FSRCNN's TVM-dense 720p frame predicted on the table")
+    p.add_argument("--search-tile", default="180x320", help="LR tile the table times convs at (scaled to the frame)")
+    p.add_argument("--supernet-steps", type=int, default=300, help="sandwich-rule supernet steps (once, at the first target)")
+    p.add_argument("--search-ft-steps", type=int, default=300, help="masked fine-tuning steps per target")
+    p.add_argument("--population", type=int, default=8)
+    p.add_argument("--generations", type=int, default=3)
     args = p.parse_args()
     if args.reps < 1 or args.budget <= 0:
         p.error("--reps must be >= 1 and --budget > 0")
+    if args.search:
+        search_main(args)
+        return
     start = time.perf_counter()
     load_start = _load()
     with torch_threads(args.threads):
@@ -309,6 +347,194 @@ def print_deployment(dep: dict) -> None:
             kern = "-" if info is None else f"{info['sparse_layers']} / {len(info['layers'])}"
             print(f"| {label} | {k} | {cells[0][0]:.1f} | {cells[0][1]:.2f}x | {cells[1][0]:.1f} | {cells[1][1]:.2f}x "
                   f"| {diff} | {entry['test'][k]['psnr_y']:.2f} | {kern} |")
+
+
+# --------------------------------------------------------------------------- compiler-aware search (--search)
+
+SUPERNET = {"widths": (16, 24, 32), "max_depth": 4, "min_depth": 1, "kernel_sizes": (3, 5)}
+
+
+def search_main(args) -> None:
+    """Search SR models under latency targets (fractions of FSRCNN's predicted TVM-dense frame); compare with the zoo.
+
+    Targets are fractions of FSRCNN's dense frame *predicted on the same table* (so a loaded machine moves
+    targets and predictions alike); at the end the searched models and the zoo's dense architectures are
+    built with TVM at the full frame and timed interleaved in one process (same load for all).
+    """
+    from compression.sr_deploy import time_interleaved as time_runtimes
+    from compression.sr_deploy import tvm_runtime
+    from compression.sr_search import SRLatencyModel, SRSearchSettings, default_table, search_sr
+    from compression.tvm_backend.backend import tuning_db_path
+    from compression.tvm_backend.runtime import tvm_threads
+    from compression.tvm_backend.target import host_target_dict
+    from compression.tvm_backend.tuning import TuningDB
+    from suite.core.sr.models import SRSupernet
+
+    start = time.perf_counter()
+    load_start = _load()
+    zoo = json.loads(Path(args.search_zoo).read_text())
+    dep = zoo["deployment"]["models"]
+    fractions = [float(v) for v in args.search_fractions.split(",")]
+    tvm_threads_n = args.deploy_threads
+    table = default_table(tvm_threads_n)
+    target = host_target_dict(tvm_threads_n)
+    db = TuningDB(tuning_db_path(None))
+    frame = real_frames()[2]
+    shape = FRAMES[2]
+    tile = tuple(int(v) for v in args.search_tile.split("x"))
+    source = load_photos(scale=SCALE, patch_size=96, patches_per_image=64, seed=args.seed)
+    print(f"source: {source.description}", flush=True)
+    # the zoo's convs predicted on the same table
+    zoo_rows, zoo_models = [], {}
+    for label, name, width, depth, *_ in MODELS:
+        torch.manual_seed(args.seed)
+        m = build_sr_model(name, SCALE, width, depth).eval()
+        zoo_models[label] = m  # untrained: latency only (PSNR from the recorded run)
+        lat = SRLatencyModel(table, shape[1:], tile)
+        row = next(r for r in zoo["rows"] if r["model"] == label)
+        d = dep[label]["scales"]["2"]["rows"]
+        zoo_rows.append({"model": label, "test_psnr_y": row["test"]["psnr_y"], "test_ssim_y": row["test"]["ssim_y"],
+                         "val_psnr_y": row["val"]["psnr_y"],
+                         "recorded_tvm_dense_ms": d["tvm-dense"]["median_ms"],
+                         "recorded_tvm_sparse_ms": d["tvm-sparse"]["median_ms"],
+                         "tvm_sparse_test_psnr_y": dep[label]["test"]["tvm-sparse"]["psnr_y"],
+                         "predicted_dense_ms": round(lat.model_ms(lat.layers(m), {}), 2)})
+        print(f"[zoo {label}] test PSNR {row['test']['psnr_y']:.2f}; TVM dense {d['tvm-dense']['median_ms']} ms "
+              f"recorded, {zoo_rows[-1]['predicted_dense_ms']} ms predicted now (convs, table)", flush=True)
+    fsrcnn_pred = next(z for z in zoo_rows if z["model"] == "fsrcnn")["predicted_dense_ms"]
+    targets = [round(f * fsrcnn_pred, 2) for f in fractions]
+    print(f"targets (ms per 720p frame, {', '.join(map(str, fractions))} x FSRCNN predicted TVM dense "
+          f"{fsrcnn_pred} ms): {targets}", flush=True)
+    torch.manual_seed(args.seed)
+    supernet = SRSupernet(SCALE, **SUPERNET)
+    results, chosen = [], {}
+    for i, t in enumerate(targets):
+        settings = SRSearchSettings(latency_target_ms=t, frame_lr=shape[1:], table_tile=tile,
+                                    supernet_steps=args.supernet_steps if i == 0 else 0,
+                                    population=args.population, generations=args.generations,
+                                    finetune_steps=args.search_ft_steps, threads=args.threads, seed=args.seed)
+        print(f"\n[search {t} ms] ...", flush=True)
+        try:
+            res = search_sr(supernet, SCALE, source, settings, table=table,
+                            log=lambda m: print(f"  {m}", flush=True))
+        except ConfigError as exc:
+            print(f"  infeasible: {exc}", flush=True)
+            results.append({"target_ms": t, "fraction_of_fsrcnn_dense": fractions[i], "infeasible": str(exc)})
+            continue
+        test = evaluate(res.model, source, "test", threads=args.threads)
+        val = evaluate(res.model, source, "val", threads=args.threads)
+        print(f"  chosen {res.choice['architecture']}, plan {res.choice['plan']}: val PSNR {val['psnr_y']:.2f}, "
+              f"test PSNR {test['psnr_y']:.2f} (bicubic {test['bicubic_psnr_y']:.2f}, "
+              f"{test['psnr_y'] - test['bicubic_psnr_y']:+.2f}); predicted {res.predicted_ms:.1f} ms; "
+              f"{res.seconds}", flush=True)
+        label = f"search@{t}"
+        chosen[label] = res.model
+        results.append({
+            "label": label, "target_ms": t, "fraction_of_fsrcnn_dense": fractions[i], "choice": res.choice,
+            "predicted_ms": round(res.predicted_ms, 2),
+            "params": sum(int(p.numel()) for p in res.model.parameters()),
+            "mask_sparsity": round(res.masks.sparsity(), 4) if res.masks.names() else 0.0,
+            "val": {k: v for k, v in val.items() if k != "per_image"},
+            "test": {k: v for k, v in test.items() if k != "per_image"},
+            "seconds": res.seconds, "info": {k: v for k, v in res.info.items() if k != "settings"},
+            "settings": res.info["settings"], "history": res.history})
+    print(f"\nbuilding TVM for {shape} and timing interleaved (searched + zoo dense) ...", flush=True)
+    rts = {}
+    with tvm_threads(tvm_threads_n), torch_threads(tvm_threads_n):
+        for label, m in chosen.items():
+            rts[label] = tvm_runtime(m, shape, target=target, db=db, sparse=True)
+        for label, m in zoo_models.items():
+            rts[f"{label}-dense"] = tvm_runtime(m, shape, target=target, db=db, sparse=False)
+        timing = time_runtimes(rts, frame, reps=args.reps)
+    db.save()
+    for r in results:
+        if "label" not in r:
+            continue
+        tm = timing[r["label"]]
+        r.update({"measured_ms": round(tm["median_ms"], 2), "measured_samples_ms": [round(v, 2) for v in tm["samples_ms"]],
+                  "predicted_over_measured": round(r["predicted_ms"] / tm["median_ms"], 3),
+                  "tvm": {k: rts[r["label"]].info[k] for k in ("sparse_layers", "compile_seconds", "tuning_seconds")}})
+    for z in zoo_rows:
+        tm = timing[f"{z['model']}-dense"]
+        z.update({"tvm_dense_ms": round(tm["median_ms"], 2), "tvm_dense_samples_ms": [round(v, 2) for v in tm["samples_ms"]],
+                  "predicted_over_measured": round(z["predicted_dense_ms"] / tm["median_ms"], 3)})
+    bic = next(r["test"]["bicubic_psnr_y"] for r in results if "test" in r) if chosen else None
+    for r in results:  # the zoo point at each target: best zoo test PSNR whose dense frame measured within it
+        if "measured_ms" not in r:
+            continue
+        within = [(z["test_psnr_y"], z["model"], z["tvm_dense_ms"]) for z in zoo_rows if z["tvm_dense_ms"] <= r["target_ms"]]
+        best = max(within) if within else None
+        r["best_zoo_dense_within_target"] = None if best is None else {"model": best[1], "test_psnr_y": best[0],
+                                                                       "measured_ms": best[2]}
+    out = {"meta": {"command": " ".join(["python", *sys.argv]), "scale": SCALE, "torch_threads": args.threads,
+                    "tvm_threads": tvm_threads_n, "target": target, "tuning_db": db.path, "cpu": _cpu(),
+                    "cores": os.cpu_count(), "load_start": load_start, "load_end": _load(),
+                    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                    "seconds": round(time.perf_counter() - start, 1),
+                    "supernet": {k: list(v) if isinstance(v, tuple) else v for k, v in SUPERNET.items()},
+                    "budget": {"supernet_steps": args.supernet_steps, "finetune_steps": args.search_ft_steps,
+                               "population": args.population, "generations": args.generations,
+                               "batch_size": 16, "patch_size": 32},
+                    "frame": {"lr": list(shape), "photo": "rocket (360x640 centre crop)", "output": [3, 720, 1280]},
+                    "timing": f"TVM builds at the full frame (searched: sparse, compact kernel where faster; zoo: "
+                              f"dense, untrained weights), interleaved in one process, numpy in / out, 2 warm-up "
+                              f"calls, median of {args.reps}",
+                    "prediction": f"sum over convs of the TVM latency table at a {tile[0]}x{tile[1]} LR tile x "
+                                  f"{shape[1] * shape[2] / (tile[0] * tile[1]):g} (pixel ratio); non-conv operators "
+                                  "not included",
+                    "targets_from": f"FSRCNN dense predicted on the table now, {fsrcnn_pred} ms, x {fractions}",
+                    "zoo_from": args.search_zoo},
+           "bicubic_test_psnr_y": bic, "zoo": zoo_rows, "results": results}
+    atomic_write_text(Path(args.search_out), json.dumps(out, indent=1) + "\n")
+    if chosen:
+        _plot_front(out, Path(args.search_out).with_name("sr_search_front.png"))
+    print("\n| model | target ms | architecture | plan | val PSNR | test PSNR | vs bicubic | test SSIM | predicted ms "
+          "| measured ms | best zoo dense within target |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        if "measured_ms" not in r:
+            print(f"| search | {r['target_ms']} | infeasible | | | | | | | | |")
+            continue
+        a = r["choice"]["architecture"]
+        z = r["best_zoo_dense_within_target"]
+        zoo_cell = "-" if z is None else f"{z['model']} {z['test_psnr_y']:.2f} dB"
+        print(f"| search | {r['target_ms']} | w{a['width']} k{''.join(map(str, a['kernels']))} | {r['choice']['plan']} "
+              f"| {r['val']['psnr_y']:.2f} | {r['test']['psnr_y']:.2f} | {r['test']['psnr_y'] - bic:+.2f} "
+              f"| {r['test']['ssim_y']:.4f} | {r['predicted_ms']:.1f} | {r['measured_ms']:.1f} | {zoo_cell} |")
+    for z in zoo_rows:
+        print(f"| {z['model']} (dense, recorded PSNR) | - | - | - | {z['val_psnr_y']:.2f} | {z['test_psnr_y']:.2f} "
+              f"| {z['test_psnr_y'] - (bic or 0):+.2f} | {z['test_ssim_y']:.4f} | {z['predicted_dense_ms']:.1f} "
+              f"| {z['tvm_dense_ms']:.1f} | - |")
+    print(f"\nwrote {args.search_out} in {out['meta']['seconds']:.0f} s; load {load_start} -> {_load()}")
+
+
+def _plot_front(out: dict, path: Path) -> None:
+    """PSNR (test) vs measured TVM ms per 720p frame: searched models, zoo dense / sparse, bicubic."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.axhline(out["bicubic_test_psnr_y"], color="grey", ls="--", label="bicubic")
+    for z in out["zoo"]:
+        ax.scatter([z["tvm_dense_ms"]], [z["test_psnr_y"]], marker="s", color="tab:blue")
+        ax.annotate(f"{z['model']} dense", (z["tvm_dense_ms"], z["test_psnr_y"]), fontsize=7)
+    res = [r for r in out["results"] if "measured_ms" in r]
+    ax.plot([r["measured_ms"] for r in res], [r["test"]["psnr_y"] for r in res], "o-", color="tab:green",
+            label="searched (measured)")
+    ax.scatter([r["predicted_ms"] for r in res], [r["test"]["psnr_y"] for r in res], marker="x", color="tab:green",
+               label="searched (predicted)")
+    for r in res:
+        ax.axvline(r["target_ms"], color="tab:green", alpha=0.2)
+    ax.scatter([], [], marker="s", color="tab:blue", label="zoo TVM dense (measured in the same run)")
+    ax.set_xlabel("TVM ms per 720p frame (x2, 360x640 LR input)")
+    ax.set_ylabel("test PSNR-Y (dB)")
+    ax.set_title("Compiler-aware SR search: PSNR vs latency")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

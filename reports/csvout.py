@@ -3,7 +3,7 @@
 ``runs.csv``: every record, identity and facts first (``reports.load``'s
 ``IDENTITY`` + ``RUN_FACTS``), then metrics in name order.  One file per view
 (``compression.csv``, ``robustness.csv``, ``compression_robustness.csv``,
-``ip_protection.csv``) with the view's fixed columns (``run_id`` after
+``ip_protection.csv``, and ``sr.csv`` when there are super-resolution runs) with the view's fixed columns (``run_id`` after
 ``rank`` where the view has one row per run), plus ``attacks.csv`` and
 ``fingerprints.csv`` (every entry; ROC points stay in the records) and
 ``sweeps.csv`` (every budget point of every entry's sweep,
@@ -19,7 +19,8 @@ from reports.sweeps import empty_table
 from reports.views import View, attack_details
 
 VIEW_FILES = {"compression": "compression.csv", "robustness": "robustness.csv",
-              "compression_robustness": "compression_robustness.csv", "ip": "ip_protection.csv"}
+              "compression_robustness": "compression_robustness.csv", "ip": "ip_protection.csv",
+              "sr": "sr.csv"}
 
 
 def runs_columns(runs) -> list[str]:

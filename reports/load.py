@@ -210,6 +210,9 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
         "agreement_top1": as_float(dep.get("agreement_top1")),
         "compile_seconds": as_float(dep.get("compile_seconds")),
         "total_seconds": as_float(_section(record, "timings").get("total")),
+        # classification | sr (records before the task field are classification); scale: sr only
+        "task": str(record.get("task") or config.get("task") or "classification"),
+        "scale": as_float(config.get("scale", source.get("scale"))),
     }
     for name, value in metrics.items():
         key = name if name not in row else f"metric_{name}"

@@ -23,6 +23,8 @@ LABELS: dict[str, str] = {
     "n_runs": "runs", "dense_clean_acc": "dense clean acc", "eps_standard": "standard eps",
     "eps_multiple": "eps / standard", "eps_origin": "eps origin", "black_box": "black box",
     "queries_per_image": "queries / image",
+    "psnr_y": "PSNR-Y dB", "ssim_y": "SSIM-Y", "dense_psnr_y": "dense PSNR-Y", "dense_ssim_y": "dense SSIM-Y",
+    "bicubic_psnr_y": "bicubic PSNR-Y", "bicubic_ssim_y": "bicubic SSIM-Y", "max_abs_diff": "max |diff|",
 }
 
 

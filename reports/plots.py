@@ -43,6 +43,8 @@ def _against_sparsity(runs, metric: str):
     """Runs with a number for ``metric`` and a sparsity ``x`` (achieved, else target); None if none."""
     if len(runs) == 0 or metric not in runs.columns:
         return None
+    if "task" in runs.columns:
+        runs = runs[runs["task"] != "sr"]  # SR runs have their own plot (sr_psnr_vs_latency)
     x = runs["achieved_sparsity"].where(runs["achieved_sparsity"].notna(), runs["sparsity"])
     df = runs.assign(x=x)
     df = df[df[metric].map(is_number) & df["x"].map(is_number)]
@@ -253,7 +255,33 @@ PLOTS = {
     "robustness_vs_sparsity": ("Robustness at the standard budget vs sparsity per scheme",
                                "compression_robustness"),
     "roc_curves": ("Fingerprint ROC curves", "ip"),
+    "sr_psnr_vs_latency": ("Super-resolution: test PSNR-Y vs measured latency per frame", "sr"),
 }
+
+
+def sr_psnr_vs_latency(runs) -> bytes | None:
+    """SR runs (``task == "sr"``): PSNR-Y of the deployment against its measured frame latency, one marker per
+    (model, compression, backend); bicubic PSNR-Y as a dashed line.  None without SR runs."""
+    if "task" not in runs.columns or "psnr_y" not in runs.columns:
+        return None
+    df = runs[(runs["task"] == "sr") & runs["psnr_y"].map(is_number) & runs["latency_ms"].map(is_number)]
+    if len(df) == 0:
+        return None
+    fig, ax = _axes(6.4, 4.0)
+    series = 0
+    for (model, scheme, backend), g in df.groupby(["model", "compress", "backend"], sort=True, dropna=False):
+        ax.plot(g["latency_ms"], g["psnr_y"], "o", label=f"{model} {scheme} {backend}")
+        series += 1
+    if "bicubic_psnr_y" in df.columns and df["bicubic_psnr_y"].map(is_number).any():
+        ax.axhline(float(df["bicubic_psnr_y"].mean()), color="grey", linestyle="--", linewidth=1, label="bicubic")
+        series += 1
+    ax.set_xscale("log")
+    ax.set_xlabel("measured latency per frame, ms (log)")
+    ax.set_ylabel("test PSNR-Y, dB")
+    ax.set_title("SR quality vs measured latency")
+    ax.grid(alpha=0.3, which="both")
+    _legend(ax, series)
+    return _png(fig)
 
 
 def make_plots(data) -> dict[str, bytes | None]:
@@ -268,4 +296,5 @@ def make_plots(data) -> dict[str, bytes | None]:
         "robustness_vs_sparsity": robustness_vs_sparsity(tradeoff_table(data)),
         "transfer_heatmaps": transfer_heatmaps(data.transfers),
         "roc_curves": roc_curves(data.fingerprints),
+        "sr_psnr_vs_latency": sr_psnr_vs_latency(data.runs),
     }

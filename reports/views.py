@@ -55,17 +55,24 @@ ATTACK_DETAIL = ["attack", "norm", "eps", "crafted_on", "evaluated_on", "fooling
                  "queries_per_image"]
 # attack detail columns that older records never fill (the HTML page leaves them out when all empty)
 OPTIONAL_DETAIL = ["eps_standard", "eps_multiple", "eps_origin", "feedback", "queries_per_image"]
+# super-resolution runs (task sr): quality vs measured latency per model / compression / backend
+SR_IDENT = ["model", "source", "scale", "compress", "sparsity", "backend", "seed"]
+SR_METRICS = ["psnr_y", "ssim_y", "latency_ms", "speedup_vs_best_dense", "best_dense_runtime", "dense_psnr_y",
+              "dense_ssim_y", "bicubic_psnr_y", "bicubic_ssim_y", "achieved_sparsity", "params", "max_abs_diff"]
+SR_DIRECTIONS = {"psnr_y": True, "ssim_y": True, "dense_psnr_y": True, "dense_ssim_y": True,
+                 "bicubic_psnr_y": True, "bicubic_ssim_y": True, "max_abs_diff": False}
 DEFAULT_SORT: dict[str, str | None] = {"compression": "clean_acc", "robustness": "uap_fooling_rate",
-                                       "compression_robustness": None, "ip": "U"}
+                                       "compression_robustness": None, "ip": "U", "sr": "psnr_y"}
 TITLES = {"compression": "Compression", "robustness": "Robustness",
-          "compression_robustness": "Compression x robustness", "ip": "IP protection"}
+          "compression_robustness": "Compression x robustness", "ip": "IP protection",
+          "sr": "Super-resolution: PSNR / SSIM vs measured latency"}
 
 
 @dataclass
 class View:
     """One ranked leaderboard table."""
 
-    key: str               # compression | robustness | compression_robustness | ip
+    key: str               # compression | robustness | compression_robustness | ip | sr
     title: str
     table: Any             # pandas.DataFrame: rank, identity, metrics
     identity: list[str]
@@ -118,6 +125,9 @@ def build_views(data, sort: str | None = None) -> list[View]:
              ("robustness", robustness_table(data), ROBUSTNESS_METRICS, IDENT + ["attack_args"]),
              ("compression_robustness", tradeoff_table(data), list(TRADEOFF_METRICS), list(TRADEOFF_IDENTITY)),
              ("ip", ip_table(data), IP_METRICS, IDENT + ["method", "fingerprint_args"])]
+    if has_sr(data):  # the sr view only where there are SR records (classification reports stay as they were)
+        specs.append(("sr", sr_table(data), SR_METRICS, SR_IDENT))
+        hib = {**SR_DIRECTIONS, **hib}
     views = []
     for key, table, metrics, ident in specs:
         extra = [c for c in table.columns if c not in ident and c not in metrics and c != "run_id"]
@@ -138,10 +148,39 @@ def all_metrics(views: list[View]) -> set[str]:
 
 
 # ------------------------------------------------------------------ tables
+def _is_sr(runs):
+    """Boolean mask of the SR runs (``task == "sr"``) of a runs table."""
+    import pandas as pd
+
+    if "task" not in runs.columns:
+        return pd.Series(False, index=runs.index)
+    return runs["task"] == "sr"
+
+
+def has_sr(data) -> bool:
+    return bool(_is_sr(data.runs).any())
+
+
+def sr_table(data):
+    """One row per SR run: PSNR / SSIM of the deployment beside its measured frame latency (see SR_METRICS)."""
+    import pandas as pd
+
+    runs = data.runs[_is_sr(data.runs)]
+    out = pd.DataFrame({c: runs[c] if c in runs.columns else math.nan for c in ["run_id", *SR_IDENT]})
+    for m in SR_METRICS:
+        if m not in runs.columns:
+            out[m] = math.nan
+        elif m in TEXT_COLUMNS:
+            out[m] = runs[m]
+        else:
+            out[m] = pd.to_numeric(runs[m], errors="coerce")
+    return out.reset_index(drop=True)
+
+
 def compression_table(data):
     import pandas as pd
 
-    runs = data.runs
+    runs = data.runs[~_is_sr(data.runs)]  # SR runs have their own view (sr_table)
     out = pd.DataFrame({c: runs[c] if c in runs.columns else math.nan for c in ["run_id", *IDENT]})
     for m in COMPRESSION_METRICS:
         if m not in runs.columns:

@@ -46,8 +46,13 @@ def _fraction(text: str) -> float:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="vgg16", help="model name (see `suite ls models`)")
-    p.add_argument("--source", default="digits16", help="image source (see `suite ls sources`)")
+    p.add_argument("--task", default="classification",
+                   help="classification (default) | sr: single-image super-resolution (models espcn, fsrcnn, "
+                        "edsr; source photos or srfolder; --compress none|block|auto; PSNR/SSIM and 720p latency)")
+    p.add_argument("--model", default=None,
+                   help="model name (see `suite ls models`; default vgg16, or fsrcnn for --task sr)")
+    p.add_argument("--source", default=None,
+                   help="image source (see `suite ls sources`; default digits16, or photos for --task sr)")
     p.add_argument("--data-root", default=None, help="dataset directory for on-disk sources")
     p.add_argument("--width", type=float, default=None, help="width multiplier (profile default)")
     p.add_argument("--seed", type=int, default=0, help="seed for model init, data order and stages")
@@ -78,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--compress-args", default="", help="scheme settings, e.g. r=8,c=4 or recovery=admm")
     p_run.add_argument("--mapping", default=None, help="auto only: rule | search")
     p_run.add_argument("--latency-target", type=_fraction, default=None,
-                       help="auto --mapping search: latency as a fraction of dense")
+                       help="--compress auto only. classification (--mapping search): latency as a fraction of "
+                            "dense; --task sr: milliseconds per 720p output frame (1280x720; LR 640x360 at x2, "
+                            "320x180 at x4) on the chosen backend")
+    p_run.add_argument("--scale", type=int, default=None, help="--task sr only: SR factor, 2 (default) or 4")
     p_run.add_argument("--recovery", default=None, help="oneshot | gradual | admm (default oneshot)")
     p_run.add_argument("--backend", default="torch", help="deployment backend (see `suite ls backends`)")
     p_run.add_argument("--backend-args", default="", help="backend settings, e.g. batch_sizes=1,tune=false")
@@ -115,16 +123,27 @@ def _config_from_args(args: argparse.Namespace, **extra):
     from suite.core.config import PROFILE_DEFAULTS, PROFILES, RunConfig, default_cache_dir
     import dataclasses
 
+    from suite.core.config import SR_DEFAULTS, Task
     from suite.core.errors import ConfigError
 
     if args.profile not in PROFILES:
         raise ConfigError(f"unknown profile {args.profile!r} (choices: {', '.join(PROFILES)})")
+    task = Task.parse(args.task)
     recipe = PROFILE_DEFAULTS[args.profile]["recipe"]
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr))
                  if v is not None}
-    recipe = dataclasses.replace(recipe, **overrides)
+    if task is Task.SR:
+        if overrides:
+            raise ConfigError(f"--{next(iter(overrides)).replace('_', '-')} is a classification training setting; "
+                              f"--task sr trains with its profile's SR recipe")
+        recipe = None
+        extra["task"] = task
+    else:
+        recipe = dataclasses.replace(recipe, **overrides)
+    defaults = SR_DEFAULTS if task is Task.SR else {"model": "vgg16", "source": "digits16"}
     return RunConfig(
-        model=args.model, source=args.source, data_root=args.data_root, width=args.width, seed=args.seed,
+        model=args.model or defaults["model"], source=args.source or defaults["source"], data_root=args.data_root,
+        width=args.width, seed=args.seed,
         profile=args.profile, device=args.device, threads=args.threads,
         cache_dir=args.cache_dir or default_cache_dir(), limit=args.limit, recipe=recipe, quiet=args.quiet,
         **extra,
@@ -132,15 +151,23 @@ def _config_from_args(args: argparse.Namespace, **extra):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from suite.core.config import parse_kv, parse_names
     from suite.app.pipeline import run
+    from suite.core.config import Task, parse_kv, parse_names
+    from suite.core.errors import ConfigError
 
     compress_args = parse_kv(args.compress_args)
-    for key, value in (("mapping", args.mapping), ("latency_target", args.latency_target),
+    sr = Task.parse(args.task) is Task.SR
+    extra = {}
+    if sr:
+        # milliseconds per 720p frame, a run-level setting of the SR search (validated in RunConfig)
+        extra = {"latency_target": args.latency_target, "scale": args.scale}
+    elif args.scale is not None:
+        raise ConfigError("--scale applies to --task sr only")
+    for key, value in (("mapping", args.mapping), ("latency_target", None if sr else args.latency_target),
                        ("recovery", args.recovery)):
         if value is not None:
             compress_args[key] = value
-    cfg = _config_from_args(args, compress=args.compress, sparsity=args.sparsity,
+    cfg = _config_from_args(args, **extra, compress=args.compress, sparsity=args.sparsity,
                             compress_args=compress_args, backend=args.backend, target=args.target,
                             backend_args=parse_kv(args.backend_args),
                             output_dir=args.output_dir, attacks=parse_names(args.attacks),
@@ -152,6 +179,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = {"run_dir": str(path), "model": record["model"]["id"], **record["metrics"],
                    "seconds": record["timings"]["total"]}
         print(json.dumps(summary))
+    elif record.get("task") == "sr":
+        from suite.app.sr_pipeline import format_sr_summary
+
+        print(format_sr_summary(path, record))
     else:
         from suite.app.summary import format_summary
 
@@ -162,7 +193,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from suite.app.pipeline import get_trained_model, load_source, setup_runtime
 
+    from suite.core.config import Task
+    from suite.core.errors import ConfigError
+
     cfg = _config_from_args(args).resolved()
+    if cfg.task is not Task.CLASSIFICATION:
+        raise ConfigError("`suite train` trains classifiers; `suite run --task sr` trains (or loads) the SR model")
     setup_runtime(cfg)
     source = load_source(cfg)
     trained = get_trained_model(cfg, source)

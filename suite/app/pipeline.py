@@ -19,7 +19,7 @@ import suite
 from compression.base import CompressionResult
 from suite.core import registries as reg
 from suite.core import models as core_models
-from suite.core.config import RunConfig
+from suite.core.config import RunConfig, Task
 from suite.core.errors import ConfigError
 from suite.core.files import state_sha256  # noqa: F401 - re-exported: callers import it from here
 from suite.core.metrics import record_directions
@@ -269,8 +269,24 @@ def get_deployment(cfg: RunConfig, compressed, source: ImageSource, workdir: Pat
 
 
 # ----------------------------------------------------------------- driver
+# task -> its run function ("module:function" imported on use); each takes the unresolved RunConfig.
+TASK_RUNS: dict[Task, str] = {
+    Task.CLASSIFICATION: "suite.app.pipeline:run_classification",
+    Task.SR: "suite.app.sr_pipeline:run",
+}
+
+
 def run(cfg: RunConfig, *, on_stage: Callable[[str], None] | None = None) -> tuple[Path, ResultRecord]:
-    """Execute one run and write its record; returns ``(run_dir, record)``.
+    """Execute one run of ``cfg.task`` (see :data:`TASK_RUNS`) and write its record; returns ``(run_dir, record)``."""
+    import importlib
+
+    module, attr = TASK_RUNS[Task.parse(cfg.task)].split(":")
+    return getattr(importlib.import_module(module), attr)(cfg, on_stage=on_stage)
+
+
+def run_classification(cfg: RunConfig, *,
+                       on_stage: Callable[[str], None] | None = None) -> tuple[Path, ResultRecord]:
+    """Execute one classification run and write its record; returns ``(run_dir, record)``.
 
     ``cfg`` is resolved here (profile defaults, canonical names, validation).
     """

@@ -11,6 +11,7 @@ pipeline runs in seconds in tests.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,37 @@ from suite.core.runtime import default_cache_dir
 PROFILES = ("smoke", "default", "full")
 DEVICES = ("cpu", "cuda")
 AUGMENTS = ("none", "shift", "shift-flip")
+
+
+class Task(str, enum.Enum):
+    """What a run does: ``classification`` (the default) or ``sr`` (single-image super-resolution).
+
+    The run pipeline dispatches on it (:data:`suite.app.pipeline.TASK_RUNS`).
+    """
+
+    CLASSIFICATION = "classification"
+    SR = "sr"
+
+    @classmethod
+    def parse(cls, value: "str | Task") -> "Task":
+        try:
+            return cls(value.value if isinstance(value, cls) else str(value).strip().lower())
+        except ValueError:
+            raise ConfigError(f"unknown task {value!r} (choices: {', '.join(t.value for t in cls)})") from None
+
+
+# --task sr: what it accepts besides the SR registries (suite.core.sr).
+SR_SCALES = (2, 4)
+SR_COMPRESS = ("none", "block", "auto")
+SR_BACKENDS = ("torch", "onnx", "tvm")
+SR_DEFAULTS = {"model": "fsrcnn", "source": "photos"}
+# Post-deployment SR stages by config name; empty until attacks/sr_uap.py and fingerprints/sr.py land
+# (TODO(lead): add their names here and their stages to suite.app.sr_pipeline.SR_STAGES).
+SR_ATTACKS: tuple[str, ...] = ()
+SR_FINGERPRINTS: tuple[str, ...] = ()
+# Fields that only --task sr sets; left out of a classification run's as_dict() so its config
+# (and a grid job's identity hash) stays what it was before the task field existed.
+SR_ONLY_FIELDS = ("task", "scale", "latency_target")
 
 
 @dataclass(frozen=True)
@@ -132,6 +164,11 @@ class RunConfig:
     fingerprints: tuple[str, ...] | None = None  # None: the profile's default fingerprint list
     fingerprint_args: dict[str, Any] = field(default_factory=dict)
     negatives: int | None = None                 # suspect-zoo negatives (None: profile default)
+    task: Task = Task.CLASSIFICATION             # classification | sr (see Task)
+    scale: int | None = None                     # sr only: the SR factor, 2 or 4 (None: 2)
+    # sr only, --compress auto: milliseconds per 720p output frame (1280x720) on the chosen backend.
+    # (classification keeps its --latency-target, a fraction of dense latency, in compress_args.)
+    latency_target: float | None = None
 
     def resolved(self) -> "RunConfig":
         """Fill profile defaults, canonicalise registry names and validate."""
@@ -139,6 +176,12 @@ class RunConfig:
 
         if self.profile not in PROFILES:
             raise ConfigError(f"unknown profile {self.profile!r} (choices: {', '.join(PROFILES)})")
+        task = Task.parse(self.task)
+        if task is Task.SR:
+            return dataclasses.replace(self, task=task)._resolved_sr()
+        if self.scale is not None or self.latency_target is not None:
+            raise ConfigError("scale and latency_target (milliseconds) are --task sr settings; classification "
+                              "takes --latency-target as a fraction of dense (compress_args)")
         defaults = PROFILE_DEFAULTS[self.profile]
         compress = reg.compressors.canonical(self.compress)
         sparsity = self.sparsity
@@ -166,6 +209,67 @@ class RunConfig:
         cfg.validate()
         return cfg
 
+    def _resolved_sr(self) -> "RunConfig":
+        """:meth:`resolved` for ``--task sr``: SR registries, SR compressors and backends, no default stages."""
+        from suite.core import registries as reg
+        from suite.core.sr import sr_models, sr_sources
+
+        model = self.model
+        if model in reg.models and model not in sr_models:
+            raise ConfigError(f"model {model!r} is a classification model; --task sr takes an SR model "
+                              f"(choices: {', '.join(sr_models.names())})")
+        compress = self.compress if self.compress in SR_COMPRESS else reg.compressors.canonical(self.compress)
+        if compress not in SR_COMPRESS:
+            raise ConfigError(f"--compress {compress} is not available for --task sr "
+                              f"(choices: {', '.join(SR_COMPRESS)})")
+        backend = reg.backends.canonical(self.backend)
+        if backend not in SR_BACKENDS:
+            raise ConfigError(f"--backend {backend} is not available for --task sr (choices: {', '.join(SR_BACKENDS)})")
+        for kind, given, allowed in (("attack", self.attacks, SR_ATTACKS),
+                                     ("fingerprint", self.fingerprints, SR_FINGERPRINTS)):
+            bad = [n for n in (given or ()) if n not in allowed]
+            if bad:
+                raise ConfigError(f"{kind} {bad[0]!r} is not an SR {kind} (--task sr {kind}s: "
+                                  f"{', '.join(allowed) or 'none yet'})")
+        sparsity = self.sparsity
+        if sparsity is None:
+            sparsity = float(reg.compressors.entry("block").tags.get("default_sparsity", 0.75)) \
+                if compress == "block" else 0.0
+        cfg = dataclasses.replace(
+            self,
+            model=sr_models.canonical(model),
+            source=sr_sources.canonical(self.source),
+            compress=compress,
+            backend=backend,
+            sparsity=float(sparsity),
+            scale=2 if self.scale is None else self.scale,
+            width=1.0 if self.width is None else float(self.width),
+            recipe=None,  # SR training steps come from the profile (suite.app.sr_pipeline.SR_PROFILES)
+            threads=self.threads if self.threads is not None else default_threads(),
+            output_dir=str(Path(self.output_dir).expanduser()),
+            cache_dir=str(Path(self.cache_dir).expanduser()),
+            data_root=str(Path(self.data_root).expanduser()) if self.data_root else None,
+            attacks=tuple(self.attacks or ()),
+            fingerprints=tuple(self.fingerprints or ()),
+        )
+        cfg.validate()
+        if cfg.device != "cpu":
+            raise ConfigError(f"--task sr runs on the CPU only for now (got --device {cfg.device})")
+        if cfg.scale not in SR_SCALES:
+            raise ConfigError(f"--scale must be one of {', '.join(map(str, SR_SCALES))}, got {cfg.scale}")
+        if cfg.compress == "auto":
+            if cfg.latency_target is None:
+                raise ConfigError("--task sr --compress auto needs --latency-target MS "
+                                  "(milliseconds per 720p output frame)")
+            if not cfg.latency_target > 0:
+                raise ConfigError(f"--latency-target is milliseconds per 720p frame for --task sr and must be > 0, "
+                                  f"got {cfg.latency_target}")
+        elif cfg.latency_target is not None:
+            raise ConfigError(f"--latency-target applies to --compress auto only, not --compress {cfg.compress}")
+        if cfg.compress == "none" and cfg.sparsity:
+            raise ConfigError(f"--sparsity {cfg.sparsity:g} needs --compress block (got --compress none)")
+        return cfg
+
     def validate(self) -> None:
         if self.sparsity is not None and not 0.0 <= self.sparsity < 1.0:
             raise ConfigError(f"sparsity must be in [0, 1), got {self.sparsity}")
@@ -189,6 +293,12 @@ class RunConfig:
         for key in ("attacks", "fingerprints"):
             if d[key] is not None:
                 d[key] = list(d[key])
+        task = Task.parse(self.task)
+        if task is Task.CLASSIFICATION and self.scale is None and self.latency_target is None:
+            for key in SR_ONLY_FIELDS:
+                d.pop(key)
+        else:
+            d["task"] = task.value
         return d
 
 
