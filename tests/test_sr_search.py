@@ -1,0 +1,214 @@
+"""Compiler-aware SR search (issue 18, point 4): :mod:`compression.sr_search`.
+
+Tiny supernets / models, tiny photo crops, a few steps, one thread.  A stub
+latency table (milliseconds proportional to MACs and to the kept columns of
+each row-block, the way the compiler packs a block mask) keeps the unit tests
+free of TVM; one slow test runs the search on the real
+:class:`~compression.tvm_backend.latency_table.TVMLatencyTable` at a tiny frame.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from compression.sr_search import SRLatencyModel, SRSearchSettings, search_sr
+from suite.core.errors import ConfigError
+from suite.core.sr.models import SRChoice, SRSupernet, build_sr_model
+from suite.core.sr.photos import load_photos
+
+SCALE = 2
+
+
+class StubTable:
+    """ms = MACs / 1e8 dense; a row-block kernel costs ``0.1 + dense * kept / K`` (faster only when it pays)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def dense_ms(self, layer, repeats: int = 5) -> float:
+        self.calls += 1
+        return layer.macs / 1e8
+
+    def sparse_ms(self, layer, kept: int, repeats: int = 5) -> float:
+        return 0.1 * self.dense_ms(layer) + self.dense_ms(layer) * kept / layer.cols
+
+    def kept_columns(self, mask: torch.Tensor) -> int:
+        m = mask.reshape(mask.shape[0], -1)
+        rows = -(-m.shape[0] // 8)
+        return max(int(m[i * 8:(i + 1) * 8].any(0).sum()) for i in range(rows))
+
+
+class NoTestSource:
+    """An SRSource whose test split cannot be read (the search must never touch it)."""
+
+    def __init__(self, source) -> None:
+        self._source = source
+        self.scale = source.scale
+        self.name = source.name
+
+    def split(self, name: str):
+        if name == "test":
+            raise AssertionError("the search read the test split")
+        return self._source.split(name)
+
+    def __getattr__(self, name: str):
+        if name == "test":
+            raise AssertionError("the search read the test split")
+        return getattr(self._source, name)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def source():
+    src = load_photos(scale=SCALE, patch_size=32, patches_per_image=4, eval_size=48,
+                      photos=["astronaut", "chelsea", "rocket"])
+    return NoTestSource(src)
+
+
+def _supernet(seed: int = 0) -> SRSupernet:
+    torch.manual_seed(seed)
+    return SRSupernet(SCALE, widths=(8, 16), max_depth=2, min_depth=1, kernel_sizes=(3, 5))
+
+
+def _settings(target: float, **kw) -> SRSearchSettings:
+    base = dict(latency_target_ms=target, frame_lr=(64, 64), table_tile=(16, 16), supernet_steps=3,
+                population=3, generations=1, finetune_steps=3, batch_size=4, patch_size=16, val_crop=16,
+                threads=1, seed=0)
+    base.update(kw)
+    return SRSearchSettings(**base)
+
+
+def _space_ms(table, frame=(64, 64), tile=(16, 16)):
+    """(smallest, largest) predicted ms of the tiny supernet's space on ``table``."""
+    net = _supernet()
+    lat = SRLatencyModel(table, frame, tile)
+    small, large = net.extract(net.min_choice()), net.extract(net.max_choice())
+    names = ["body.0.conv1", "body.0.conv2", "body_end"]
+    lo = lat.model_ms(lat.layers(small), {n: 0.875 for n in names})
+    hi = lat.model_ms(lat.layers(large), {})
+    return lo, hi
+
+
+def _predicted(result, table, scale_model) -> float:
+    lat = SRLatencyModel(table, (64, 64), (16, 16))
+    ratios = {n: v["ratio"] for n, v in result.choice["layers"].items()}
+    return lat.model_ms(lat.layers(scale_model), ratios)
+
+
+def test_supernet_search_reproducible_meets_target_and_masks_hold(source):
+    table = StubTable()
+    lo, hi = _space_ms(table)
+    target = lo + 0.3 * (hi - lo)
+    runs = []
+    for _ in range(2):
+        net = _supernet()
+        res = search_sr(net, SCALE, source, _settings(target), table=StubTable(), log=lambda m: None)
+        runs.append((net, res))
+    (net, res), (_, res2) = runs
+    assert res.choice == res2.choice
+    assert res.predicted_ms == pytest.approx(res2.predicted_ms)
+    assert res.val_psnr == pytest.approx(res2.val_psnr, abs=1e-5)
+    arch = res.choice["architecture"]
+    assert arch is not None and res.choice["base"] == "sr-supernet"
+    # meets the target, and the prediction is the table's for the returned model
+    assert res.predicted_ms <= target
+    assert _predicted(res, table, res.model) == pytest.approx(res.predicted_ms, rel=1e-6)
+    # masks applied and kept zero after fine-tuning; eval mode
+    assert not res.model.training
+    for name in res.masks.names():
+        w = res.model.get_submodule(name).weight
+        assert torch.all(w[~res.masks[name].bool()] == 0)
+    pruned = {n for n, v in res.choice["layers"].items() if v["scheme"] == "block"}
+    assert pruned == set(res.masks.names())
+    # history: every scored candidate, JSON-ready
+    import json
+
+    json.dumps(res.history)
+    json.dumps(res.choice)
+    assert any(h["stage"] == "arch" for h in res.history)
+    assert {"supernet", "arch_search", "ratio_search", "finetune"} <= set(res.seconds)
+    # the chosen sub-network extracted equals the supernet's forward at that choice
+    choice = SRChoice(arch["width"], tuple(arch["kernels"]))
+    x = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        assert torch.equal(net.extract(choice).eval()(x), net(x, choice))
+
+
+def test_returned_model_is_the_masked_subnetwork_without_fine_tuning(source):
+    table = StubTable()
+    lo, hi = _space_ms(table)
+    net = _supernet(1)
+    res = search_sr(net, SCALE, source, _settings(lo + 0.5 * (hi - lo), finetune_steps=0, supernet_steps=2),
+                    table=table, log=lambda m: None)
+    arch = res.choice["architecture"]
+    sub = net.extract(SRChoice(arch["width"], tuple(arch["kernels"]))).eval()
+    res.masks.apply(sub)
+    x = torch.rand(1, 3, 11, 13)
+    with torch.no_grad():
+        assert torch.allclose(sub(x), res.model(x), atol=0, rtol=0)
+
+
+def test_fixed_model_search_prunes_to_target(source):
+    torch.manual_seed(0)
+    model = build_sr_model("espcn", SCALE, 0.25, 1.0).eval()
+    before = copy.deepcopy(model.state_dict())
+    table = StubTable()
+    lat = SRLatencyModel(table, (64, 64), (16, 16))
+    dense = lat.model_ms(lat.layers(model), {})
+    res = search_sr(model, SCALE, source, _settings(dense * 0.9, finetune_steps=2), table=table,
+                    log=lambda m: None)
+    assert res.choice["architecture"] is None and res.choice["base"] == "espcn"
+    assert res.predicted_ms <= dense * 0.9
+    assert set(res.choice["layers"]) == {"body.2"}  # first and image-writing convs stay dense
+    assert res.masks.names() == ["body.2"]
+    w = res.model.get_submodule("body.2").weight
+    assert torch.all(w[~res.masks["body.2"].bool()] == 0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the base is not modified
+    assert "arch_search" not in res.seconds and "supernet" not in res.seconds
+
+
+def test_impossible_target_raises_with_smallest_latency(source):
+    table = StubTable()
+    lo, _ = _space_ms(table)
+    with pytest.raises(ConfigError, match="smallest predicted latency"):
+        search_sr(_supernet(), SCALE, source, _settings(lo * 0.5), table=table, log=lambda m: None)
+    torch.manual_seed(0)
+    with pytest.raises(ConfigError, match="smallest predicted latency"):
+        search_sr(build_sr_model("espcn", SCALE, 0.25, 1.0), SCALE, source, _settings(1e-6), table=table,
+                  log=lambda m: None)
+
+
+@pytest.mark.parametrize("bad", [dict(latency_target_ms=0.0), dict(latency_target_ms=float("nan")),
+                                 dict(frame_lr=(0, 4)), dict(ratios=(0.5, 1.0)), dict(ratios=()),
+                                 dict(population=0), dict(supernet_steps=-1), dict(val_crop=2),
+                                 dict(threads=0)])
+def test_settings_validate(bad):
+    with pytest.raises(ConfigError):
+        _settings(1.0, **bad).validate()
+
+
+@pytest.mark.slow
+def test_search_on_real_tvm_table(source):
+    pytest.importorskip("tvm")
+    from compression.tvm_backend.latency_table import TVMLatencyTable
+
+    table = TVMLatencyTable(None, threads=1)
+    torch.manual_seed(0)
+    model = build_sr_model("espcn", SCALE, 0.25, 1.0).eval()
+    lat = SRLatencyModel(table, (32, 32), (16, 16))
+    dense = lat.model_ms(lat.layers(model), {})
+    assert dense > 0
+    settings = _settings(dense * 0.95, frame_lr=(32, 32), finetune_steps=1)
+    res = search_sr(model, SCALE, source, settings, table=table, log=lambda m: None)
+    assert res.predicted_ms <= dense * 0.95
+    assert res.info["table"] == "TVMLatencyTable" and res.info["tile_scale_factor"] == pytest.approx(4.0)
