@@ -1,0 +1,220 @@
+"""``suite run --task sr``: CLI, records, errors, interrupts and the sr leaderboard view (issue 18 point 1).
+
+The runs use the smoke profile (30 training steps, 64-px eval crops, a 1/8 frame, untuned TVM builds) on
+one torch thread; the dense model is trained once per module (shared cache directory) and reused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from suite.app.cli import main
+from suite.core.record import REQUIRED_KEYS, load_record
+
+SMOKE = ["--task", "sr", "--profile", "smoke", "--quiet", "--threads", "1"]
+DENSE_RUNTIMES = ("eager", "onnxruntime", "tvm-dense")
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def sr_env(tmp_path_factory):
+    """A shared cache and runs directory for the module (the dense smoke model is trained once)."""
+    root = tmp_path_factory.mktemp("sr")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SUITE_CACHE", str(root / "cache"))
+    yield root
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def sr_runs(sr_env, one_torch_thread):
+    """Two real runs through ``main``: fsrcnn dense on torch, and block 0.75 on TVM."""
+    runs = {}
+    for label, extra in (("none", ["--compress", "none"]),
+                         ("block", ["--compress", "block", "--sparsity", "0.75", "--backend", "tvm"])):
+        code = main(["run", *SMOKE, "--model", "fsrcnn", *extra, "--output-dir", str(sr_env / "runs"),
+                     "--cache-dir", str(sr_env / "cache"), "--json"])
+        assert code == 0
+        runs[label] = None
+    records = [load_record(p) for p in sorted((sr_env / "runs").iterdir()) if not p.name.startswith(".")]
+    for r in records:
+        runs[r["compression"]["scheme"]] = r
+    return runs
+
+
+def check_sr_record(record, *, compress, backend, sparsity):
+    assert set(REQUIRED_KEYS) <= set(record)
+    assert record["task"] == "sr" and record["config"]["task"] == "sr"
+    cfg = record["config"]
+    assert cfg["model"] == "fsrcnn" and cfg["source"] == "photos" and cfg["scale"] == 2
+    assert cfg["compress"] == compress and cfg["backend"] == backend and cfg["sparsity"] == sparsity
+    assert cfg["attacks"] == [] and cfg["fingerprints"] == [] and cfg["threads"] == 1
+    assert record["seeds"]["run"] == 0 and {"model_init", "data_order", "split"} <= set(record["seeds"])
+    assert record["env"]["torch"] and record["timings"]["total"] > 0
+    assert {"source", "model", "compress", "deploy", "evaluate"} <= set(record["timings"])
+    m = record["metrics"]
+    for k in ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y", "dense_psnr_y", "dense_ssim_y"):
+        assert isinstance(m[k], float)
+    assert 5 < m["psnr_y"] < 60 and 0 < m["ssim_y"] <= 1 and m["bicubic_psnr_y"] > 15
+    assert record["higher_is_better"]["psnr_y"] is True and record["higher_is_better"]["latency_ms"] is False
+    d = record["deployment"]
+    assert d["backend"] == backend and set(d["latency"]) == {*DENSE_RUNTIMES, "deployed"}
+    assert d["best_dense_runtime"] in DENSE_RUNTIMES
+    assert d["latency_ms"] == m["latency_ms"] > 0
+    assert d["speedup_vs_best_dense"] == pytest.approx(d["best_dense_ms"] / d["latency_ms"], rel=1e-2)
+    assert d["max_abs_diff"] <= 1e-3 and all(v <= 1e-3 for v in d["dense_max_abs_diff"].values())
+    assert d["frame"]["lr"][0] == 3 and d["frame"]["output"][1] == 2 * d["frame"]["lr"][1]
+    assert record["model"]["arch"] == "fsrcnn" and len(record["model"]["sha256"]) == 64
+    assert record["source"]["name"] == "photos" and record["source"]["scale"] == 2
+
+
+def test_sr_none_and_block_records(sr_runs, sr_env):
+    none, block = sr_runs["none"], sr_runs["block"]
+    check_sr_record(none, compress="none", backend="torch", sparsity=0.0)
+    check_sr_record(block, compress="block", backend="tvm", sparsity=0.75)
+    assert none["metrics"]["psnr_y"] == pytest.approx(none["metrics"]["dense_psnr_y"])
+    assert none["deployment"]["max_abs_diff"] == 0.0
+    assert block["compression"]["achieved_sparsity"] == pytest.approx(0.75, abs=0.02)
+    assert block["compression"]["pruned_layers"] and block["compression"]["fine_tune"]["steps"] > 0
+    # the second run loaded the dense model the first one trained
+    assert not none["model"]["cache_hit"] and block["model"]["cache_hit"]
+    assert block["model"]["sha256"] == none["model"]["sha256"]
+    assert block["deployment"]["runtime"]["backend"] == "tvm"
+    run_dir = next(p for p in (sr_env / "runs").iterdir() if block["run_id"] == p.name)
+    assert (run_dir / "config.yaml").is_file()
+
+
+def test_sr_leaderboard_view(sr_runs, sr_env, tmp_path):
+    from reports.cli import write_leaderboard
+    from reports.load import load_runs
+    from reports.views import build_views
+
+    data = load_runs(sr_env / "runs")
+    assert set(data.runs["task"]) == {"sr"}
+    views = {v.key: v for v in build_views(data)}
+    sr = views["sr"]
+    assert len(sr.table) == 2 and sr.sort_by == "psnr_y" and sr.higher_is_better is True
+    assert set(sr.table["backend"]) == {"torch", "tvm"} and sr.table["rank"].tolist()[0] == 1
+    assert sr.table["latency_ms"].notna().all() and sr.table["ssim_y"].notna().all()
+    assert views["compression"].empty  # SR runs are not classification rows
+    summary = write_leaderboard(sr_env / "runs", tmp_path / "board")
+    assert summary["records"] == 2 and summary["skipped"] == 0
+    md = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "## Super-resolution" in md and "PSNR-Y dB ↑" in md
+    assert (tmp_path / "board" / "sr.csv").read_text().count("\n") == 3
+    page = (tmp_path / "board" / "leaderboard.html").read_text()
+    assert 'id="view-sr"' in page and '<figure class="plot" id="plot-sr_psnr_vs_latency"><img' in page
+
+
+def test_no_sr_view_without_sr_runs():
+    from reports.load import tables
+    from reports.views import build_views
+
+    assert "sr" not in {v.key for v in build_views(tables([]))}
+
+
+def test_sr_auto_calls_search(sr_runs, sr_env, capsys, monkeypatch):
+    """``--compress auto``: the search API is called with the target in ms and its choices are recorded."""
+    search = pytest.importorskip("compression.sr_search")
+    from compression.sr_deploy import block_prune_sr
+
+    seen = {}
+
+    def fake_search(base, scale, source, settings, *, table=None, log=print):
+        seen.update(settings=settings, scale=scale, table=table)
+        model, masks = block_prune_sr(base, 0.5)
+        return search.SRSearchResult(model=model, masks=masks, choice={"base": "fsrcnn", "layers": {}},
+                                     predicted_ms=12.5, val_psnr=20.0, history=[{"stage": "fake"}],
+                                     seconds={"search": 0.1})
+
+    monkeypatch.setattr(search, "search_sr", fake_search)
+    code, out, err = run_cli(["run", *SMOKE, "--model", "fsrcnn", "--compress", "auto", "--latency-target", "40",
+                              "--output-dir", str(sr_env / "auto"), "--cache-dir", str(sr_env / "cache")], capsys)
+    assert code == 0, err
+    assert seen["settings"].latency_target_ms == 40.0 and seen["settings"].frame_lr == (360, 640)
+    assert seen["scale"] == 2 and seen["settings"].threads == 1
+    record = load_record(next((sr_env / "auto").iterdir()))
+    c = record["compression"]
+    assert c["scheme"] == "auto" and c["latency_target_ms"] == 40.0 and c["predicted_ms"] == 12.5
+    assert c["choice"]["base"] == "fsrcnn" and c["history"] == [{"stage": "fake"}]
+    assert record["config"]["latency_target"] == 40.0 and "search: target 40 ms" in out
+    assert record["model"]["cache_hit"]
+
+
+def test_sr_interrupt_leaves_no_record(sr_runs, sr_env, capsys, monkeypatch):
+    import suite.app.sr_pipeline as sp
+
+    def interrupt(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sp, "compress_sr", interrupt)
+    out_dir = sr_env / "interrupted"
+    code, _, err = run_cli(["run", *SMOKE, "--output-dir", str(out_dir), "--cache-dir", str(sr_env / "cache")],
+                           capsys)
+    assert code == 130 and "no record" in err
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--model", "vgg16"], "'vgg16' is a classification model; --task sr takes an SR model (choices: "),
+    (["--model", "srcnnn"], "unknown SR model 'srcnnn'"),
+    (["--source", "digits16"], "unknown SR source 'digits16' (choices: photos, srfolder)"),
+    (["--latency-target", "50"], "--latency-target applies to --compress auto only"),
+    (["--compress", "auto"], "needs --latency-target MS"),
+    (["--compress", "auto", "--latency-target", "-3"], "milliseconds per 720p frame"),
+    (["--scale", "3"], "--scale must be one of 2, 4"),
+    (["--attacks", "pgd"], "attack 'pgd' is not an SR attack"),
+    (["--fingerprints", "ltrc-examples"], "fingerprint 'ltrc-examples' is not an SR fingerprint"),
+    (["--compress", "pattern"], "--compress pattern is not available for --task sr (choices: none, block, auto)"),
+    (["--backend", "tvvm"], "unknown backend"),
+    (["--epochs", "3"], "--epochs is a classification training setting"),
+    (["--compress", "none", "--sparsity", "0.5"], "needs --compress block"),
+    (["--device", "cuda"], "--task sr runs on the CPU only"),
+])
+def test_sr_bad_input_exits_2_with_one_line(args, needle, capsys, tmp_path, cache_dir):
+    code, out, err = run_cli(["run", *SMOKE, *args, "--output-dir", str(tmp_path / "runs")], capsys)
+    assert code == 2
+    assert needle in err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "--task", "segmentation"], "unknown task 'segmentation' (choices: classification, sr)"),
+    (["run", "--scale", "2"], "--scale applies to --task sr only"),
+    (["train", "--task", "sr"], "`suite train` trains classifiers"),
+])
+def test_task_errors(args, needle, capsys, tmp_path, cache_dir):
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and needle in err and err.count("\n") == 1
+
+
+def test_classification_config_unchanged():
+    """A classification config has no SR fields (its config.yaml and grid job identity stay as before)."""
+    from suite.core.config import RunConfig, Task
+
+    d = RunConfig(profile="smoke").resolved().as_dict()
+    assert "task" not in d and "scale" not in d and "latency_target" not in d
+    sr = RunConfig(task="sr", model="espcn", source="photos", profile="smoke").resolved()
+    assert sr.task is Task.SR and sr.scale == 2 and sr.as_dict()["task"] == "sr"
+    assert json.loads(json.dumps(sr.as_dict()))["task"] == "sr"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [["--backend", "onnx", "--compress", "block", "--model", "espcn"],
+                                   ["--scale", "4", "--backend", "tvm", "--compress", "block"]])
+def test_sr_more_backends_and_x4(extra, sr_env, tmp_path, capsys, one_torch_thread):
+    code, out, err = run_cli(["run", *SMOKE, *extra, "--output-dir", str(tmp_path / "runs"),
+                              "--cache-dir", str(sr_env / "cache"), "--json"], capsys)
+    assert code == 0, err
+    record = load_record(Path(json.loads(out)["run_dir"]))
+    assert record["task"] == "sr" and record["deployment"]["max_abs_diff"] <= 1e-3
+    assert set(record["deployment"]["latency"]) == {*DENSE_RUNTIMES, "deployed"}
