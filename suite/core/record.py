@@ -17,6 +17,9 @@ run_id             ``<UTC time>-<model>-<compress>-<source>-s<seed>-<hex>``
 created_at         ISO 8601 UTC timestamp of the record
 suite_version      version of the installed ``suite`` package
 git_sha            commit of the checkout the run came from (or null)
+task               ``classification`` (absent: classification) or ``sr``; an ``sr``
+                   record (:mod:`suite.app.sr_pipeline`) fills the same keys with
+                   PSNR / SSIM metrics, per-frame latency and ``per_image`` scores
 env                python, torch, tvm, onnxruntime, numpy, platform, cpu,
                    threads, device
 config             the resolved :class:`~suite.core.config.RunConfig`
