@@ -255,3 +255,142 @@ def lr_crops(split, scale: int, size: int, count: int, seed: int) -> torch.Tenso
 
 
 __all__ = ["SRUAPSettings", "SRUAPResult", "SRUAP", "tile", "apply_uap", "random_sign_noise", "evaluate", "lr_crops"]
+
+
+# --------------------------------------------------------------------------- the run's stage (--task sr --attacks sr-uap)
+
+SR_UAP_NAME = "sr-uap"
+# Per profile: PGD steps, LR crops to craft on, batch, tile side; the step size is eps / 4 (bench/bench_sr_robustness.py
+# chose eps/4 on the val photo among eps/16, eps/8, eps/4 at 150 steps).
+SR_UAP_PROFILES: dict[str, dict] = {
+    "smoke": {"steps": 5, "craft_crops": 16, "batch": 4, "patch": 16},
+    "default": {"steps": 150, "craft_crops": 256, "batch": 16, "patch": 32},
+    "full": {"steps": 300, "craft_crops": 512, "batch": 16, "patch": 32},
+}
+SR_UAP_KEYS = ("eps", "steps", "step_size", "batch", "patch", "seed", "craft_crops", "crop")
+
+
+def sr_uap_settings(cfg) -> tuple[SRUAPSettings, dict]:
+    """``(SRUAPSettings, stage settings)`` of a run: the profile's sizes under ``--attack-args`` (``eps=``,
+    ``steps=``, ``step_size=``, ``batch=``, ``patch=``, ``seed=``, ``craft_crops=``, ``crop=``; ``sr-uap.KEY`` works
+    too).  Unknown keys are a one-line ConfigError."""
+    args: dict = {}
+    for key, value in dict(cfg.attack_args or {}).items():
+        bare = key.split(".", 1)[1] if key.startswith(SR_UAP_NAME + ".") else key
+        if bare not in SR_UAP_KEYS:
+            raise ConfigError(f"unknown --attack-args key {key!r} for {SR_UAP_NAME} (keys: {', '.join(SR_UAP_KEYS)})")
+        args[bare] = value
+    prof = {**SR_UAP_PROFILES.get(cfg.profile, SR_UAP_PROFILES["default"]), **args}
+    eps = prof.get("eps", 8 / 255)
+    if isinstance(eps, str) and "/" in eps:  # "8/255"
+        num, den = eps.split("/", 1)
+        try:
+            eps = float(num) / float(den)
+        except ValueError:
+            raise ConfigError(f"SR UAP eps must be a number or a fraction like 8/255, got {eps!r}") from None
+    step_size = prof.get("step_size")
+    settings = SRUAPSettings(eps=eps, steps=prof["steps"], batch=prof["batch"], patch=prof["patch"],
+                             step_size=eps / 4 if step_size is None and isinstance(eps, (int, float)) else step_size,
+                             seed=int(prof.get("seed", cfg.seed))).validate()
+    stage = {"craft_crops": prof["craft_crops"], "crop": prof.get("crop")}
+    for name in ("craft_crops", "crop"):
+        v = stage[name]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError(f"SR UAP {name} must be a positive integer, got {v!r}")
+    return settings, stage
+
+
+def _crop_side(split, scale: int, want: int | None) -> int:
+    """The LR crop side: ``want`` (default 32) cut to the smallest image of the split."""
+    smallest = min(min(img.shape[-2:]) for img in split.images) // scale
+    return max(1, min(want or 32, smallest))
+
+
+class SRUAPStage:
+    """``--task sr --attacks sr-uap``: the UAP crafted on the dense model, scored on every subject.
+
+    Crafted white box on the DENSE model over seeded LR crops of the *train* photos (Linf ``eps`` on the LR input,
+    default 8/255); evaluated on the *test* photos (whole images) against the dense model, the compressed model
+    and the deployment (transfer: dense -> pruned -> compiled; the deployment is a black box queried through its
+    predictor), beside random-sign noise of the same Linf norm.  One record entry per evaluated subject
+    (``sr-uap:dense-><role>``, as :mod:`attacks.stage`), a ``transfer`` row (PSNR-Y drop, dB) and headline metrics
+    on what the run ships (``sr_uap_drop_db``, ``sr_uap_noise_drop_db``, ...).
+    """
+
+    name = "attack"
+
+    def enabled(self, config) -> bool:
+        if SR_UAP_NAME not in tuple(config.attacks or ()):
+            return False
+        sr_uap_settings(config)  # bad --attack-args fail before any training
+        return True
+
+    def run(self, inp):
+        from suite.core.sr.train import torch_threads
+        from suite.core.stages import StageOutput
+
+        cfg = inp.config
+        settings, stage = sr_uap_settings(cfg)
+        source = inp.source
+        scale = int(cfg.scale)
+        size = _crop_side(source.train, scale, stage["crop"])
+        train_lr = lr_crops(source.train, scale, size, stage["craft_crops"], seed=settings.seed)
+        if settings.patch > size:
+            settings = SRUAPSettings(**{**asdict(settings), "patch": size}).validate()
+        dense = inp.subjects["dense"]
+        start = time.perf_counter()
+        with torch_threads(int(cfg.threads or 1)):
+            result = SRUAP(settings).craft(dense.module, train_lr)
+            inp.log(f"sr-uap: crafted on dense in {result.seconds:.1f} s ({settings.steps} steps, "
+                    f"loss {result.losses[0]:.2e} -> {result.losses[-1]:.2e})")
+            pairs = list(source.test.pairs(scale))
+            lrs, hrs = [p[0] for p in pairs], [p[1] for p in pairs]
+            names = [c.photo for c in source.test.crops]
+            results = {}
+            for role, subject in inp.subjects.items():
+                t0 = time.perf_counter()
+                r = evaluate(subject.predictor, result.delta, lrs, hrs, scale, noise_seed=settings.seed, names=names)
+                r["seconds"] = round(time.perf_counter() - t0, 4)
+                r["black_box"] = subject.module is None
+                results[role] = r
+                inp.log(f"sr-uap: dense -> {role}: drop {r['uap']['drop_db']:.2f} dB "
+                        f"(noise {r['noise']['drop_db']:.2f} dB), clean {r['clean_psnr_hr']:.2f} dB")
+        shipped = next(r for r in ("deployed", "compressed", "dense") if r in results)
+        head = results[shipped]
+        seconds = round(time.perf_counter() - start, 4)
+        given = {k.split(".")[-1] for k in cfg.attack_args or {}}
+        entries = []
+        for role, r in results.items():  # one entry per (crafted_on, evaluated_on), as attacks/stage.py
+            entries.append({
+                "id": f"{SR_UAP_NAME}:dense->{role}", "attack": SR_UAP_NAME, "method": SRUAP.name, "task": "sr",
+                "universal": True, "norm": "linf", "eps": float(settings.eps),
+                "eps_255": round(settings.eps * 255, 3), "eps_origin": "given" if "eps" in given else "default",
+                "budget_reference": "Linf on the LR input in [0, 1] pixel units (default 8/255)",
+                "source": source.name, "crafted_on": "dense", "evaluated_on": role, "shipped": role == shipped,
+                "black_box": r["black_box"], "craft_split": "train", "eval_split": "test",
+                "craft_images": int(len(train_lr)), "craft_crop": [3, size, size], "eval_images": r["images"],
+                "settings": result.settings, "craft": result.as_dict(), "steps": settings.steps,
+                "clean_psnr_hr": r["clean_psnr_hr"], "drop_db": r["uap"]["drop_db"],
+                "noise_drop_db": r["noise"]["drop_db"], "uap_minus_noise_drop_db": r["uap_minus_noise_drop_db"],
+                "uap": r["uap"], "noise": r["noise"], "per_image": r["per_image"],
+                "noise_baseline": "random-sign +-eps per LR pixel, same Linf norm (seeded)",
+                "eval_seconds": r["seconds"], "seconds": round(result.seconds + r["seconds"], 4),
+                "stage_seconds": seconds,
+            })
+        metrics = {"sr_uap_drop_db": head["uap"]["drop_db"], "sr_uap_noise_drop_db": head["noise"]["drop_db"],
+                   "sr_uap_psnr_hr": head["uap"]["psnr_hr"], "sr_uap_dense_drop_db": results["dense"]["uap"]["drop_db"],
+                   "sr_uap_minus_noise_drop_db": head["uap_minus_noise_drop_db"]}
+        metrics = {k: float(v) for k, v in metrics.items() if v is not None}
+        higher = {"sr_uap_drop_db": False, "sr_uap_noise_drop_db": False, "sr_uap_psnr_hr": True,
+                  "sr_uap_dense_drop_db": False, "sr_uap_minus_noise_drop_db": False}
+        roles = list(results)
+        transfer = {SR_UAP_NAME: {"metric": "drop_db", "rows": ["dense"], "cols": roles,
+                                  "values": [[results[k]["uap"]["drop_db"] for k in roles]]}}
+        return StageOutput(attacks=entries, transfer=transfer, metrics=metrics,
+                           higher_is_better={k: v for k, v in higher.items() if k in metrics})
+
+
+SR_UAP_STAGE = SRUAPStage()
+"""The SR attack stage (``suite.app.sr_pipeline.SR_STAGES``): runs when ``config.attacks`` lists ``sr-uap``."""
+
+__all__ += ["SR_UAP_NAME", "SR_UAP_STAGE", "SRUAPStage", "sr_uap_settings"]

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from suite.app.cli import main
+from suite.app.sr_pipeline import format_sr_summary
 from suite.core.record import REQUIRED_KEYS, load_record
 
 SMOKE = ["--task", "sr", "--profile", "smoke", "--quiet", "--threads", "1"]
@@ -173,6 +175,8 @@ def test_sr_interrupt_leaves_no_record(sr_runs, sr_env, capsys, monkeypatch):
     (["--scale", "3"], "--scale must be one of 2, 4"),
     (["--attacks", "pgd"], "attack 'pgd' is not an SR attack"),
     (["--fingerprints", "ltrc-examples"], "fingerprint 'ltrc-examples' is not an SR fingerprint"),
+    (["--attacks", "sr-uap", "--attack-args", "foo=1"], "unknown --attack-args key 'foo' for sr-uap"),
+    (["--fingerprints", "sr-outputs", "--fingerprint-args", "mode=magic"], "SR fingerprint mode must be one of"),
     (["--compress", "pattern"], "--compress pattern is not available for --task sr (choices: none, block, auto)"),
     (["--backend", "tvvm"], "unknown backend"),
     (["--epochs", "3"], "--epochs is a classification training setting"),
@@ -218,3 +222,63 @@ def test_sr_more_backends_and_x4(extra, sr_env, tmp_path, capsys, one_torch_thre
     record = load_record(Path(json.loads(out)["run_dir"]))
     assert record["task"] == "sr" and record["deployment"]["max_abs_diff"] <= 1e-3
     assert set(record["deployment"]["latency"]) == {*DENSE_RUNTIMES, "deployed"}
+
+
+# ------------------------------------------------------------------ SR stages: --attacks sr-uap, --fingerprints sr-outputs
+
+def test_sr_uap_stage(sr_runs, sr_env, tmp_path, capsys):
+    """``--attacks sr-uap``: crafted on dense, scored on dense and compressed beside same-norm noise."""
+    code, out, err = run_cli(["run", *SMOKE, "--model", "fsrcnn", "--compress", "block", "--attacks", "sr-uap",
+                              "--attack-args", "eps=8/255", "--output-dir", str(tmp_path / "runs"),
+                              "--cache-dir", str(sr_env / "cache"), "--json"], capsys)
+    assert code == 0, err
+    record = load_record(Path(json.loads(out)["run_dir"]))
+    assert record["config"]["attacks"] == ["sr-uap"] and "attack" in record["timings"]
+    entries = {e["evaluated_on"]: e for e in record["attacks"]}
+    assert set(entries) == {"dense", "compressed"} and entries["compressed"]["shipped"]
+    for role, e in entries.items():
+        assert e["id"] == f"sr-uap:dense->{role}" and e["attack"] == "sr-uap" and e["crafted_on"] == "dense"
+        assert e["norm"] == "linf" and e["eps"] == pytest.approx(8 / 255) and e["settings"]["steps"] == 5
+        assert e["eval_images"] == record["metrics"]["test_images"] and e["universal"]
+        for key in ("uap", "noise"):
+            assert np.isfinite(e[key]["drop_db"]) and np.isfinite(e[key]["psnr_hr"])
+        assert e["drop_db"] == e["uap"]["drop_db"] >= 0 and e["noise_drop_db"] == e["noise"]["drop_db"]
+    dense = entries["dense"]
+    assert dense["drop_db"] > dense["noise_drop_db"]  # white box beats same-norm noise
+    m = record["metrics"]
+    assert m["sr_uap_drop_db"] == entries["compressed"]["drop_db"] >= 0
+    assert np.isfinite(m["sr_uap_noise_drop_db"]) and record["higher_is_better"]["sr_uap_drop_db"] is False
+    t = record["transfer"]["sr-uap"]
+    assert t["rows"] == ["dense"] and t["values"][0][t["cols"].index("compressed")] == m["sr_uap_drop_db"]
+    assert "sr-uap eps 8/255 crafted on dense" in format_sr_summary(Path(json.loads(out)["run_dir"]), record)
+    # the reports read the SR attack and fingerprint entries like the classification ones
+    from reports.cli import write_leaderboard
+
+    summary = write_leaderboard(tmp_path / "runs", tmp_path / "board")
+    assert summary["records"] == 1 and "sr-uap" in (tmp_path / "board" / "attacks.csv").read_text()
+
+
+def test_sr_fingerprint_stage(sr_runs, sr_env, tmp_path, capsys):
+    """``--fingerprints sr-outputs``: the compressed model is called derived; negatives are cached.
+
+    The smoke models are barely trained (30 steps), so block pruning plus its fine-tune moves the owner about as
+    far as another seed does at high sparsity; a light 0.1 sparsity keeps the copy recognisably derived here.
+    """
+    args = ["run", *SMOKE, "--model", "fsrcnn", "--compress", "block", "--sparsity", "0.1",
+            "--fingerprints", "sr-outputs", "--cache-dir", str(sr_env / "cache"), "--json"]
+    code, out, err = run_cli([*args, "--output-dir", str(tmp_path / "a")], capsys)
+    assert code == 0, err
+    record = load_record(Path(json.loads(out)["run_dir"]))
+    (entry,) = record["fingerprints"]
+    assert entry["method"] == "sr-outputs" and entry["owner"] == "dense" and entry["score"] == "psnr"
+    assert entry["verdicts"]["compressed"]["verdict"] == "derived"
+    assert entry["verdicts"]["dense"]["verdict"] == "derived"
+    assert entry["negatives"]["calibration"] and entry["negatives"]["heldout"]
+    assert entry["n_heldout_negatives"] == 1 and entry["auc"] is None
+    assert record["metrics"]["sr_fp_compressed_derived"] == 1.0
+    # a second run loads the negatives from the cache
+    code, out, err = run_cli([*args, "--output-dir", str(tmp_path / "b")], capsys)
+    assert code == 0, err
+    again = load_record(Path(json.loads(out)["run_dir"]))["fingerprints"][0]
+    assert all(n["cache_hit"] for n in again["negatives"]["models"])
+    assert again["verdicts"] == entry["verdicts"]

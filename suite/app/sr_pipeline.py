@@ -21,6 +21,12 @@ deploy    the compressed model on ``--backend`` (torch eager, ONNX Runtime, TVM 
           model on torch eager, ONNX Runtime and TVM dense; max |pixel diff| against eager
 evaluate  PSNR / SSIM (Y, border = scale) on the test photos of the deployed model, the dense
           model and bicubic
+attack    ``--attacks sr-uap`` (:data:`attacks.sr_uap.SR_UAP_STAGE`): a UAP crafted on the dense model
+          (train crops), scored on the test photos against dense, compressed and deployed beside
+          same-norm noise
+fingerprint ``--fingerprints sr-outputs`` (:data:`fingerprints.sr.SR_FINGERPRINT_STAGE`): the dense
+          owner's output fingerprint; verdicts on compressed / deployed against a threshold calibrated
+          on independently trained models (cached like the dense model)
 
 The frame is a crop of the test photo ``rocket``: LR 360x640 at x2 / 180x320 at x4 (a 1280x720 output); the
 smoke profile uses a 1/8-size frame to stay fast (``deployment.frame`` says which).
@@ -90,9 +96,8 @@ SR_PROFILES: dict[str, SRProfile] = {
 
 # Post-deployment SR stages, in order: "module:object" implementing suite.core.stages.Stage over an
 # SRStageInput (enabled(config) reads config.attacks / config.fingerprints).
-# TODO(lead): plug in the SR UAP stage (attacks/sr_uap.py) and the SR fingerprint stage
-# (fingerprints/sr.py) here, and list their config names in suite.core.config.SR_ATTACKS / SR_FINGERPRINTS.
-SR_STAGES: tuple[str, ...] = ()
+# Their config names: suite.core.config.SR_ATTACKS / SR_FINGERPRINTS.
+SR_STAGES: tuple[str, ...] = ("attacks.sr_uap:SR_UAP_STAGE", "fingerprints.sr:SR_FINGERPRINT_STAGE")
 
 HIGHER_IS_BETTER = {"psnr_y": True, "ssim_y": True, "bicubic_psnr_y": True, "bicubic_ssim_y": True,
                     "dense_psnr_y": True, "dense_ssim_y": True, "latency_ms": False,
@@ -478,5 +483,18 @@ def format_sr_summary(path: Path, record: dict[str, Any]) -> str:
     if c["scheme"] == "auto":
         lines.append(f"  search: target {c['latency_target_ms']:g} ms, predicted {c['predicted_ms']:.1f} ms, "
                      f"val PSNR-Y {c['val_psnr_y']:.2f} dB")
+    uap = [a for a in record.get("attacks") or [] if a.get("attack") == "sr-uap"]
+    if uap:
+        lines.append(f"  sr-uap eps {uap[0]['eps_255']:g}/255 crafted on dense: PSNR-Y drop "
+                     + ", ".join(f"{a['evaluated_on']} {a['drop_db']:.2f} dB (noise {a['noise_drop_db']:.2f})"
+                                 for a in uap))
+    for f in record.get("fingerprints") or []:
+        if f.get("method") == "sr-outputs":
+            auc = f"AUC {f['auc']:.3f}, " if f.get("auc") is not None else ""
+            lines.append(f"  {f['method']} ({f['score']}, threshold {f['threshold']:.3f}): "
+                         + ", ".join(f"{k} {v['verdict']} ({v['score']:.3f})" for k, v in f["verdicts"].items()
+                                     if k != "dense")
+                         + f"; held-out false positives {f['heldout_false_positives']}/{f['n_heldout_negatives']}"
+                         + (f", {auc.rstrip(', ')}" if auc else ""))
     lines.append(f"  {record['timings']['total']:.0f} s")
     return "\n".join(lines)

@@ -47,10 +47,11 @@ SR_SCALES = (2, 4)
 SR_COMPRESS = ("none", "block", "auto")
 SR_BACKENDS = ("torch", "onnx", "tvm")
 SR_DEFAULTS = {"model": "fsrcnn", "source": "photos"}
-# Post-deployment SR stages by config name; empty until attacks/sr_uap.py and fingerprints/sr.py land
-# (TODO(lead): add their names here and their stages to suite.app.sr_pipeline.SR_STAGES).
-SR_ATTACKS: tuple[str, ...] = ()
-SR_FINGERPRINTS: tuple[str, ...] = ()
+# Post-deployment SR stages by config name (their stages: suite.app.sr_pipeline.SR_STAGES):
+# sr-uap: attacks/sr_uap.py (universal perturbation crafted on the dense model, scored on every subject);
+# sr-outputs: fingerprints/sr.py (output fingerprint of the dense owner, audit of compressed / deployed).
+SR_ATTACKS: tuple[str, ...] = ("sr-uap",)
+SR_FINGERPRINTS: tuple[str, ...] = ("sr-outputs",)
 # Fields that only --task sr sets; left out of a classification run's as_dict() so its config
 # (and a grid job's identity hash) stays what it was before the task field existed.
 SR_ONLY_FIELDS = ("task", "scale", "latency_target")
