@@ -5,7 +5,8 @@
 (``compression.csv``, ``robustness.csv``, ``compression_robustness.csv``,
 ``ip_protection.csv``, and ``sr.csv`` when there are super-resolution runs) with the view's fixed columns (``run_id`` after
 ``rank`` where the view has one row per run), plus ``attacks.csv`` and
-``fingerprints.csv`` (every entry; ROC points stay in the records) and
+``fingerprints.csv`` (every classification entry; ROC points stay in the records;
+the sr-uap / sr-outputs entries of SR runs are summarised per run in ``sr.csv``) and
 ``sweeps.csv`` (every budget point of every entry's sweep,
 :data:`reports.sweeps.SWEEP_COLUMNS`; header only when no entry has one).
 """

@@ -6,7 +6,8 @@ records, on ``<body data-plots=...>``, where each plot image sits and whether
 the browser decoded it -- the browser test reads this back.
 
 Element ids (stable, for tests and links): ``view-compression``,
-``view-robustness``, ``view-compression_robustness``, ``view-ip``; tables
+``view-robustness``, ``view-compression_robustness``, ``view-ip``, ``view-sr``
+(only with super-resolution runs); tables
 ``table-<view>`` and ``table-attacks``; plots ``plot-<name>`` (see
 ``reports.plots.PLOTS``).  The attack entries' budget and black-box columns
 that no entry fills (older records) are left out of ``table-attacks``.
@@ -19,7 +20,7 @@ import html
 
 from reports.metrics import TEXT_COLUMNS, arrow, cell, header
 from reports.plots import PLOTS
-from reports.views import OPTIONAL_DETAIL, View, attack_details
+from reports.views import OPTIONAL_DETAIL, SR_ATTACK_METRICS, SR_FP_METRICS, SR_NOTE, View, attack_details
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #1b1b1b; background: #fff; }
@@ -125,6 +126,8 @@ def render(views: list[View], data, plots: dict[str, bytes | None], *, title: st
             from reports.tradeoff import NOTE
 
             parts.append(f'<p class="summary">{html.escape(NOTE)}</p>')
+        if view.key == "sr" and any(m in view.metrics for m in SR_ATTACK_METRICS + SR_FP_METRICS):
+            parts.append(f'<p class="summary">{html.escape(SR_NOTE)}</p>')
         figs = [_figure(name, plots.get(name)) for name, (_, where) in PLOTS.items() if where == view.key]
         if figs:
             parts.append('<div class="plots">' + "".join(figs) + "</div>")

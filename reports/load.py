@@ -30,6 +30,14 @@ sweeps        one row per budget point of an entry's ``sweep`` (see
               :mod:`reports.sweeps`), marked ``headline`` like its entry
 fingerprints  one row per fingerprint entry (``roc`` kept as an object column)
 transfers     list of ``{run_id, label, name, rows, cols, values, metric}``
+
+The attack, sweep, fingerprint and transfer tables are classification only:
+the entries of super-resolution records (``task == "sr"``, or an entry marked
+``"task": "sr"``: ``sr-uap`` attacks, ``sr-outputs`` fingerprints) have none
+of their columns (fooling rate, TPR ...) and are kept apart, raw, in
+``sr_attacks`` / ``sr_fingerprints`` (lists of ``{"run_id", **entry}``) and
+``sr_transfers``; the SR view reads its run's ``sr_uap_*`` / ``sr_fp_*``
+metrics (see :func:`reports.views.sr_table`).
 """
 
 from __future__ import annotations
@@ -76,6 +84,10 @@ class RunData:
     failed_jobs: list[dict[str, Any]] = field(default_factory=list)
     higher_is_better: dict[str, bool] = field(default_factory=dict)
     sweeps: Any = None  # pandas.DataFrame (reports.sweeps.SWEEP_COLUMNS); None: not built
+    # super-resolution entries (task sr), kept out of the classification tables above: {"run_id", **entry}
+    sr_attacks: list[dict[str, Any]] = field(default_factory=list)
+    sr_fingerprints: list[dict[str, Any]] = field(default_factory=list)
+    sr_transfers: list[dict[str, Any]] = field(default_factory=list)
 
 
 def candidate_files(root: Path) -> list[Path]:
@@ -231,13 +243,20 @@ def tables(records: list[dict[str, Any]], paths: list[Path] | None = None,
     if runs.empty:
         runs = pd.DataFrame(columns=list(IDENTITY + RUN_FACTS) + ["clean_acc"])
     attack_rows, fingerprint_rows, transfers, sweep_rows_ = [], [], [], []
+    sr_attacks: list[dict[str, Any]] = []
+    sr_fingerprints: list[dict[str, Any]] = []
+    sr_transfers: list[dict[str, Any]] = []
     higher: dict[str, bool] = {}
     for record, row in zip(records, rows):
         ident = {k: row.get(k) for k in ROW_IDENTITY}
         hib = record.get("higher_is_better")
         if isinstance(hib, dict):
             higher.update({str(k): bool(v) for k, v in hib.items()})
+        sr_run = row.get("task") == "sr"
+        is_sr = lambda e: sr_run or e.get("task") == "sr"  # noqa: E731 - an SR entry: not a classification row
         entries = [e for e in (record.get("attacks") or []) if isinstance(e, dict)]
+        sr_attacks.extend({"run_id": row["run_id"], **e} for e in entries if is_sr(e))
+        entries = [e for e in entries if not is_sr(e)]
         crafted = {str(e.get("crafted_on")) for e in entries}
         evaluated = {str(e.get("evaluated_on")) for e in entries}
         nearest = "compressed" if "compressed" in crafted else "dense"
@@ -261,6 +280,9 @@ def tables(records: list[dict[str, Any]], paths: list[Path] | None = None,
         for entry in record.get("fingerprints") or []:
             if not isinstance(entry, dict):
                 continue
+            if is_sr(entry):
+                sr_fingerprints.append({"run_id": row["run_id"], **entry})
+                continue
             f = {**ident, **{k: entry.get(k) for k in FINGERPRINT_FIELDS}}
             for k in FINGERPRINT_FIELDS[1:]:
                 f[k] = as_float(f[k])
@@ -272,7 +294,7 @@ def tables(records: list[dict[str, Any]], paths: list[Path] | None = None,
         if isinstance(transfer, dict):
             for name, matrix in transfer.items():
                 if _valid_matrix(matrix):
-                    transfers.append({"run_id": row["run_id"], "label": run_label(row), "name": str(name),
+                    (sr_transfers if sr_run else transfers).append({"run_id": row["run_id"], "label": run_label(row), "name": str(name),
                                       "rows": [str(r) for r in matrix["rows"]],
                                       "cols": [str(c) for c in matrix["cols"]],
                                       "values": [[as_float(v) for v in line] for line in matrix["values"]],
@@ -281,7 +303,7 @@ def tables(records: list[dict[str, Any]], paths: list[Path] | None = None,
     fingerprints = pd.DataFrame(fingerprint_rows, columns=list(ROW_IDENTITY) + list(FINGERPRINT_FIELDS) + ["roc"])
     sweeps = pd.DataFrame(sweep_rows_, columns=list(SWEEP_COLUMNS))
     return RunData(records, list(paths or []), list(skipped or []), runs, attacks, fingerprints, transfers,
-                   list(failed_jobs or []), higher, sweeps)
+                   list(failed_jobs or []), higher, sweeps, sr_attacks, sr_fingerprints, sr_transfers)
 
 
 def is_headline(entry: dict[str, Any], nearest: str, final: str | None) -> bool:

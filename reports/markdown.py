@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reports.metrics import TEXT_COLUMNS, cell, header
-from reports.views import View
+from reports.views import SR_ATTACK_METRICS, SR_FP_METRICS, SR_NOTE, View
 
 
 def table_rows(df, columns: list[str]) -> list[list[str]]:
@@ -41,6 +41,8 @@ def render(views: list[View], data, *, title: str = "Leaderboard", generated: st
             from reports.tradeoff import NOTE
 
             out.extend([NOTE, ""])
+        if view.key == "sr" and any(m in view.metrics for m in SR_ATTACK_METRICS + SR_FP_METRICS):
+            out.extend([SR_NOTE, ""])
         out.append(render_table(view.table, view.columns, hib))
         out.append("")
         if view.key == "robustness" and len(data.attacks):

@@ -25,13 +25,16 @@ LABELS: dict[str, str] = {
     "queries_per_image": "queries / image",
     "psnr_y": "PSNR-Y dB", "ssim_y": "SSIM-Y", "dense_psnr_y": "dense PSNR-Y", "dense_ssim_y": "dense SSIM-Y",
     "bicubic_psnr_y": "bicubic PSNR-Y", "bicubic_ssim_y": "bicubic SSIM-Y", "max_abs_diff": "max |diff|",
+    "sr_uap_drop_db": "UAP PSNR-Y drop dB", "sr_uap_noise_drop_db": "noise PSNR-Y drop dB",
+    "sr_fp_verdict": "fingerprint verdict", "sr_fp_heldout_false_positives": "held-out false positives",
+    "sr_fp_heldout_negatives": "held-out negatives",
 }
 
 
 # columns that hold names, not numbers (left-aligned, sorted as text)
 TEXT_COLUMNS = {"model", "source", "compress", "backend", "method", "id", "attack", "norm", "crafted_on",
                 "evaluated_on", "run_id", "target", "job", "error", "attack_args", "fingerprint_args",
-                "eps_origin", "feedback", "budget_reference", "headline", "black_box"}
+                "eps_origin", "feedback", "budget_reference", "headline", "black_box", "sr_fp_verdict"}
 
 
 def direction(name: str, overrides: dict[str, bool] | None = None) -> bool | None:

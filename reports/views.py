@@ -32,6 +32,16 @@ only.
 transfer_fooling_rate  worst over the run's transfer matrices of the
                        dense -> deployed cell (dense -> compressed when there
                        is no deployed column), else the mean off-diagonal
+
+Super-resolution runs (``task == "sr"``) are in the sr view only: their
+attack / fingerprint entries never reach the robustness, compression x
+robustness or IP tables (see :mod:`reports.load`).  The sr view adds, where
+any SR run has them, the ``sr-uap`` PSNR-Y drop on the shipped model beside
+its same-norm noise baseline (``sr_uap_drop_db``, ``sr_uap_noise_drop_db``)
+and the ``sr-outputs`` fingerprint verdicts (``sr_fp_verdict``, text, from
+``sr_fp_<role>_derived``) with the held-out false positives
+(``sr_fp_heldout_false_positives`` of ``sr_fp_heldout_negatives``); a record
+metric wins, else the run's entries give them.
 """
 
 from __future__ import annotations
@@ -59,8 +69,16 @@ OPTIONAL_DETAIL = ["eps_standard", "eps_multiple", "eps_origin", "feedback", "qu
 SR_IDENT = ["model", "source", "scale", "compress", "sparsity", "backend", "seed"]
 SR_METRICS = ["psnr_y", "ssim_y", "latency_ms", "speedup_vs_best_dense", "best_dense_runtime", "dense_psnr_y",
               "dense_ssim_y", "bicubic_psnr_y", "bicubic_ssim_y", "achieved_sparsity", "params", "max_abs_diff"]
+# sr-uap / sr-outputs columns of the sr view, each shown only where some SR run has it
+SR_ATTACK_METRICS = ["sr_uap_drop_db", "sr_uap_noise_drop_db"]
+SR_FP_METRICS = ["sr_fp_verdict", "sr_fp_heldout_false_positives", "sr_fp_heldout_negatives"]
+SR_FP_ROLES = ("compressed", "deployed")  # the copies sr-outputs gives a verdict on (as fingerprints.sr)
+SR_NOTE = ("UAP drop: PSNR-Y loss (dB) of the shipped model under the sr-uap perturbation crafted on the dense "
+           "model, beside same-norm random-sign noise; fingerprint: the sr-outputs verdict on each compressed / "
+           "deployed copy and the false positives among held-out independent models.")
 SR_DIRECTIONS = {"psnr_y": True, "ssim_y": True, "dense_psnr_y": True, "dense_ssim_y": True,
-                 "bicubic_psnr_y": True, "bicubic_ssim_y": True, "max_abs_diff": False}
+                 "bicubic_psnr_y": True, "bicubic_ssim_y": True, "max_abs_diff": False,
+                 "sr_uap_drop_db": False, "sr_uap_noise_drop_db": False, "sr_fp_heldout_false_positives": False}
 DEFAULT_SORT: dict[str, str | None] = {"compression": "clean_acc", "robustness": "uap_fooling_rate",
                                        "compression_robustness": None, "ip": "U", "sr": "psnr_y"}
 TITLES = {"compression": "Compression", "robustness": "Robustness",
@@ -174,7 +192,58 @@ def sr_table(data):
             out[m] = runs[m]
         else:
             out[m] = pd.to_numeric(runs[m], errors="coerce")
+    security = sr_security(data, runs)
+    for c in SR_ATTACK_METRICS + SR_FP_METRICS:  # only where present (plain SR runs keep their columns)
+        values = [row[c] for row in security]
+        if any(v is not None and not (isinstance(v, float) and math.isnan(v)) for v in values):
+            out[c] = values
     return out.reset_index(drop=True)
+
+
+def sr_security(data, runs) -> list[dict[str, Any]]:
+    """Per SR run (rows of ``runs``): the sr-uap / sr-outputs columns of the sr view (module docstring)."""
+    attacks: dict[Any, list[dict[str, Any]]] = {}
+    fps: dict[Any, list[dict[str, Any]]] = {}
+    for e in getattr(data, "sr_attacks", None) or []:
+        attacks.setdefault(e.get("run_id"), []).append(e)
+    for e in getattr(data, "sr_fingerprints", None) or []:
+        fps.setdefault(e.get("run_id"), []).append(e)
+    out = []
+    for run in runs.to_dict("records"):
+        rid = run.get("run_id")
+        shipped = _sr_shipped(attacks.get(rid, []))
+        fp = next(iter(fps.get(rid, [])), {})
+        given = fp.get("verdicts") if isinstance(fp.get("verdicts"), dict) else {}
+        verdicts = {}
+        for role in SR_FP_ROLES:
+            derived = as_float(run.get(f"sr_fp_{role}_derived"))
+            if not math.isnan(derived):
+                verdicts[role] = "derived" if derived >= 0.5 else "independent"
+            elif isinstance(given.get(role), dict) and given[role].get("verdict"):
+                verdicts[role] = str(given[role]["verdict"])
+        out.append({
+            "sr_uap_drop_db": _first(run.get("sr_uap_drop_db"), shipped.get("drop_db")),
+            "sr_uap_noise_drop_db": _first(run.get("sr_uap_noise_drop_db"), shipped.get("noise_drop_db")),
+            "sr_fp_verdict": ", ".join(f"{role} {v}" for role, v in verdicts.items()) or None,
+            "sr_fp_heldout_false_positives": _first(run.get("sr_fp_heldout_false_positives"),
+                                                    fp.get("heldout_false_positives")),
+            "sr_fp_heldout_negatives": _first(fp.get("n_heldout_negatives")),
+        })
+    return out
+
+
+def _sr_shipped(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's sr-uap entry on what it ships: marked ``shipped``, else deployed / compressed / dense."""
+    if not entries:
+        return {}
+    marked = [e for e in entries if e.get("shipped") is True]
+    if marked:
+        return marked[0]
+    for role in ("deployed", "compressed", "dense"):
+        for e in entries:
+            if e.get("evaluated_on") == role:
+                return e
+    return {}
 
 
 def compression_table(data):
@@ -196,7 +265,7 @@ def robustness_table(data):
     """One row per run that has any robustness number (see module docstring)."""
     import pandas as pd
 
-    runs, attacks = data.runs, data.attacks
+    runs, attacks = data.runs[~_is_sr(data.runs)], data.attacks  # SR runs: the sr view only
     from reports.load import IDENTITY
 
     extra_metrics = sorted(c for c in runs.columns if c not in ROBUSTNESS_METRICS and c not in IDENTITY
@@ -295,7 +364,10 @@ def filter_runs(data, expr: str | None):
     return replace(data, records=records, runs=kept.reset_index(drop=True), attacks=keep_rows(data.attacks),
                    fingerprints=keep_rows(data.fingerprints),
                    transfers=[t for t in data.transfers if t["run_id"] in ids],
-                   sweeps=None if data.sweeps is None else keep_rows(data.sweeps))
+                   sweeps=None if data.sweeps is None else keep_rows(data.sweeps),
+                   sr_attacks=[e for e in data.sr_attacks if e.get("run_id") in ids],
+                   sr_fingerprints=[e for e in data.sr_fingerprints if e.get("run_id") in ids],
+                   sr_transfers=[t for t in data.sr_transfers if t.get("run_id") in ids])
 
 
 # ----------------------------------------------------------------- helpers

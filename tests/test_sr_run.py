@@ -116,6 +116,114 @@ def test_sr_leaderboard_view(sr_runs, sr_env, tmp_path):
     assert 'id="view-sr"' in page and '<figure class="plot" id="plot-sr_psnr_vs_latency"><img' in page
 
 
+def sr_record_with_entries(compress: str, sparsity: float, *, fingerprint_metrics: bool = True) -> dict:
+    """A hand-made SR record with sr-uap attack / sr-outputs fingerprint entries, as the SR stages write them."""
+    from leaderboard_records import make_record
+
+    rec = make_record("espcn", compress, sparsity, "torch", 0)  # a valid record: its sections are replaced
+    rec["run_id"] = f"20260101T000000Z-espcn-{compress}-photos-s0"
+    rec["task"] = "sr"
+    rec["config"].update({"task": "sr", "model": "espcn", "source": "photos", "scale": 2,
+                          "attacks": ["sr-uap"], "fingerprints": ["sr-outputs"]})
+    rec["source"] = {"name": "photos", "scale": 2}
+    rec["model"].update({"arch": "espcn", "source": "photos"})
+    rec["deployment"].update({"latency_ms": 150.0, "speedup_vs_best_dense": 0.02,
+                              "best_dense_runtime": "onnxruntime", "max_abs_diff": 0.0})
+    roles = ["dense"] + ([] if compress == "none" else ["compressed"])
+    drops = {"dense": (0.8, 0.05), "compressed": (0.6, 0.04)}
+    rec["attacks"] = [{"id": f"sr-uap:dense->{role}", "attack": "sr-uap", "method": "sr-uap", "task": "sr",
+                       "universal": True, "norm": "linf", "eps": 8 / 255, "source": "photos",
+                       "crafted_on": "dense", "evaluated_on": role, "shipped": role == roles[-1],
+                       "black_box": False, "drop_db": drops[role][0], "noise_drop_db": drops[role][1],
+                       "uap": {"drop_db": drops[role][0]}, "noise": {"drop_db": drops[role][1]}, "seconds": 2.0}
+                      for role in roles]
+    rec["transfer"] = {"sr-uap": {"metric": "drop_db", "rows": ["dense"], "cols": roles,
+                                  "values": [[drops[r][0] for r in roles]]}}
+    verdicts = {role: {"verdict": "derived", "score": 33.0, "threshold": 32.0} for role in roles}
+    rec["fingerprints"] = [{"id": "sr-outputs", "method": "sr-outputs", "task": "sr", "owner": "dense",
+                            "verdicts": verdicts, "threshold": 32.0, "heldout_false_positives": 1,
+                            "n_heldout_negatives": 3, "false_positives": 1, "n_negatives": 3,
+                            "n_positives": len(roles), "auc": None, "tpr_at_1pct_fpr": None, "queries": 8}]
+    metrics = {"psnr_y": 21.0 + sparsity, "ssim_y": 0.5, "latency_ms": 150.0, "dense_psnr_y": 21.0,
+               "dense_ssim_y": 0.5, "bicubic_psnr_y": 25.0, "bicubic_ssim_y": 0.79, "test_images": 4.0,
+               "sr_uap_drop_db": drops[roles[-1]][0], "sr_uap_noise_drop_db": drops[roles[-1]][1]}
+    if fingerprint_metrics:  # else the report reads the verdicts off the entry
+        metrics["sr_fp_heldout_false_positives"] = 1.0
+        if compress != "none":
+            metrics.update({"sr_fp_compressed_derived": 1.0, "sr_fp_compressed_score": 33.0})
+    rec["metrics"] = metrics
+    rec["higher_is_better"] = {"psnr_y": True, "ssim_y": True, "latency_ms": False, "sr_uap_drop_db": False,
+                               "sr_uap_noise_drop_db": False, "sr_fp_heldout_false_positives": False}
+    return rec
+
+
+def test_sr_view_shows_sr_attack_and_fingerprint_entries(tmp_path):
+    """SR attack / fingerprint entries stay out of the classification tables and show in the sr view."""
+    from leaderboard_records import make_record
+
+    from reports.cli import write_leaderboard
+    from reports.load import load_runs
+    from reports.views import build_views, filter_runs
+
+    cls = make_record("vgg16", "block", 0.5, "tvm", 0)
+    records = [sr_record_with_entries("block", 0.1), sr_record_with_entries("none", 0.0, fingerprint_metrics=False),
+               cls]
+    for rec in records:
+        (tmp_path / "runs" / rec["run_id"]).mkdir(parents=True)
+        (tmp_path / "runs" / rec["run_id"] / "result.json").write_text(json.dumps(rec))
+    data = load_runs(tmp_path / "runs")
+    assert not data.skipped and len(data.records) == 3
+    sr_ids = {r["run_id"] for r in records[:2]}
+    # the classification tables hold the classification record's entries only
+    assert set(data.attacks["run_id"]) == set(data.fingerprints["run_id"]) == {cls["run_id"]}
+    assert len(data.attacks) == len(cls["attacks"]) and "sr-uap" not in set(data.attacks["attack"])
+    assert {t["run_id"] for t in data.transfers} == {cls["run_id"]}
+    assert len(data.sr_attacks) == 3 and len(data.sr_fingerprints) == 2 and len(data.sr_transfers) == 2
+    views = {v.key: v for v in build_views(data)}
+    for key in ("compression", "robustness", "ip"):
+        assert set(views[key].table["run_id"]) == {cls["run_id"]}, key
+        assert not views[key].table["model"].eq("espcn").any()
+    assert not views["compression_robustness"].table["model"].eq("espcn").any()
+    assert "sr-outputs" not in set(views["ip"].table["method"])
+    assert not any(m.startswith("sr_") for v in views.values() if v.key != "sr" for m in v.metrics)
+    sr = views["sr"]
+    assert set(sr.table["run_id"]) == sr_ids
+    for c in ("sr_uap_drop_db", "sr_uap_noise_drop_db", "sr_fp_verdict", "sr_fp_heldout_false_positives"):
+        assert c in sr.metrics, c
+    by = sr.table.set_index("compress")
+    assert by.loc["block", "sr_uap_drop_db"] == pytest.approx(0.6)  # the shipped (compressed) subject
+    assert by.loc["block", "sr_uap_noise_drop_db"] == pytest.approx(0.04)
+    assert by.loc["none", "sr_uap_drop_db"] == pytest.approx(0.8)
+    assert by.loc["block", "sr_fp_verdict"] == "compressed derived"
+    assert by.loc["block", "sr_fp_heldout_false_positives"] == 1.0 == by.loc["none", "sr_fp_heldout_false_positives"]
+    assert by.loc["block", "sr_fp_heldout_negatives"] == 3.0
+    assert sr.higher_is_better is True and sr.sort_by == "psnr_y" and by.loc["block", "rank"] == 1
+    # --filter keeps the SR entries of the runs it keeps
+    only = filter_runs(data, "compress == 'none'")
+    assert {e["run_id"] for e in only.sr_attacks} == {records[1]["run_id"]} and len(only.sr_fingerprints) == 1
+    # every output
+    write_leaderboard(tmp_path / "runs", tmp_path / "board")
+    board = tmp_path / "board"
+    for name in ("attacks.csv", "fingerprints.csv", "robustness.csv", "ip_protection.csv",
+                 "compression_robustness.csv", "compression.csv", "sweeps.csv"):
+        text = (board / name).read_text()
+        assert "sr-uap" not in text and "sr-outputs" not in text and "espcn" not in text, name
+    sr_csv = (board / "sr.csv").read_text().splitlines()
+    assert len(sr_csv) == 3 and "sr_uap_drop_db,sr_uap_noise_drop_db,sr_fp_verdict" in sr_csv[0]
+    assert any("compressed derived" in line for line in sr_csv[1:])
+    md = (board / "leaderboard.md").read_text()
+    sr_md = md[md.index("## Super-resolution"):]
+    assert "UAP PSNR-Y drop dB ↓" in sr_md and "noise PSNR-Y drop dB ↓" in sr_md
+    assert "fingerprint verdict" in sr_md and "compressed derived" in sr_md and "held-out false positives ↓" in sr_md
+    assert "UAP PSNR-Y drop" not in md[:md.index("## Super-resolution")]
+    page = (board / "leaderboard.html").read_text()
+    sr_html = page[page.index('id="view-sr"'):]
+    sr_html = sr_html[:sr_html.index("</section>")]
+    assert 'id="table-sr"' in sr_html and 'data-col="sr_uap_drop_db"' in sr_html and "compressed derived" in sr_html
+    details = page[page.index('id="table-attacks"'):]
+    assert "sr-uap" not in details[:details.index("</table>")]
+
+
 def test_no_sr_view_without_sr_runs():
     from reports.load import tables
     from reports.views import build_views
@@ -251,11 +359,13 @@ def test_sr_uap_stage(sr_runs, sr_env, tmp_path, capsys):
     t = record["transfer"]["sr-uap"]
     assert t["rows"] == ["dense"] and t["values"][0][t["cols"].index("compressed")] == m["sr_uap_drop_db"]
     assert "sr-uap eps 8/255 crafted on dense" in format_sr_summary(Path(json.loads(out)["run_dir"]), record)
-    # the reports read the SR attack and fingerprint entries like the classification ones
+    # the reports keep the SR entries out of the classification tables and summarise them in the sr view
     from reports.cli import write_leaderboard
 
     summary = write_leaderboard(tmp_path / "runs", tmp_path / "board")
-    assert summary["records"] == 1 and "sr-uap" in (tmp_path / "board" / "attacks.csv").read_text()
+    assert summary["records"] == 1 and "sr-uap" not in (tmp_path / "board" / "attacks.csv").read_text()
+    header, row = (tmp_path / "board" / "sr.csv").read_text().splitlines()
+    assert "sr_uap_drop_db" in header.split(",") and "sr_uap_noise_drop_db" in header.split(",")
 
 
 def test_sr_fingerprint_stage(sr_runs, sr_env, tmp_path, capsys):
