@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from suite.core.errors import ConfigError
+from suite.core.sr.photos import crop_side, lr_crops  # noqa: F401 - lr_crops re-exported
 from suite.core.sr.metrics import psnr_y, ssim_y
 from suite.core.sr.predictor import SRPredictor
 
@@ -232,28 +233,6 @@ def evaluate(predictor: SRPredictor, delta: torch.Tensor, lr_images: Sequence[to
     return out
 
 
-def lr_crops(split, scale: int, size: int, count: int, seed: int) -> torch.Tensor:
-    """``count`` random LR crops ``[count, 3, size, size]`` of a split's images (HR crop, then bicubic down).
-
-    split: an :class:`~suite.core.sr.photos.SRSplit`; every image must be at least ``size * scale`` on a side.
-    """
-    from suite.core.sr.degrade import bicubic_down
-
-    gen = torch.Generator().manual_seed(seed)
-    hs = size * scale
-    out = []
-    for _ in range(count):
-        i = int(torch.randint(0, len(split), (1,), generator=gen))
-        img = split.hr(i)
-        h, w = img.shape[-2:]
-        if h < hs or w < hs:
-            raise ConfigError(f"image {i} is {h}x{w}, smaller than the HR crop {hs}")
-        t = int(torch.randint(0, h - hs + 1, (1,), generator=gen))
-        l = int(torch.randint(0, w - hs + 1, (1,), generator=gen))
-        out.append(bicubic_down(img[..., t:t + hs, l:l + hs], scale))
-    return torch.cat(out)
-
-
 __all__ = ["SRUAPSettings", "SRUAPResult", "SRUAP", "tile", "apply_uap", "random_sign_noise", "evaluate", "lr_crops"]
 
 
@@ -300,12 +279,6 @@ def sr_uap_settings(cfg) -> tuple[SRUAPSettings, dict]:
     return settings, stage
 
 
-def _crop_side(split, scale: int, want: int | None) -> int:
-    """The LR crop side: ``want`` (default 32) cut to the smallest image of the split."""
-    smallest = min(min(img.shape[-2:]) for img in split.images) // scale
-    return max(1, min(want or 32, smallest))
-
-
 class SRUAPStage:
     """``--task sr --attacks sr-uap``: the UAP crafted on the dense model, scored on every subject.
 
@@ -333,7 +306,7 @@ class SRUAPStage:
         settings, stage = sr_uap_settings(cfg)
         source = inp.source
         scale = int(cfg.scale)
-        size = _crop_side(source.train, scale, stage["crop"])
+        size = crop_side(source.train, scale, stage["crop"])
         train_lr = lr_crops(source.train, scale, size, stage["craft_crops"], seed=settings.seed)
         if settings.patch > size:
             settings = SRUAPSettings(**{**asdict(settings), "patch": size}).validate()

@@ -402,25 +402,32 @@ SR_FINGERPRINT_NAME = "sr-outputs"
 # Per profile: queries (LR crops of the val photos), optimisation steps, independent negatives (half calibrate the
 # threshold, half are held out).
 SR_FINGERPRINT_PROFILES: dict[str, dict] = {
-    "smoke": {"queries": 8, "steps": 5, "negatives": 2},
-    "default": {"queries": 32, "steps": 40, "negatives": 4},
-    "full": {"queries": 32, "steps": 40, "negatives": 6},
+    "smoke": {"queries": 8, "steps": 5, "negatives": 2, "references": 0, "score": "psnr"},
+    "default": {"queries": 32, "steps": 40, "negatives": 4, "references": 2, "score": "residual_corr"},
+    "full": {"queries": 32, "steps": 40, "negatives": 6, "references": 2, "score": "residual_corr"},
 }
 SR_FINGERPRINT_KEYS = ("mode", "steps", "step_size", "eps", "bicubic_weight", "weight_noise", "noise_copies",
-                       "score", "border", "seed", "queries", "crop", "fpr")
+                       "score", "border", "seed", "queries", "crop", "fpr", "references")
+REFERENCE_SEED_OFFSET = 1000  # reference models: seeds seed + 1000 + i, apart from the negatives' seed + 1 + i
 
 
 def sr_fingerprint_settings(cfg) -> tuple[SRFingerprintSettings, dict]:
     """``(SRFingerprintSettings, stage settings)`` of a run.
 
-    Default: ``mode="optimised"`` queries, bicubic baseline (no reference models) and the ``"psnr"`` score.  Of
-    the variants bench/bench_sr_robustness.py measured, optimised + bicubic + PSNR had 0/5 held-out false
-    positives with every derived copy above the threshold, and needs nothing but the owner, so the run trains no
-    reference models on top of its calibration negatives; optimised + references + residual correlation had the
-    widest score gap but needs two more owner-trained models per owner (not wired in the run yet).
+    Default (``default`` / ``full`` profiles): ``mode="optimised"`` queries pushed away from two *reference*
+    models (independent models of the run's architecture and recipe, seeds ``seed + 1000 + i``: never
+    suspects, negatives or calibration) and the ``"residual_corr"`` score (correlation of the suspect's and the
+    owner's output residuals from the references' mean).  Measured: on a default-profile ESPCN run (block 0.75,
+    1,500-step models) optimised + bicubic + PSNR, the variant that needs no references, called the pruned copy
+    ``independent`` with both held-out negatives above the threshold: independently trained SR models agree with
+    the owner more closely than a pruned copy does, so the score has to discount what every model of the recipe
+    outputs.  In bench/bench_sr_robustness.py optimised + references + residual correlation had the widest gap
+    (derived copies 0.57-1.0, independents 0.26-0.44).  The ``smoke`` profile keeps bicubic + PSNR (no reference
+    training; its 30-step models are too alike for references to help).
     ``--fingerprint-args`` keys (``sr-outputs.KEY`` works too): the settings' fields plus ``queries`` (LR crops of
-    the val photos), ``crop`` (their LR side, default 32, cut to the photos) and ``fpr`` (calibration target,
-    default 0.01); ``--negatives N`` sets the independent negatives (>= 2).
+    the val photos), ``crop`` (their LR side, default 32, cut to the photos), ``fpr`` (calibration target,
+    default 0.01) and ``references`` (reference models, 0: bicubic baseline); ``--negatives N`` sets the
+    independent negatives (>= 2).
     """
     args: dict = {}
     for key, value in dict(cfg.fingerprint_args or {}).items():
@@ -429,11 +436,14 @@ def sr_fingerprint_settings(cfg) -> tuple[SRFingerprintSettings, dict]:
             raise ConfigError(f"unknown --fingerprint-args key {key!r} for {SR_FINGERPRINT_NAME} "
                               f"(keys: {', '.join(SR_FINGERPRINT_KEYS)})")
         args[bare] = value
-    prof = {**SR_FINGERPRINT_PROFILES.get(cfg.profile, SR_FINGERPRINT_PROFILES["default"]), "score": "psnr",
+    prof = {**SR_FINGERPRINT_PROFILES.get(cfg.profile, SR_FINGERPRINT_PROFILES["default"]),
             "seed": int(cfg.seed), **args}
     stage = {"queries": prof.pop("queries"), "crop": prof.pop("crop", None), "fpr": prof.pop("fpr", 0.01),
-             "negatives": int(cfg.negatives) if cfg.negatives is not None else prof.pop("negatives")}
+             "negatives": int(cfg.negatives) if cfg.negatives is not None else prof.pop("negatives"),
+             "references": prof.pop("references")}
     prof.pop("negatives", None)
+    if isinstance(stage["references"], bool) or not isinstance(stage["references"], int) or stage["references"] < 0:
+        raise ConfigError(f"SR fingerprint references must be an integer >= 0, got {stage['references']!r}")
     for name in ("queries", "crop"):
         v = stage[name]
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -471,10 +481,7 @@ class SRFingerprintStage:
         return True
 
     def run(self, inp):
-        import dataclasses
-
-        from attacks.sr_uap import _crop_side, lr_crops
-        from suite.app.sr_pipeline import SR_PROFILES, get_dense_sr
+        from suite.core.sr.photos import crop_side, lr_crops
         from suite.core.sr.train import torch_threads
         from suite.core.stages import StageOutput
 
@@ -483,14 +490,23 @@ class SRFingerprintStage:
         scale = int(cfg.scale)
         start = time.perf_counter()
         dense = inp.subjects["dense"]
-        size = _crop_side(inp.source.val, scale, stage["crop"])
+        size = crop_side(inp.source.val, scale, stage["crop"])
         queries = lr_crops(inp.source.val, scale, size, stage["queries"], seed=settings.seed)
+        if inp.independent_model is None:
+            raise ConfigError(f"{SR_FINGERPRINT_NAME} needs the run's independent-model factory (SRStageInput)")
         negatives: dict[str, SRPredictor] = {}
         neg_info = []
         for s in negative_seeds(int(cfg.seed), stage["negatives"]):
-            model, info = get_dense_sr(dataclasses.replace(cfg, seed=s), inp.source, SR_PROFILES[cfg.profile])
+            model, info = inp.independent_model(s)
             negatives[f"{cfg.model}-s{s}"] = ModuleSRPredictor(model, scale)
             neg_info.append({"id": f"{cfg.model}-s{s}", "seed": s, "model_id": info["id"],
+                             "cache_hit": info["cache_hit"]})
+        references, ref_info = [], []
+        for i in range(stage["references"]):
+            s = int(cfg.seed) + REFERENCE_SEED_OFFSET + i
+            model, info = inp.independent_model(s)
+            references.append(model.eval())
+            ref_info.append({"id": f"{cfg.model}-s{s}", "seed": s, "model_id": info["id"],
                              "cache_hit": info["cache_hit"]})
         ncal = (len(negatives) + 1) // 2
         names = list(negatives)
@@ -498,7 +514,7 @@ class SRFingerprintStage:
         heldout = {n: negatives[n] for n in names[ncal:]}
         positives = {role: subj.predictor for role, subj in inp.subjects.items()}  # dense: the owner's self-check
         with torch_threads(int(cfg.threads or 1)):
-            fp = SRFingerprinter(settings).generate(dense.module, queries, scale)
+            fp = SRFingerprinter(settings).generate(dense.module, queries, scale, references=references)
             rep = zoo_report(fp, positives, calibration, heldout, fpr=float(stage["fpr"]), kinds=(settings.score,))
         r = rep[settings.score]
         if len(heldout) < 2:
@@ -517,7 +533,9 @@ class SRFingerprintStage:
         entry = {
             "id": SR_FINGERPRINT_NAME, "method": SR_FINGERPRINT_NAME, "task": "sr", "owner": "dense",
             "owner_id": dense.info.get("id"), "owner_sha256": dense.info.get("sha256"),
-            "settings": {**asdict(settings), "queries": stage["queries"], "crop": size, "fpr": stage["fpr"]},
+            "settings": {**asdict(settings), "queries": stage["queries"], "crop": size, "fpr": stage["fpr"],
+                         "references": stage["references"]},
+            "references": ref_info,
             "fingerprint": fp.as_dict(), "queries": len(fp), "query_split": "val", "score": settings.score,
             "baseline": fp.meta["baseline"], "threshold": r["threshold"],
             "verdicts": verdicts,

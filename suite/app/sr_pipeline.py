@@ -35,6 +35,7 @@ smoke profile uses a 1/8-size frame to stay fast (``deployment.frame`` says whic
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -123,6 +124,9 @@ class SRStageInput:
     subjects: dict[str, SRSubject]
     run_dir: Path
     runtime: Any
+    # seed -> (model, model record section): the run's dense SR model (architecture, width, recipe, source)
+    # trained with another seed, or loaded from the model cache: independent models for the stages that need them
+    independent_model: Callable[[int], tuple[torch.nn.Module, dict[str, Any]]] | None = None
 
     def log(self, msg: str) -> None:
         self.runtime.log(msg)
@@ -433,7 +437,8 @@ def run(cfg: RunConfig, *, on_stage: Callable[[str], None] | None = None) -> tup
         if stages:
             subjects = make_sr_subjects(cfg, dense, compressed, deployed,
                                         {"model": model_info, "compression": comp_info, "deployment": dep_info})
-            inp = SRStageInput(cfg, source, subjects, pending.path, runtime)
+            inp = SRStageInput(cfg, source, subjects, pending.path, runtime,
+                               lambda seed: get_dense_sr(dataclasses.replace(cfg, seed=seed), source, profile))
             for stage in stages:
                 with timer.stage(stage.name):
                     sections.merge(stage.run(inp))

@@ -448,3 +448,30 @@ def load_sr_folder(
             "patches_per_image": patches_per_image, "eval_size": eval_size, "seed": seed, "limit": limit,
             "split_digest": _split_digest(splits)}
     return SRSource(name, scale, splits["train"], splits["val"], splits["test"], description, meta)
+
+
+# --------------------------------------------------------------------------- seeded LR crops (stages)
+def crop_side(split, scale: int, want: int | None) -> int:
+    """The LR crop side: ``want`` (default 32) cut to the smallest image of the split."""
+    smallest = min(min(img.shape[-2:]) for img in split.images) // scale
+    return max(1, min(want or 32, smallest))
+
+
+def lr_crops(split, scale: int, size: int, count: int, seed: int) -> torch.Tensor:
+    """``count`` random LR crops ``[count, 3, size, size]`` of a split's images (HR crop, then bicubic down).
+
+    split: an :class:`~suite.core.sr.photos.SRSplit`; every image must be at least ``size * scale`` on a side.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    hs = size * scale
+    out = []
+    for _ in range(count):
+        i = int(torch.randint(0, len(split), (1,), generator=gen))
+        img = split.hr(i)
+        h, w = img.shape[-2:]
+        if h < hs or w < hs:
+            raise ConfigError(f"image {i} is {h}x{w}, smaller than the HR crop {hs}")
+        t = int(torch.randint(0, h - hs + 1, (1,), generator=gen))
+        l = int(torch.randint(0, w - hs + 1, (1,), generator=gen))
+        out.append(bicubic_down(img[..., t:t + hs, l:l + hs], scale))
+    return torch.cat(out)
