@@ -417,12 +417,12 @@ def sr_fingerprint_settings(cfg) -> tuple[SRFingerprintSettings, dict]:
     Default (``default`` / ``full`` profiles): ``mode="optimised"`` queries pushed away from two *reference*
     models (independent models of the run's architecture and recipe, seeds ``seed + 1000 + i``: never
     suspects, negatives or calibration) and the ``"residual_corr"`` score (correlation of the suspect's and the
-    owner's output residuals from the references' mean).  Measured: on a default-profile ESPCN run (block 0.75,
-    1,500-step models) optimised + bicubic + PSNR, the variant that needs no references, called the pruned copy
-    ``independent`` with both held-out negatives above the threshold: independently trained SR models agree with
-    the owner more closely than a pruned copy does, so the score has to discount what every model of the recipe
-    outputs.  In bench/bench_sr_robustness.py optimised + references + residual correlation had the widest gap
-    (derived copies 0.57-1.0, independents 0.26-0.44).  The ``smoke`` profile keeps bicubic + PSNR (no reference
+    owner's output residuals from the references' mean): in bench/bench_sr_robustness.py it had the widest gap
+    (derived copies 0.57-1.0, independents 0.26-0.44 of other recipes).  Limitation, measured
+    (bench/probe_sr_fingerprint_same_recipe.py): against negatives of the *same* recipe (the run's architecture,
+    photos and steps, other seeds) no variant works on a default-profile ESPCN: converged same-recipe models
+    answer closer to the owner than its block-0.75 fine-tuned copy does, so the run's verdict on such a copy is
+    ``independent`` and its held-out false positives say so.  The ``smoke`` profile keeps bicubic + PSNR (no reference
     training; its 30-step models are too alike for references to help).
     ``--fingerprint-args`` keys (``sr-outputs.KEY`` works too): the settings' fields plus ``queries`` (LR crops of
     the val photos), ``crop`` (their LR side, default 32, cut to the photos), ``fpr`` (calibration target,
