@@ -19,12 +19,7 @@ from suite.core.sr.photos import PHOTO_FILES, PHOTO_SPLIT, load_photos, load_sr_
 from suite.core.sr.train import SRTrainRecipe, evaluate, sample_batch, train_sr
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,7 @@ TOL = 1e-4
 TINY = {"espcn": ("espcn", 0.25, 1.0), "fsrcnn": ("fsrcnn", 0.5, 0.5), "edsr": ("edsr", 0.25, 0.125)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _model(family: str, scale: int = 2) -> nn.Module:

@@ -21,12 +21,7 @@ SCALE = 2
 RECIPE = SRTrainRecipe(steps=120, batch_size=8, patch_size=16, lr=2e-3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
