@@ -25,8 +25,7 @@ from suite.core.files import state_sha256  # noqa: F401 - re-exported: callers i
 from suite.core.metrics import record_directions
 from suite.core.models import ModelSpec, SourceSpec, TrainedModel
 from suite.core.predictor import Deployment, predict_labels
-from suite.core.record import (SCHEMA_VERSION, PendingRunDir, ResultRecord, env_info, git_sha, new_run_id,
-                               utc_now)
+from suite.core.record import PendingRunDir, ResultRecord, new_run_id, record_head
 from suite.core.sources.base import ImageSource
 from suite.core.runtime import Runtime, using
 from suite.core.stages import Role, Stage, StageInput, StageOutput, Subject, Subjects
@@ -317,17 +316,10 @@ def run_classification(cfg: RunConfig, *,
         higher_is_better = {**record_directions(metrics), **sections.higher_is_better}
         timer.seconds["total"] = round(time.perf_counter() - started, 4)
         config = cfg.as_dict()
-        record: ResultRecord = {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": run_id,
-            "created_at": utc_now().isoformat(),
-            "suite_version": suite.__version__,
-            "git_sha": git_sha(),
-            "env": env_info(cfg.threads or 1, cfg.device),
-            "config": config,
-            "seeds": {"run": cfg.seed, "model_init": cfg.seed, "data_order": cfg.seed,
-                      "split": int(source.meta.get("split_seed", 0))},
-            "source": source.summary(),
+        record: ResultRecord = {  # type: ignore[typeddict-item]
+            **record_head(run_id, config, seed=cfg.seed, split_seed=int(source.meta.get("split_seed", 0)),
+                          source=source.summary(), threads=cfg.threads or 1, device=cfg.device,
+                          suite_version=suite.__version__),
             "model": trained.info,  # type: ignore[typeddict-item]
             "compression": compressed.info,
             "deployment": deployment.info,

@@ -48,7 +48,7 @@ import torch
 import suite
 from suite.core.config import RunConfig, Task
 from suite.core.errors import ConfigError
-from suite.core.record import PendingRunDir, SCHEMA_VERSION, ResultRecord, env_info, git_sha, new_run_id, utc_now
+from suite.core.record import PendingRunDir, ResultRecord, new_run_id, record_head
 from suite.core.runtime import using
 from suite.core.stages import StageOutput
 
@@ -447,17 +447,9 @@ def run(cfg: RunConfig, *, on_stage: Callable[[str], None] | None = None) -> tup
         timer.seconds["total"] = round(time.perf_counter() - started, 4)
         config = cfg.as_dict()
         record: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": run_id,
-            "task": "sr",
-            "created_at": utc_now().isoformat(),
-            "suite_version": suite.__version__,
-            "git_sha": git_sha(),
-            "env": env_info(cfg.threads or 1, cfg.device),
-            "config": config,
-            "seeds": {"run": cfg.seed, "model_init": cfg.seed, "data_order": cfg.seed,
-                      "split": int(source.meta.get("seed", cfg.seed))},
-            "source": source.summary(),
+            **record_head(run_id, config, seed=cfg.seed, split_seed=int(source.meta.get("seed", cfg.seed)),
+                          source=source.summary(), threads=cfg.threads or 1, device=cfg.device,
+                          suite_version=suite.__version__, task=Task.SR.value),
             "model": model_info,
             "compression": comp_info,
             "deployment": dep_info,

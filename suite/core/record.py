@@ -146,6 +146,28 @@ def env_info(threads: int, device: str) -> EnvInfo:
     )
 
 
+def record_head(run_id: str, config: dict, *, seed: int, split_seed: int, source: dict, threads: int,
+                device: str, suite_version: str, task: str | None = None) -> dict:
+    """The identity keys every record starts with (schema_version ... source), in schema order.
+
+    seed: the run's seed (also the model-init and data-order seed); split_seed: the source's split seed;
+    task: written only when given (classification records leave it out, as before the key existed).
+    """
+    head: dict = {"schema_version": SCHEMA_VERSION, "run_id": run_id}
+    if task is not None:
+        head["task"] = task
+    head.update({
+        "created_at": utc_now().isoformat(),
+        "suite_version": suite_version,
+        "git_sha": git_sha(),
+        "env": env_info(threads, device),
+        "config": config,
+        "seeds": {"run": seed, "model_init": seed, "data_order": seed, "split": int(split_seed)},
+        "source": source,
+    })
+    return head
+
+
 def git_sha() -> str | None:
     """Commit of the source checkout of this package, if it is a git checkout."""
     here = Path(__file__).resolve().parent
