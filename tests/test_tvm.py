@@ -226,13 +226,18 @@ def test_mobile_target_exports_object_archive(tmp_path):
 @pytest.mark.parametrize("backend, extra", [("tvm", ["--backend-args", "batch_sizes=1,tune=false"]),
                                             ("onnx", [])])
 def test_run_with_compiled_backend_records_deployment(backend, extra, tmp_path, cache_dir, capsys):
+    import os
+
     from suite.app.cli import main
     from suite.core.record import load_record
 
+    cores = os.sched_getaffinity(0)
     code = main(["run", "--model", "resnet20", "--compress", "block", "--backend", backend, *extra,
                  "--profile", "smoke", "--quiet", "--output-dir", str(tmp_path / "runs"), "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
+    # TVM's pool must not pin this process to one core (the second run's default --threads would drop)
+    assert os.sched_getaffinity(0) == cores
     run_dir = tmp_path / "runs" / json.loads(out)["run_dir"].split("/")[-1]
     dep = load_record(run_dir)["deployment"]
     assert dep["backend"] == backend and dep["agreement_top1"] == 1.0 and dep["max_abs_logit_diff"] <= 1e-3
