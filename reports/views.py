@@ -179,19 +179,25 @@ def has_sr(data) -> bool:
     return bool(_is_sr(data.runs).any())
 
 
-def sr_table(data):
-    """One row per SR run: PSNR / SSIM of the deployment beside its measured frame latency (see SR_METRICS)."""
+def _metric_frame(runs, ident, metrics):
+    """``runs``' run_id + ``ident`` columns, then ``metrics`` (numeric, text for TEXT_COLUMNS; NaN where absent)."""
     import pandas as pd
 
-    runs = data.runs[_is_sr(data.runs)]
-    out = pd.DataFrame({c: runs[c] if c in runs.columns else math.nan for c in ["run_id", *SR_IDENT]})
-    for m in SR_METRICS:
+    out = pd.DataFrame({c: runs[c] if c in runs.columns else math.nan for c in ["run_id", *ident]})
+    for m in metrics:
         if m not in runs.columns:
             out[m] = math.nan
         elif m in TEXT_COLUMNS:
             out[m] = runs[m]
         else:
             out[m] = pd.to_numeric(runs[m], errors="coerce")
+    return out
+
+
+def sr_table(data):
+    """One row per SR run: PSNR / SSIM of the deployment beside its measured frame latency (see SR_METRICS)."""
+    runs = data.runs[_is_sr(data.runs)]
+    out = _metric_frame(runs, SR_IDENT, SR_METRICS)
     security = sr_security(data, runs)
     for c in SR_ATTACK_METRICS + SR_FP_METRICS:  # only where present (plain SR runs keep their columns)
         values = [row[c] for row in security]
@@ -247,18 +253,8 @@ def _sr_shipped(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def compression_table(data):
-    import pandas as pd
-
     runs = data.runs[~_is_sr(data.runs)]  # SR runs have their own view (sr_table)
-    out = pd.DataFrame({c: runs[c] if c in runs.columns else math.nan for c in ["run_id", *IDENT]})
-    for m in COMPRESSION_METRICS:
-        if m not in runs.columns:
-            out[m] = math.nan
-        elif m in TEXT_COLUMNS:
-            out[m] = runs[m]
-        else:
-            out[m] = pd.to_numeric(runs[m], errors="coerce")
-    return out
+    return _metric_frame(runs, IDENT, COMPRESSION_METRICS)
 
 
 def robustness_table(data):
