@@ -41,10 +41,12 @@ database, so a rerun does not search again.
 Compiler-aware search (``--search``; issue 18 point 4, :mod:`compression.sr_search`;
 runs only this section): a weight-sharing supernet (widths 16 / 24 / 32, 1-4
 residual blocks, kernels 3 / 5) is trained once with the sandwich rule
-(``--supernet-steps``, batch 16, LR patch 32), then searched at three latency
+(``--supernet-steps``, batch 16, LR patch 32; its sub-networks carry the
+nearest-neighbour anchor, ``sr-supernet-nn``), then searched at three latency
 targets -- ``--search-fractions`` (0.25, 0.5, 1.0) x FSRCNN's dense 720p frame
 *predicted on the same TVM latency table* (a loaded machine moves targets and
-predictions alike; the recorded FSRCNN measurement is in ``--search-zoo``):
+predictions alike); the zoo's PSNR is the recorded zoo run's (``--search-zoo``,
+default ``bench/results/sr.json``, read at the end, so that run may go alongside):
 architecture + per-conv scheme by evolution (``--population``,
 ``--generations``), per-conv block ratios greedily, ``--search-ft-steps``
 masked fine-tuning per target.  Scored on val (chelsea) only; test PSNR / SSIM
@@ -54,9 +56,9 @@ scales by pixels to the 360 x 640 frame.  At the end every searched model
 weights: latency only; their PSNR is the recorded run's) are built at the full
 frame and timed interleaved in one process.  Writes ``--search-out``
 (``bench/results/sr_search.json``, with every scored candidate) and
-``sr_search_front.png`` beside it.  Budget: 300 supernet steps (4 sub-networks
-each), 300 fine-tuning steps per target, 8 x (1 + 3 generations) candidates per
-target; about 15-25 min on 2 shared cores.
+``sr_search_front.png`` beside it.  Budget: 400 supernet steps (4 sub-networks
+each), 2000 fine-tuning steps per target (the chosen sub-network, masks held),
+8 x (1 + 3 generations) candidates per target; about 20-30 min on 2 shared cores.
 
     OMP_NUM_THREADS=1 TVM_NUM_THREADS=2 .venv/bin/python bench/bench_sr.py --search --threads 1 --reps 5
 """
@@ -85,10 +87,12 @@ from suite.core.sr.train import SRTrainRecipe, evaluate, torch_threads, train_sr
 
 SCALE = 2
 # label, zoo name, width multiplier, depth multiplier, steps, batch, LR patch, Adam lr
+# Steps: bench/bench_sr_recipe.py measured ESPCN's val PSNR-Y +0.08 dB from 1500 to 4500 steps; 3000 / 1000 give
+# the zoo a training budget comparable to a searched model's (400 sandwich steps + 2000 fine-tuning steps).
 MODELS = (
-    ("espcn", "espcn", 1.0, 1.0, 1500, 16, 32, 1e-3),
-    ("fsrcnn", "fsrcnn", 1.0, 1.0, 1500, 16, 32, 1e-3),
-    ("edsr-32x4", "edsr", 0.5, 0.25, 500, 16, 32, 5e-4),
+    ("espcn", "espcn", 1.0, 1.0, 3000, 16, 32, 1e-3),
+    ("fsrcnn", "fsrcnn", 1.0, 1.0, 3000, 16, 32, 1e-3),
+    ("edsr-32x4", "edsr", 0.5, 0.25, 1000, 16, 32, 5e-4),
 )
 
 
@@ -148,18 +152,24 @@ def main() -> None:
     p.add_argument("--search", action="store_true",
                    help="only the compiler-aware search section (issue 18 point 4; see the module docstring)")
     p.add_argument("--search-out", default="bench/results/sr_search.json")
-    p.add_argument("--search-zoo", default="bench/results/sr_deploy.json",
+    p.add_argument("--search-zoo", default="bench/results/sr.json",
                    help="recorded zoo run (test PSNR, TVM 720p ms) the search is compared against")
     p.add_argument("--search-fractions", default="0.25,0.5,1.0",
                    help="latency targets as fractions of FSRCNN's TVM-dense 720p frame predicted on the table")
     p.add_argument("--search-tile", default="180x320", help="LR tile the table times convs at (scaled to the frame)")
-    p.add_argument("--supernet-steps", type=int, default=300, help="sandwich-rule supernet steps (once, at the first target)")
-    p.add_argument("--search-ft-steps", type=int, default=300, help="masked fine-tuning steps per target")
+    p.add_argument("--supernet-steps", type=int, default=400, help="sandwich-rule supernet steps (once, at the first target)")
+    p.add_argument("--search-ft-steps", type=int, default=2000, help="masked fine-tuning steps per target")
+    p.add_argument("--search-refresh-zoo", action="store_true",
+                   help="only re-read the zoo PSNR (--search-zoo) into --search-out and redo its comparisons and plot "
+                        "(no training, no timing): for a zoo run that finished after the search read it")
     p.add_argument("--population", type=int, default=8)
     p.add_argument("--generations", type=int, default=3)
     args = p.parse_args()
     if args.reps < 1 or args.budget <= 0:
         p.error("--reps must be >= 1 and --budget > 0")
+    if args.search_refresh_zoo:
+        refresh_zoo(Path(args.search_out), Path(args.search_zoo))
+        return
     if args.search:
         search_main(args)
         return
@@ -372,8 +382,6 @@ def search_main(args) -> None:
 
     start = time.perf_counter()
     load_start = _load()
-    zoo = json.loads(Path(args.search_zoo).read_text())
-    dep = zoo["deployment"]["models"]
     fractions = [float(v) for v in args.search_fractions.split(",")]
     tvm_threads_n = args.deploy_threads
     table = default_table(tvm_threads_n)
@@ -389,18 +397,10 @@ def search_main(args) -> None:
     for label, name, width, depth, *_ in MODELS:
         torch.manual_seed(args.seed)
         m = build_sr_model(name, SCALE, width, depth).eval()
-        zoo_models[label] = m  # untrained: latency only (PSNR from the recorded run)
+        zoo_models[label] = m  # untrained: latency only (PSNR from the recorded run, read at the end)
         lat = SRLatencyModel(table, shape[1:], tile)
-        row = next(r for r in zoo["rows"] if r["model"] == label)
-        d = dep[label]["scales"]["2"]["rows"]
-        zoo_rows.append({"model": label, "test_psnr_y": row["test"]["psnr_y"], "test_ssim_y": row["test"]["ssim_y"],
-                         "val_psnr_y": row["val"]["psnr_y"],
-                         "recorded_tvm_dense_ms": d["tvm-dense"]["median_ms"],
-                         "recorded_tvm_sparse_ms": d["tvm-sparse"]["median_ms"],
-                         "tvm_sparse_test_psnr_y": dep[label]["test"]["tvm-sparse"]["psnr_y"],
-                         "predicted_dense_ms": round(lat.model_ms(lat.layers(m), {}), 2)})
-        print(f"[zoo {label}] test PSNR {row['test']['psnr_y']:.2f}; TVM dense {d['tvm-dense']['median_ms']} ms "
-              f"recorded, {zoo_rows[-1]['predicted_dense_ms']} ms predicted now (convs, table)", flush=True)
+        zoo_rows.append({"model": label, "predicted_dense_ms": round(lat.model_ms(lat.layers(m), {}), 2)})
+        print(f"[zoo {label}] {zoo_rows[-1]['predicted_dense_ms']} ms predicted now (convs, table)", flush=True)
     fsrcnn_pred = next(z for z in zoo_rows if z["model"] == "fsrcnn")["predicted_dense_ms"]
     targets = [round(f * fsrcnn_pred, 2) for f in fractions]
     print(f"targets (ms per 720p frame, {', '.join(map(str, fractions))} x FSRCNN predicted TVM dense "
@@ -447,6 +447,17 @@ def search_main(args) -> None:
             rts[f"{label}-dense"] = tvm_runtime(m, shape, target=target, db=db, sparse=False)
         timing = time_runtimes(rts, frame, reps=args.reps)
     db.save()
+    # the zoo's recorded PSNR, read only now: a zoo run (bench_sr.py without --search) may finish meanwhile
+    zoo = json.loads(Path(args.search_zoo).read_text())
+    dep = zoo.get("deployment", {}).get("models", {})  # absent in a zoo run without --deploy
+    for z in zoo_rows:
+        row = next(r for r in zoo["rows"] if r["model"] == z["model"])
+        d = dep.get(z["model"])
+        z.update({"test_psnr_y": row["test"]["psnr_y"], "test_ssim_y": row["test"]["ssim_y"],
+                  "val_psnr_y": row["val"]["psnr_y"], "train_steps": row["recipe"]["steps"],
+                  "recorded_tvm_dense_ms": None if d is None else d["scales"]["2"]["rows"]["tvm-dense"]["median_ms"],
+                  "recorded_tvm_sparse_ms": None if d is None else d["scales"]["2"]["rows"]["tvm-sparse"]["median_ms"],
+                  "tvm_sparse_test_psnr_y": None if d is None else d["test"]["tvm-sparse"]["psnr_y"]})
     for r in results:
         if "label" not in r:
             continue
@@ -462,13 +473,6 @@ def search_main(args) -> None:
                   "predicted_over_measured": round(z["predicted_dense_ms"] / tm["median_ms"], 3),
                   "compiled_conv_kernels_ms": _kernels_ms(rts[f"{z['model']}-dense"].info["layers"])})
     bic = next(r["test"]["bicubic_psnr_y"] for r in results if "test" in r) if chosen else None
-    for r in results:  # the zoo point at each target: best zoo test PSNR whose dense frame measured within it
-        if "measured_ms" not in r:
-            continue
-        within = [(z["test_psnr_y"], z["model"], z["tvm_dense_ms"]) for z in zoo_rows if z["tvm_dense_ms"] <= r["target_ms"]]
-        best = max(within) if within else None
-        r["best_zoo_dense_within_target"] = None if best is None else {"model": best[1], "test_psnr_y": best[0],
-                                                                       "measured_ms": best[2]}
     out = {"meta": {"command": " ".join(["python", *sys.argv]), "scale": SCALE, "torch_threads": args.threads,
                     "tvm_threads": tvm_threads_n, "target": target, "tuning_db": db.path, "cpu": _cpu(),
                     "cores": os.cpu_count(), "load_start": load_start, "load_end": _load(),
@@ -489,6 +493,7 @@ def search_main(args) -> None:
                     "targets_from": f"FSRCNN dense predicted on the table now, {fsrcnn_pred} ms, x {fractions}",
                     "zoo_from": args.search_zoo},
            "bicubic_test_psnr_y": bic, "zoo": zoo_rows, "results": results}
+    _zoo_comparisons(out)  # best zoo dense model within each target / each searched model's measured ms
     atomic_write_text(Path(args.search_out), json.dumps(out, indent=1) + "\n")
     if chosen:
         _plot_front(out, Path(args.search_out).with_name("sr_search_front.png"))
@@ -511,6 +516,45 @@ def search_main(args) -> None:
               f"| {z['test_psnr_y'] - (bic or 0):+.2f} | {z['test_ssim_y']:.4f} | {z['predicted_dense_ms']:.1f} "
               f"| {z['compiled_conv_kernels_ms']:.1f} | {z['tvm_dense_ms']:.1f} | - |")
     print(f"\nwrote {args.search_out} in {out['meta']['seconds']:.0f} s; load {load_start} -> {_load()}")
+
+
+def _zoo_comparisons(out: dict) -> None:
+    """Per searched model: the best zoo dense model (test PSNR) whose measured TVM frame is within the target,
+    and within the searched model's own measured frame (equal measured latency)."""
+    zoo = out["zoo"]
+    for r in out["results"]:
+        if "measured_ms" not in r:
+            continue
+        for key, limit in (("best_zoo_dense_within_target", r["target_ms"]),
+                           ("best_zoo_dense_within_measured", r["measured_ms"])):
+            within = [(z["test_psnr_y"], z["model"], z["tvm_dense_ms"]) for z in zoo if z["tvm_dense_ms"] <= limit]
+            best = max(within) if within else None
+            r[key] = None if best is None else {"model": best[1], "test_psnr_y": best[0], "measured_ms": best[2]}
+
+
+def refresh_zoo(search_path: Path, zoo_path: Path) -> None:
+    """Re-read the zoo's recorded PSNR from ``zoo_path`` into the search result ``search_path`` (no measurement)."""
+    out = json.loads(search_path.read_text())
+    zoo = json.loads(zoo_path.read_text())
+    for z in out["zoo"]:
+        row = next(r for r in zoo["rows"] if r["model"] == z["model"])
+        z.update({"test_psnr_y": row["test"]["psnr_y"], "test_ssim_y": row["test"]["ssim_y"],
+                  "val_psnr_y": row["val"]["psnr_y"], "train_steps": row["recipe"]["steps"]})
+    _zoo_comparisons(out)
+    out["meta"]["zoo_psnr_refreshed"] = {"from": str(zoo_path), "zoo_run_date": zoo["meta"]["date"],
+                                         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    atomic_write_text(search_path, json.dumps(out, indent=1) + "\n")
+    _plot_front(out, search_path.with_name("sr_search_front.png"))
+    bic = out["bicubic_test_psnr_y"]
+    for r in out["results"]:
+        if "measured_ms" in r:
+            print(f"{r['label']}: test {r['test']['psnr_y']:.2f} ({r['test']['psnr_y'] - bic:+.2f}), measured "
+                  f"{r['measured_ms']:.1f} ms; best zoo within target {r['best_zoo_dense_within_target']}; within "
+                  f"its measured ms {r['best_zoo_dense_within_measured']}")
+    for z in out["zoo"]:
+        print(f"zoo {z['model']} ({z['train_steps']} steps): test {z['test_psnr_y']:.2f} ({z['test_psnr_y'] - bic:+.2f}), "
+              f"TVM dense {z['tvm_dense_ms']:.1f} ms")
+    print(f"updated {search_path}")
 
 
 def _kernels_ms(layers: list[dict]) -> float:

@@ -80,7 +80,8 @@ class SRSearchSettings:
     table_tile: LR ``(h, w)`` at which the table times each conv (scaled linearly to the frame).
     supernet_steps: sandwich-rule training steps (0: use the supernet as it is).
     population / generations: evolutionary search of stage 2.
-    finetune_steps: masked fine-tuning steps of the chosen model (0: none).
+    finetune_steps: masked fine-tuning steps of the chosen model (0: none); each is cheap next to a
+    supernet step (one small sub-network instead of four sub-networks including the largest).
     ratios: block-pruning ratios a conv may take (0 = dense).
     batch_size / patch_size / lr: of supernet training (fine-tuning uses ``lr / 2``).
     val_crop: LR side of the centre crop of each val image used to score candidates
@@ -92,10 +93,10 @@ class SRSearchSettings:
     latency_target_ms: float
     frame_lr: tuple[int, int] = (360, 640)
     table_tile: tuple[int, int] = (90, 160)
-    supernet_steps: int = 300
+    supernet_steps: int = 400
     population: int = 8
     generations: int = 3
-    finetune_steps: int = 200
+    finetune_steps: int = 2000
     ratios: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.875)
     batch_size: int = 16
     patch_size: int = 32

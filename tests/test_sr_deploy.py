@@ -14,7 +14,7 @@ from torch import nn
 from compression.sr_deploy import (RuntimeModule, block_prune_sr, eager_runtime, lower_for_deploy, max_abs_diff,
                                    onnx_runtime, sr_conv_names, subpixel_from_deconv, time_interleaved, tvm_runtime)
 from suite.core.errors import ConfigError
-from suite.core.sr.models import build_sr_model
+from suite.core.sr.models import ResidualSR, build_sr_model
 
 pytest.importorskip("tvm")
 
@@ -28,9 +28,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _model(family: str, scale: int = 2) -> nn.Module:
-    name, width, depth = TINY[family]
     torch.manual_seed(0)
-    model = build_sr_model(name, scale, width, depth).eval()
+    if family == "residual-nn":  # a supernet sub-network with the nearest-neighbour anchor (k3 and k5 blocks)
+        model = ResidualSR(scale, 8, (3, 5), anchor=True).eval()
+    else:
+        name, width, depth = TINY[family]
+        model = build_sr_model(name, scale, width, depth).eval()
     with torch.no_grad():  # FSRCNN's deconvolution starts at std 0.001: make every layer matter in the comparison
         for p in model.parameters():
             if p.dim() > 1:
@@ -102,7 +105,7 @@ def test_block_pruning_masks_and_layer_choice():
 # --------------------------------------------------------------------------- agreement with eager
 
 
-@pytest.mark.parametrize("family", ["espcn", "fsrcnn", "edsr"])
+@pytest.mark.parametrize("family", ["espcn", "fsrcnn", "edsr", "residual-nn"])
 def test_onnx_agrees_with_eager(family, tmp_path):
     model = _model(family)
     pruned, _ = block_prune_sr(model, 0.5)
@@ -114,7 +117,7 @@ def test_onnx_agrees_with_eager(family, tmp_path):
         assert max_abs_diff(got, want) <= TOL
 
 
-@pytest.mark.parametrize("family", ["espcn", "fsrcnn", "edsr"])
+@pytest.mark.parametrize("family", ["espcn", "fsrcnn", "edsr", "residual-nn"])
 def test_tvm_dense_and_block_sparse_agree_with_eager(family):
     model = _model(family)
     pruned, masks = block_prune_sr(model, 0.75)
@@ -132,7 +135,7 @@ def test_tvm_dense_and_block_sparse_agree_with_eager(family):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["espcn", "fsrcnn", "edsr"])
+@pytest.mark.parametrize("family", ["espcn", "fsrcnn", "edsr", "residual-nn"])
 def test_tvm_x4_and_default_pipeline_agree_with_eager(family):
     """x4 (EDSR: two pixel-shuffle stages); TVM's own pipeline and its conv2d_transpose lowering agree too."""
     model = _model(family, scale=4)

@@ -25,7 +25,12 @@ and ``scale`` describe the model.  Only ``Conv2d``, ``ConvTranspose2d``,
   and the kernel size of each block (3 or 5; a 3x3 kernel is the centre of the
   5x5 one).  :meth:`SRSupernet.extract` returns a standalone
   :class:`ResidualSR` whose forward equals the supernet's forward under that
-  choice exactly.
+  choice exactly.  Both carry, by default, a global nearest-neighbour
+  *anchor* (:func:`nearest_anchor`): the input, repeated ``scale^2`` times per
+  channel in pixel-shuffle order, is added to the tail conv's output before the
+  pixel shuffle, so the output is ``nearest-upsampled input + learned residual``
+  (arch names ``residual-sr-nn`` / ``sr-supernet-nn``; ``anchor=False`` gives
+  the plain ``residual-sr`` / ``sr-supernet``).
 
 :func:`build_sr_model` builds by name; the names are listed in
 :data:`SR_ZOO` (and in the lazy registry ``suite.core.sr.sr_models``).
@@ -187,6 +192,18 @@ class EDSR(nn.Module):
 # --------------------------------------------------------------------------- supernet
 
 
+def nearest_anchor(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """``x [N, C, h, w]`` repeated ``scale^2`` times per channel: ``[N, C scale^2, h, w]``.
+
+    Channel ``c scale^2 + k`` equals ``x[:, c]`` for every ``k < scale^2``, the
+    order :class:`torch.nn.PixelShuffle` reads, so ``PixelShuffle(scale)`` of the
+    result is the nearest-neighbour upsampling of ``x`` (``[N, C, h scale, w scale]``).
+    Only unsqueeze / expand / flatten: exports through torch.export, ONNX and TVM.
+    """
+    s2 = int(scale) * int(scale)
+    return x.unsqueeze(2).expand(-1, -1, s2, -1, -1).flatten(1, 2)
+
+
 @dataclass(frozen=True)
 class SRChoice:
     """One sub-network of :class:`SRSupernet`: trunk ``width`` and one kernel size per residual block.
@@ -209,15 +226,19 @@ class ResidualSR(nn.Module):
     """A plain residual SR network, the stand-alone form of a supernet sub-network.
 
     sub_mean -> head conv3x3 (3 -> width) -> residual blocks (per-block kernel)
-    -> conv3x3 -> + head output -> conv3x3 (width -> 3 scale^2) -> pixel shuffle -> add_mean.
+    -> conv3x3 -> + head output -> conv3x3 (width -> 3 scale^2) [+ anchor] -> pixel shuffle -> add_mean.
+    anchor: add :func:`nearest_anchor` of the mean-subtracted input to the tail's
+    output (the net then learns the residual over nearest-neighbour upsampling);
+    ``arch`` is ``residual-sr-nn`` with it, ``residual-sr`` without.
     Input ``[N, 3, h, w]`` in [0, 1]; output ``[N, 3, h s, w s]`` (not clamped).
     """
 
-    arch = "residual-sr"
-
-    def __init__(self, scale: int, width: int, kernels: Sequence[int], mean: Sequence[float] = DIV2K_MEAN) -> None:
+    def __init__(self, scale: int, width: int, kernels: Sequence[int], mean: Sequence[float] = DIV2K_MEAN,
+                 anchor: bool = True) -> None:
         super().__init__()
         self.scale = check_scale(scale)
+        self.anchor = bool(anchor)
+        self.arch = "residual-sr-nn" if self.anchor else "residual-sr"
         self.choice = SRChoice(int(width), tuple(int(k) for k in kernels))
         self.sub_mean = MeanShift(mean, -1.0)
         self.head = nn.Conv2d(3, width, 3, padding=1)
@@ -228,9 +249,13 @@ class ResidualSR(nn.Module):
         self.add_mean = MeanShift(mean, 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.head(self.sub_mean(x))
+        x = self.sub_mean(x)
+        h = self.head(x)
         h = h + self.body_end(self.body(h))
-        return self.add_mean(self.upsample(self.tail(h)))
+        y = self.tail(h)
+        if self.anchor:
+            y = y + nearest_anchor(x, self.scale)
+        return self.add_mean(self.upsample(y))
 
 
 class DynamicConv2d(nn.Module):
@@ -284,15 +309,18 @@ class SRSupernet(nn.Module):
     channels of every trunk weight, and the centre ``k x k`` of each block's
     kernels; head, body_end and tail are 3x3.  ``forward(x, choice)`` runs one
     sub-network (default: the active choice, see :meth:`set_choice`, initially
-    the largest).  Input ``[N, 3, h, w]`` in [0, 1]; output ``[N, 3, h s, w s]``.
+    the largest).  anchor: the global nearest-neighbour anchor of :class:`ResidualSR`
+    (``arch`` ``sr-supernet-nn`` with it, ``sr-supernet`` without; extracted
+    sub-networks inherit it).  Input ``[N, 3, h, w]`` in [0, 1]; output ``[N, 3, h s, w s]``.
     """
 
-    arch = "sr-supernet"
-
     def __init__(self, scale: int, widths: Sequence[int] = (16, 24, 32, 48, 64), max_depth: int = 8,
-                 min_depth: int = 1, kernel_sizes: Sequence[int] = (3, 5), mean: Sequence[float] = DIV2K_MEAN) -> None:
+                 min_depth: int = 1, kernel_sizes: Sequence[int] = (3, 5), mean: Sequence[float] = DIV2K_MEAN,
+                 anchor: bool = True) -> None:
         super().__init__()
         self.scale = check_scale(scale)
+        self.anchor = bool(anchor)
+        self.arch = "sr-supernet-nn" if self.anchor else "sr-supernet"
         self.widths = tuple(sorted({int(w) for w in widths}))
         self.kernel_sizes = tuple(sorted({int(k) for k in kernel_sizes}))
         if not self.widths or self.widths[0] < 1:
@@ -348,17 +376,21 @@ class SRSupernet(nn.Module):
     # -- running and extracting -----------------------------------------
     def forward(self, x: torch.Tensor, choice: SRChoice | None = None) -> torch.Tensor:
         c = self.active if choice is None else self.check_choice(choice)
-        h = self.head(self.sub_mean(x), c.width, 3)
+        x = self.sub_mean(x)
+        h = self.head(x, c.width, 3)
         t = h
         for block, k in zip(self.blocks, c.kernels):
             t = t + block["conv2"](F.relu(block["conv1"](t, c.width, k)), c.width, k)
         h = h + self.body_end(t, c.width, 3)
-        return self.add_mean(self.upsample(self.tail(h, 3 * self.scale * self.scale, 3)))
+        y = self.tail(h, 3 * self.scale * self.scale, 3)
+        if self.anchor:
+            y = y + nearest_anchor(x, self.scale)
+        return self.add_mean(self.upsample(y))
 
     def extract(self, choice: SRChoice) -> ResidualSR:
         """A stand-alone :class:`ResidualSR` with copies of ``choice``'s weights (same forward, exactly)."""
         c = self.check_choice(choice)
-        net = ResidualSR(self.scale, c.width, c.kernels, self.mean)
+        net = ResidualSR(self.scale, c.width, c.kernels, self.mean, anchor=self.anchor)
         net.head = self.head.to_conv(3, c.width, 3)
         for i, k in enumerate(c.kernels):
             net.body[i].conv1 = self.blocks[i]["conv1"].to_conv(c.width, c.width, k)

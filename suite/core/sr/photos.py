@@ -21,7 +21,9 @@ Two sources, both returning an :class:`SRSource`:
 
 Splits are by image: a photo's training patches and its evaluation image are
 never on two sides.  The training split holds HR patches of ``patch_size``
-pixels cut at seeded positions (``patches_per_image`` per photo); val and test
+pixels cut at seeded positions (``patches_per_image`` per photo, and as many
+again from each reduced copy of the photo in ``train_zooms``: FSRCNN's
+scale augmentation, Dong et al. 2016); val and test
 hold whole images cropped at the top-left to a multiple of the scale (or, with
 ``eval_size``, a centred crop of at most that size).  Every crop is recorded as
 a :class:`Crop`.  LR inputs are never stored: they are made on demand with
@@ -81,16 +83,23 @@ def _one_line(text: str) -> str:
 
 @dataclass(frozen=True)
 class Crop:
-    """Where one stored image came from: ``image[:, top:top+height, left:left+width]`` of ``photo``."""
+    """Where one stored image came from: ``image[:, top:top+height, left:left+width]`` of ``photo``.
+
+    zoom: the photo was first resized by this factor (:func:`zoom_image`); 1.0 = the photo as read.
+    """
 
     photo: str
     top: int
     left: int
     height: int
     width: int
+    zoom: float = 1.0
 
     def as_dict(self) -> dict:
-        return {"photo": self.photo, "top": self.top, "left": self.left, "height": self.height, "width": self.width}
+        out = {"photo": self.photo, "top": self.top, "left": self.left, "height": self.height, "width": self.width}
+        if self.zoom != 1.0:  # only when used, so the records (and digests) of unzoomed crops stay as they were
+            out["zoom"] = self.zoom
+        return out
 
 
 @dataclass(frozen=True)
@@ -166,7 +175,8 @@ class SRSource:
             split = self.split(split_name)
             h.update(f"|{split_name}:{len(split)}".encode())
             for img, crop in zip(split.images, split.crops):
-                h.update(repr((crop.photo, crop.top, crop.left, crop.height, crop.width, img.shape)).encode())
+                rec = (crop.photo, crop.top, crop.left, crop.height, crop.width, img.shape)
+                h.update(repr(rec if crop.zoom == 1.0 else (*rec, crop.zoom)).encode())
                 h.update(np.ascontiguousarray(img).tobytes())
         return h.hexdigest()
 
@@ -241,16 +251,40 @@ def _check_settings(scale: int, patch_size: int, patches_per_image: int, eval_si
         _check_int("eval_size", eval_size, 2 * scale + 11)
 
 
+def zoom_image(img: np.ndarray, zoom: float) -> np.ndarray:
+    """``uint8 [3, H, W]`` resized to ``round(H zoom) x round(W zoom)``: antialiased bicubic, rounded to 8 bits.
+
+    zoom 1.0 returns ``img`` itself.  Deterministic (torch on the CPU).
+    """
+    if zoom == 1.0:
+        return img
+    import torch.nn.functional as F
+
+    _, h, w = img.shape
+    x = torch.from_numpy(np.ascontiguousarray(img)).float().unsqueeze(0)
+    y = F.interpolate(x, size=(max(1, round(h * zoom)), max(1, round(w * zoom))), mode="bicubic",
+                      align_corners=False, antialias=True)
+    return y.clamp_(0.0, 255.0).round_().to(torch.uint8).squeeze(0).numpy()
+
+
 def _patches(name: str, photo: str, img: np.ndarray, size: int, count: int, rng: np.random.Generator,
-             where: str) -> list[tuple[np.ndarray, Crop]]:
-    """``count`` HR patches ``[3, size, size]`` at seeded positions, each with its crop record."""
+             where: str, zoom: float = 1.0) -> list[tuple[np.ndarray, Crop]]:
+    """``count`` HR patches ``[3, size, size]`` at seeded positions of ``img`` (already zoomed), with crop records."""
     _, h, w = img.shape
     if h < size or w < size:
-        raise DataError(f"{name}: {where} is {h}x{w}, smaller than the HR patch size {size}x{size}")
+        raise DataError(f"{name}: {where}{'' if zoom == 1.0 else f' zoomed x{zoom:g}'} is {h}x{w}, smaller than "
+                        f"the HR patch size {size}x{size}")
     tops = rng.integers(0, h - size + 1, size=count)
     lefts = rng.integers(0, w - size + 1, size=count)
-    return [(np.ascontiguousarray(img[:, t:t + size, l:l + size]), Crop(photo, int(t), int(l), size, size))
+    return [(np.ascontiguousarray(img[:, t:t + size, l:l + size]), Crop(photo, int(t), int(l), size, size, zoom))
             for t, l in zip(tops, lefts)]
+
+
+def _check_zooms(zooms: Sequence[float]) -> tuple[float, ...]:
+    out = tuple(float(z) for z in zooms)
+    if not out or any(isinstance(z, bool) or not 0.0 < z <= 1.0 for z in zooms) or len(set(out)) != len(out):
+        raise ConfigError(f"train_zooms must be distinct factors in (0, 1], got {zooms!r}")
+    return out
 
 
 def _eval_crop(name: str, photo: str, img: np.ndarray, scale: int, eval_size: int | None,
@@ -270,11 +304,12 @@ def _eval_crop(name: str, photo: str, img: np.ndarray, scale: int, eval_size: in
 
 
 def _assemble(name: str, assignment: dict[str, str], read, *, scale: int, patch_size: int,
-              patches_per_image: int, eval_size: int | None, seed: int, where) -> dict[str, SRSplit]:
+              patches_per_image: int, eval_size: int | None, seed: int, where,
+              train_zooms: tuple[float, ...] = (1.0,)) -> dict[str, SRSplit]:
     """Splits from ``assignment`` (image name -> split); ``read(name)`` gives its ``uint8 [3, H, W]``.
 
-    Train images are visited in sorted name order with one ``default_rng(seed)``,
-    so the patch positions depend only on the seed and the train images.
+    Train images are visited in sorted name order (and each in ``train_zooms`` order) with one
+    ``default_rng(seed)``, so the patch positions depend only on the seed, the zooms and the train images.
     """
     rng = np.random.default_rng(seed)
     parts: dict[str, list[tuple[np.ndarray, Crop]]] = {s: [] for s in SPLITS}
@@ -282,7 +317,9 @@ def _assemble(name: str, assignment: dict[str, str], read, *, scale: int, patch_
         side = assignment[photo]
         img = read(photo)
         if side == "train":
-            parts["train"].extend(_patches(name, photo, img, patch_size, patches_per_image, rng, where(photo)))
+            for zoom in train_zooms:
+                parts["train"].extend(_patches(name, photo, zoom_image(img, zoom), patch_size, patches_per_image,
+                                               rng, where(photo), zoom))
         else:
             parts[side].append(_eval_crop(name, photo, img, scale, eval_size, where(photo)))
     return {s: SRSplit(tuple(p[0] for p in parts[s]), tuple(p[1] for p in parts[s])) for s in SPLITS}
@@ -309,6 +346,7 @@ def load_photos(
     eval_size: int | None = None,
     seed: int = 0,
     photos: Sequence[str] | None = None,
+    train_zooms: Sequence[float] = (1.0,),
 ) -> SRSource:
     """The bundled photos (``data_root`` is accepted and ignored), split by :data:`PHOTO_SPLIT`.
 
@@ -317,9 +355,12 @@ def load_photos(
     patches_per_image: training patches cut from each train photo (seeded by ``seed``).
     eval_size: None keeps val/test images whole; an int takes a centred crop of at most that side.
     photos: a subset of :data:`PHOTO_FILES` to use (default all); each keeps its fixed side.
+    train_zooms: distinct factors in (0, 1]; every train photo is also resized by each
+    (:func:`zoom_image`) and ``patches_per_image`` patches are cut from every copy (val / test untouched).
     """
     _check_settings(scale, patch_size, patches_per_image, eval_size)
     _check_int("seed", seed, 0)
+    zooms = _check_zooms(train_zooms)
     chosen = sorted(PHOTO_SPLIT) if photos is None else list(dict.fromkeys(photos))
     unknown = [p for p in chosen if p not in PHOTO_SPLIT]
     if unknown:
@@ -327,14 +368,17 @@ def load_photos(
     assignment = {p: PHOTO_SPLIT[p] for p in chosen}
     splits = _assemble("photos", assignment, read_photo, scale=scale, patch_size=patch_size,
                        patches_per_image=patches_per_image, eval_size=eval_size, seed=seed,
-                       where=lambda p: f"photo {p!r}")
+                       where=lambda p: f"photo {p!r}", train_zooms=zooms)
     sides = {s: [p for p in chosen if assignment[p] == s] for s in SPLITS}
     description = (f"bundled photos (scikit-learn, scikit-image), x{scale}, split by image: "
-                   f"train {', '.join(sides['train']) or '-'} ({patches_per_image} HR patches of {patch_size} px each), "
+                   f"train {', '.join(sides['train']) or '-'} ({patches_per_image} HR patches of {patch_size} px each"
+                   f"{'' if zooms == (1.0,) else ' per zoom ' + '/'.join(f'{z:g}' for z in zooms)}), "
                    f"val {', '.join(sides['val']) or '-'}, test {', '.join(sides['test']) or '-'} "
                    f"({'whole' if eval_size is None else f'centre {eval_size} px'})")
     meta = {"assignment": assignment, "patch_size": patch_size, "patches_per_image": patches_per_image,
             "eval_size": eval_size, "seed": seed, "split_digest": _split_digest(splits)}
+    if zooms != (1.0,):
+        meta["train_zooms"] = list(zooms)
     return SRSource("photos", scale, splits["train"], splits["val"], splits["test"], description, meta)
 
 

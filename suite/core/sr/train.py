@@ -41,6 +41,11 @@ class SRTrainRecipe:
     patch_size: side of the LR input patch in pixels (the HR crop is ``patch_size * scale``).
     lr: Adam's peak learning rate, decayed by a cosine to 0 at ``steps``.
     betas, weight_decay: Adam's.  flips: random horizontal / vertical flips.
+    transpose: also swap height and width at random (with flips: all 8 rotations / reflections).
+    lr_scales: ``(module-name prefix, multiplier)`` pairs: parameters under that
+    module train at ``multiplier x`` the scheduled learning rate (the first
+    matching prefix wins; e.g. ``(("deconv", 0.1),)``, FSRCNN's recipe).  A prefix
+    that names no parameter of the model is an error.
     """
 
     steps: int = 1000
@@ -50,6 +55,8 @@ class SRTrainRecipe:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     flips: bool = True
+    transpose: bool = False
+    lr_scales: tuple[tuple[str, float], ...] = ()
 
     def validate(self) -> "SRTrainRecipe":
         for name in ("steps", "batch_size", "patch_size"):
@@ -60,7 +67,34 @@ class SRTrainRecipe:
             raise ConfigError(f"SR recipe lr must be a positive number, got {self.lr!r}")
         if self.weight_decay < 0:
             raise ConfigError(f"SR recipe weight_decay must be >= 0, got {self.weight_decay!r}")
+        for item in self.lr_scales:
+            if (not isinstance(item, (tuple, list)) or len(item) != 2 or not isinstance(item[0], str) or not item[0]
+                    or isinstance(item[1], bool) or not isinstance(item[1], (int, float))
+                    or not math.isfinite(item[1]) or item[1] <= 0):
+                raise ConfigError(f"SR recipe lr_scales must be (module prefix, positive multiplier) pairs, "
+                                  f"got {item!r}")
         return self
+
+
+def param_groups(model: nn.Module, lr_scales: tuple[tuple[str, float], ...]) -> list[dict]:
+    """Adam parameter groups: one per multiplier of ``lr_scales`` (``"lr_scale"`` key), the rest at 1.
+
+    A parameter ``name`` falls under prefix ``p`` when ``name == p`` or starts with ``p + "."``.
+    Raises ConfigError when a prefix matches no parameter.
+    """
+    groups: dict[float, list[nn.Parameter]] = {}
+    used = {p: False for p, _ in lr_scales}
+    for name, param in model.named_parameters():
+        scale = 1.0
+        for prefix, mult in lr_scales:
+            if name == prefix or name.startswith(prefix + "."):
+                scale, used[prefix] = float(mult), True
+                break
+        groups.setdefault(scale, []).append(param)
+    missing = [p for p, hit in used.items() if not hit]
+    if missing:
+        raise ConfigError(f"SR recipe lr_scales prefixes {missing} name no parameter of {type(model).__name__}")
+    return [{"params": ps, "lr_scale": s} for s, ps in groups.items()]
 
 
 @dataclass
@@ -98,10 +132,11 @@ def cosine_lr(step: int, total: int, peak: float) -> float:
 
 
 def sample_batch(pool: torch.Tensor, batch_size: int, hr_size: int, flips: bool,
-                 gen: torch.Generator) -> torch.Tensor:
-    """Random ``hr_size`` crops of random pool patches, randomly flipped.
+                 gen: torch.Generator, transpose: bool = False) -> torch.Tensor:
+    """Random ``hr_size`` crops of random pool patches, randomly flipped (and transposed).
 
     pool: ``uint8 [N, 3, P, P]`` HR patches (``P >= hr_size``).
+    transpose: swap H and W of a random half (drawn after the flips, so ``False`` keeps the old stream).
     Returns float32 ``[batch_size, 3, hr_size, hr_size]`` in [0, 1].
     """
     n, _, ph, pw = pool.shape
@@ -115,6 +150,9 @@ def sample_batch(pool: torch.Tensor, batch_size: int, hr_size: int, flips: bool,
         vflip = torch.rand(batch_size, generator=gen) < 0.5
         out[hflip] = out[hflip].flip(-1)
         out[vflip] = out[vflip].flip(-2)
+    if transpose:
+        swap = torch.rand(batch_size, generator=gen) < 0.5
+        out[swap] = out[swap].transpose(-1, -2)
     return out
 
 
@@ -142,18 +180,19 @@ def train_sr(model: nn.Module, train: SRSplit, scale: int, recipe: SRTrainRecipe
     dev = torch.device(device)
     model.to(dev).train()
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay)
+    opt = torch.optim.Adam(param_groups(model, tuple(recipe.lr_scales)), lr=recipe.lr, betas=recipe.betas,
+                           weight_decay=recipe.weight_decay)
     with torch_threads(threads) as n_threads:
         report = SRTrainReport(recipe.steps, 0.0, n_threads)
         start = time.perf_counter()
         for step in range(recipe.steps):
             if before_step is not None:
                 before_step(step)
-            hr = sample_batch(pool, recipe.batch_size, hr_size, recipe.flips, gen)
+            hr = sample_batch(pool, recipe.batch_size, hr_size, recipe.flips, gen, recipe.transpose)
             lr_img = bicubic_down(hr, scale)
             hr, lr_img = hr.to(dev), lr_img.to(dev)
             for group in opt.param_groups:
-                group["lr"] = cosine_lr(step, recipe.steps, recipe.lr)
+                group["lr"] = group["lr_scale"] * cosine_lr(step, recipe.steps, recipe.lr)
             loss = F.l1_loss(model(lr_img), hr)
             opt.zero_grad(set_to_none=True)
             loss.backward()
