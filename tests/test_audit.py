@@ -27,12 +27,15 @@ def _children() -> set[int]:
 
 
 @pytest.fixture(scope="module")
-def owner_run(tmp_path_factory):
-    """A real (small) owner run with its fingerprints and a 6-negative zoo cached: (run_dir, cache_dir, source)."""
+def owner_run(tmp_path_factory, audit_owner_cache):
+    """A real (small) owner run with its fingerprints and a 6-negative zoo cached: (run_dir, cache_dir, source).
+
+    The cache is shared with test_audit_thief.py's owner run (the same owner, a 10-negative zoo).
+    """
     from suite.core.config import RunConfig, TrainRecipe, parse_kv
     from suite.app.pipeline import run
 
-    cache = tmp_path_factory.mktemp("cache")
+    cache = audit_owner_cache
     cfg = RunConfig(model="vgg16", compress="none", profile="smoke", limit=600, cache_dir=str(cache),
                     output_dir=str(tmp_path_factory.mktemp("runs")), quiet=True, threads=1,
                     recipe=TrainRecipe(epochs=5, batch_size=32, lr=0.05, warmup_epochs=0), attacks=(),

@@ -20,12 +20,16 @@ pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def owner_run(tmp_path_factory):
-    """A small owner run (VGG16 w0.25, smoke profile, 600 digits) with ltrc fingerprints and 10 negatives cached."""
+def owner_run(tmp_path_factory, audit_owner_cache):
+    """A small owner run (VGG16 w0.25, smoke profile, 600 digits) with ltrc fingerprints and 10 negatives cached.
+
+    The cache is shared with test_audit.py's owner run: the owner model, its fingerprints and the first 6
+    negatives are built once.
+    """
     from suite.app.pipeline import run
     from suite.core.config import RunConfig, TrainRecipe, parse_kv
 
-    cache = tmp_path_factory.mktemp("cache")
+    cache = audit_owner_cache
     cfg = RunConfig(model="vgg16", compress="none", profile="smoke", limit=600, cache_dir=str(cache),
                     output_dir=str(tmp_path_factory.mktemp("runs")), quiet=True, threads=1,
                     recipe=TrainRecipe(epochs=5, batch_size=32, lr=0.05, warmup_epochs=0), attacks=(),

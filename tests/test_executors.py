@@ -147,7 +147,7 @@ def test_ray_missing_names_the_extra(monkeypatch):
         make_executor("ray")
 
 
-def test_ray_executor_runs_and_isolates_crashes():
+def test_ray_executor_runs_and_isolates_crashes(restore_signal_handlers):
     pytest.importorskip("ray", reason="Ray is not installed (pip install -e \".[cluster]\")")
     import ray
 
