@@ -1,8 +1,9 @@
 """Compile an eager (compressed) model into a TVM Relax executable with our kernels.
 
-Flow: ``torch.export`` -> ``from_exported_program`` (weights as constants) ->
-``FoldBatchnormToConv2D`` + ``FoldConstant`` (BN folded into conv weight and
-bias) -> our rewrite: every ``conv2d(x, W)`` with ``groups == 1`` (with the
+Flow: BN folded into the convs in torch (:func:`fold_batchnorm`) ->
+``torch.export`` -> ``from_exported_program`` (weights as constants) ->
+constant reshapes / transposes folded in numpy, then ``FoldBatchnormToConv2D``
++ ``FoldConstant`` for whatever is left -> our rewrite: every ``conv2d(x, W)`` with ``groups == 1`` (with the
 following bias ``add``, a residual ``add`` and ``relu`` / ``clip(0, 6)``
 fused when present) becomes a
 ``call_tir`` to the row-block gather kernel of
@@ -100,16 +101,82 @@ class CompileResult:
     batch: int
 
 
+def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of eval-mode ``model`` with every BatchNorm that directly follows a conv folded into it.
+
+    Uses ``torch.fx`` (``torch.fx.experimental.optimization.fuse``): the folded
+    conv's weight is ``W * gamma / sqrt(var + eps)`` per output channel, so
+    zeros of a pruned weight stay zeros.  A model that ``torch.fx`` cannot trace
+    is returned unchanged (Relax's ``FoldBatchnormToConv2D`` folds its BNs then,
+    at the cost of one LLVM build per folded constant).
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    try:
+        return fuse(model, inplace=False)
+    except Exception:  # noqa: BLE001 - any tracing failure: keep the module, Relax folds the BNs
+        return model
+
+
+def fold_constant_layouts(mod):
+    """Fold ``reshape`` / ``permute_dims`` of constants (bias reshapes, transposed linear weights) in numpy.
+
+    Relax's ``FoldConstant`` compiles every such expression with LLVM (one build
+    each: about 8 s for MobileNetV2's 52 bias reshapes); the values are the same.
+    """
+    from tvm import relax
+
+    folder = _constant_layout_folder()
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            mod[gv] = folder(mod).visit_expr(func)
+    return mod
+
+
+def _constant_layout_folder():
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    @mutator
+    class ConstantLayoutFolder(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            name = _op_name(call)
+            if name not in ("relax.reshape", "relax.permute_dims") or not isinstance(call.args[0], tvm.ir.Constant):
+                return call
+            value = call.args[0].value.numpy()
+            if name == "relax.reshape":
+                if not isinstance(call.args[1], relax.ShapeExpr):
+                    return call
+                folded = value.reshape([int(v) for v in call.args[1].values])
+            else:
+                axes = call.attrs.axes
+                folded = np.transpose(value, None if axes is None else [int(a) for a in axes])
+            return relax.const(np.ascontiguousarray(folded), str(value.dtype))
+
+    return ConstantLayoutFolder
+
+
 def export_relax(model: torch.nn.Module, input_shape: tuple[int, int, int], batch: int):
-    """``torch.export`` + Relax import with BN folded into the convs."""
+    """``torch.export`` + Relax import with BN folded into the convs and constant layouts folded.
+
+    BNs are folded in torch first (:func:`fold_batchnorm`) and constant
+    reshapes / transposes in numpy (:func:`fold_constant_layouts`), so
+    ``FoldBatchnormToConv2D`` / ``FoldConstant`` are left little to compile
+    (MobileNetV2 w0.5: 8 s -> 0.25 s).
+    """
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 
-    model = model.eval().cpu()
+    model = fold_batchnorm(model.eval().cpu())
     example = torch.rand(batch, *input_shape)
     with torch.no_grad():
         exported = torch.export.export(model, (example,))
     mod = from_exported_program(exported)
+    mod = fold_constant_layouts(mod)
     mod = relax.transform.FoldBatchnormToConv2D()(mod)
     mod = relax.transform.FoldConstant()(mod)
     mod = relax.transform.DeadCodeElimination()(mod)
