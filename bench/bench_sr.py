@@ -50,8 +50,12 @@ default ``bench/results/sr.json``, read at the end, so that run may go alongside
 architecture + per-conv scheme by evolution (``--population``,
 ``--generations``), per-conv block ratios greedily, ``--search-ft-steps``
 masked fine-tuning per target.  Scored on val (chelsea) only; test PSNR / SSIM
-afterwards.  The table times every conv at a ``--search-tile`` LR tile and
-scales by pixels to the 360 x 640 frame.  At the end every searched model
+afterwards.  The table times every conv at the 360 x 640 frame itself (``--search-tile HxW``: at a smaller
+LR tile, scaled by pixels).  Each target's choice is then checked in a closed loop (``--verify-rounds``, default
+3): the chosen masked model is built with TVM at the full frame and timed (``--reps``); if over the target, the
+prediction is rescaled by measured / predicted and the architecture and ratios are chosen again (at most 3
+builds; every round's predicted and measured ms in ``info.verify``).  ``--supernet-cache FILE`` reuses a
+trained supernet (same space, steps, seed; nothing measured changes).  At the end every searched model
 (TVM sparse build) and the zoo's dense architectures (TVM dense, untrained
 weights: latency only; their PSNR is the recorded run's) are built at the full
 frame and timed interleaved in one process.  Writes ``--search-out``
@@ -60,7 +64,10 @@ frame and timed interleaved in one process.  Writes ``--search-out``
 each), 2000 fine-tuning steps per target (the chosen sub-network, masks held),
 8 x (1 + 3 generations) candidates per target; about 20-30 min on 2 shared cores.
 
-    OMP_NUM_THREADS=1 TVM_NUM_THREADS=2 .venv/bin/python bench/bench_sr.py --search --threads 1 --reps 5
+    OMP_NUM_THREADS=1 TVM_NUM_THREADS=2 .venv/bin/python bench/bench_sr.py --search --threads 1 --reps 5 \
+        --fresh-table --search-targets-ms 118.98,237.97,475.93 --supernet-cache ~/.cache/suite/sr_search_supernet.pt
+
+(the recorded run: the second run's targets in absolute ms, the table timed in the run).
 """
 
 from __future__ import annotations
@@ -156,12 +163,25 @@ def main() -> None:
                    help="recorded zoo run (test PSNR, TVM 720p ms) the search is compared against")
     p.add_argument("--search-fractions", default="0.25,0.5,1.0",
                    help="latency targets as fractions of FSRCNN's TVM-dense 720p frame predicted on the table")
-    p.add_argument("--search-tile", default="180x320", help="LR tile the table times convs at (scaled to the frame)")
+    p.add_argument("--search-targets-ms", default=None,
+                   help="absolute latency targets, ms per 720p frame (comma-separated), instead of --search-fractions")
+    p.add_argument("--search-tile", default="frame",
+                   help="LR tile HxW the table times convs at (scaled by pixels to the frame); 'frame': the 360x640 "
+                        "frame itself (no scaling)")
     p.add_argument("--supernet-steps", type=int, default=400, help="sandwich-rule supernet steps (once, at the first target)")
     p.add_argument("--search-ft-steps", type=int, default=2000, help="masked fine-tuning steps per target")
     p.add_argument("--search-refresh-zoo", action="store_true",
                    help="only re-read the zoo PSNR (--search-zoo) into --search-out and redo its comparisons and plot "
                         "(no training, no timing): for a zoo run that finished after the search read it")
+    p.add_argument("--verify-rounds", type=int, default=3,
+                   help="closed measured check per target: at most this many full-frame TVM builds of the chosen "
+                        "model, re-choosing on a rescaled prediction while over the target (0: trust the table)")
+    p.add_argument("--fresh-table", action="store_true",
+                   help="the latency table times every conv in this run (in-memory database) instead of reusing "
+                        "the shared tuning database's cached kernel times (the builds still use and fill it)")
+    p.add_argument("--supernet-cache", default=None,
+                   help="file of the trained supernet's weights: loaded (no supernet training) if it exists for the "
+                        "same space, steps and seed, else written after training")
     p.add_argument("--population", type=int, default=8)
     p.add_argument("--generations", type=int, default=3)
     args = p.parse_args()
@@ -372,7 +392,7 @@ def search_main(args) -> None:
     built with TVM at the full frame and timed interleaved in one process (same load for all).
     """
     from compression.sr_deploy import time_interleaved as time_runtimes
-    from compression.sr_deploy import tvm_runtime
+    from compression.sr_deploy import measure_tvm_frame, tvm_runtime
     from compression.sr_search import SRLatencyModel, SRSearchSettings, default_table, search_sr
     from compression.tvm_backend.backend import tuning_db_path
     from compression.tvm_backend.runtime import tvm_threads
@@ -384,12 +404,17 @@ def search_main(args) -> None:
     load_start = _load()
     fractions = [float(v) for v in args.search_fractions.split(",")]
     tvm_threads_n = args.deploy_threads
-    table = default_table(tvm_threads_n)
+    if args.fresh_table:
+        from compression.tvm_backend.latency_table import TVMLatencyTable
+
+        table = TVMLatencyTable(None, threads=tvm_threads_n)
+    else:
+        table = default_table(tvm_threads_n)
     target = host_target_dict(tvm_threads_n)
     db = TuningDB(tuning_db_path(None))
     frame = real_frames()[2]
     shape = FRAMES[2]
-    tile = tuple(int(v) for v in args.search_tile.split("x"))
+    tile = tuple(shape[1:]) if args.search_tile == "frame" else tuple(int(v) for v in args.search_tile.split("x"))
     source = load_photos(scale=SCALE, patch_size=96, patches_per_image=64, seed=args.seed)
     print(f"source: {source.description}", flush=True)
     # the zoo's convs predicted on the same table
@@ -403,23 +428,50 @@ def search_main(args) -> None:
         print(f"[zoo {label}] {zoo_rows[-1]['predicted_dense_ms']} ms predicted now (convs, table)", flush=True)
     fsrcnn_pred = next(z for z in zoo_rows if z["model"] == "fsrcnn")["predicted_dense_ms"]
     targets = [round(f * fsrcnn_pred, 2) for f in fractions]
+    if args.search_targets_ms:  # absolute targets (e.g. an earlier run's, to compare with it)
+        targets = [float(v) for v in args.search_targets_ms.split(",")]
+        fractions = [round(t / fsrcnn_pred, 4) for t in targets]
     print(f"targets (ms per 720p frame, {', '.join(map(str, fractions))} x FSRCNN predicted TVM dense "
           f"{fsrcnn_pred} ms): {targets}", flush=True)
     torch.manual_seed(args.seed)
     supernet = SRSupernet(SCALE, **SUPERNET)
+    cache_key = {"supernet": {k: list(v) if isinstance(v, tuple) else v for k, v in SUPERNET.items()},
+                 "steps": args.supernet_steps, "seed": args.seed, "scale": SCALE}
+    supernet_from = None
+    if args.supernet_cache and Path(args.supernet_cache).exists():
+        saved = torch.load(args.supernet_cache, map_location="cpu", weights_only=True)
+        if saved.get("key") == json.dumps(cache_key, sort_keys=True):
+            supernet.load_state_dict(saved["state_dict"])
+            supernet_from = args.supernet_cache
+            print(f"supernet weights from {args.supernet_cache} (no training)", flush=True)
     results, chosen = [], {}
+    trained = supernet_from is not None or args.supernet_steps == 0
     for i, t in enumerate(targets):
+        # the supernet is trained by the first search that gets to stage 1 (a target found infeasible before
+        # it leaves the supernet untrained for the next one)
+        before = next(supernet.parameters()).detach().clone()
         settings = SRSearchSettings(latency_target_ms=t, frame_lr=shape[1:], table_tile=tile,
-                                    supernet_steps=args.supernet_steps if i == 0 else 0,
+                                    supernet_steps=0 if trained else args.supernet_steps,
                                     population=args.population, generations=args.generations,
-                                    finetune_steps=args.search_ft_steps, threads=args.threads, seed=args.seed)
+                                    finetune_steps=args.search_ft_steps, threads=args.threads, seed=args.seed,
+                                    verify_rounds=args.verify_rounds, verify_reps=args.reps)
         print(f"\n[search {t} ms] ...", flush=True)
         try:
             res = search_sr(supernet, SCALE, source, settings, table=table,
-                            log=lambda m: print(f"  {m}", flush=True))
+                            log=lambda m: print(f"  {m}", flush=True),
+                            # the verify rounds build and time exactly as the final measurement below does
+                            measure=lambda m: measure_tvm_frame(m, shape, threads=tvm_threads_n, target=target, db=db,
+                                                                reps=args.reps, seed=args.seed))
         except ConfigError as exc:
             print(f"  infeasible: {exc}", flush=True)
             results.append({"target_ms": t, "fraction_of_fsrcnn_dense": fractions[i], "infeasible": str(exc)})
+            res = None
+        if not trained and not torch.equal(before, next(supernet.parameters()).detach()):  # trained just now
+            trained = True
+            if args.supernet_cache:
+                torch.save({"key": json.dumps(cache_key, sort_keys=True), "state_dict": supernet.state_dict()},
+                           args.supernet_cache)
+        if res is None:
             continue
         test = evaluate(res.model, source, "test", threads=args.threads)
         val = evaluate(res.model, source, "val", threads=args.threads)
@@ -479,6 +531,9 @@ def search_main(args) -> None:
                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     "seconds": round(time.perf_counter() - start, 1),
                     "supernet": {k: list(v) if isinstance(v, tuple) else v for k, v in SUPERNET.items()},
+                    "supernet_from": supernet_from or "trained in this run",
+                    "verify_rounds": args.verify_rounds,
+                    "table_db": "in-memory, timed in this run" if args.fresh_table else "shared tuning database",
                     "budget": {"supernet_steps": args.supernet_steps, "finetune_steps": args.search_ft_steps,
                                "population": args.population, "generations": args.generations,
                                "batch_size": 16, "patch_size": 32},
@@ -488,9 +543,14 @@ def search_main(args) -> None:
                               f"calls, median of {args.reps}",
                     "prediction": f"sum over convs of the TVM latency table at a {tile[0]}x{tile[1]} LR tile x "
                                   f"{shape[1] * shape[2] / (tile[0] * tile[1]):g} (pixel ratio); non-conv operators "
-                                  "not included; compiled_conv_kernels_ms: the full-frame build's own per-conv kernel "
+                                  "not included; with --verify-rounds the search builds and times its choice at the "
+                                  "full frame and rescales the prediction by measured / predicted while over the "
+                                  "target (info.verify: every round); predicted_ms is the chosen round's (rescaled) "
+                                  "prediction; compiled_conv_kernels_ms: the full-frame build's own per-conv kernel "
                                   "timings summed (tuning database), to split the gap into tile scaling vs the rest",
-                    "targets_from": f"FSRCNN dense predicted on the table now, {fsrcnn_pred} ms, x {fractions}",
+                    "targets_from": (f"--search-targets-ms {args.search_targets_ms} (FSRCNN dense predicted on the "
+                                     f"table now: {fsrcnn_pred} ms)") if args.search_targets_ms else
+                                    f"FSRCNN dense predicted on the table now, {fsrcnn_pred} ms, x {fractions}",
                     "zoo_from": args.search_zoo},
            "bicubic_test_psnr_y": bic, "zoo": zoo_rows, "results": results}
     _zoo_comparisons(out)  # best zoo dense model within each target / each searched model's measured ms
@@ -498,23 +558,27 @@ def search_main(args) -> None:
     if chosen:
         _plot_front(out, Path(args.search_out).with_name("sr_search_front.png"))
     print("\n| model | target ms | architecture | plan | val PSNR | test PSNR | vs bicubic | test SSIM | predicted ms "
-          "| full-frame conv kernels ms | measured ms | best zoo dense within target |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| full-frame conv kernels ms | measured ms | met | verify rounds (measured ms) | best zoo dense within target |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "measured_ms" not in r:
-            print(f"| search | {r['target_ms']} | infeasible | | | | | | | | | |")
+            print(f"| search | {r['target_ms']} | infeasible | | | | | | | | | | | |")
             continue
+        v = r["info"].get("verify")
+        rounds_cell = "-" if not v else (f"{len(v['rounds'])} ("
+                                         + ", ".join(f"{x['measured_ms']:.0f}" for x in v["rounds"]) + ")")
         a = r["choice"]["architecture"]
         z = r["best_zoo_dense_within_target"]
         zoo_cell = "-" if z is None else f"{z['model']} {z['test_psnr_y']:.2f} dB"
         print(f"| search | {r['target_ms']} | w{a['width']} k{''.join(map(str, a['kernels']))} | {r['choice']['plan']} "
               f"| {r['val']['psnr_y']:.2f} | {r['test']['psnr_y']:.2f} | {r['test']['psnr_y'] - bic:+.2f} "
               f"| {r['test']['ssim_y']:.4f} | {r['predicted_ms']:.1f} | {r['compiled_conv_kernels_ms']:.1f} "
-              f"| {r['measured_ms']:.1f} | {zoo_cell} |")
+              f"| {r['measured_ms']:.1f} | {'yes' if r['measured_ms'] <= r['target_ms'] else 'no'} | {rounds_cell} "
+              f"| {zoo_cell} |")
     for z in zoo_rows:
         print(f"| {z['model']} (dense, recorded PSNR) | - | - | - | {z['val_psnr_y']:.2f} | {z['test_psnr_y']:.2f} "
               f"| {z['test_psnr_y'] - (bic or 0):+.2f} | {z['test_ssim_y']:.4f} | {z['predicted_dense_ms']:.1f} "
-              f"| {z['compiled_conv_kernels_ms']:.1f} | {z['tvm_dense_ms']:.1f} | - |")
+              f"| {z['compiled_conv_kernels_ms']:.1f} | {z['tvm_dense_ms']:.1f} | - | - | - |")
     print(f"\nwrote {args.search_out} in {out['meta']['seconds']:.0f} s; load {load_start} -> {_load()}")
 
 

@@ -29,7 +29,9 @@ through the deployment paths the classifiers use, and adds what SR needs:
   conversion, the call and the output copy included), built by
   :func:`eager_runtime`, :func:`onnx_runtime` and :func:`tvm_runtime`;
   :func:`max_abs_diff` / :func:`time_interleaved` compare and time them side
-  by side in one process; :class:`RuntimeModule` lets
+  by side in one process; :func:`measure_tvm_frame` builds and times one
+  frame the way the benchmark measures a searched model (the SR search's
+  verify rounds); :class:`RuntimeModule` lets
   :func:`suite.core.sr.train.evaluate` score a deployment (PSNR / SSIM) on
   whole photos of any size (one build per input shape).
 """
@@ -464,6 +466,38 @@ def time_interleaved(runtimes: dict[str, SRRuntime], x: np.ndarray, *, reps: int
             samples[name].append((time.perf_counter() - t0) * 1e3)
     return {k: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v), "samples_ms": v}
             for k, v in samples.items()}
+
+
+def measure_tvm_frame(model: nn.Module, input_shape: tuple[int, int, int], *, threads: int = 2,
+                      target: dict | None = None, db=None, reps: int = 5, warmup: int = 2,
+                      seed: int = 0) -> dict[str, Any]:
+    """Build ``model`` the way the SR benchmark measures a searched model and time one frame.
+
+    The build is :func:`tvm_runtime` with ``sparse=True`` (compact kernel for a pruned
+    conv where it measures faster; tile timings cached in ``db``, a
+    :class:`compression.tvm_backend.tuning.TuningDB`) for the LR ``input_shape``
+    ``(3, h, w)``, on ``target`` (default: this host with ``threads`` cores) and
+    ``threads`` TVM threads; the frame is seeded uniform noise in [0, 1] (a
+    conv's time does not depend on pixel values).  ``warmup`` untimed calls, then
+    ``reps`` timed calls (numpy in / numpy out, :func:`time_interleaved`).
+    Returns ``{"median_ms", "samples_ms", "compile_seconds", "tuning_seconds",
+    "sparse_layers", "kernels_ms"}`` -- ``kernels_ms``: the compiler's own
+    per-conv kernel times (tuning database) summed, milliseconds.
+    """
+    from compression.tvm_backend.runtime import tvm_threads
+    from compression.tvm_backend.target import host_target_dict
+
+    target = target or host_target_dict(int(threads))
+    x = np.random.default_rng(seed).random((1, *(int(v) for v in input_shape)), dtype=np.float32)
+    with tvm_threads(int(threads)):
+        rt = tvm_runtime(model, tuple(int(v) for v in input_shape), target=target, db=db, sparse=True)
+        tm = time_interleaved({"frame": rt}, x, reps=reps, warmup=warmup)["frame"]
+    layers = rt.info["layers"]
+    kernels = sum((l["sparse_ms"] if l["kernel"] == "sparse" and l["sparse_ms"] is not None else l["dense_ms"]) or 0.0
+                  for l in layers)
+    return {"median_ms": float(tm["median_ms"]), "samples_ms": [round(float(v), 3) for v in tm["samples_ms"]],
+            "compile_seconds": rt.info["compile_seconds"], "tuning_seconds": rt.info["tuning_seconds"],
+            "sparse_layers": rt.info["sparse_layers"], "kernels_ms": round(float(kernels), 3)}
 
 
 class RuntimeModule(nn.Module):

@@ -29,19 +29,39 @@ real-time SR"); the paper's exact spaces are not public, the design here is ours
    least PSNR per ms saved on the table, until the prediction meets the
    target.  The greedy's plan and stage 2's plan (supernet) are both scored
    for real on val; the better one is kept.
+   Then, optionally, the verify rounds (below).
 4. **Fine-tuning**: the chosen (sub-)network with its block masks fixed,
    :func:`compression.sr_deploy.fine_tune_masked` for ``finetune_steps``.
 
 Latency prediction: each conv of the deployed graph (FSRCNN's deconvolution
 as its sub-pixel conv, :func:`compression.sr_deploy.lower_for_deploy`) is
-looked up at batch 1 on an LR tile ``table_tile`` (default 90 x 160) and
-scaled by ``frame pixels / tile pixels`` (a conv's time is linear in its
-pixels); the sum over convs is the frame's predicted milliseconds.  A pruned
+looked up at batch 1 on the table at the frame ``frame_lr`` itself (default),
+or on a smaller LR tile ``table_tile`` scaled by ``frame pixels / tile
+pixels``; the sum over convs is the frame's predicted milliseconds.  A pruned
 conv costs ``min(dense, compact kernel)`` -- the compiler keeps the dense
 kernel where the compact one is not faster.  Non-conv operators (mean shift,
-pixel shuffle, residual adds, activations) are not in the table: the
-prediction is the convs' time, and the benchmark reports it against the
-measured end-to-end frame.
+pixel shuffle, the anchor, residual adds) are not in the table: measured at
+4.7-5.5 ms per 360x640 frame, 1-2 % of it (``bench/results/sr_search_gap.json``).
+Measured there too, and the reason the default is the frame and the verify
+rounds exist: a conv's time per pixel is not constant across sizes (a 90 x 160
+tile runs in cache and x16 under-predicts the frame's conv 1.6-1.8x), and a
+table entry cached in the tuning database keeps the time of the moment it was
+measured (on a shared host, 32->32 3x3 at 180 x 320 was cached at 7.6 ms and
+re-timed at 19.5-26.7 ms).
+
+Verify rounds (``verify_rounds > 0``): the prediction is a model, and a
+model can be wrong (see "Latency prediction"), so after stage 3 the chosen
+masked model -- before fine-tuning: its latency depends on its masks, not its
+weight values -- is built at ``frame_lr`` by the benchmark's own builder
+(:func:`compression.sr_deploy.measure_tvm_frame`: TVM, sparse, compact kernel
+where faster) and timed.  If the measured frame is over the target, every
+prediction is multiplied by ``measured / raw predicted`` of that model (the
+factor never decreases from round to round) and stages 2-3 choose again; at
+most ``verify_rounds`` builds.  If nothing meets the rescaled prediction, the
+fastest plan of the space (smallest sub-network, every conv at the largest
+ratio) is measured last.  The result keeps the round that met the target
+(else the fastest measured one) and records every round's predicted and
+measured milliseconds in ``info["verify"]``.
 
 The test split is never read: training uses ``source.split("train")``,
 scoring ``source.split("val")``.
@@ -77,7 +97,9 @@ class SRSearchSettings:
 
     latency_target_ms: per frame, predicted on the TVM table at ``frame_lr``.
     frame_lr: LR input ``(h, w)`` of the frame (360 x 640: a 1280 x 720 output at x2).
-    table_tile: LR ``(h, w)`` at which the table times each conv (scaled linearly to the frame).
+    table_tile: LR ``(h, w)`` at which the table times each conv, scaled by pixels to the frame
+    (None, the default: at ``frame_lr`` itself, no scaling -- a conv's time per pixel is not constant
+    across sizes, see "Latency prediction").
     supernet_steps: sandwich-rule training steps (0: use the supernet as it is).
     population / generations: evolutionary search of stage 2.
     finetune_steps: masked fine-tuning steps of the chosen model (0: none); each is cheap next to a
@@ -88,11 +110,16 @@ class SRSearchSettings:
     (None: whole images); the reported ``val_psnr`` is always on whole val images.
     threads: torch threads (training, scoring) and TVM threads (the table).
     seed: every random choice (supernet sampling, crops, search).
+    verify_rounds: at most this many closed-loop checks after choosing (0: none, the prediction is
+    trusted): the chosen masked model is built at ``frame_lr`` by the benchmark's TVM builder and
+    timed; if the measured frame is over the target, every prediction is rescaled by
+    measured / predicted and stages 2-3 choose again (see :func:`search_sr`).
+    verify_reps: timed frames per check (median; 2 warm-up calls before).
     """
 
     latency_target_ms: float
     frame_lr: tuple[int, int] = (360, 640)
-    table_tile: tuple[int, int] = (90, 160)
+    table_tile: tuple[int, int] | None = None
     supernet_steps: int = 400
     population: int = 8
     generations: int = 3
@@ -104,6 +131,8 @@ class SRSearchSettings:
     val_crop: int | None = 96
     threads: int = 2
     seed: int = 0
+    verify_rounds: int = 0
+    verify_reps: int = 5
 
     def validate(self) -> None:
         t = self.latency_target_ms
@@ -111,6 +140,8 @@ class SRSearchSettings:
             raise ConfigError(f"latency_target_ms must be a positive number of milliseconds, got {t!r}")
         for name in ("frame_lr", "table_tile"):
             v = getattr(self, name)
+            if v is None and name == "table_tile":
+                continue
             if (not isinstance(v, (tuple, list)) or len(v) != 2
                     or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in v)):
                 raise ConfigError(f"{name} must be two positive integers (h, w), got {v!r}")
@@ -133,6 +164,10 @@ class SRSearchSettings:
             raise ConfigError(f"val_crop must be None or an integer >= 8 (LR pixels), got {self.val_crop!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if isinstance(self.verify_rounds, bool) or not isinstance(self.verify_rounds, int) or self.verify_rounds < 0:
+            raise ConfigError(f"verify_rounds must be an integer >= 0, got {self.verify_rounds!r}")
+        if isinstance(self.verify_reps, bool) or not isinstance(self.verify_reps, int) or self.verify_reps < 1:
+            raise ConfigError(f"verify_reps must be a positive integer, got {self.verify_reps!r}")
 
     @property
     def ratio_steps(self) -> tuple[float, ...]:
@@ -150,7 +185,10 @@ class SRSearchResult:
     masks: its block masks (pruned convs only).
     choice: JSON-ready: ``architecture`` (supernet only, else None), ``base``, and
     ``layers`` -- per prunable conv ``{"scheme": "dense" | "block", "ratio", ...}``.
-    predicted_ms: on the table, at ``frame_lr``.  val_psnr: whole val images, after fine-tuning.
+    predicted_ms: on the table, at ``frame_lr`` (times the verify rounds' calibration, if any).
+    val_psnr: whole val images, after fine-tuning.
+    info: facts of the run; ``info["verify"]`` (verify rounds on): per round the plan, calibration,
+    predicted / raw predicted / measured ms and whether it met the target; ``met``, ``chosen_round``.
     history: every scored candidate (stage, choice, val PSNR, predicted ms).
     seconds: wall time per stage.
     """
@@ -180,14 +218,19 @@ class SRLatencyModel:
     """Per-frame milliseconds of an SR model with per-conv block ratios, from a latency table.
 
     Each conv is timed on the table at the LR ``tile`` and scaled by
-    ``frame pixels / tile pixels``.  Lookups are cached per (conv shape, ratio).
+    ``frame pixels / tile pixels``; the frame's prediction is that sum times
+    ``calibration`` (1 until a verify round of :func:`search_sr` measured the
+    deployed frame and set it to measured / raw prediction).  Lookups are
+    cached per (conv shape, ratio), uncalibrated.
     """
 
-    def __init__(self, table: Any, frame_lr: tuple[int, int], tile: tuple[int, int]) -> None:
+    def __init__(self, table: Any, frame_lr: tuple[int, int], tile: tuple[int, int],
+                 calibration: float = 1.0) -> None:
         self.table = table
         self.frame_lr = tuple(int(v) for v in frame_lr)
         self.tile = tuple(int(v) for v in tile)
         self.factor = (self.frame_lr[0] * self.frame_lr[1]) / (self.tile[0] * self.tile[1])
+        self.calibration = float(calibration)
         self._ms: dict[tuple, float] = {}
         self._layers: dict[Any, list[LayerInfo]] = {}
         self.lookups = 0
@@ -204,7 +247,11 @@ class SRLatencyModel:
         return convs
 
     def layer_ms(self, layer: LayerInfo, ratio: float) -> float:
-        """Frame milliseconds of ``layer`` block-pruned at ``ratio`` (0: dense)."""
+        """Frame milliseconds of ``layer`` block-pruned at ``ratio`` (0: dense), times ``calibration``."""
+        return self.raw_layer_ms(layer, ratio) * self.calibration
+
+    def raw_layer_ms(self, layer: LayerInfo, ratio: float) -> float:
+        """Frame milliseconds of ``layer`` at ``ratio`` on the table (tile time x pixel factor, uncalibrated)."""
         k = (layer.weight_shape, layer.in_hw, layer.stride, layer.padding, layer.groups, round(float(ratio), 6))
         if k not in self._ms:
             self.lookups += 1
@@ -221,7 +268,12 @@ class SRLatencyModel:
         return self._ms[k]
 
     def model_ms(self, layers: list[LayerInfo], ratios: dict[str, float]) -> float:
+        """Predicted frame milliseconds: the convs' :meth:`layer_ms` summed (calibrated)."""
         return float(sum(self.layer_ms(l, ratios.get(l.name, 0.0)) for l in layers))
+
+    def raw_ms(self, layers: list[LayerInfo], ratios: dict[str, float]) -> float:
+        """The table's frame milliseconds before calibration."""
+        return float(sum(self.raw_layer_ms(l, ratios.get(l.name, 0.0)) for l in layers))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -314,19 +366,27 @@ def train_supernet(supernet: nn.Module, train: Any, scale: int, settings: SRSear
 
 def greedy_ratios(model: nn.Module, names: list[str], layers: list[LayerInfo], lat: SRLatencyModel,
                   score: Callable[[nn.Module], float], target_ms: float, steps: tuple[float, ...],
-                  history: list[dict] | None = None, tag: dict | None = None) -> tuple[dict[str, float], dict]:
+                  history: list[dict] | None = None, tag: dict | None = None,
+                  sensitivities: tuple[float, dict] | None = None) -> tuple[dict[str, float], dict]:
     """Per-layer ratios meeting ``target_ms`` (if reachable), greedy by predicted PSNR loss per ms saved.
 
-    Sensitivities: val PSNR with one layer pruned at each ratio (the rest dense).
-    Returns ``(ratios, info)``; ``info["feasible"]`` says whether the target was met.
+    Sensitivities: val PSNR with one layer pruned at each ratio (the rest dense); ``sensitivities``:
+    ``(base PSNR, {(layer, ratio): drop})`` of an earlier call on the same model (then not rescored,
+    nor recorded in ``history`` again).
+    Returns ``(ratios, info)``; ``info["feasible"]`` says whether the target was met; ``info["_sens"]``
+    is this call's ``sensitivities``.
     """
-    base_psnr = score(model)
-    sens: dict[tuple[str, float], float] = {}
-    for n in names:
-        for r in steps[1:]:
-            pruned = copy.deepcopy(model)
-            _block_masks(pruned, {n: r}).apply(pruned)
-            sens[(n, r)] = max(0.0, base_psnr - score(pruned))
+    fresh = sensitivities is None
+    if sensitivities is not None:
+        base_psnr, sens = sensitivities[0], dict(sensitivities[1])
+    else:
+        base_psnr = score(model)
+        sens = {}
+        for n in names:
+            for r in steps[1:]:
+                pruned = copy.deepcopy(model)
+                _block_masks(pruned, {n: r}).apply(pruned)
+                sens[(n, r)] = max(0.0, base_psnr - score(pruned))
     ratios = {n: 0.0 for n in names}
     by_name = {l.name: l for l in layers}
     ms = lat.model_ms(layers, ratios)
@@ -349,8 +409,8 @@ def greedy_ratios(model: nn.Module, names: list[str], layers: list[LayerInfo], l
         ms = lat.model_ms(layers, ratios)
         moves += 1
     info = {"base_psnr": base_psnr, "moves": moves, "predicted_ms": ms, "feasible": ms <= target_ms,
-            "sensitivity": {f"{n}@{r:g}": round(v, 4) for (n, r), v in sens.items()}}
-    if history is not None:
+            "sensitivity": {f"{n}@{r:g}": round(v, 4) for (n, r), v in sens.items()}, "_sens": (base_psnr, sens)}
+    if history is not None and fresh:
         for (n, r), v in sens.items():
             history.append({"stage": "sensitivity", **(tag or {}), "layer": n, "ratio": r,
                             "val_psnr_drop": round(v, 4)})
@@ -361,14 +421,17 @@ def greedy_ratios(model: nn.Module, names: list[str], layers: list[LayerInfo], l
 
 
 def search_sr(base: nn.Module, scale: int, source: Any, settings: SRSearchSettings, *, table: Any = None,
-              log: Callable[[str], None] = print) -> SRSearchResult:
+              log: Callable[[str], None] = print,
+              measure: Callable[[nn.Module], float | dict] | None = None) -> SRSearchResult:
     """Compiler-aware search (see the module docstring) on ``base`` under ``settings.latency_target_ms``.
 
     base: an :class:`SRSupernet` (trained in place when ``settings.supernet_steps > 0``) or a trained
     fixed SR model (stages 3-4 only).  source: an SRSource (train and val splits are read, never test).
     table: latency table with ``dense_ms(layer)``, ``sparse_ms(layer, kept)``, ``kept_columns(mask)``
-    (default :func:`default_table`).  Raises ConfigError if the target is below the smallest
-    predicted latency of the search space.
+    (default :func:`default_table`).  measure: ``model -> ms`` (or a dict with ``"median_ms"``) of
+    one ``frame_lr`` frame of a masked model, for the verify rounds (``settings.verify_rounds > 0``;
+    default :func:`default_measure`: the benchmark's TVM build at the full frame).  Raises
+    ConfigError if the target is below the smallest predicted latency of the search space.
     """
     from compression.sr_deploy import fine_tune_masked, sr_conv_names
     from suite.core.sr.models import SRChoice, SRSupernet
@@ -378,20 +441,21 @@ def search_sr(base: nn.Module, scale: int, source: Any, settings: SRSearchSettin
     if getattr(base, "scale", scale) != scale:
         raise ConfigError(f"base model is x{base.scale} but the search asked for x{scale}")
     table = table if table is not None else default_table(settings.threads)
-    lat = SRLatencyModel(table, settings.frame_lr, settings.table_tile)
+    tile = tuple(settings.table_tile) if settings.table_tile is not None else tuple(settings.frame_lr)
+    lat = SRLatencyModel(table, settings.frame_lr, tile)
     target = float(settings.latency_target_ms)
     steps = settings.ratio_steps
     max_r = steps[-1]
     seconds: dict[str, float] = {}
     history: list[dict] = []
-    info: dict[str, Any] = {"frame_lr": list(settings.frame_lr), "table_tile": list(settings.table_tile),
+    info: dict[str, Any] = {"frame_lr": list(settings.frame_lr), "table_tile": list(tile),
                             "tile_scale_factor": lat.factor, "block": dict(BLOCK),
                             "table": type(table).__name__, "settings": settings.as_dict()}
     is_supernet = isinstance(base, SRSupernet)
     t0 = time.perf_counter()
 
     def names_of(model: nn.Module) -> list[str]:
-        return sr_conv_names(model, (3, *settings.table_tile))
+        return sr_conv_names(model, (3, 24, 24))  # names do not depend on the input size
 
     # ---- feasibility: the smallest predicted latency of the space
     if is_supernet:
@@ -417,110 +481,189 @@ def search_sr(base: nn.Module, scale: int, source: Any, settings: SRSearchSettin
         seconds["supernet"] = round(time.perf_counter() - t, 3)
 
     scorer = _ValScorer(source, scale, settings.val_crop, settings.threads)
+    cache: dict[tuple, dict] = {}  # (choice, ratios) -> scored candidate; val PSNR does not depend on the round
+    greedy_cache: dict[Any, tuple[dict[str, float], dict]] = {}
 
-    # ---- stage 2: architecture + per-layer scheme search (supernet)
-    stage2_best = None
-    if is_supernet:
-        t = time.perf_counter()
-        rng = np.random.default_rng(settings.seed + 1)
-        base.eval()
-        cache: dict[tuple, dict] = {}
+    def choose(round_i: int) -> dict:
+        """Stages 2 (supernet) and 3 under the latency model's current calibration; the chosen plan."""
+        tag = {"round": round_i}
+        # ---- stage 2: architecture + per-layer scheme search (supernet)
+        stage2_best = None
+        if is_supernet:
+            t = time.perf_counter()
+            rng = np.random.default_rng(settings.seed + 1)  # every round replays the same seeded search
+            base.eval()
+            seen: set[tuple] = set()  # candidates of this round (each recorded once in the history)
 
-        def evaluate_candidate(choice: SRChoice, ratios: dict[str, float], how: str) -> dict | None:
-            sub = base.extract(choice).eval()
-            names = names_of(sub)
-            layers = lat.layers(sub, choice)
-            ratios = {n: float(ratios.get(n, 0.0)) for n in names}
-            ms = lat.model_ms(layers, ratios)
-            if ms > target:  # repair: prune more where it saves the most ms per step
-                ratios, ms = _repair(names, layers, ratios, lat, target, steps)
-            if ms > target:
-                history.append({"stage": "arch", "how": how, "architecture": choice.as_dict(),
+            def evaluate_candidate(choice: SRChoice, ratios: dict[str, float], how: str) -> dict | None:
+                sub = base.extract(choice).eval()
+                names = names_of(sub)
+                layers = lat.layers(sub, choice)
+                ratios = {n: float(ratios.get(n, 0.0)) for n in names}
+                ms = lat.model_ms(layers, ratios)
+                if ms > target:  # repair: prune more where it saves the most ms per step
+                    ratios, ms = _repair(names, layers, ratios, lat, target, steps)
+                if ms > target:
+                    history.append({"stage": "arch", **tag, "how": how, "architecture": choice.as_dict(),
+                                    "layers": _layers_dict(names, ratios), "predicted_ms": round(ms, 3),
+                                    "val_psnr": None, "feasible": False})
+                    return None
+                key = (choice, tuple(sorted(ratios.items())))
+                if key not in cache:
+                    _block_masks(sub, ratios).apply(sub)
+                    cache[key] = {"choice": choice, "ratios": ratios, "psnr": scorer(sub)}
+                cand = {**cache[key], "ms": ms}
+                if key in seen:
+                    return cand
+                seen.add(key)
+                history.append({"stage": "arch", **tag, "how": how, "architecture": choice.as_dict(),
                                 "layers": _layers_dict(names, ratios), "predicted_ms": round(ms, 3),
-                                "val_psnr": None, "feasible": False})
-                return None
-            key = (choice, tuple(sorted(ratios.items())))
-            if key in cache:
-                return cache[key]
-            _block_masks(sub, ratios).apply(sub)
-            psnr = scorer(sub)
-            row = {"stage": "arch", "how": how, "architecture": choice.as_dict(), "layers": _layers_dict(names, ratios),
-                   "predicted_ms": round(ms, 3), "val_psnr": round(psnr, 4), "feasible": True}
-            history.append(row)
-            cache[key] = {"choice": choice, "ratios": ratios, "ms": ms, "psnr": psnr}
-            return cache[key]
+                                "val_psnr": round(cand["psnr"], 4), "feasible": True})
+                return cand
 
-        def random_ratios(choice: SRChoice) -> dict[str, float]:
-            sub_names = names_of(ResidualSR_like(base, choice))
-            return {n: float(steps[int(rng.integers(len(steps)))]) for n in sub_names}
+            def random_ratios(choice: SRChoice) -> dict[str, float]:
+                sub_names = names_of(ResidualSR_like(base, choice))
+                return {n: float(steps[int(rng.integers(len(steps)))]) for n in sub_names}
 
-        def ResidualSR_like(net, choice):  # names only: a weightless stand-in of the extracted sub-network
-            from suite.core.sr.models import ResidualSR
+            def ResidualSR_like(net, choice):  # names only: a weightless stand-in of the extracted sub-network
+                from suite.core.sr.models import ResidualSR
 
-            return ResidualSR(net.scale, choice.width, choice.kernels)
+                return ResidualSR(net.scale, choice.width, choice.kernels)
 
-        pop: list[dict] = []
-        tries = 0
-        while len(pop) < settings.population and tries < settings.population * 4:
-            tries += 1
-            # the smallest and the largest sub-networks first (the largest repaired by pruning), then random ones
-            choice = {1: base.min_choice(), 2: base.max_choice()}.get(tries) or base.sample(rng)
-            cand = evaluate_candidate(choice, random_ratios(choice), "random")
-            if cand is not None and cand not in pop:
-                pop.append(cand)
-        for gen_i in range(settings.generations):
-            pop.sort(key=lambda c: -c["psnr"])
-            parents = pop[:max(1, len(pop) // 2)]
-            children = []
-            for k in range(settings.population - len(parents)):
-                parent = parents[k % len(parents)]
-                choice, ratios = _mutate(base, parent["choice"], parent["ratios"], rng, steps)
-                cand = evaluate_candidate(choice, ratios, f"mutation g{gen_i + 1}")
-                if cand is not None:
-                    children.append(cand)
-            pop = parents + [c for c in children if c not in parents]
-        if pop:
-            stage2_best = max(pop, key=lambda c: c["psnr"])
-            log(f"[sr-search] stage 2: {sum(1 for h in history if h['stage'] == 'arch')} candidates; best "
-                f"{stage2_best['choice'].as_dict()} val PSNR {stage2_best['psnr']:.3f} dB (one-shot), "
-                f"{stage2_best['ms']:.1f} ms predicted")
-        seconds["arch_search"] = round(time.perf_counter() - t, 3)
-        if stage2_best is None:
-            raise ConfigError(f"no candidate met the latency target {target:g} ms (smallest {min_ms:.2f} ms)")
-        arch = stage2_best["choice"]
-        model = base.extract(arch).eval()
-    else:
-        arch = None
-        model = fixed
+            def same(a: dict, b: dict) -> bool:
+                return a["choice"] == b["choice"] and a["ratios"] == b["ratios"]
 
-    # ---- stage 3: pruning-ratio search under the target
-    t = time.perf_counter()
-    names = names_of(model)
-    layers = lat.layers(model, arch if arch is not None else "fixed")
-    with torch_threads(settings.threads):
-        ratios, ginfo = greedy_ratios(model, names, layers, lat, scorer, target, steps, history,
-                                      {"architecture": arch.as_dict() if arch is not None else None})
-    plans = []
-    if ginfo["feasible"]:
+            pop: list[dict] = []
+            tries = 0
+            while len(pop) < settings.population and tries < settings.population * 4:
+                tries += 1
+                # the smallest and the largest sub-networks first (the largest repaired by pruning), then random ones
+                choice = {1: base.min_choice(), 2: base.max_choice()}.get(tries) or base.sample(rng)
+                cand = evaluate_candidate(choice, random_ratios(choice), "random")
+                if cand is not None and not any(same(cand, c) for c in pop):
+                    pop.append(cand)
+            for gen_i in range(settings.generations if pop else 0):
+                pop.sort(key=lambda c: -c["psnr"])
+                parents = pop[:max(1, len(pop) // 2)]
+                children = []
+                for k in range(settings.population - len(parents)):
+                    parent = parents[k % len(parents)]
+                    choice, ratios = _mutate(base, parent["choice"], parent["ratios"], rng, steps)
+                    cand = evaluate_candidate(choice, ratios, f"mutation g{gen_i + 1}")
+                    if cand is not None:
+                        children.append(cand)
+                pop = parents + [c for c in children if not any(same(c, p) for p in parents)]
+            if pop:
+                stage2_best = max(pop, key=lambda c: c["psnr"])
+                log(f"[sr-search] stage 2 (round {round_i}): "
+                    f"{sum(1 for h in history if h['stage'] == 'arch' and h['round'] == round_i)} candidates; best "
+                    f"{stage2_best['choice'].as_dict()} val PSNR {stage2_best['psnr']:.3f} dB (one-shot), "
+                    f"{stage2_best['ms']:.1f} ms predicted")
+            seconds["arch_search"] = round(seconds.get("arch_search", 0.0) + time.perf_counter() - t, 3)
+            if stage2_best is None:
+                raise ConfigError(f"no candidate met the latency target {target:g} ms (smallest {min_ms:.2f} ms "
+                                  f"uncalibrated, calibration x{lat.calibration:.3f})")
+            arch = stage2_best["choice"]
+            model = base.extract(arch).eval()
+        else:
+            arch = None
+            model = fixed
+
+        # ---- stage 3: pruning-ratio search under the target
+        t = time.perf_counter()
+        names = names_of(model)
+        layers = lat.layers(model, arch if arch is not None else "fixed")
+        arch_tag = {"architecture": arch.as_dict() if arch is not None else None}
+        with torch_threads(settings.threads):
+            ratios, ginfo = greedy_ratios(model, names, layers, lat, scorer, target, steps, history,
+                                          {**arch_tag, **tag}, sensitivities=greedy_cache.get(arch))
+        greedy_cache[arch] = ginfo.pop("_sens")
+        plans = []
+        if ginfo["feasible"]:
+            pruned = copy.deepcopy(model)
+            _block_masks(pruned, ratios).apply(pruned)
+            psnr = scorer(pruned)
+            history.append({"stage": "ratio", **tag, "how": "greedy", **arch_tag,
+                            "layers": _layers_dict(names, ratios), "predicted_ms": round(ginfo["predicted_ms"], 3),
+                            "val_psnr": round(psnr, 4), "feasible": True})
+            plans.append(("greedy", ratios, ginfo["predicted_ms"], psnr))
+        if stage2_best is not None:
+            plans.append(("arch-search", stage2_best["ratios"], stage2_best["ms"], stage2_best["psnr"]))
+        if not plans:
+            raise ConfigError(f"the ratio search could not meet the latency target {target:g} ms "
+                              f"(smallest predicted {min_ms:.2f} ms uncalibrated, calibration "
+                              f"x{lat.calibration:.3f})")
+        plan_name, ratios, predicted, one_shot = max(plans, key=lambda p: p[3])
+        ratios = {n: float(ratios.get(n, 0.0)) for n in names}
+        log(f"[sr-search] stage 3 (round {round_i}): plan {plan_name}, one-shot val PSNR {one_shot:.3f} dB, "
+            f"{predicted:.1f} ms predicted (target {target:g}, calibration x{lat.calibration:.3f})")
+        seconds["ratio_search"] = round(seconds.get("ratio_search", 0.0) + time.perf_counter() - t, 3)
+        return {"arch": arch, "model": model, "names": names, "layers": layers, "ratios": ratios,
+                "predicted": float(predicted), "plan": plan_name, "one_shot": float(one_shot),
+                "greedy": {k: v for k, v in ginfo.items() if k != "sensitivity"}}
+
+    def fastest() -> dict:
+        """The smallest predicted plan of the space (smallest sub-network, every conv at the largest ratio)."""
+        if is_supernet:
+            arch = base.min_choice()
+            model = base.extract(arch).eval()
+        else:
+            arch, model = None, fixed
+        names = names_of(model)
+        layers = lat.layers(model, arch if arch is not None else "fixed")
+        ratios = {n: max_r for n in names}
         pruned = copy.deepcopy(model)
         _block_masks(pruned, ratios).apply(pruned)
-        psnr = scorer(pruned)
-        history.append({"stage": "ratio", "how": "greedy", "architecture": arch.as_dict() if arch else None,
-                        "layers": _layers_dict(names, ratios), "predicted_ms": round(ginfo["predicted_ms"], 3),
-                        "val_psnr": round(psnr, 4), "feasible": True})
-        plans.append(("greedy", ratios, ginfo["predicted_ms"], psnr))
-    if stage2_best is not None:
-        plans.append(("arch-search", stage2_best["ratios"], stage2_best["ms"], stage2_best["psnr"]))
-    if not plans:
-        raise ConfigError(f"the ratio search could not meet the latency target {target:g} ms "
-                          f"(smallest predicted {min_ms:.2f} ms)")
-    plan_name, ratios, predicted, one_shot = max(plans, key=lambda p: p[3])
-    ratios = {n: float(ratios.get(n, 0.0)) for n in names}
-    log(f"[sr-search] stage 3: plan {plan_name}, one-shot val PSNR {one_shot:.3f} dB, {predicted:.1f} ms predicted "
-        f"(target {target:g})")
-    info.update({"plan": plan_name, "one_shot_val_psnr": one_shot, "greedy": {k: v for k, v in ginfo.items()
-                                                                               if k != "sensitivity"}})
-    seconds["ratio_search"] = round(time.perf_counter() - t, 3)
+        return {"arch": arch, "model": model, "names": names, "layers": layers, "ratios": ratios,
+                "predicted": lat.model_ms(layers, ratios), "plan": "fastest", "one_shot": scorer(pruned),
+                "greedy": None}
+
+    pick = choose(1)
+
+    # ---- verify rounds: measure the chosen (masked) model at the full frame; rescale the prediction if over
+    rounds: list[dict] = []
+    if settings.verify_rounds > 0:
+        t = time.perf_counter()
+        measure = measure if measure is not None else default_measure(table, settings)
+        picks = []
+        while True:
+            masked = copy.deepcopy(pick["model"]).cpu().eval()
+            _block_masks(masked, pick["ratios"]).apply(masked)  # latency depends on the masks, not the values
+            got = measure(masked)
+            measured = float(got["median_ms"] if isinstance(got, dict) else got)
+            raw = lat.raw_ms(pick["layers"], pick["ratios"])
+            row = {"round": len(rounds) + 1, "plan": pick["plan"],
+                   "architecture": pick["arch"].as_dict() if pick["arch"] is not None else None,
+                   "layers": _layers_dict(pick["names"], pick["ratios"]), "calibration": round(lat.calibration, 4),
+                   "predicted_ms": round(pick["predicted"], 3), "raw_predicted_ms": round(raw, 3),
+                   "measured_ms": round(measured, 3), "measured_over_raw": round(measured / raw, 4),
+                   "one_shot_val_psnr": round(pick["one_shot"], 4), "met": measured <= target}
+            if isinstance(got, dict):
+                row["measure"] = {k: v for k, v in got.items() if k != "median_ms"}
+            rounds.append(row)
+            picks.append((measured, pick))
+            log(f"[sr-search] verify round {row['round']}: {pick['plan']} predicted {pick['predicted']:.1f} ms, "
+                f"measured {measured:.1f} ms (target {target:g}) -> {'met' if row['met'] else 'over'}")
+            if row["met"] or len(rounds) >= settings.verify_rounds or pick["plan"] == "fastest":
+                break
+            # rescale every prediction by measured / raw predicted (never below an earlier round's factor)
+            lat.calibration = max(lat.calibration, measured / raw)
+            try:
+                pick = choose(len(rounds) + 1)
+            except ConfigError as exc:
+                log(f"[sr-search] nothing meets the calibrated prediction ({exc}); trying the fastest plan")
+                pick = fastest()
+        met = [p for p in picks if p[0] <= target]
+        # the met plan (the last round's), else the fastest measured one
+        pick = met[-1][1] if met else min(picks, key=lambda p: p[0])[1]
+        seconds["verify"] = round(time.perf_counter() - t, 3)
+        info["verify"] = {"rounds": rounds, "met": bool(met), "calibration": round(lat.calibration, 4),
+                          "chosen_round": next(i + 1 for i, p in enumerate(picks) if p[1] is pick),
+                          "measured_ms": next(r["measured_ms"] for r, p in zip(rounds, picks) if p[1] is pick)}
+
+    arch, model, names, ratios = pick["arch"], pick["model"], pick["names"], pick["ratios"]
+    predicted, plan_name = pick["predicted"], pick["plan"]
+    info.update({"plan": plan_name, "one_shot_val_psnr": pick["one_shot"], "greedy": pick["greedy"]})
 
     # ---- stage 4: fine-tune with fixed masks
     t = time.perf_counter()
@@ -546,6 +689,28 @@ def search_sr(base: nn.Module, scale: int, source: Any, settings: SRSearchSettin
               "architecture": arch.as_dict() if arch is not None else None,
               "layers": _layers_dict(names, ratios), "plan": plan_name}
     return SRSearchResult(final, masks, choice, float(predicted), float(val["psnr_y"]), history, seconds, info)
+
+
+def default_measure(table: Any, settings: SRSearchSettings) -> Callable[[nn.Module], dict]:
+    """``model -> dict`` timing one ``settings.frame_lr`` frame of a masked model on TVM.
+
+    :func:`compression.sr_deploy.measure_tvm_frame` -- the benchmark's builder (sparse, compact kernel
+    where faster) -- on the table's target, threads and tuning database when it has them (a
+    :class:`~compression.tvm_backend.latency_table.TVMLatencyTable`), else this host with
+    ``settings.threads`` threads and an in-memory database; ``settings.verify_reps`` timed calls.
+    """
+    from compression.sr_deploy import measure_tvm_frame
+
+    threads = int(getattr(table, "threads", settings.threads))
+    tgt = getattr(table, "target", None)
+    db = getattr(table, "db", None)
+    shape = (3, *settings.frame_lr)
+
+    def measure(model: nn.Module) -> dict:
+        return measure_tvm_frame(model, shape, threads=threads, target=tgt, db=db, reps=settings.verify_reps,
+                                 seed=settings.seed)
+
+    return measure
 
 
 def _repair(names: list[str], layers: list[LayerInfo], ratios: dict[str, float], lat: SRLatencyModel,

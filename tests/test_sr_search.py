@@ -209,3 +209,133 @@ def test_search_on_real_tvm_table(source):
     res = search_sr(model, SCALE, source, settings, table=table, log=lambda m: None)
     assert res.predicted_ms <= dense
     assert res.info["table"] == "TVMLatencyTable" and res.info["tile_scale_factor"] == pytest.approx(4.0)
+
+
+# --------------------------------------------------------------------------- verify rounds (closed measured check)
+
+
+class FrameClock:
+    """A fake deployment clock: ``factor`` x the stub table's time of the masked model as the compiler runs it.
+
+    Per conv: the dense time, or the row-block kernel's at the kept columns of the model's zeros where that
+    is faster (what :func:`compression.sr_deploy.measure_tvm_frame` builds), summed; ``factor`` > 1 makes the
+    table under-predict the "measured" frame by that much.  Records every call.
+    """
+
+    def __init__(self, factor: float, frame=(64, 64), tile=(16, 16)) -> None:
+        self.factor, self.frame, self.tile = float(factor), frame, tile
+        self.calls: list[float] = []
+
+    def __call__(self, model) -> dict:
+        table = StubTable()
+        lat = SRLatencyModel(table, self.frame, self.tile)
+        total = 0.0
+        for layer in lat.layers(model):
+            w = model.get_submodule(layer.name).weight.detach()
+            dense = table.dense_ms(layer)
+            kept = table.kept_columns(w != 0)
+            total += (min(dense, table.sparse_ms(layer, kept)) if kept < layer.cols else dense) * lat.factor
+        ms = self.factor * total
+        self.calls.append(ms)
+        return {"median_ms": ms, "samples_ms": [ms]}
+
+
+def test_verify_rounds_off_by_default_and_validated(source):
+    assert SRSearchSettings(latency_target_ms=1.0).verify_rounds == 0
+    assert SRSearchSettings(latency_target_ms=1.0).table_tile is None  # the table times convs at the frame
+    for bad in (dict(verify_rounds=-1), dict(verify_rounds=True), dict(verify_reps=0)):
+        with pytest.raises(ConfigError):
+            _settings(1.0, **bad).validate()
+
+
+def test_verify_round_accepts_an_honest_prediction(source):
+    table = StubTable()
+    lo, hi = _space_ms(table)
+    target = lo + 0.5 * (hi - lo)
+    clock = FrameClock(1.0)
+    res = search_sr(_supernet(), SCALE, source, _settings(target, verify_rounds=3), table=StubTable(),
+                    log=lambda m: None, measure=clock)
+    v = res.info["verify"]
+    assert len(v["rounds"]) == 1 and len(clock.calls) == 1 and v["met"] and v["calibration"] == 1.0
+    r = v["rounds"][0]
+    assert r["round"] == 1 and r["measured_ms"] == pytest.approx(r["raw_predicted_ms"], rel=1e-6)
+    assert r["measured_ms"] <= target and r["predicted_ms"] == pytest.approx(res.predicted_ms, abs=1e-3)
+    assert "verify" in res.seconds
+    # the same search without verification chooses the same model (round 1 is the plain search)
+    plain = search_sr(_supernet(), SCALE, source, _settings(target), table=StubTable(), log=lambda m: None)
+    assert plain.choice == res.choice and "verify" not in plain.info
+
+
+@pytest.mark.parametrize("kind", ["supernet", "fixed"])
+def test_verify_rounds_push_an_under_predicted_model_under_the_target(source, kind):
+    """The table under-predicts the measured frame 2.5x: the rounds rescale the prediction until it is met."""
+    table = StubTable()
+    if kind == "supernet":
+        lo, hi = _space_ms(table)
+        base_fn, target = _supernet, lo * 2.5 * 1.3  # reachable when measured: 1.3 x the measured smallest plan
+    else:
+        torch.manual_seed(0)
+        espcn = build_sr_model("espcn", SCALE, 0.5, 1.0).eval()
+        lat = SRLatencyModel(table, (64, 64), (16, 16))
+        dense = lat.model_ms(lat.layers(espcn), {})
+        smallest = lat.model_ms(lat.layers(espcn), {"body.2": 0.875})
+        # measured (2.5 x the table) the dense net is over, the most pruned one under
+        base_fn, target = (lambda: copy.deepcopy(espcn)), 2.5 * (smallest + 0.3 * (dense - smallest))
+    clock = FrameClock(2.5)
+    res = search_sr(base_fn(), SCALE, source, _settings(target, verify_rounds=3, finetune_steps=1), table=StubTable(),
+                    log=lambda m: None, measure=clock)
+    v = res.info["verify"]
+    rounds = v["rounds"]
+    assert 2 <= len(rounds) <= 3 and len(clock.calls) == len(rounds)
+    assert [r["round"] for r in rounds] == list(range(1, len(rounds) + 1))
+    first, last = rounds[0], rounds[-1]
+    assert not first["met"] and first["measured_ms"] > target and first["calibration"] == 1.0
+    assert first["measured_over_raw"] == pytest.approx(2.5, rel=1e-6)
+    # later rounds predict with the measured factor, and choose a model the table predicts faster
+    assert rounds[1]["calibration"] == pytest.approx(2.5, rel=1e-6)
+    assert last["raw_predicted_ms"] < first["raw_predicted_ms"]
+    assert last["met"] and last["measured_ms"] <= target and v["met"]
+    assert v["chosen_round"] == len(rounds) and v["measured_ms"] == last["measured_ms"]
+    # the returned model is the last round's: its measured frame is the last round's
+    assert clock(res.model)["median_ms"] == pytest.approx(last["measured_ms"], abs=1e-3)
+    assert res.predicted_ms == pytest.approx(last["predicted_ms"], abs=1e-3) and res.predicted_ms <= target
+    assert any(h.get("round") == 2 for h in res.history)
+    import json
+
+    json.dumps(res.info["verify"])
+
+
+def test_verify_rounds_stop_at_the_bound_and_keep_the_fastest(source):
+    """An unreachable measured target: every round is recorded, at most ``verify_rounds``, the fastest is kept."""
+    table = StubTable()
+    lo, hi = _space_ms(table)
+    target = lo + 0.3 * (hi - lo)
+    clock = FrameClock(100.0)  # nothing in the space measures under the target
+    res = search_sr(_supernet(), SCALE, source, _settings(target, verify_rounds=2, finetune_steps=0),
+                    table=StubTable(), log=lambda m: None, measure=clock)
+    v = res.info["verify"]
+    assert not v["met"] and 1 <= len(v["rounds"]) <= 2 and not any(r["met"] for r in v["rounds"])
+    assert v["measured_ms"] == min(r["measured_ms"] for r in v["rounds"])
+
+
+@pytest.mark.slow
+def test_verify_round_measures_on_tvm(source):
+    """The default measurement (the bench's TVM build at the frame) on a table that under-predicts 1000x."""
+    pytest.importorskip("tvm")
+
+    class Tiny(StubTable):
+        def dense_ms(self, layer, repeats: int = 5) -> float:
+            return super().dense_ms(layer) / 1000.0
+
+    torch.manual_seed(0)
+    model = build_sr_model("espcn", SCALE, 0.25, 1.0).eval()
+    lat = SRLatencyModel(Tiny(), (32, 32), (16, 16))
+    dense = lat.model_ms(lat.layers(model), {})
+    settings = _settings(dense, frame_lr=(32, 32), finetune_steps=0, verify_rounds=2, verify_reps=2)
+    res = search_sr(model, SCALE, source, settings, table=Tiny(), log=lambda m: None)
+    rounds = res.info["verify"]["rounds"]
+    assert 1 <= len(rounds) <= 2
+    assert rounds[0]["measured_ms"] > 0 and rounds[0]["measure"]["compile_seconds"] > 0
+    assert not rounds[0]["met"]  # a real frame takes far more than the 1000x-too-small prediction
+    if len(rounds) == 2:
+        assert rounds[1]["calibration"] > 1.0

@@ -83,18 +83,22 @@ class SRProfile:
 
 # default: bench/bench_sr.py's data and recipe at 1500 dense steps (the bench trains ESPCN / FSRCNN 3000;
 # bench/bench_sr_recipe.py measured ESPCN's val PSNR-Y only +0.08 dB higher at 4500 steps than at 1500);
-# the search budget (400 sandwich steps, 2000 fine-tuning steps of the chosen sub-network) is the bench's --search one
+# the search budget (400 sandwich steps, 2000 fine-tuning steps of the chosen sub-network) is the bench's --search one;
+# verify_rounds: the chosen model is built at the 720p frame and timed (TVM, the run's threads and tuning cache), and
+# re-chosen on a rescaled prediction while over the target (at most 3 builds); the smoke profile skips it
 SR_PROFILES: dict[str, SRProfile] = {
     "smoke": SRProfile(steps=30, batch_size=4, patch_size=16, lr=1e-3, ft_steps=10,
                        source={"patch_size": 64, "patches_per_image": 4, "eval_size": 64}, frame_div=8, reps=3,
                        tune=False, search={"supernet_steps": 0, "population": 4, "generations": 1,
-                                           "finetune_steps": 10, "val_crop": 32, "table_tile": (45, 80)}),
+                                           "finetune_steps": 10, "val_crop": 32, "table_tile": (45, 80),
+                                           "verify_rounds": 0}),
     "default": SRProfile(steps=1500, batch_size=16, patch_size=32, lr=1e-3, ft_steps=300,
                          source={"patch_size": 96, "patches_per_image": 64}, reps=10,
-                         search={"supernet_steps": 400, "finetune_steps": 2000}),
+                         search={"supernet_steps": 400, "finetune_steps": 2000, "verify_rounds": 3}),
     "full": SRProfile(steps=3000, batch_size=16, patch_size=32, lr=1e-3, ft_steps=600,
                       source={"patch_size": 96, "patches_per_image": 64}, reps=20,
-                      search={"supernet_steps": 800, "population": 12, "generations": 5, "finetune_steps": 4000}),
+                      search={"supernet_steps": 800, "population": 12, "generations": 5, "finetune_steps": 4000,
+                              "verify_rounds": 3}),
 }
 
 # Post-deployment SR stages, in order: "module:object" implementing suite.core.stages.Stage over an
