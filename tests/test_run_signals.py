@@ -83,6 +83,7 @@ def _spin_until(deadline_s: float) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped exception is the point
 def test_interrupt_swallowed_by_a_finaliser_is_delivered_again():
     """CPython drops an exception raised in ``__del__``; the guard re-raises it in the main flow."""
     from suite.app.interrupts import InterruptGuard
