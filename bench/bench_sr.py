@@ -623,8 +623,9 @@ def refresh_zoo(search_path: Path, zoo_path: Path) -> None:
 
 def _kernels_ms(layers: list[dict]) -> float:
     """Sum of the compiler's own full-frame kernel times of a build (the kernel it kept per conv)."""
-    return round(sum((l["sparse_ms"] if l["kernel"] == "sparse" and l["sparse_ms"] is not None else l["dense_ms"])
-                     for l in layers), 2)
+    from compression.sr_deploy import conv_kernels_ms
+
+    return round(conv_kernels_ms(layers), 2)
 
 
 def _plot_front(out: dict, path: Path) -> None:

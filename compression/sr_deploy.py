@@ -468,6 +468,15 @@ def time_interleaved(runtimes: dict[str, SRRuntime], x: np.ndarray, *, reps: int
             for k, v in samples.items()}
 
 
+def conv_kernels_ms(layers: list[dict]) -> float:
+    """Sum of a TVM build's own per-conv kernel times (ms; the kernel it kept per conv, sparse or dense).
+
+    layers: ``tvm_runtime(...).info["layers"]`` (``kernel``, ``sparse_ms``, ``dense_ms`` per conv).
+    """
+    return float(sum((l["sparse_ms"] if l["kernel"] == "sparse" and l["sparse_ms"] is not None else l["dense_ms"])
+                     or 0.0 for l in layers))
+
+
 def measure_tvm_frame(model: nn.Module, input_shape: tuple[int, int, int], *, threads: int = 2,
                       target: dict | None = None, db=None, reps: int = 5, warmup: int = 2,
                       seed: int = 0) -> dict[str, Any]:
@@ -492,9 +501,7 @@ def measure_tvm_frame(model: nn.Module, input_shape: tuple[int, int, int], *, th
     with tvm_threads(int(threads)):
         rt = tvm_runtime(model, tuple(int(v) for v in input_shape), target=target, db=db, sparse=True)
         tm = time_interleaved({"frame": rt}, x, reps=reps, warmup=warmup)["frame"]
-    layers = rt.info["layers"]
-    kernels = sum((l["sparse_ms"] if l["kernel"] == "sparse" and l["sparse_ms"] is not None else l["dense_ms"]) or 0.0
-                  for l in layers)
+    kernels = conv_kernels_ms(rt.info["layers"])
     return {"median_ms": float(tm["median_ms"]), "samples_ms": [round(float(v), 3) for v in tm["samples_ms"]],
             "compile_seconds": rt.info["compile_seconds"], "tuning_seconds": rt.info["tuning_seconds"],
             "sparse_layers": rt.info["sparse_layers"], "kernels_ms": round(float(kernels), 3)}
