@@ -30,9 +30,11 @@ TVM, 2 warm-up calls, median of ``--reps``.  The frame is a real photo: a
 360 x 640 crop of the test photo ``rocket`` (and its bicubic x2 reduction for
 x4).  Max |pixel difference| of every deployment against eager of the same
 weights on that frame, and test PSNR-Y of every deployment on the whole test
-photos (TVM / ONNX rebuilt per photo shape without tile timing).  x4 rows
-use the same architectures at x4 with seeded *untrained* weights (latency
-and agreement only; no PSNR).  Tile timings go to the shared tuning
+photos (TVM / ONNX rebuilt per photo shape without tile timing).  The rows
+of the scale the zoo was not trained at (``--scale``, default 2: the x4 rows)
+use the same architectures with seeded *untrained* weights (latency and
+agreement only; no PSNR).  ``--scale 4`` trains and scores the zoo at x4
+(bicubic x4 degradation, the 180p -> 720p frame) instead.  Tile timings go to the shared tuning
 database, so a rerun does not search again.
 
     OMP_NUM_THREADS=1 TVM_NUM_THREADS=2 .venv/bin/python bench/bench_sr.py --threads 1 --deploy \
@@ -52,9 +54,11 @@ architecture + per-conv scheme by evolution (``--population``,
 masked fine-tuning per target.  Scored on val (chelsea) only; test PSNR / SSIM
 afterwards.  The table times every conv at the 360 x 640 frame itself (``--search-tile HxW``: at a smaller
 LR tile, scaled by pixels).  Each target's choice is then checked in a closed loop (``--verify-rounds``, default
-3): the chosen masked model is built with TVM at the full frame and timed (``--reps``); if over the target, the
-prediction is rescaled by measured / predicted and the architecture and ratios are chosen again (at most 3
-builds; every round's predicted and measured ms in ``info.verify``).  ``--supernet-cache FILE`` reuses a
+4): the chosen masked model is built with TVM at the full frame and timed (``--reps``); if over the target, the
+prediction is rescaled up by measured / predicted, and if under ``--verify-grow-below`` x the target (default
+0.75), rescaled down (never so far that a plan measured over comes back), and the architecture and ratios are
+chosen again (at most 4 builds; the met plan with the best one-shot val PSNR is kept; every round's predicted
+and measured ms in ``info.verify``).  ``--supernet-cache FILE`` reuses a
 trained supernet (same space, steps, seed; nothing measured changes).  At the end every searched model
 (TVM sparse build) and the zoo's dense architectures (TVM dense, untrained
 weights: latency only; their PSNR is the recorded run's) are built at the full
@@ -106,10 +110,12 @@ MODELS = (
 class Bicubic(torch.nn.Module):
     """The bicubic upsampling baseline as a module (for the latency table)."""
 
-    scale = SCALE
+    def __init__(self, scale: int = SCALE) -> None:
+        super().__init__()
+        self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return bicubic_up(x, SCALE)
+        return bicubic_up(x, self.scale)
 
 
 def _load() -> list[float]:
@@ -149,6 +155,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1, help="torch threads for training, evaluation and timing")
     p.add_argument("--budget", type=float, default=1.0, help="multiplies every model's training steps")
+    p.add_argument("--scale", type=int, default=SCALE, choices=(2, 4),
+                   help="upscaling factor of the zoo (and of --deploy's trained rows; the other scale's rows use "
+                        "untrained weights); the search is x2")
     p.add_argument("--reps", type=int, default=10, help="timed 720p frames per model (median reported)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bench/results/sr.json")
@@ -173,9 +182,12 @@ def main() -> None:
     p.add_argument("--search-refresh-zoo", action="store_true",
                    help="only re-read the zoo PSNR (--search-zoo) into --search-out and redo its comparisons and plot "
                         "(no training, no timing): for a zoo run that finished after the search read it")
-    p.add_argument("--verify-rounds", type=int, default=3,
+    p.add_argument("--verify-rounds", type=int, default=4,
                    help="closed measured check per target: at most this many full-frame TVM builds of the chosen "
-                        "model, re-choosing on a rescaled prediction while over the target (0: trust the table)")
+                        "model, re-choosing on a rescaled prediction while over the target or far under it "
+                        "(0: trust the table)")
+    p.add_argument("--verify-grow-below", type=float, default=0.75,
+                   help="a checked frame under this fraction of the target re-chooses a larger model (0: never)")
     p.add_argument("--fresh-table", action="store_true",
                    help="the latency table times every conv in this run (in-memory database) instead of reusing "
                         "the shared tuning database's cached kernel times (the builds still use and fill it)")
@@ -195,8 +207,10 @@ def main() -> None:
         return
     start = time.perf_counter()
     load_start = _load()
+    scale = args.scale
     with torch_threads(args.threads):
-        source = load_photos(scale=SCALE, patch_size=96, patches_per_image=64, seed=args.seed)
+        # HR patches of 48 LR px (96 at x2, as recorded; 192 at x4), so a 32-px LR training crop fits
+        source = load_photos(scale=scale, patch_size=48 * scale, patches_per_image=64, seed=args.seed)
         print(f"source: {source.description}", flush=True)
         print(f"threads {torch.get_num_threads()}, torch {torch.__version__}, load {load_start}", flush=True)
         trained: dict[str, torch.nn.Module] = {}
@@ -205,11 +219,11 @@ def main() -> None:
             steps = max(1, int(round(steps * args.budget)))
             recipe = SRTrainRecipe(steps=steps, batch_size=batch, patch_size=patch, lr=lr)
             torch.manual_seed(args.seed)
-            model = build_sr_model(name, SCALE, width, depth)
+            model = build_sr_model(name, scale, width, depth)
             params = sum(p.numel() for p in model.parameters())
             print(f"[{label}] {params} params; budget {steps} steps x batch {batch} x LR patch {patch} "
-                  f"(HR {patch * SCALE}), Adam lr {lr:g} cosine", flush=True)
-            report = train_sr(model, source.train, SCALE, recipe, seed=args.seed, threads=args.threads,
+                  f"(HR {patch * scale}), Adam lr {lr:g} cosine", flush=True)
+            report = train_sr(model, source.train, scale, recipe, seed=args.seed, threads=args.threads,
                               log=lambda m, label=label: print(f"  [{label}] {m}", flush=True),
                               log_every=max(1, steps // 5))
             val = evaluate(model, source, "val", threads=args.threads)
@@ -223,19 +237,19 @@ def main() -> None:
                                     "loss": "L1", "optimizer": "Adam", "schedule": "cosine to 0"},
                          "train": report.as_dict(), "val": val, "test": test})
         print("timing 360p -> 720p frames ...", flush=True)
-        x = torch.rand(1, 3, 360, 640, generator=torch.Generator().manual_seed(0))
-        samples = time_interleaved({"bicubic": Bicubic(), **trained}, x, args.reps)
+        x = torch.rand(1, *FRAMES[scale], generator=torch.Generator().manual_seed(0))
+        samples = time_interleaved({"bicubic": Bicubic(scale), **trained}, x, args.reps)
     latency = {k: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v), "samples_ms": v}
                for k, v in samples.items()}
     for row in rows:
         row["latency_720p"] = latency[row["model"]]
     bic = rows[0]["test"]
     result = {
-        "meta": {"command": " ".join(["python", *sys.argv]), "scale": SCALE, "threads": args.threads,
+        "meta": {"command": " ".join(["python", *sys.argv]), "scale": scale, "threads": args.threads,
                  "torch": torch.__version__, "cpu": _cpu(), "cores": os.cpu_count(), "load_start": load_start,
                  "load_end": _load(), "seconds": round(time.perf_counter() - start, 1),
                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                 "latency": f"torch eager, input [1, 3, 360, 640] -> [1, 3, 720, 1280], interleaved, 2 warm-up "
+                 "latency": f"torch eager, input [1, {FRAMES[scale][0]}, {FRAMES[scale][1]}, {FRAMES[scale][2]}] -> [1, 3, 720, 1280], interleaved, 2 warm-up "
                             f"calls, median of {args.reps}",
                  "metrics": "PSNR / SSIM on BT.601 Y, 2-pixel border, 8-bit rounding, mean over images"},
         "source": {k: v for k, v in source.summary().items()},
@@ -244,12 +258,12 @@ def main() -> None:
         "rows": rows,
     }
     if args.deploy:
-        result["deployment"] = deployment_table(trained, source, args)
+        result["deployment"] = deployment_table(trained, source, args, scale)
         result["meta"]["seconds"] = round(time.perf_counter() - start, 1)
         result["meta"]["load_end"] = _load()
     atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")
     header = ("| model | params | train steps (s) | test PSNR-Y dB | vs bicubic | test SSIM-Y | val PSNR-Y dB "
-              "| 720p x2 frame ms (median) |")
+              f"| 720p x{scale} frame ms (median) |")
     print()
     print(header)
     print("|---|---|---|---|---|---|---|---|")
@@ -287,7 +301,7 @@ def real_frames(seed_photo: str = "rocket") -> dict[int, "np.ndarray"]:
     return {2: x2.numpy(), 4: bicubic_down(x2, 2).contiguous().numpy()}
 
 
-def deployment_table(trained: dict[str, torch.nn.Module], source, args) -> dict:
+def deployment_table(trained: dict[str, torch.nn.Module], source, args, trained_scale: int = SCALE) -> dict:
     """Time / compare / score eager, ONNX Runtime, TVM dense and TVM sparse per model (see the module docstring)."""
     from compression.sr_deploy import (RuntimeModule, block_prune_sr, eager_runtime, fine_tune_masked, max_abs_diff,
                                        onnx_runtime, time_interleaved, tvm_runtime)
@@ -313,16 +327,16 @@ def deployment_table(trained: dict[str, torch.nn.Module], source, args) -> dict:
         pruned, masks = block_prune_sr(model, args.sparsity)
         report = None
         if args.ft_steps > 0:
-            report = fine_tune_masked(pruned, masks, source.train, SCALE,
+            report = fine_tune_masked(pruned, masks, source.train, trained_scale,
                                       SRTrainRecipe(steps=args.ft_steps, batch_size=batch, patch_size=patch, lr=lr / 2),
                                       seed=args.seed, threads=args.threads)
         entry: dict = {"pruned_layers": masks.names(), "mask_sparsity": round(masks.sparsity(), 4),
                        "fine_tune_seconds": None if report is None else round(report.seconds, 1), "scales": {}}
         with tvm_threads(threads), torch_threads(threads):
             for scale, shape in FRAMES.items():
-                if scale == SCALE:
+                if scale == trained_scale:
                     dense_m, sparse_m = model, pruned
-                else:  # same architecture at x4, seeded untrained weights, same pruning
+                else:  # same architecture at the other scale, seeded untrained weights, same pruning
                     torch.manual_seed(args.seed)
                     dense_m = build_sr_model(name, scale, width, depth).eval()
                     sparse_m, _ = block_prune_sr(dense_m, args.sparsity)
@@ -338,20 +352,20 @@ def deployment_table(trained: dict[str, torch.nn.Module], source, args) -> dict:
                 diffs["eager-pruned"] = None  # the reference of the sparse row
                 timing = time_interleaved(rts, x, reps=args.reps)
                 entry["scales"][str(scale)] = {
-                    "input": list(shape), "output": [3, shape[1] * scale, shape[2] * scale], "trained": scale == SCALE,
+                    "input": list(shape), "output": [3, shape[1] * scale, shape[2] * scale], "trained": scale == trained_scale,
                     "rows": {k: {"median_ms": round(timing[k]["median_ms"], 2), "samples_ms":
                                  [round(v, 2) for v in timing[k]["samples_ms"]], "max_abs_diff": diffs[k],
                                  **({"info": rts[k].info} if k.startswith("tvm") else {})} for k in rts}}
                 print("  " + ", ".join(f"{k} {timing[k]['median_ms']:.1f} ms" for k in rts), flush=True)
-        # PSNR of every deployment on the whole test photos (x2, trained); rebuilt per photo shape, no tile timing
+        # PSNR of every deployment on the whole test photos (the trained scale); rebuilt per photo shape, no tile timing
         print(f"[deploy {label}] test PSNR of each deployment ...", flush=True)
         one = host_target_dict(1)
         faces = {"eager": model, "eager-pruned": pruned,
-                 "onnxruntime": RuntimeModule(lambda sh, m=model: onnx_runtime(m, sh, threads=1), SCALE),
+                 "onnxruntime": RuntimeModule(lambda sh, m=model: onnx_runtime(m, sh, threads=1), trained_scale),
                  "tvm-dense": RuntimeModule(lambda sh, m=model: tvm_runtime(m, sh, target=one, sparse=False,
-                                                                            measure=False), SCALE),
+                                                                            measure=False), trained_scale),
                  "tvm-sparse": RuntimeModule(lambda sh, m=pruned: tvm_runtime(m, sh, target=one, sparse=True,
-                                                                              measure=False), SCALE)}
+                                                                              measure=False), trained_scale)}
         entry["test"] = {k: {m: v for m, v in evaluate(f, source, "test", threads=args.threads).items()
                              if m != "per_image"} for k, f in faces.items()}
         out["models"][label] = entry
@@ -363,8 +377,9 @@ def print_deployment(dep: dict) -> None:
     rows = ("eager", "onnxruntime", "tvm-dense", "eager-pruned", "tvm-sparse")
     meta = dep["meta"]
     print(f"\nDeployment ({meta['threads']} threads; sparse = block r8 c16 at {meta['sparsity']}; {meta['timing']})")
+    trained = next(s for s, v in next(iter(dep["models"].values()))["scales"].items() if v["trained"])
     print("| model | deployment | x2 720p frame ms | x2 vs eager | x4 720p frame ms | x4 vs eager "
-          "| max abs diff x2 / x4 | test PSNR-Y x2 dB | compact-kernel convs |")
+          f"| max abs diff x2 / x4 | test PSNR-Y x{trained} dB | compact-kernel convs |")
     print("|---|---|---|---|---|---|---|---|---|")
     for label, entry in dep["models"].items():
         for k in rows:
@@ -373,7 +388,7 @@ def print_deployment(dep: dict) -> None:
                 sc = entry["scales"][s]["rows"]
                 cells.append((sc[k]["median_ms"], sc["eager"]["median_ms"] / sc[k]["median_ms"], sc[k]["max_abs_diff"]))
             diff = " / ".join("ref" if c[2] is None else f"{c[2]:.1e}" for c in cells)
-            info = entry["scales"]["2"]["rows"][k].get("info")
+            info = entry["scales"][trained]["rows"][k].get("info")
             kern = "-" if info is None else f"{info['sparse_layers']} / {len(info['layers'])}"
             print(f"| {label} | {k} | {cells[0][0]:.1f} | {cells[0][1]:.2f}x | {cells[1][0]:.1f} | {cells[1][1]:.2f}x "
                   f"| {diff} | {entry['test'][k]['psnr_y']:.2f} | {kern} |")
@@ -454,7 +469,8 @@ def search_main(args) -> None:
                                     supernet_steps=0 if trained else args.supernet_steps,
                                     population=args.population, generations=args.generations,
                                     finetune_steps=args.search_ft_steps, threads=args.threads, seed=args.seed,
-                                    verify_rounds=args.verify_rounds, verify_reps=args.reps)
+                                    verify_rounds=args.verify_rounds, verify_reps=args.reps,
+                                    verify_grow_below=args.verify_grow_below)
         print(f"\n[search {t} ms] ...", flush=True)
         try:
             res = search_sr(supernet, SCALE, source, settings, table=table,
@@ -532,7 +548,7 @@ def search_main(args) -> None:
                     "seconds": round(time.perf_counter() - start, 1),
                     "supernet": {k: list(v) if isinstance(v, tuple) else v for k, v in SUPERNET.items()},
                     "supernet_from": supernet_from or "trained in this run",
-                    "verify_rounds": args.verify_rounds,
+                    "verify_rounds": args.verify_rounds, "verify_grow_below": args.verify_grow_below,
                     "table_db": "in-memory, timed in this run" if args.fresh_table else "shared tuning database",
                     "budget": {"supernet_steps": args.supernet_steps, "finetune_steps": args.search_ft_steps,
                                "population": args.population, "generations": args.generations,
@@ -545,7 +561,7 @@ def search_main(args) -> None:
                                   f"{shape[1] * shape[2] / (tile[0] * tile[1]):g} (pixel ratio); non-conv operators "
                                   "not included; with --verify-rounds the search builds and times its choice at the "
                                   "full frame and rescales the prediction by measured / predicted while over the "
-                                  "target (info.verify: every round); predicted_ms is the chosen round's (rescaled) "
+                                  "target or far under it (info.verify: every round); predicted_ms is the chosen round's (rescaled) "
                                   "prediction; compiled_conv_kernels_ms: the full-frame build's own per-conv kernel "
                                   "timings summed (tuning database), to split the gap into tile scaling vs the rest",
                     "targets_from": (f"--search-targets-ms {args.search_targets_ms} (FSRCNN dense predicted on the "

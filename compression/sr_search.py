@@ -54,14 +54,24 @@ model can be wrong (see "Latency prediction"), so after stage 3 the chosen
 masked model -- before fine-tuning: its latency depends on its masks, not its
 weight values -- is built at ``frame_lr`` by the benchmark's own builder
 (:func:`compression.sr_deploy.measure_tvm_frame`: TVM, sparse, compact kernel
-where faster) and timed.  If the measured frame is over the target, every
-prediction is multiplied by ``measured / raw predicted`` of that model (the
-factor never decreases from round to round) and stages 2-3 choose again; at
-most ``verify_rounds`` builds.  If nothing meets the rescaled prediction, the
-fastest plan of the space (smallest sub-network, every conv at the largest
-ratio) is measured last.  The result keeps the round that met the target
-(else the fastest measured one) and records every round's predicted and
-measured milliseconds in ``info["verify"]``.
+where faster) and timed.  The loop closes from both sides:
+
+* **over the target**: every prediction is multiplied by ``measured / raw
+  predicted`` of that model (never below the factor in force) and stages 2-3
+  choose again;
+* **under with headroom** (measured below ``verify_grow_below`` x target): the
+  factor is lowered to ``measured / raw predicted`` -- but kept high enough
+  that every plan already measured over the target stays predicted over it --
+  and stages 2-3 choose again, so a frame that left a third of its budget
+  unused can buy a larger, higher-PSNR model.
+
+A round that chooses a plan already measured ends the loop (nothing new to
+learn), and so does ``verify_rounds`` builds.  If nothing meets the rescaled
+prediction, the fastest plan of the space (smallest sub-network, every conv
+at the largest ratio) is measured last.  The result keeps, of the rounds that
+met the target, the one with the best one-shot val PSNR (the search's own
+score), else the fastest measured one, and records every round's predicted
+and measured milliseconds in ``info["verify"]``.
 
 The test split is never read: training uses ``source.split("train")``,
 scoring ``source.split("val")``.
@@ -115,6 +125,9 @@ class SRSearchSettings:
     timed; if the measured frame is over the target, every prediction is rescaled by
     measured / predicted and stages 2-3 choose again (see :func:`search_sr`).
     verify_reps: timed frames per check (median; 2 warm-up calls before).
+    verify_grow_below: a checked frame measured under this fraction of the target leaves headroom: the
+    prediction is rescaled down and stages 2-3 choose again, for a larger model (0: never; see
+    :func:`search_sr`).
     """
 
     latency_target_ms: float
@@ -133,6 +146,7 @@ class SRSearchSettings:
     seed: int = 0
     verify_rounds: int = 0
     verify_reps: int = 5
+    verify_grow_below: float = 0.75
 
     def validate(self) -> None:
         t = self.latency_target_ms
@@ -168,6 +182,9 @@ class SRSearchSettings:
             raise ConfigError(f"verify_rounds must be an integer >= 0, got {self.verify_rounds!r}")
         if isinstance(self.verify_reps, bool) or not isinstance(self.verify_reps, int) or self.verify_reps < 1:
             raise ConfigError(f"verify_reps must be a positive integer, got {self.verify_reps!r}")
+        g = self.verify_grow_below
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0.0 <= g < 1.0:
+            raise ConfigError(f"verify_grow_below must be a fraction in [0, 1), got {g!r}")
 
     @property
     def ratio_steps(self) -> tuple[float, ...]:
@@ -620,13 +637,16 @@ def search_sr(base: nn.Module, scale: int, source: Any, settings: SRSearchSettin
 
     pick = choose(1)
 
-    # ---- verify rounds: measure the chosen (masked) model at the full frame; rescale the prediction if over
+    # ---- verify rounds: measure the chosen (masked) model at the full frame; rescale the prediction, choose again
     rounds: list[dict] = []
     if settings.verify_rounds > 0:
         t = time.perf_counter()
         measure = measure if measure is not None else default_measure(table, settings)
         picks = []
+        measured_plans: set = set()
+        over_raw: list[float] = []  # raw predictions of the plans measured over the target
         while True:
+            measured_plans.add(_plan_key(pick))
             masked = copy.deepcopy(pick["model"]).cpu().eval()
             _block_masks(masked, pick["ratios"]).apply(masked)  # latency depends on the masks, not the values
             got = measure(masked)
@@ -644,18 +664,35 @@ def search_sr(base: nn.Module, scale: int, source: Any, settings: SRSearchSettin
             picks.append((measured, pick))
             log(f"[sr-search] verify round {row['round']}: {pick['plan']} predicted {pick['predicted']:.1f} ms, "
                 f"measured {measured:.1f} ms (target {target:g}) -> {'met' if row['met'] else 'over'}")
-            if row["met"] or len(rounds) >= settings.verify_rounds or pick["plan"] == "fastest":
+            grow = row["met"] and measured < settings.verify_grow_below * target
+            row["next"] = "grow" if grow else ("rescale" if not row["met"] else "stop")
+            if len(rounds) >= settings.verify_rounds or (row["met"] and not grow) or (
+                    not row["met"] and pick["plan"] == "fastest"):
+                row["next"] = "stop"
                 break
-            # rescale every prediction by measured / raw predicted (never below an earlier round's factor)
-            lat.calibration = max(lat.calibration, measured / raw)
+            if row["met"]:
+                # headroom: rescale down to this frame, but keep every plan measured over the target predicted over it
+                floor = max((target / r for r in over_raw), default=0.0) * (1 + 1e-6)
+                lat.calibration = max(measured / raw, floor)
+            else:
+                over_raw.append(raw)
+                # rescale every prediction by measured / raw predicted (never below the factor in force)
+                lat.calibration = max(lat.calibration, measured / raw)
             try:
                 pick = choose(len(rounds) + 1)
             except ConfigError as exc:
+                if row["met"]:
+                    break
                 log(f"[sr-search] nothing meets the calibrated prediction ({exc}); trying the fastest plan")
                 pick = fastest()
+            if _plan_key(pick) in measured_plans:
+                log(f"[sr-search] round {len(rounds) + 1} chose a plan already measured; the loop ends")
+                row["next"] = "stop (plan already measured)"
+                break
         met = [p for p in picks if p[0] <= target]
-        # the met plan (the last round's), else the fastest measured one
-        pick = met[-1][1] if met else min(picks, key=lambda p: p[0])[1]
+        # of the met plans the one the search scores best (one-shot val PSNR; the later on a tie), else the fastest
+        pick = (max(reversed(met), key=lambda p: p[1]["one_shot"])[1] if met
+                else min(picks, key=lambda p: p[0])[1])
         seconds["verify"] = round(time.perf_counter() - t, 3)
         info["verify"] = {"rounds": rounds, "met": bool(met), "calibration": round(lat.calibration, 4),
                           "chosen_round": next(i + 1 for i, p in enumerate(picks) if p[1] is pick),
@@ -689,6 +726,11 @@ def search_sr(base: nn.Module, scale: int, source: Any, settings: SRSearchSettin
               "architecture": arch.as_dict() if arch is not None else None,
               "layers": _layers_dict(names, ratios), "plan": plan_name}
     return SRSearchResult(final, masks, choice, float(predicted), float(val["psnr_y"]), history, seconds, info)
+
+
+def _plan_key(pick: dict) -> tuple:
+    """What identifies a plan of the verify rounds: its architecture (None: a fixed model) and per-conv ratios."""
+    return (pick["arch"], tuple(sorted((n, round(float(r), 6)) for n, r in pick["ratios"].items())))
 
 
 def default_measure(table: Any, settings: SRSearchSettings) -> Callable[[nn.Module], dict]:

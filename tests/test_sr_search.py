@@ -318,6 +318,82 @@ def test_verify_rounds_stop_at_the_bound_and_keep_the_fastest(source):
     assert v["measured_ms"] == min(r["measured_ms"] for r in v["rounds"])
 
 
+class DriftClock(FrameClock):
+    """A :class:`FrameClock` whose factor changes from call to call (a host whose load moves), then stays."""
+
+    def __init__(self, factors) -> None:
+        super().__init__(factors[0])
+        self.factors = list(factors)
+
+    def __call__(self, model) -> dict:
+        self.factor = self.factors[min(len(self.calls), len(self.factors) - 1)]
+        return super().__call__(model)
+
+
+def _espcn_space():
+    """A fixed ESPCN (stages 3-4 only: the greedy ratios) and its (most pruned, dense) predicted ms."""
+    torch.manual_seed(0)
+    espcn = build_sr_model("espcn", SCALE, 0.5, 1.0).eval()
+    lat = SRLatencyModel(StubTable(), (64, 64), (16, 16))
+    return espcn, lat.model_ms(lat.layers(espcn), {"body.2": 0.875}), lat.model_ms(lat.layers(espcn), {})
+
+
+def test_verify_rounds_grow_into_headroom(source):
+    """The table over-predicts 2.5x: round 1 meets the target with most of it unused, so the loop rescales down
+    and chooses a larger model that still meets it when measured; the better-scored met plan is kept."""
+    espcn, smallest, dense = _espcn_space()
+    target = smallest + 0.3 * (dense - smallest)
+    clock = FrameClock(0.4)
+    res = search_sr(copy.deepcopy(espcn), SCALE, source, _settings(target, verify_rounds=3, finetune_steps=0),
+                    table=StubTable(), log=lambda m: None, measure=clock)
+    v = res.info["verify"]
+    rounds = v["rounds"]
+    assert len(rounds) >= 2 and len(clock.calls) == len(rounds) and all(r["met"] for r in rounds)
+    assert rounds[0]["measured_ms"] < 0.75 * target and rounds[0]["next"] == "grow"
+    assert rounds[1]["calibration"] == pytest.approx(0.4, rel=1e-6)
+    assert rounds[1]["raw_predicted_ms"] > rounds[0]["raw_predicted_ms"]  # a larger (less pruned) model
+    assert rounds[-1]["next"].startswith("stop")
+    chosen = rounds[v["chosen_round"] - 1]
+    assert chosen["one_shot_val_psnr"] == max(r["one_shot_val_psnr"] for r in rounds)
+    assert chosen["one_shot_val_psnr"] >= rounds[0]["one_shot_val_psnr"]
+    assert clock(res.model)["median_ms"] == pytest.approx(chosen["measured_ms"], abs=1e-3)
+    # growing off: the first met round is final
+    off = search_sr(copy.deepcopy(espcn), SCALE, source,
+                    _settings(target, verify_rounds=3, finetune_steps=0, verify_grow_below=0.0),
+                    table=StubTable(), log=lambda m: None, measure=FrameClock(0.4))
+    assert len(off.info["verify"]["rounds"]) == 1
+    with pytest.raises(ConfigError):
+        _settings(target, verify_grow_below=1.0).validate()
+
+
+@pytest.mark.parametrize("kind", ["supernet", "fixed"])
+def test_verify_growth_never_returns_to_a_plan_measured_over(source, kind):
+    """Round 1 measures over (a loaded host), round 2 far under (the load went away): the rescaled-down
+    prediction still keeps round 1's plan -- and anything the table predicts as large -- over the target."""
+    if kind == "supernet":
+        lo, _ = _space_ms(StubTable())
+        base, target = _supernet(), lo * 2.5 * 1.3
+    else:
+        espcn, smallest, dense = _espcn_space()
+        base, target = espcn, 2.5 * (smallest + 0.3 * (dense - smallest))
+    clock = DriftClock([2.5, 0.3, 0.3, 0.3])
+    res = search_sr(base, SCALE, source, _settings(target, verify_rounds=4, finetune_steps=0),
+                    table=StubTable(), log=lambda m: None, measure=clock)
+    rounds = res.info["verify"]["rounds"]
+    assert not rounds[0]["met"] and rounds[1]["met"]
+    for later in rounds[2:]:
+        assert later["raw_predicted_ms"] < rounds[0]["raw_predicted_ms"]
+    keys = [(json_key(r["architecture"]), json_key(r["layers"])) for r in rounds]
+    assert len(set(keys)) == len(keys)  # no plan measured twice
+    assert res.info["verify"]["met"] and res.info["verify"]["measured_ms"] <= target
+
+
+def json_key(obj) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True)
+
+
 @pytest.mark.slow
 def test_verify_round_measures_on_tvm(source):
     """The default measurement (the bench's TVM build at the frame) on a table that under-predicts 1000x."""

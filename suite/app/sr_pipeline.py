@@ -85,7 +85,7 @@ class SRProfile:
 # bench/bench_sr_recipe.py measured ESPCN's val PSNR-Y only +0.08 dB higher at 4500 steps than at 1500);
 # the search budget (400 sandwich steps, 2000 fine-tuning steps of the chosen sub-network) is the bench's --search one;
 # verify_rounds: the chosen model is built at the 720p frame and timed (TVM, the run's threads and tuning cache), and
-# re-chosen on a rescaled prediction while over the target (at most 3 builds); the smoke profile skips it
+# re-chosen on a rescaled prediction while over the target or under 0.75 of it (at most 3 builds); smoke skips it
 SR_PROFILES: dict[str, SRProfile] = {
     "smoke": SRProfile(steps=30, batch_size=4, patch_size=16, lr=1e-3, ft_steps=10,
                        source={"patch_size": 64, "patches_per_image": 4, "eval_size": 64}, frame_div=8, reps=3,
