@@ -221,7 +221,8 @@ def main() -> None:
         cal = {k: ModuleSRPredictor(models[k], SCALE) for k in cal_names}
         held = {k: ModuleSRPredictor(models[k], SCALE) for k in held_names}
         start_q = lr_crops(source.val, SCALE, 32, args.queries, seed=args.seed + 21)
-        variants = {"crops+bicubic": dict(mode="crops", refs=False), "crops+references": dict(mode="crops", refs=True),
+        variants = {"noise+bicubic": dict(mode="noise", refs=False),
+                    "crops+bicubic": dict(mode="crops", refs=False), "crops+references": dict(mode="crops", refs=True),
                     "optimised+bicubic": dict(mode="optimised", refs=False),
                     "optimised+references": dict(mode="optimised", refs=True),
                     "optimised+references+weight-noise": dict(mode="optimised", refs=True, weight_noise=0.05)}

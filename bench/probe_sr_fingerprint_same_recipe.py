@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python bench/probe_sr_fingerprint_same_recipe.py
 
 The owner is the default-profile ESPCN of ``suite run --task sr`` (x2, 1,500 steps, seed 0), the copy is that
-run's block-0.75 compression (masked fine-tuning), the negatives and references are the same recipe with seeds
+run's block-0.75 compression (masked fine-tuning; and the same at 0.5), the negatives and references are the same recipe with seeds
 1-4 and 1000-1001 (all from / into the SR model cache).  Prints the copy's score beside the negatives' for
 every query mode x score x reference count.  Results: bench/RESULTS.md ("Super-resolution", fingerprints).
 """
@@ -25,8 +25,10 @@ refs = [get_dense_sr(dataclasses.replace(cfg, seed=s), src, prof)[0] for s in (1
 t=time.time(); comp, info = compress_sr(cfg, owner, src, prof, FRAME_720P[2]); print("compress", time.time()-t)
 size = crop_side(src.val, 2, None); q = lr_crops(src.val, 2, size, 32, seed=0)
 P = lambda m: ModuleSRPredictor(m, 2)
-for mode, score, nref in itertools.product(("crops", "optimised"), ("psnr", "residual_corr"), (0, 2)):
+comp50, _ = compress_sr(dataclasses.replace(cfg, sparsity=0.5), owner, src, prof, FRAME_720P[2])
+for mode, score, nref in itertools.product(("crops", "optimised", "noise"), ("psnr", "residual_corr"), (0, 2)):
     st = SRFingerprintSettings(mode=mode, score=score).validate()
     fp = SRFingerprinter(st).generate(owner, q, 2, references=refs[:nref])
-    pos = score_suspect(fp, P(comp)); ng = [round(score_suspect(fp, P(n)), 3) for n in neg]
-    print(f"{mode:9s} {score:13s} refs={nref}: pruned {pos:.3f} negatives {ng}", flush=True)
+    pos = [round(score_suspect(fp, P(c)), 3) for c in (comp50, comp)]
+    ng = [round(score_suspect(fp, P(n)), 3) for n in neg]
+    print(f"{mode:9s} {score:13s} refs={nref}: pruned 0.5 / 0.75 {pos} negatives {ng}", flush=True)

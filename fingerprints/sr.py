@@ -6,11 +6,22 @@ A set of LR query images ``x`` ``[Q, 3, s, s]`` and the owner's outputs on them
 ``owner_out`` ``[Q, 3, s k, s k]``, plus a *baseline* output per query: the
 mean output of the owner's reference models (independent SR models the owner
 trained itself for this purpose, never a suspect) or, without references,
-bicubic upsampling.  Two ways to choose the queries
+bicubic upsampling.  Three ways to choose the queries
 (:attr:`SRFingerprintSettings.mode`):
 
 * ``"crops"``: the starting LR crops as they are (fixed crops of the owner's
   own photos);
+* ``"noise"`` (our design): seeded binary noise images (every pixel and
+  channel 0 or 1), as many and as large as the starting crops (only their
+  shape is used), not optimised.  Far from any photo, where training data
+  does not pin a model's answer down: models trained independently on the
+  same photos with the same recipe (other seeds) agree with the owner on
+  natural crops -- more closely than the owner's own pruned copy does -- but
+  not on noise, where a copy keeps the owner's weights' answer.  Measured on
+  default-profile ESPCNs (``bench/probe_sr_fingerprint_same_recipe.py``):
+  PSNR to the owner's output 31.2 / 25.3 dB for the block-0.5 / 0.75
+  fine-tuned copies against 22.8-23.5 dB for four same-recipe models (on val
+  crops: 50.4 dB for the 0.75 copy against 54.6-54.8);
 * ``"optimised"`` (characteristic examples for SR; our design): each crop is
   moved inside an Linf ball of ``eps`` around it (sign-gradient ascent,
   ``steps`` steps of ``step_size``, clipped to [0, 1]) to *maximise* how much
@@ -73,7 +84,7 @@ from suite.core.sr.degrade import bicubic_up
 from suite.core.sr.metrics import psnr_y
 from suite.core.sr.predictor import CallSRPredictor, ModuleSRPredictor, SRPredictor
 
-MODES = ("crops", "optimised")
+MODES = ("crops", "optimised", "noise")
 SCORES = ("residual_corr", "psnr")
 PSNR_CAP = 100.0
 
@@ -82,11 +93,11 @@ PSNR_CAP = 100.0
 class SRFingerprintSettings:
     """Settings of :class:`SRFingerprinter` (see the module docstring).
 
-    mode: ``"crops"`` or ``"optimised"``.  steps / step_size / eps: the query optimisation (Linf ball of ``eps``
-    around each starting crop).  bicubic_weight: weight of the owner-vs-bicubic term.
+    mode: ``"crops"``, ``"optimised"`` or ``"noise"``.  steps / step_size / eps: the query optimisation
+    (``"optimised"`` only; Linf ball of ``eps`` around each starting crop).  bicubic_weight: weight of the owner-vs-bicubic term.
     weight_noise / noise_copies: relative weight noise and number of noisy owner copies (0: the owner only).
     score: ``"residual_corr"`` or ``"psnr"``.  border: pixels cropped before scoring (``None``: the scale).
-    seed: seeds the weight noise.
+    seed: seeds the weight noise and the ``"noise"`` queries.
     """
 
     mode: str = "optimised"
@@ -168,7 +179,8 @@ class SRFingerprinter:
 
     def generate(self, owner: nn.Module, start_lr: torch.Tensor, scale: int,
                  references: Sequence[nn.Module] = ()) -> SRFingerprint:
-        """Queries from ``start_lr`` ``[Q, 3, s, s]`` (e.g. crops of the owner's train / val photos).
+        """Queries from ``start_lr`` ``[Q, 3, s, s]`` (e.g. crops of the owner's train / val photos; for
+        ``mode="noise"`` only its shape: ``Q`` seeded binary noise images of that size).
 
         references: independent SR models of the owner (not suspects): the query objective pushes away from them
             and their mean output is the score's baseline; empty: bicubic is the baseline.
@@ -180,6 +192,9 @@ class SRFingerprinter:
         owner.eval()
         refs = [r.eval() for r in references]
         x0 = start_lr.detach().float().clamp(0, 1)
+        if s.mode == "noise":
+            gen = torch.Generator().manual_seed(s.seed)
+            x0 = (torch.rand(x0.shape, generator=gen) < 0.5).float()
         x = x0.clone()
         losses: list[float] = []
         if s.mode == "optimised" and s.steps > 0:
@@ -213,6 +228,7 @@ class SRFingerprinter:
         owner_out = _outputs(owner, x)
         baseline = torch.stack([_outputs(r, x) for r in refs]).mean(0) if refs else bicubic_up(x, scale)
         meta = {"references": len(refs), "baseline": "reference mean" if refs else "bicubic",
+                "queries_from": "binary noise (seeded)" if s.mode == "noise" else "start crops",
                 "linf_from_start": float((x - x0).abs().max()),
                 "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
         settings = asdict(s)
@@ -403,8 +419,8 @@ SR_FINGERPRINT_NAME = "sr-outputs"
 # threshold, half are held out).
 SR_FINGERPRINT_PROFILES: dict[str, dict] = {
     "smoke": {"queries": 8, "steps": 5, "negatives": 2, "references": 0, "score": "psnr"},
-    "default": {"queries": 32, "steps": 40, "negatives": 4, "references": 2, "score": "residual_corr"},
-    "full": {"queries": 32, "steps": 40, "negatives": 6, "references": 2, "score": "residual_corr"},
+    "default": {"queries": 32, "mode": "noise", "negatives": 4, "references": 0, "score": "psnr"},
+    "full": {"queries": 32, "mode": "noise", "negatives": 6, "references": 0, "score": "psnr"},
 }
 SR_FINGERPRINT_KEYS = ("mode", "steps", "step_size", "eps", "bicubic_weight", "weight_noise", "noise_copies",
                        "score", "border", "seed", "queries", "crop", "fpr", "references")
@@ -414,16 +430,14 @@ REFERENCE_SEED_OFFSET = 1000  # reference models: seeds seed + 1000 + i, apart f
 def sr_fingerprint_settings(cfg) -> tuple[SRFingerprintSettings, dict]:
     """``(SRFingerprintSettings, stage settings)`` of a run.
 
-    Default (``default`` / ``full`` profiles): ``mode="optimised"`` queries pushed away from two *reference*
-    models (independent models of the run's architecture and recipe, seeds ``seed + 1000 + i``: never
-    suspects, negatives or calibration) and the ``"residual_corr"`` score (correlation of the suspect's and the
-    owner's output residuals from the references' mean): in bench/bench_sr_robustness.py it had the widest gap
-    (derived copies 0.57-1.0, independents 0.26-0.44 of other recipes).  Limitation, measured
-    (bench/probe_sr_fingerprint_same_recipe.py): against negatives of the *same* recipe (the run's architecture,
-    photos and steps, other seeds) no variant works on a default-profile ESPCN: converged same-recipe models
-    answer closer to the owner than its block-0.75 fine-tuned copy does, so the run's verdict on such a copy is
-    ``independent`` and its held-out false positives say so.  The ``smoke`` profile keeps bicubic + PSNR (no reference
-    training; its 30-step models are too alike for references to help).
+    Default (``default`` / ``full`` profiles): ``mode="noise"`` queries (32 seeded binary-noise LR images of the
+    crop size) and the ``"psnr"`` score (the suspect's output against the owner's), no reference models.  Why
+    (bench/probe_sr_fingerprint_same_recipe.py): the run's negatives are models of the *same* recipe (the run's
+    architecture, photos and steps, other seeds), and converged same-recipe models answer natural crops closer
+    to the owner than its block-0.75 fine-tuned copy does -- every crop / optimised variant (with or without
+    references) called that copy ``independent``; on binary noise the copies keep the owner's answer and the
+    same-recipe models do not (see the module docstring).  The ``smoke`` profile keeps 5-step optimised crops
+    + bicubic + PSNR (its 30-step models are barely trained).
     ``--fingerprint-args`` keys (``sr-outputs.KEY`` works too): the settings' fields plus ``queries`` (LR crops of
     the val photos), ``crop`` (their LR side, default 32, cut to the photos), ``fpr`` (calibration target,
     default 0.01) and ``references`` (reference models, 0: bicubic baseline); ``--negatives N`` sets the

@@ -117,6 +117,26 @@ def test_fingerprint_generation_seeded_and_bounded(owner, crops):
     assert all(p.requires_grad for p in owner.parameters())
 
 
+def test_noise_queries_are_seeded_binary_noise_of_the_crops_shape(owner, crops):
+    a = SRFingerprinter(mode="noise", seed=3).generate(owner, crops[:5], SCALE)
+    b = SRFingerprinter(mode="noise", seed=3).generate(owner, crops[:5], SCALE)
+    c = SRFingerprinter(mode="noise", seed=4).generate(owner, crops[:5], SCALE)
+    assert a.x.shape == crops[:5].shape and torch.equal(a.x, b.x) and not torch.equal(a.x, c.x)
+    assert set(torch.unique(a.x).tolist()) == {0.0, 1.0} and 0.4 < float(a.x.mean()) < 0.6
+    assert not torch.equal(a.x, crops[:5]) and a.meta["queries_from"] == "binary noise (seeded)"
+    assert score_suspect(a, ModuleSRPredictor(owner, SCALE), "psnr") == 100.0
+
+
+def test_default_profile_fingerprints_with_noise_and_psnr():
+    from types import SimpleNamespace
+
+    from fingerprints.sr import sr_fingerprint_settings
+
+    cfg = SimpleNamespace(fingerprint_args={}, profile="default", seed=0, negatives=None)
+    settings, stage = sr_fingerprint_settings(cfg)
+    assert settings.mode == "noise" and settings.score == "psnr" and stage["references"] == 0
+
+
 def test_fingerprint_settings_validate():
     with pytest.raises(ConfigError):
         SRFingerprintSettings(mode="nope").validate()

@@ -76,6 +76,10 @@ def check_sr_record(record, *, compress, backend, sparsity):
     assert d["frame"]["lr"][0] == 3 and d["frame"]["output"][1] == 2 * d["frame"]["lr"][1]
     assert record["model"]["arch"] == "fsrcnn" and len(record["model"]["sha256"]) == 64
     assert record["source"]["name"] == "photos" and record["source"]["scale"] == 2
+    # FSRCNN trains at its registered lr_scale (6) x the profile's learning rate, and the record says so
+    from suite.app.sr_pipeline import SR_PROFILES
+
+    assert record["model"]["train"]["recipe"]["lr"] == pytest.approx(6 * SR_PROFILES["smoke"].lr)
 
 
 def test_sr_none_and_block_records(sr_runs, sr_env):

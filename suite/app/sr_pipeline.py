@@ -144,11 +144,19 @@ def _log(cfg: RunConfig, msg: str) -> None:
     log(cfg, msg)
 
 
-def sr_recipe(profile: SRProfile):
+def model_lr(profile: SRProfile, model: str) -> float:
+    """The peak Adam learning rate of ``model``'s dense training: the profile's, times the model's registered
+    ``lr_scale`` tag (1 if none; FSRCNN's was chosen on the val photo, ``bench/bench_sr_recipe.py``)."""
+    from suite.core.sr import sr_models
+
+    return float(profile.lr) * float(sr_models.entry(model).tags.get("lr_scale", 1.0))
+
+
+def sr_recipe(profile: SRProfile, model: str):
     from suite.core.sr.train import SRTrainRecipe
 
     return SRTrainRecipe(steps=profile.steps, batch_size=profile.batch_size, patch_size=profile.patch_size,
-                         lr=profile.lr)
+                         lr=model_lr(profile, model))
 
 
 # ------------------------------------------------------------------ stages
@@ -197,7 +205,7 @@ def get_dense_sr(cfg: RunConfig, source, profile: SRProfile) -> tuple[torch.nn.M
     from suite.core.sr.train import train_sr
     from suite.core.store import Store
 
-    recipe = sr_recipe(profile)
+    recipe = sr_recipe(profile, cfg.model)
     # "arch": the built model's architecture name (e.g. sr-supernet-nn with the nearest-neighbour anchor), so a
     # cached state dict of another architecture with the same parameter names never loads silently
     key = {"format": 2, "kind": "sr-model", "model": cfg.model, "arch": getattr(_build(cfg), "arch", cfg.model),
@@ -241,19 +249,20 @@ def compress_sr(cfg: RunConfig, dense: torch.nn.Module, source, profile: SRProfi
     if cfg.compress == "none":
         return dense, {"scheme": "none", "sparsity": 0.0, "achieved_sparsity": 0.0, "params": params_dense,
                        "params_dense": params_dense}
+    lr = model_lr(profile, cfg.model)
     if cfg.compress == "block":
         pruned, masks = block_prune_sr(dense, cfg.sparsity)
         report = None
         if profile.ft_steps > 0:
             report = fine_tune_masked(pruned, masks, source.train, cfg.scale,
                                       SRTrainRecipe(steps=profile.ft_steps, batch_size=profile.batch_size,
-                                                    patch_size=profile.patch_size, lr=profile.lr / 2),
+                                                    patch_size=profile.patch_size, lr=lr / 2),
                                       seed=cfg.seed, threads=cfg.threads)
         nonzero = int(sum(int((p != 0).sum()) for p in pruned.parameters()))
         return pruned, {"scheme": "block", "sparsity": cfg.sparsity, "r": 8, "c": 16, "balance": "row-block",
                         "pruned_layers": masks.names(), "achieved_sparsity": round(float(masks.sparsity()), 6),
                         "params": nonzero, "params_dense": params_dense,
-                        "fine_tune": None if report is None else {**report.as_dict(), "lr": profile.lr / 2}}
+                        "fine_tune": None if report is None else {**report.as_dict(), "lr": lr / 2}}
     # auto: the compiler-aware search (compression/sr_search.py), imported only here
     from compression.sr_search import SRSearchSettings, search_sr
     from compression.tvm_backend.backend import tuning_db_path
@@ -261,7 +270,7 @@ def compress_sr(cfg: RunConfig, dense: torch.nn.Module, source, profile: SRProfi
 
     settings = SRSearchSettings(latency_target_ms=float(cfg.latency_target), frame_lr=tuple(frame_lr),
                                 seed=cfg.seed, threads=int(cfg.threads or 1), batch_size=profile.batch_size,
-                                patch_size=profile.patch_size, lr=profile.lr, **profile.search)
+                                patch_size=profile.patch_size, lr=lr, **profile.search)
     table = TVMLatencyTable(tuning_db_path(cfg.cache_dir), threads=settings.threads)  # the run's cache, as deploy's
     result = search_sr(copy.deepcopy(dense), cfg.scale, source, settings, table=table,
                        log=lambda m: _log(cfg, m))

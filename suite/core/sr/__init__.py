@@ -27,7 +27,10 @@ sr_sources = Registry("sr-sources", "SR source")
 
 sr_models.register("espcn", "suite.core.sr.models:build_espcn",
                    description="ESPCN (Shi et al. 2016): conv5x5 64, conv3x3 32, conv3x3 3s^2, pixel shuffle")
-sr_models.register("fsrcnn", "suite.core.sr.models:build_fsrcnn",
+# lr_scale: multiplier of a profile's dense-training learning rate.  FSRCNN (PReLU, a deconvolution initialised
+# at std 0.001) trains slowly at Adam 1e-3: on the val photo at 3000 steps, lr 1e-3 / 3e-3 / 6e-3 / 1.2e-2 gave
+# 35.00 / 35.36 / 35.47 / 34.90 dB PSNR-Y (bicubic 35.26; bench/results/sr_recipe.json); ESPCN gained nothing at 3e-3.
+sr_models.register("fsrcnn", "suite.core.sr.models:build_fsrcnn", lr_scale=6.0,
                    description="FSRCNN(56, 12, 4) (Dong et al. 2016): PReLU, 9x9 deconvolution with stride s")
 sr_models.register("edsr", "suite.core.sr.models:build_edsr", aliases=("edsr-baseline",),
                    description="EDSR-baseline style: residual blocks without BN, pixel shuffle; width/depth multipliers")
