@@ -64,12 +64,15 @@ trained supernet (same space, steps, seed; nothing measured changes).  At the en
 weights: latency only; their PSNR is the recorded run's) are built at the full
 frame and timed interleaved in one process.  Writes ``--search-out``
 (``bench/results/sr_search.json``, with every scored candidate) and
-``sr_search_front.png`` beside it.  Budget: 400 supernet steps (4 sub-networks
-each), 2000 fine-tuning steps per target (the chosen sub-network, masks held),
-8 x (1 + 3 generations) candidates per target; about 20-30 min on 2 shared cores.
+``sr_search_front.png`` beside it.  Budget: 2000 supernet steps (4 sub-networks
+each; 400 left the candidates' one-shot scores flatter and missed +1.5 dB at the
+smallest target), 2000 fine-tuning steps per target (the chosen sub-network,
+masks held), 8 x (1 + 3 generations) candidates per target; about 27 min on 2
+cores (16 of them the supernet; a cached one skips that).
 
     OMP_NUM_THREADS=1 TVM_NUM_THREADS=2 .venv/bin/python bench/bench_sr.py --search --threads 1 --reps 5 \
-        --fresh-table --search-targets-ms 118.98,237.97,475.93 --supernet-cache ~/.cache/suite/sr_search_supernet.pt
+        --fresh-table --search-targets-ms 118.98,237.97,475.93 --supernet-steps 2000 \
+        --supernet-cache ~/.cache/suite/sr_search_supernet_2000.pt
 
 (the recorded run: the second run's targets in absolute ms, the table timed in the run).
 """
@@ -99,7 +102,7 @@ from suite.core.sr.train import SRTrainRecipe, evaluate, torch_threads, train_sr
 SCALE = 2
 # label, zoo name, width multiplier, depth multiplier, steps, batch, LR patch, Adam lr
 # Steps: bench/bench_sr_recipe.py measured ESPCN's val PSNR-Y +0.08 dB from 1500 to 4500 steps; 3000 / 1000 give
-# the zoo a training budget comparable to a searched model's (400 sandwich steps + 2000 fine-tuning steps).
+# the zoo a training budget comparable to a searched model's fine-tuning (2000 steps).
 MODELS = (
     ("espcn", "espcn", 1.0, 1.0, 3000, 16, 32, 1e-3),
     ("fsrcnn", "fsrcnn", 1.0, 1.0, 3000, 16, 32, 6e-3),  # lr: bench_sr_recipe.py on val (35.47 dB vs 35.00 at 1e-3)
@@ -177,7 +180,7 @@ def main() -> None:
     p.add_argument("--search-tile", default="frame",
                    help="LR tile HxW the table times convs at (scaled by pixels to the frame); 'frame': the 360x640 "
                         "frame itself (no scaling)")
-    p.add_argument("--supernet-steps", type=int, default=400, help="sandwich-rule supernet steps (once, at the first target)")
+    p.add_argument("--supernet-steps", type=int, default=2000, help="sandwich-rule supernet steps (once, at the first target)")
     p.add_argument("--search-ft-steps", type=int, default=2000, help="masked fine-tuning steps per target")
     p.add_argument("--search-refresh-zoo", action="store_true",
                    help="only re-read the zoo PSNR (--search-zoo) into --search-out and redo its comparisons and plot "
