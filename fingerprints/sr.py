@@ -419,8 +419,8 @@ SR_FINGERPRINT_NAME = "sr-outputs"
 # threshold, half are held out).
 SR_FINGERPRINT_PROFILES: dict[str, dict] = {
     "smoke": {"queries": 8, "steps": 5, "negatives": 2, "references": 0, "score": "psnr"},
-    "default": {"queries": 32, "mode": "noise", "negatives": 4, "references": 0, "score": "psnr"},
-    "full": {"queries": 32, "mode": "noise", "negatives": 6, "references": 0, "score": "psnr"},
+    "default": {"queries": 32, "mode": "noise", "negatives": 8, "references": 0, "score": "psnr"},
+    "full": {"queries": 32, "mode": "noise", "negatives": 10, "references": 0, "score": "psnr"},
 }
 SR_FINGERPRINT_KEYS = ("mode", "steps", "step_size", "eps", "bicubic_weight", "weight_noise", "noise_copies",
                        "score", "border", "seed", "queries", "crop", "fpr", "references")
@@ -436,7 +436,10 @@ def sr_fingerprint_settings(cfg) -> tuple[SRFingerprintSettings, dict]:
     architecture, photos and steps, other seeds), and converged same-recipe models answer natural crops closer
     to the owner than its block-0.75 fine-tuned copy does -- every crop / optimised variant (with or without
     references) called that copy ``independent``; on binary noise the copies keep the owner's answer and the
-    same-recipe models do not (see the module docstring).  The ``smoke`` profile keeps 5-step optimised crops
+    same-recipe models do not (see the module docstring).  8 negatives (10 in ``full``): with 4, the threshold
+    (the maximum of 2 calibration negatives, 22.84 dB) sat 0.003 dB under a held-out one and both held-out
+    negatives were false positives; with 8 it is 23.49 and 0 of 4 held-out negatives exceed it (the 0.75 copy:
+    25.34).  The ``smoke`` profile keeps 5-step optimised crops
     + bicubic + PSNR (its 30-step models are barely trained).
     ``--fingerprint-args`` keys (``sr-outputs.KEY`` works too): the settings' fields plus ``queries`` (LR crops of
     the val photos), ``crop`` (their LR side, default 32, cut to the photos), ``fpr`` (calibration target,
