@@ -418,7 +418,7 @@ SR_FINGERPRINT_NAME = "sr-outputs"
 # Per profile: queries (LR crops of the val photos), optimisation steps, independent negatives (half calibrate the
 # threshold, half are held out).
 SR_FINGERPRINT_PROFILES: dict[str, dict] = {
-    "smoke": {"queries": 8, "steps": 5, "negatives": 2, "references": 0, "score": "psnr"},
+    "smoke": {"queries": 8, "mode": "noise", "negatives": 2, "references": 0, "score": "psnr"},
     "default": {"queries": 32, "mode": "noise", "negatives": 8, "references": 0, "score": "psnr"},
     "full": {"queries": 32, "mode": "noise", "negatives": 10, "references": 0, "score": "psnr"},
 }
@@ -439,8 +439,7 @@ def sr_fingerprint_settings(cfg) -> tuple[SRFingerprintSettings, dict]:
     same-recipe models do not (see the module docstring).  8 negatives (10 in ``full``): with 4, the threshold
     (the maximum of 2 calibration negatives, 22.84 dB) sat 0.003 dB under a held-out one and both held-out
     negatives were false positives; with 8 it is 23.49 and 0 of 4 held-out negatives exceed it (the 0.75 copy:
-    25.34).  The ``smoke`` profile keeps 5-step optimised crops
-    + bicubic + PSNR (its 30-step models are barely trained).
+    25.34).  The ``smoke`` profile uses the same queries with 2 negatives.
     ``--fingerprint-args`` keys (``sr-outputs.KEY`` works too): the settings' fields plus ``queries`` (LR crops of
     the val photos), ``crop`` (their LR side, default 32, cut to the photos), ``fpr`` (calibration target,
     default 0.01) and ``references`` (reference models, 0: bicubic baseline); ``--negatives N`` sets the

@@ -77,6 +77,20 @@ def test_sigterm_in_process_returns_143_and_restores_the_handler(monkeypatch, ca
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+@pytest.fixture(autouse=True)
+def default_signal_handlers():
+    """Each test starts from Python's default SIGINT / SIGTERM handlers (what a CLI process has), whatever an
+    earlier test or the xdist worker left installed, and gets the previous ones back afterwards; without this
+    the in-process tests skipped when a handler was left behind."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for sig, handler in saved.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+
+
 def _spin_until(deadline_s: float) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
