@@ -94,18 +94,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from suite.core.errors import ConfigError  # noqa: E402
 from suite.core.files import atomic_write_text  # noqa: E402
+from suite.core.sr import scaled_lr  # noqa: E402
 from suite.core.sr.degrade import bicubic_up  # noqa: E402
 from suite.core.sr.models import build_sr_model  # noqa: E402
 from suite.core.sr.photos import load_photos  # noqa: E402
 from suite.core.sr.train import SRTrainRecipe, evaluate, torch_threads, train_sr  # noqa: E402
 
 SCALE = 2
-# label, zoo name, width multiplier, depth multiplier, steps, batch, LR patch, Adam lr
+# label, zoo name, width multiplier, depth multiplier, steps, batch, LR patch, Adam lr (times the model's
+# registered lr_scale, as `suite run --task sr` trains it: suite.core.sr.scaled_lr)
 # Steps: bench/bench_sr_recipe.py measured ESPCN's val PSNR-Y +0.08 dB from 1500 to 4500 steps; 3000 / 1000 give
 # the zoo a training budget comparable to a searched model's fine-tuning (2000 steps).
 MODELS = (
     ("espcn", "espcn", 1.0, 1.0, 3000, 16, 32, 1e-3),
-    ("fsrcnn", "fsrcnn", 1.0, 1.0, 3000, 16, 32, 6e-3),  # lr: bench_sr_recipe.py on val (35.47 dB vs 35.00 at 1e-3)
+    ("fsrcnn", "fsrcnn", 1.0, 1.0, 3000, 16, 32, 1e-3),  # x its registered lr_scale (6: 35.47 dB val vs 35.00 at 1e-3)
     ("edsr-32x4", "edsr", 0.5, 0.25, 1000, 16, 32, 5e-4),
 )
 
@@ -220,6 +222,7 @@ def main() -> None:
         rows = []
         for label, name, width, depth, steps, batch, patch, lr in MODELS:
             steps = max(1, int(round(steps * args.budget)))
+            lr = scaled_lr(name, lr)
             recipe = SRTrainRecipe(steps=steps, batch_size=batch, patch_size=patch, lr=lr)
             torch.manual_seed(args.seed)
             model = build_sr_model(name, scale, width, depth)
@@ -323,7 +326,8 @@ def deployment_table(trained: dict[str, torch.nn.Module], source, args, trained_
                           "timing": f"interleaved in one process, numpy in / numpy out, 2 warm-up calls, median of "
                                     f"{args.reps}", "tuning_db": db.path},
                  "models": {}}
-    spec = {label: (name, width, depth, batch, patch, lr) for label, name, width, depth, _, batch, patch, lr in MODELS}
+    spec = {label: (name, width, depth, batch, patch, scaled_lr(name, lr))
+            for label, name, width, depth, _, batch, patch, lr in MODELS}
     for label, model in trained.items():
         name, width, depth, batch, patch, lr = spec[label]
         print(f"[deploy {label}] pruning at {args.sparsity} + {args.ft_steps} masked fine-tuning steps", flush=True)

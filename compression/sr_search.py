@@ -643,10 +643,8 @@ def search_sr(base: nn.Module, scale: int, source: Any, settings: SRSearchSettin
         t = time.perf_counter()
         measure = measure if measure is not None else default_measure(table, settings)
         picks = []
-        measured_plans: set = set()
         over_raw: list[float] = []  # raw predictions of the plans measured over the target
         while True:
-            measured_plans.add(_plan_key(pick))
             masked = copy.deepcopy(pick["model"]).cpu().eval()
             _block_masks(masked, pick["ratios"]).apply(masked)  # latency depends on the masks, not the values
             got = measure(masked)
@@ -665,11 +663,11 @@ def search_sr(base: nn.Module, scale: int, source: Any, settings: SRSearchSettin
             log(f"[sr-search] verify round {row['round']}: {pick['plan']} predicted {pick['predicted']:.1f} ms, "
                 f"measured {measured:.1f} ms (target {target:g}) -> {'met' if row['met'] else 'over'}")
             grow = row["met"] and measured < settings.verify_grow_below * target
-            row["next"] = "grow" if grow else ("rescale" if not row["met"] else "stop")
             if len(rounds) >= settings.verify_rounds or (row["met"] and not grow) or (
                     not row["met"] and pick["plan"] == "fastest"):
                 row["next"] = "stop"
                 break
+            row["next"] = "grow" if grow else "rescale"
             if row["met"]:
                 # headroom: rescale down to this frame, but keep every plan measured over the target predicted over it
                 floor = max((target / r for r in over_raw), default=0.0) * (1 + 1e-6)
@@ -685,7 +683,7 @@ def search_sr(base: nn.Module, scale: int, source: Any, settings: SRSearchSettin
                     break
                 log(f"[sr-search] nothing meets the calibrated prediction ({exc}); trying the fastest plan")
                 pick = fastest()
-            if _plan_key(pick) in measured_plans:
+            if any(_plan_key(pick) == _plan_key(p) for _, p in picks):
                 log(f"[sr-search] round {len(rounds) + 1} chose a plan already measured; the loop ends")
                 row["next"] = "stop (plan already measured)"
                 break

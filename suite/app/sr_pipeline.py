@@ -148,9 +148,9 @@ def _log(cfg: RunConfig, msg: str) -> None:
 def model_lr(profile: SRProfile, model: str) -> float:
     """The peak Adam learning rate of ``model``'s dense training: the profile's, times the model's registered
     ``lr_scale`` tag (1 if none; FSRCNN's was chosen on the val photo, ``bench/bench_sr_recipe.py``)."""
-    from suite.core.sr import sr_models
+    from suite.core.sr import scaled_lr
 
-    return float(profile.lr) * float(sr_models.entry(model).tags.get("lr_scale", 1.0))
+    return scaled_lr(model, profile.lr)
 
 
 def sr_recipe(profile: SRProfile, model: str):

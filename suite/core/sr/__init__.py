@@ -45,3 +45,8 @@ sr_sources.register("srfolder", "suite.core.sr.photos:load_sr_folder", aliases=(
 DEFAULT_SR_SOURCE = "photos"
 
 __all__ = ["sr_models", "sr_sources", "DEFAULT_SR_SOURCE"]
+
+
+def scaled_lr(model: str, lr: float) -> float:
+    """``lr`` times ``model``'s registered ``lr_scale`` tag (1 if none): its dense-training learning rate."""
+    return float(lr) * float(sr_models.entry(model).tags.get("lr_scale", 1.0))
