@@ -201,3 +201,80 @@ def test_image_major_order_is_a_batch_option_with_whole_images():
     batched = conv_tile_candidates(batch, 8)
     assert {t for t in batched if not t.image_major} == set(conv_tile_candidates(one, 8))
     assert any(t.image_major for t in batched)
+
+
+# ------------------------------------------------------------------ image-lane tiles (lanes over the batch)
+IMAGE_LANE_TILES = [ConvTile(8, 1, image_lanes=True), ConvTile(8, 2, filters=4, image_lanes=True),
+                    ConvTile(16, 2, image_lanes=True), ConvTile(16, 4, filters=4, image_lanes=True)]
+
+
+@pytest.mark.parametrize("n, ci, co, h, w, k, pad, stride", [
+    (8, 5, 12, 4, 4, 3, 1, 1),     # small map, Co not a multiple of r=8
+    (16, 8, 16, 2, 2, 3, 1, 1),    # 2x2 map: every lane a real output
+    (8, 6, 8, 9, 9, 3, 1, 2),      # stride 2, odd map: contiguous loads without the phase layout
+    (16, 8, 16, 4, 4, 1, 0, 1),    # 1x1
+])
+@pytest.mark.parametrize("act, residual", [("relu6", True), ("relu", False), ("none", False)])
+def test_image_lane_tiles_match_torch(n, ci, co, h, w, k, pad, stride, act, residual):
+    rng = np.random.default_rng(1)
+    weight = rng.standard_normal((co, ci, k, k)).astype(np.float32) * (rng.random((co, ci, k, k)) > 0.5)
+    bias = rng.standard_normal(co).astype(np.float32)
+    x = rng.random((n, ci, h, w)).astype(np.float32) * 2
+    ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(weight), torch.from_numpy(bias), stride=stride,
+                   padding=pad).numpy()
+    res = rng.standard_normal(ref.shape).astype(np.float32) * 3 if residual else None
+    expect = ref + (res if residual else 0)
+    expect = {"relu": np.maximum(expect, 0), "relu6": np.clip(expect, 0, 6), "none": expect}[act]
+    cols = row_block_columns(weight, 8)
+    checked = 0
+    for sparse in (False, True):
+        kk = cols.shape[1] if sparse else ci * k * k
+        spec = ConvSpec(n, ci, h, w, co, k, k, pad, stride, 8, kk, act != "none", act == "relu6", residual)
+        for tile in IMAGE_LANE_TILES:
+            if not tile.fits(spec):
+                continue
+            out = _conv(x, weight, bias, spec, tile, cols if sparse else None, False, res)
+            np.testing.assert_allclose(out, expect, atol=1e-4, rtol=1e-4, err_msg=f"{tile} sparse={sparse}")
+            checked += 1
+    assert checked >= 2
+
+
+def test_image_lane_tiles_fit_batches_only_and_never_the_phase_layout(tmp_path):
+    one = ConvSpec(1, 8, 4, 4, 16, 3, 3, 1, 1, 8, 72, True)
+    sixteen = ConvSpec(16, 8, 4, 4, 16, 3, 3, 1, 2, 8, 72, True)
+    lanes = ConvTile(16, 2, image_lanes=True)
+    assert not lanes.fits(one) and lanes.fits(sixteen)
+    assert not ConvTile(16, 3, image_lanes=True).fits(ConvSpec(16, 8, 4, 4, 16, 3, 3, 1, 1, 8, 72, True))  # 16 % 3
+    assert not any(t.image_lanes for t in conv_tile_candidates(one))
+    assert any(t.image_lanes for t in conv_tile_candidates(sixteen))
+    assert any(t.image_lanes for t in conv_tile_candidates(ConvSpec(8, 8, 4, 4, 16, 3, 3, 1, 1, 8, 72, True), 8))
+    assert ConvTile.from_params(lanes.params()) == lanes and lanes.label == "16x2gn"
+    with pytest.raises(ValueError, match="padded layout"):
+        conv_kernel(sixteen, lanes, phased=True)
+    db = TuningDB(str(tmp_path / "t.json"))
+    best = best_tile(sixteen, TARGET, db, sparse=False, candidates=(lanes, ConvTile.grid(16)), phased=True)
+    assert not best.tile.image_lanes  # the phase layout's search never measures an image-lane tile
+
+
+def test_a_batch_compiled_on_image_lane_tiles_agrees_with_eager(monkeypatch):
+    import compression.tvm_backend.compile as compile_mod
+    from compression.tvm_backend.tuning import Measured
+
+    def lanes_first(spec, target, db, *, sparse, candidates=None, phased=False):
+        tile = ConvTile(8, 1, image_lanes=True)
+        return Measured(tile.tp, 1.0 if not phased and tile.fits(spec) else 2.0, tile if tile.fits(spec)
+                        else ConvTile.grid(16))
+
+    monkeypatch.setattr(compile_mod, "best_tile", lanes_first)
+    torch.manual_seed(0)
+    model = Residual().eval()
+    x = torch.rand(8, 4, 8, 8)
+    res = compile_model(model, (4, 8, 8), TARGET, batch=8)
+    assert all(c.params.get("image_lanes") == 1 for c in res.layers if c.op == "conv"), [c.params for c in res.layers]
+    from tvm import relax
+
+    vm = relax.VirtualMachine(res.executable, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x.numpy()))
+    out = (out[0] if not hasattr(out, "numpy") else out).numpy()
+    with torch.no_grad():
+        np.testing.assert_allclose(out, model(x).numpy(), atol=1e-4, rtol=1e-4)

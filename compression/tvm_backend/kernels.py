@@ -212,6 +212,11 @@ class ConvTile:
     image row-block outer, tile inner -- each image's input stays in cache
     across the row-blocks, as in a batch-1 call; otherwise the order is
     :func:`tile_outer_order`'s (row-block or tile outer over the whole batch).
+
+    ``image_lanes`` (batches only, ``N % lanes == 0``): every vector holds one
+    output position of ``lanes`` consecutive images instead of ``lanes``
+    positions of one image (:mod:`compression.tvm_backend.kernels_image_lanes`):
+    no junk lanes on small feature maps, contiguous loads at any stride.
     """
 
     lanes: int
@@ -219,6 +224,7 @@ class ConvTile:
     rows: bool = False
     filters: int = 0  # output channels per job: 0 = the whole row-block (``r``), else a divisor of ``r``
     image_major: bool = False
+    image_lanes: bool = False
 
     @property
     def tp(self) -> int:
@@ -237,6 +243,10 @@ class ConvTile:
         """Whether this tile applies to ``spec``: ``filters`` divides ``r``; row tiles: ``Wo % lanes == 0``, whole tiles."""
         if self.filters and spec.r % self.filters:
             return False
+        if self.image_lanes:
+            from compression.tvm_backend.kernels_image_lanes import image_lanes_fit
+
+            return not self.rows and not self.image_major and image_lanes_fit(spec, self)
         if self.image_major and spec.n == 1:
             return False
         if not self.rows:
@@ -249,14 +259,16 @@ class ConvTile:
         extra = {"filters": self.filters} if self.filters else {}
         if self.image_major:
             extra["image_major"] = 1
+        if self.image_lanes:
+            extra["image_lanes"] = 1
         return {"tp": self.tp, "lanes": self.lanes, "vectors": self.vectors, "rows": int(self.rows), **extra}
 
     @property
     def label(self) -> str:
         """Short name for database keys, e.g. ``16x2r`` (row tile), ``16x3g`` (grid tile), ``8x3rf4`` (4 filters a
-        job), ``8x1gi`` (image-major order)."""
+        job), ``8x1gi`` (image-major order), ``16x2gn`` (image lanes)."""
         return (f"{self.lanes}x{self.vectors}{'r' if self.rows else 'g'}" + (f"f{self.filters}" if self.filters else "")
-                + ("i" if self.image_major else ""))
+                + ("i" if self.image_major else "") + ("n" if self.image_lanes else ""))
 
     @classmethod
     def grid(cls, tp: int) -> "ConvTile":
@@ -268,7 +280,7 @@ class ConvTile:
     def from_params(cls, params: dict[str, int]) -> "ConvTile":
         if "lanes" in params:
             return cls(int(params["lanes"]), int(params["vectors"]), bool(params["rows"]), int(params.get("filters", 0)),
-                       bool(params.get("image_major", 0)))
+                       bool(params.get("image_major", 0)), bool(params.get("image_lanes", 0)))
         return cls.grid(int(params["tp"]))
 
 
@@ -285,6 +297,10 @@ def reads_input_directly(spec: "ConvSpec", tile: "int | ConvTile") -> bool:
 def conv_output_shapes(spec: "ConvSpec", tile: "int | ConvTile", phased: bool = False) -> list[tuple[int, ...]]:
     """Shapes of the kernel's outputs, ``y`` last: scratch ``[xp?, acc?]`` first."""
     tile = as_tile(tile)
+    if tile.image_lanes:
+        from compression.tvm_backend.kernels_image_lanes import image_lanes_output_shapes
+
+        return image_lanes_output_shapes(spec, tile)
     phased = bool(phased) and spec.stride > 1
     y = (spec.n, spec.co, spec.ho, spec.wo)
     images = 1 if tile.image_major else spec.n  # image-major: scratch for the one image being computed
@@ -334,6 +350,12 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     tile = as_tile(tp)
     if not tile.fits(spec):
         raise ValueError(f"tile {tile} does not fit {spec}")
+    if tile.image_lanes:
+        if phased and spec.stride > 1:
+            raise ValueError("image-lane tiles read the padded layout (their loads are contiguous at any stride)")
+        from compression.tvm_backend.kernels_image_lanes import image_lanes_kernel
+
+        return image_lanes_kernel(spec, tile, unroll)
     N, Ci, H, W, Co = spec.n, spec.ci, spec.h, spec.w, spec.co
     pad, s, r, Kk = spec.pad, spec.stride, spec.r, spec.kk
     Hp, Wp, Ho, Wo, nb = spec.hp, spec.wp, spec.ho, spec.wo, spec.nb

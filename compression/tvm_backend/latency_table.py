@@ -147,7 +147,8 @@ class TVMLatencyTable:
             start = time.perf_counter()
             with tvm_threads(self.threads):
                 ms = time_kernel(spec, tile, self.target, repeats=max(repeats, TABLE_REPEATS), number=1,
-                                 min_repeat_ms=TABLE_MIN_REPEAT_MS, phased=spec.stride > 1)
+                                 min_repeat_ms=TABLE_MIN_REPEAT_MS,
+                                 phased=spec.stride > 1 and not tile.image_lanes)
             self.db.entries[key] = {"tp": tile.tp, "tile": tile.params(), "ms": ms}
             self.seconds += time.perf_counter() - start
             self.kernels_timed += 1
