@@ -278,3 +278,13 @@ def test_a_batch_compiled_on_image_lane_tiles_agrees_with_eager(monkeypatch):
     out = (out[0] if not hasattr(out, "numpy") else out).numpy()
     with torch.no_grad():
         np.testing.assert_allclose(out, model(x).numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_the_tile_search_times_image_lane_tiles_wider_than_a_small_map(monkeypatch, tmp_path):
+    import compression.tvm_backend.tuning as tuning
+
+    timed = []
+    monkeypatch.setattr(tuning, "time_kernel", lambda spec, tile, target, **kw: timed.append(tile) or 1.0 + len(timed))
+    spec = ConvSpec(16, 8, 2, 2, 16, 3, 3, 1, 1, 8, 72, True)  # 2x2 map: 8 grid positions
+    best_tile(spec, TARGET, TuningDB(str(tmp_path / "t.json")), sparse=False)
+    assert ConvTile(16, 2, image_lanes=True) in timed and ConvTile.grid(32) not in timed

@@ -32,7 +32,7 @@ from compression.tvm_backend.kernels import ConvSpec, ConvTile, as_tile, conv_ke
 from compression.tvm_backend.target import vector_registers
 
 CONV_TEMPLATE = "t5"  # bumped when the conv template changes, so cached tile timings are re-measured
-BATCH_ORDERS = "im2+il"  # batched calls (N > 1) also try the image-major order and image-lane tiles: keys carry this
+BATCH_ORDERS = "im2+il2"  # batched calls (N > 1) also try the image-major order and image-lane tiles: keys carry this
 DEPTHWISE_TILES = (8, 16, 32, 64)
 DEPTHWISE_TEMPLATE = "dw2"  # bumped when the depth-wise template changes (cached timings re-measured)
 LINEAR_TILES = (8, 16, 32)
@@ -231,7 +231,7 @@ def _cached_tile_search(db: TuningDB, key: str, candidates: "tuple[int | ConvTil
 
     Candidates are tile sizes (int) or conv tiles.  Grid tiles much wider
     than the ``positions`` of the feature map only add junk lanes and are
-    skipped once one tile is timed.
+    skipped once one tile is timed (row and image-lane tiles never are).
     """
     hit = db.entries.get(key)
     if hit:
@@ -242,7 +242,8 @@ def _cached_tile_search(db: TuningDB, key: str, candidates: "tuple[int | ConvTil
     for cand in candidates:
         tile = cand if isinstance(cand, ConvTile) else None
         tp = tile.tp if tile is not None else int(cand)
-        if tp > 2 * max(8, positions) and best is not None and not (tile is not None and tile.rows):
+        no_junk = tile is not None and (tile.rows or tile.image_lanes)  # row and image-lane tiles: no junk lanes
+        if tp > 2 * max(8, positions) and best is not None and not no_junk:
             continue
         ms = time_tile(cand)
         if best is None or ms < best.ms:
