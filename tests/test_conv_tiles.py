@@ -288,3 +288,41 @@ def test_the_tile_search_times_image_lane_tiles_wider_than_a_small_map(monkeypat
     spec = ConvSpec(16, 8, 2, 2, 16, 3, 3, 1, 1, 8, 72, True)  # 2x2 map: 8 grid positions
     best_tile(spec, TARGET, TuningDB(str(tmp_path / "t.json")), sparse=False)
     assert ConvTile(16, 2, image_lanes=True) in timed and ConvTile.grid(32) not in timed
+
+
+def test_pad_kernel_matches_numpy():
+    from compression.tvm_backend.kernels import pad_kernel
+
+    x = np.random.default_rng(0).random((2, 3, 5, 4)).astype(np.float32)
+    out = tvm.runtime.tensor(np.full((2, 3, 9, 8), 7.0, np.float32))
+    compile_prim(pad_kernel(2, 3, 5, 4, 2), TARGET)["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(
+        np.zeros(1, np.float32)), out)
+    np.testing.assert_array_equal(out.numpy(), np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))))
+
+
+def test_a_model_compiled_pre_padded_agrees_with_eager(monkeypatch):
+    """Stride-1 padded convs measured faster pre-padded run a pad kernel, then the conv in place."""
+    import compression.tvm_backend.compile as compile_mod
+    from compression.tvm_backend.tuning import Measured
+
+    def in_place_first(spec, target, db, *, sparse, candidates=None, phased=False):
+        tile = next(t for t in conv_tile_candidates(spec) if t.rows) if any(
+            t.rows for t in conv_tile_candidates(spec)) else ConvTile.grid(16)
+        return Measured(tile.tp, 0.5 if spec.pad == 0 and tile.rows else 1.0, tile)
+
+    monkeypatch.setattr(compile_mod, "best_tile", in_place_first)
+    monkeypatch.setattr(compile_mod, "time_pad", lambda spec, target, db: 0.01)
+    torch.manual_seed(0)
+    model = Residual().eval()
+    x = torch.rand(2, 4, 8, 8)
+    res = compile_model(model, (4, 8, 8), TARGET, batch=2)
+    layouts = {c.name: c.layout for c in res.layers if c.op == "conv"}
+    assert layouts == {"conv0": "prepadded", "conv1": "prepadded", "conv2": "padded", "conv3": "prepadded"}, layouts
+    assert all("dense/prepadded" in c.measured for c in res.layers if c.layout == "prepadded")
+    from tvm import relax
+
+    vm = relax.VirtualMachine(res.executable, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x.numpy()))
+    out = (out[0] if not hasattr(out, "numpy") else out).numpy()
+    with torch.no_grad():
+        np.testing.assert_allclose(out, model(x).numpy(), atol=1e-4, rtol=1e-4)
