@@ -449,7 +449,7 @@ def main() -> None:
     from compression.tvm_backend.metaschedule import compile_dense_tuned, default_db_root
     from compression.tvm_backend.peak import achieved_fraction, measure_peak, peak_gflops
     from compression.tvm_backend.target import host_target_dict
-    from compression.tvm_backend.tuning import BATCH_ORDERS, CONV_LAYOUTS, CONV_TEMPLATE, TuningDB
+    from compression.tvm_backend.tuning import BATCH_ORDERS, CONV_TEMPLATE, TuningDB
 
     shape = (3, args.resolution, args.resolution)
     target = host_target_dict(THREADS)
@@ -559,7 +559,7 @@ def main() -> None:
                                 "dense_ms": l.dense_ms, "reason": l.reason}
                                for l in res.layers],
                     # rows without it were measured before the row tiles; "+im2": batches tried the image-major order
-                    "conv_template": CONV_TEMPLATE + f"+{CONV_LAYOUTS}" + (f"+{BATCH_ORDERS}" if batch > 1 else ""),
+                    "conv_template": CONV_TEMPLATE + (f"+{BATCH_ORDERS}" if batch > 1 else ""),
                     "roofline": roofline, "macs_run": int(macs_run),
                     "kernels_ms": round(sum(r["ms"] for r in roofline), 4),
                     "load_before": load_before, "load_after": _load(), **extra,

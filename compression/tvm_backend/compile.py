@@ -33,8 +33,6 @@ from compression.tvm_backend.kernels import (
     conv_kernel,
     conv_output_shapes,
     pack_weights,
-    pad_kernel,
-    prepadded,
     row_block_columns,
 )
 from compression.tvm_backend.kernels_layers import (
@@ -54,7 +52,6 @@ from compression.tvm_backend.tuning import (
     best_linear,
     best_tile,
     time_default_lowering,
-    time_pad,
     unmeasured_tile,
 )
 
@@ -85,9 +82,7 @@ class LayerChoice:
     reason: str = ""  # for people; code reads ``decision``
     decision: LayerDecision = LayerDecision.NO_SPARSITY
     op: str = "conv"  # "conv" (groups == 1) | "depthwise" | "linear"
-    # conv input layout: "padded" (the kernel copies its padded input; loads with the conv stride) | "phased"
-    # (stride phases) | "prepadded" (stride 1: a pad kernel runs first, the conv reads that input in place)
-    layout: str = "padded"
+    layout: str = "padded"  # conv input layout: "padded" (loads with the conv stride) | "phased" (stride phases)
     params: dict[str, int] = field(default_factory=dict)  # template parameters (tp / ot, rb)
     default_ms: float | None = None  # TVM's default lowering of the same call (depth-wise, linear)
     measured: dict[str, float] = field(default_factory=dict)
@@ -186,11 +181,6 @@ def export_relax(model: torch.nn.Module, input_shape: tuple[int, int, int], batc
     mod = relax.transform.FoldConstant()(mod)
     mod = relax.transform.DeadCodeElimination()(mod)
     return mod
-
-
-def layout_spec(spec: ConvSpec, layout: str) -> ConvSpec:
-    """The spec a conv kernel runs in ``layout``: ``pad = 0`` on the padded input for ``"prepadded"``."""
-    return prepadded(spec) if layout == "prepadded" else spec
 
 
 def _const_array(expr) -> np.ndarray | None:
@@ -459,33 +449,25 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
             dense_spec = _conv_spec(call, weight, batch, r, total, info["act"] == "relu", relu6, residual)
             if dense_spec is None:
                 return None, None
-            # input layouts: "padded" (the kernel copies its padded input), "phased" (stride phases, stride > 1),
-            # "prepadded" (stride 1: a separate pad kernel, then the conv reads its input in place)
-            layouts = (("padded", "phased") if dense_spec.stride > 1
-                       else ("padded", "prepadded") if dense_spec.pad > 0 else ("padded",))
+            layouts = (False, True) if dense_spec.stride > 1 else (False,)
             measured: dict[str, float] = {}
 
-            def fastest(spec: ConvSpec, sparse: bool) -> tuple[Measured, str]:
-                """Best tile over the layouts (a pre-padded one's time includes its pad kernel's).
-
-                Without measurements: the stride-phase layout for stride > 1, else the padded one.
-                """
+            def fastest(spec: ConvSpec, sparse: bool) -> tuple[Measured, bool]:
+                """Best tile over the layouts; the stride-phase layout for stride > 1 without measurements."""
                 if not measure:  # cross-compilation: nothing to time here
                     tile = unmeasured_tile(spec, target)
-                    return Measured(tile.tp, float("nan"), tile), "phased" if dense_spec.stride > 1 else "padded"
+                    return Measured(tile.tp, float("nan"), tile), dense_spec.stride > 1
                 best = None
-                for layout in layouts:
-                    m = best_tile(layout_spec(spec, layout), target, db, sparse=sparse, phased=layout == "phased")
-                    if layout == "prepadded":
-                        m = Measured(m.tp, m.ms + time_pad(spec, target, db), m.tile)
-                    measured[f"{'sparse' if sparse else 'dense'}/{layout}"] = round(m.ms, 5)
+                for phased in layouts:
+                    m = best_tile(spec, target, db, sparse=sparse, phased=phased)
+                    measured[f"{'sparse' if sparse else 'dense'}/{'phased' if phased else 'padded'}"] = round(m.ms, 5)
                     if best is None or m.ms < best[0].ms:
-                        best = (m, layout)
+                        best = (m, phased)
                 return best
 
-            dense, dense_layout = fastest(dense_spec, False)
+            dense, dense_phased = fastest(dense_spec, False)
             kernel, spec, tile, sparse_ms, reason = "dense", dense_spec, dense.tile, None, "dense weights"
-            layout = dense_layout
+            phased = dense_phased
             decision = LayerDecision.NO_SPARSITY
             if cols is not None and kk < total:
                 sparse_spec = _conv_spec(call, weight, batch, r, kk, info["act"] == "relu", relu6, residual)
@@ -497,19 +479,17 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                     else:
                         reason, decision = "kept fraction too high: dense", LayerDecision.TOO_DENSE
                 else:
-                    sparse, sparse_layout = fastest(sparse_spec, True)
+                    sparse, sparse_phased = fastest(sparse_spec, True)
                     sparse_ms = sparse.ms
                     if sparse.ms * min_gain < dense.ms:
                         kernel, spec, tile, reason = "sparse", sparse_spec, sparse.tile, "compact kernel faster"
-                        layout = sparse_layout
+                        phased = sparse_phased
                         decision = LayerDecision.SPARSE_KERNEL
                     else:
                         reason = "compact kernel not faster than dense: fallback"
                         decision = LayerDecision.SLOWER_THAN_DENSE
             if kernel != "sparse" and perm is not None:  # the dense kernel runs the filters in their own order
                 weight, bias_in, perm, kept_before = weight[np.argsort(perm)], info["bias"], None, None
-            phased, in_spec = layout == "phased", spec
-            spec = layout_spec(spec, layout)  # the spec the kernel runs: pad 0 on a pre-padded input
             values, off, bias = pack_weights(weight, bias_in, spec, cols if kernel == "sparse" else None,
                                              phased=phased)
             fname = f"conv_{kernel}_{idx}"
@@ -517,25 +497,16 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
             prim = conv_kernel(spec, tile, phased=phased).with_attr("global_symbol", fname)
             gvar = self.builder_.add_func(prim, fname)
             out_sinfo = [relax.TensorType(shape, "float32") for shape in conv_output_shapes(spec, tile, phased)]
-            pad_gvar = None
-            if layout == "prepadded":
-                pad_name = f"pad_{idx}"
-                pad_gvar = self.builder_.add_func(pad_kernel(in_spec.n, in_spec.ci, in_spec.h, in_spec.w, in_spec.pad)
-                                                  .with_attr("global_symbol", pad_name), pad_name)
-                pad_sinfo = relax.TensorType((in_spec.n, in_spec.ci, in_spec.hp, in_spec.wp), "float32")
             consts = [relax.const(values), relax.const(off), relax.const(bias)]
             choice = LayerChoice(idx, name, list(weight.shape), kernel, kk if kernel == "sparse" else total, total,
                                  tile.tp, sparse_ms, dense.ms, list(info["fused"]), reason, decision, op="conv",
-                                 layout=layout, params=tile.params(),
+                                 layout="phased" if phased else "padded", params=tile.params(),
                                  measured=measured, row_permutation=None if perm is None else perm.tolist(),
                                  kept_before_reorder=kept_before)
             res = info["residual"]
 
             def call(x):
                 extra = [self.visit_expr(res)] if res is not None else []
-                if pad_gvar is not None:
-                    x = self.builder_.emit(relax.call_tir(pad_gvar, [x, relax.const(np.zeros(1, np.float32))],
-                                                          pad_sinfo))
                 return relax.call_tir(gvar, [x, *consts, *extra], out_sinfo if len(out_sinfo) > 1 else out_sinfo[0])
 
             return choice, call

@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import functools
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -607,45 +607,3 @@ def row_block_columns(weight: np.ndarray, r: int) -> np.ndarray | None:
             cols = np.sort(np.concatenate([cols, extra]))
         out[b] = cols
     return out
-
-
-@functools.lru_cache(maxsize=256)
-def pad_kernel(n: int, c: int, h: int, w: int, pad: int):
-    """The PrimFunc ``(x [N, C, H, W], zero [1]) -> y [N, C, H+2p, W+2p]``: padding with ``zero[0]`` (0 in the
-    compiled models), parallel over (image, channel) planes.
-
-    Runs before a stride-1 conv in the pre-padded layout (``LayerChoice.layout
-    == "prepadded"``): the conv then reads its input in place (row tiles of a
-    ``pad = 0`` spec, :func:`reads_input_directly`).  Measured on the Xeon at
-    batch 1 (64 channels, 32x32, 0.8 sparse): the pad 7 us + the in-place conv
-    51 us, where the same conv copying its own padded input took 92 us.
-    """
-    from tvm.script import tirx as T
-
-    hp, wp = h + 2 * pad, w + 2 * pad
-
-    # ``zero``: the fill value, a 1-element input (a one-in / one-out PrimFunc is taken for a reshape candidate
-    # by Relax's RewriteDataflowReshape, which then requires a block-structured body)
-    @T.prim_func
-    def padded(x: T.Buffer((n, c, h, w), "float32"), zero: T.Buffer((1,), "float32"),
-               y: T.Buffer((n, c, hp, wp), "float32")):
-        T.func_attr({"tir.noalias": True})
-        for nc in T.parallel(n * c):
-            for hh in range(hp):
-                if pad <= hh and hh < h + pad:
-                    for ww in range(pad):
-                        y[nc // c, nc % c, hh, ww] = zero[0]
-                    for ww in range(w):
-                        y[nc // c, nc % c, hh, pad + ww] = x[nc // c, nc % c, hh - pad, ww]
-                    for ww in range(pad):
-                        y[nc // c, nc % c, hh, w + pad + ww] = zero[0]
-                else:
-                    for ww in range(wp):
-                        y[nc // c, nc % c, hh, ww] = zero[0]
-
-    return padded
-
-
-def prepadded(spec: ConvSpec) -> ConvSpec:
-    """``spec`` on its zero-padded input (``pad = 0``, ``h + 2p`` x ``w + 2p``): same outputs, same column offsets."""
-    return replace(spec, h=spec.hp, w=spec.wp, pad=0)

@@ -33,7 +33,6 @@ from compression.tvm_backend.target import vector_registers
 
 CONV_TEMPLATE = "t5"  # bumped when the conv template changes, so cached tile timings are re-measured
 BATCH_ORDERS = "im2+il2"  # batched calls (N > 1) also try the image-major order and image-lane tiles: keys carry this
-CONV_LAYOUTS = "pp"  # stride-1 padded convs also measured pre-padded (a pad kernel, then the conv in place)
 DEPTHWISE_TILES = (8, 16, 32, 64)
 DEPTHWISE_TEMPLATE = "dw2"  # bumped when the depth-wise template changes (cached timings re-measured)
 LINEAR_TILES = (8, 16, 32)
@@ -359,20 +358,6 @@ def default_lowering_module(spec, weight: np.ndarray, bias: np.ndarray | None):
             out = bb.emit_output(lv)
         bb.emit_func_output(out)
     return bb.get()
-
-
-def time_pad(spec: ConvSpec, target: dict, db: TuningDB) -> float:
-    """Median ms of :func:`~compression.tvm_backend.kernels.pad_kernel` for ``spec``'s input (cached in ``db``)."""
-    from compression.tvm_backend.kernels import pad_kernel
-
-    key = db_key(target, "pad", f"n{spec.n}_c{spec.ci}_h{spec.h}_w{spec.w}_p{spec.pad}")
-    hit = db.entries.get(key)
-    if hit:
-        return float(hit["ms"])
-    ms = _time_prim(pad_kernel(spec.n, spec.ci, spec.h, spec.w, spec.pad),
-                    [(spec.n, spec.ci, spec.h, spec.w), (1,), (spec.n, spec.ci, spec.hp, spec.wp)], target)
-    db.entries[key] = {"ms": ms}
-    return ms
 
 
 def time_default_lowering(spec, weight: np.ndarray, bias: np.ndarray | None, target: dict, db: TuningDB) -> float:
