@@ -42,17 +42,11 @@ def _conv(x, weight, bias, spec: ConvSpec, tile: ConvTile, cols, phased: bool, r
     return tensors[-1].numpy()
 
 
-@pytest.mark.parametrize("n, ci, co, h, w, k, pad, stride, phased", [
-    (1, 8, 16, 8, 16, 3, 1, 1, False),   # row tiles of 16 and 8 lanes
-    (2, 5, 12, 8, 8, 3, 1, 1, False),    # Co not a multiple of r=8: the last row-block is partly padding
-    (2, 8, 16, 8, 8, 1, 0, 1, False),    # unpadded 1x1: row tiles read x directly (no copy), plane = one row
-    (2, 8, 16, 4, 4, 1, 0, 1, False),    # flat 1x1 on a 4x4 map: 16-lane rows over the whole plane
-    (1, 8, 16, 16, 16, 3, 1, 2, True),   # stride 2, stride-phase layout
-    (2, 6, 8, 16, 16, 3, 1, 2, False),   # stride 2, strided loads
-])
-@pytest.mark.parametrize("act, residual", [("relu6", True), ("none", False)])
-def test_every_tile_matches_torch(n, ci, co, h, w, k, pad, stride, phased, act, residual):
-    rng = np.random.default_rng(0)
+def _check_tiles(shape, act: str, residual: bool, tiles_of, phased: bool, seed: int) -> int:
+    """Every tile of ``tiles_of(sparse)`` that fits, on a half-pruned random conv (dense and compact packing),
+    against torch (conv, residual, activation); returns how many were checked."""
+    n, ci, co, h, w, k, pad, stride = shape
+    rng = np.random.default_rng(seed)
     weight = rng.standard_normal((co, ci, k, k)).astype(np.float32) * (rng.random((co, ci, k, k)) > 0.5)
     bias = rng.standard_normal(co).astype(np.float32)
     x = rng.random((n, ci, h, w)).astype(np.float32) * 2
@@ -66,13 +60,28 @@ def test_every_tile_matches_torch(n, ci, co, h, w, k, pad, stride, phased, act, 
     for sparse in (False, True):
         kk = cols.shape[1] if sparse else ci * k * k
         spec = ConvSpec(n, ci, h, w, co, k, k, pad, stride, 8, kk, act != "none", act == "relu6", residual)
-        for tile in TILES[sparse::2]:  # dense and sparse weights share the template: half the tiles each
+        for tile in tiles_of(sparse):
             if not tile.fits(spec):
                 continue
             out = _conv(x, weight, bias, spec, tile, cols if sparse else None, phased, res)
             np.testing.assert_allclose(out, expect, atol=1e-4, rtol=1e-4, err_msg=f"{tile} sparse={sparse}")
             checked += 1
-    assert checked >= 3
+    return checked
+
+
+@pytest.mark.parametrize("n, ci, co, h, w, k, pad, stride, phased", [
+    (1, 8, 16, 8, 16, 3, 1, 1, False),   # row tiles of 16 and 8 lanes
+    (2, 5, 12, 8, 8, 3, 1, 1, False),    # Co not a multiple of r=8: the last row-block is partly padding
+    (2, 8, 16, 8, 8, 1, 0, 1, False),    # unpadded 1x1: row tiles read x directly (no copy), plane = one row
+    (2, 8, 16, 4, 4, 1, 0, 1, False),    # flat 1x1 on a 4x4 map: 16-lane rows over the whole plane
+    (1, 8, 16, 16, 16, 3, 1, 2, True),   # stride 2, stride-phase layout
+    (2, 6, 8, 16, 16, 3, 1, 2, False),   # stride 2, strided loads
+])
+@pytest.mark.parametrize("act, residual", [("relu6", True), ("none", False)])
+def test_every_tile_matches_torch(n, ci, co, h, w, k, pad, stride, phased, act, residual):
+    # dense and sparse weights share the template: half the tiles each
+    assert _check_tiles((n, ci, co, h, w, k, pad, stride), act, residual, lambda sparse: TILES[sparse::2],
+                        phased, seed=0) >= 3
 
 
 def test_row_tiles_fit_only_whole_row_segments_and_unpadded_convs_skip_the_copy():
@@ -216,27 +225,8 @@ IMAGE_LANE_TILES = [ConvTile(8, 1, image_lanes=True), ConvTile(8, 2, filters=4, 
 ])
 @pytest.mark.parametrize("act, residual", [("relu6", True), ("relu", False), ("none", False)])
 def test_image_lane_tiles_match_torch(n, ci, co, h, w, k, pad, stride, act, residual):
-    rng = np.random.default_rng(1)
-    weight = rng.standard_normal((co, ci, k, k)).astype(np.float32) * (rng.random((co, ci, k, k)) > 0.5)
-    bias = rng.standard_normal(co).astype(np.float32)
-    x = rng.random((n, ci, h, w)).astype(np.float32) * 2
-    ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(weight), torch.from_numpy(bias), stride=stride,
-                   padding=pad).numpy()
-    res = rng.standard_normal(ref.shape).astype(np.float32) * 3 if residual else None
-    expect = ref + (res if residual else 0)
-    expect = {"relu": np.maximum(expect, 0), "relu6": np.clip(expect, 0, 6), "none": expect}[act]
-    cols = row_block_columns(weight, 8)
-    checked = 0
-    for sparse in (False, True):
-        kk = cols.shape[1] if sparse else ci * k * k
-        spec = ConvSpec(n, ci, h, w, co, k, k, pad, stride, 8, kk, act != "none", act == "relu6", residual)
-        for tile in IMAGE_LANE_TILES:
-            if not tile.fits(spec):
-                continue
-            out = _conv(x, weight, bias, spec, tile, cols if sparse else None, False, res)
-            np.testing.assert_allclose(out, expect, atol=1e-4, rtol=1e-4, err_msg=f"{tile} sparse={sparse}")
-            checked += 1
-    assert checked >= 2
+    assert _check_tiles((n, ci, co, h, w, k, pad, stride), act, residual, lambda sparse: IMAGE_LANE_TILES,
+                        False, seed=1) >= 2
 
 
 def test_image_lane_tiles_fit_batches_only_and_never_the_phase_layout(tmp_path):

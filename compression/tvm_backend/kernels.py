@@ -324,6 +324,39 @@ def tile_outer_order(spec: ConvSpec, phased: bool = False) -> bool:
     return spec.n > 1 and spec.nb * spec.kk * spec.r <= inputs
 
 
+def tile_reduction(F: int, V: int, VW: int, U: int, Kk: int, nsub: int, load):
+    """TVMScript macro ``(ac, vals, off, bias, b, xs, g0)``: one job's ``F x V`` register tile of ``VW`` lanes.
+
+    The bias of filter group ``b`` starts the accumulators; then, over the
+    ``Kk`` kept columns (unrolled by ``U``), ``ac[i, j] += vals[b // nsub, k,
+    b % nsub * F + i] * load(xs, g0, j, off[b // nsub, k])``, where ``load``
+    (a Python function evaluated while parsing) gives vector ``j``'s input at
+    a column offset -- the one place the tile kinds differ.
+    """
+    from tvm.script import tirx as T
+
+    @T.macro
+    def reduce(ac, vals, off, bias, b, xs, g0):
+        for i in T.unroll(F):
+            for j in T.unroll(V):
+                ac[i * V + j, T.ramp(0, 1, VW)] = T.broadcast(bias[b * F + i], VW)
+        for ko in range(Kk // U):
+            for ki in T.unroll(U):
+                o = T.bind(off[b // nsub, ko * U + ki])
+                for i in T.unroll(F):
+                    for j in T.unroll(V):
+                        ac[i * V + j, T.ramp(0, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)] + T.broadcast(
+                            vals[b // nsub, ko * U + ki, b % nsub * F + i], VW) * load(xs, g0, j, o)
+        for k in range(Kk // U * U, Kk):
+            o2 = T.bind(off[b // nsub, k])
+            for i in T.unroll(F):
+                for j in T.unroll(V):
+                    ac[i * V + j, T.ramp(0, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)] + T.broadcast(
+                        vals[b // nsub, k, b % nsub * F + i], VW) * load(xs, g0, j, o2)
+
+    return reduce
+
+
 @functools.lru_cache(maxsize=512)
 def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phased: bool = False):
     """Build the PrimFunc ``(x, values, off, bias[, res]) -> (*scratch, y)`` for ``spec``.
@@ -415,6 +448,11 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     def base_of(g):
         return oh_of(g) * row_step + ow_of(g) * col_step if rows else g % SG * VW * col_step
 
+    def load(xs, g0, j, o):  # vector j of the tile at column offset o
+        return xs[sn_of(g0 + j), T.ramp(o + base_of(g0 + j), ls, VW)]
+
+    reduce_tile = tile_reduction(F, V, VW, U, Kk, nsub, load)
+
     @T.macro
     def fill(x, xp, p):
         if phased:
@@ -451,23 +489,7 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
             b = T.bind(job // nJi if image_major else (job % NG if tile_outer else job // nJ))
             g0 = T.bind((p * nJi + job % nJi) * V if image_major else (job // NG * V if tile_outer else job % nJ * V))
             ac = T.alloc_buffer((F * V, VW), "float32", scope="local", annotations={"disable_lower_builtin": True})
-            for i in T.unroll(F):
-                for j in T.unroll(V):
-                    ac[i * V + j, T.ramp(0, 1, VW)] = T.broadcast(bias[b * F + i], VW)
-            for ko in range(Kk // U):
-                for ki in T.unroll(U):
-                    o = T.bind(off[b // nsub, ko * U + ki])
-                    for i in T.unroll(F):
-                        for j in T.unroll(V):
-                            ac[i * V + j, T.ramp(0, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)] + T.broadcast(
-                                vals[b // nsub, ko * U + ki, b % nsub * F + i], VW) * xs[
-                                    sn_of(g0 + j), T.ramp(o + base_of(g0 + j), ls, VW)]
-            for k in range(Kk // U * U, Kk):
-                o2 = T.bind(off[b // nsub, k])
-                for i in T.unroll(F):
-                    for j in T.unroll(V):
-                        ac[i * V + j, T.ramp(0, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)] + T.broadcast(
-                            vals[b // nsub, k, b % nsub * F + i], VW) * xs[sn_of(g0 + j), T.ramp(o2 + base_of(g0 + j), ls, VW)]
+            reduce_tile(ac, vals, off, bias, b, xs, g0)
             if rows:
                 for i in T.unroll(F):
                     if full_rows or b * F + i < Co:

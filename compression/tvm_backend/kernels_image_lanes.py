@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 
-from compression.tvm_backend.kernels import ConvSpec, ConvTile, tile_outer_order
+from compression.tvm_backend.kernels import ConvSpec, ConvTile, tile_outer_order, tile_reduction
 
 
 def image_lanes_fit(spec: ConvSpec, tile: ConvTile) -> bool:
@@ -88,6 +88,11 @@ def image_lanes_kernel(spec: ConvSpec, tile: ConvTile, unroll: int = 4):
     def base_of(g):  # padded-grid offset of segment g's output position
         return q_of(g) // Wo * (Wp * s) + q_of(g) % Wo * s
 
+    def load(xs, g0, j, o):  # vector j of the tile at column offset o: one position of VW images
+        return xs[T.ramp((o + base_of(g0 + j)) * N + n0_of(g0 + j), 1, VW)]
+
+    reduce_tile = tile_reduction(F, V, VW, U, Kk, nsub, load)
+
     @T.macro
     def body(x, vals, off, bias, res, xp, acc, y):
         for c in T.parallel(Ci):
@@ -100,24 +105,7 @@ def image_lanes_kernel(spec: ConvSpec, tile: ConvTile, unroll: int = 4):
             b = T.bind(job % NG if tile_outer else job // nJ)
             g0 = T.bind((job // NG if tile_outer else job % nJ) * V)
             ac = T.alloc_buffer((F * V, VW), "float32", scope="local", annotations={"disable_lower_builtin": True})
-            for i in T.unroll(F):
-                for j in T.unroll(V):
-                    ac[i * V + j, T.ramp(0, 1, VW)] = T.broadcast(bias[b * F + i], VW)
-            for ko in range(Kk // U):
-                for ki in T.unroll(U):
-                    o = T.bind(off[b // nsub, ko * U + ki])
-                    for i in T.unroll(F):
-                        for j in T.unroll(V):
-                            ac[i * V + j, T.ramp(0, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)] + T.broadcast(
-                                vals[b // nsub, ko * U + ki, b % nsub * F + i], VW) * xp[
-                                    T.ramp((o + base_of(g0 + j)) * N + n0_of(g0 + j), 1, VW)]
-            for k in range(Kk // U * U, Kk):
-                o2 = T.bind(off[b // nsub, k])
-                for i in T.unroll(F):
-                    for j in T.unroll(V):
-                        ac[i * V + j, T.ramp(0, 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)] + T.broadcast(
-                            vals[b // nsub, k, b % nsub * F + i], VW) * xp[
-                                T.ramp((o2 + base_of(g0 + j)) * N + n0_of(g0 + j), 1, VW)]
+            reduce_tile(ac, vals, off, bias, b, xp, g0)
             for i in T.unroll(F):
                 for j in T.unroll(V):
                     acc[b * F + i, q_of(g0 + j), T.ramp(n0_of(g0 + j), 1, VW)] = ac[i * V + j, T.ramp(0, 1, VW)]
