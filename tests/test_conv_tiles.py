@@ -239,7 +239,8 @@ def test_image_lane_tiles_fit_batches_only_and_never_the_phase_layout(tmp_path):
     assert any(t.image_lanes for t in conv_tile_candidates(sixteen))
     assert any(t.image_lanes for t in conv_tile_candidates(ConvSpec(8, 8, 4, 4, 16, 3, 3, 1, 1, 8, 72, True), 8))
     assert ConvTile.from_params(lanes.params()) == lanes and lanes.label == "16x2gn"
-    with pytest.raises(ValueError, match="padded layout"):
+    assert not lanes.fits(sixteen, phased=True)
+    with pytest.raises(ValueError, match="stride-phase layout"):
         conv_kernel(sixteen, lanes, phased=True)
     db = TuningDB(str(tmp_path / "t.json"))
     best = best_tile(sixteen, TARGET, db, sparse=False, candidates=(lanes, ConvTile.grid(16)), phased=True)

@@ -239,14 +239,19 @@ class ConvTile:
         """Vector registers the tile's accumulators take, with ``register_lanes`` float32 lanes per register."""
         return self.filters_of(spec) * self.vectors * -(-self.lanes // register_lanes)
 
-    def fits(self, spec: "ConvSpec") -> bool:
-        """Whether this tile applies to ``spec``: ``filters`` divides ``r``; row tiles: ``Wo % lanes == 0``, whole tiles."""
+    def fits(self, spec: "ConvSpec", phased: bool = False) -> bool:
+        """Whether this tile applies to ``spec``: ``filters`` divides ``r``; row tiles: ``Wo % lanes == 0``, whole tiles.
+
+        ``phased``: in the stride-phase layout, which image-lane tiles never read
+        (their loads are contiguous at any stride in the padded layout).
+        """
         if self.filters and spec.r % self.filters:
             return False
         if self.image_lanes:
             from compression.tvm_backend.kernels_image_lanes import image_lanes_fit
 
-            return not self.rows and not self.image_major and image_lanes_fit(spec, self)
+            return (not (phased and spec.stride > 1) and not self.rows and not self.image_major
+                    and image_lanes_fit(spec, self))
         if self.image_major and spec.n == 1:
             return False
         if not self.rows:
@@ -381,11 +386,9 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     from tvm.script import tirx as T
 
     tile = as_tile(tp)
-    if not tile.fits(spec):
-        raise ValueError(f"tile {tile} does not fit {spec}")
+    if not tile.fits(spec, phased):
+        raise ValueError(f"tile {tile} does not fit {spec}{' in the stride-phase layout' if phased else ''}")
     if tile.image_lanes:
-        if phased and spec.stride > 1:
-            raise ValueError("image-lane tiles read the padded layout (their loads are contiguous at any stride)")
         from compression.tvm_backend.kernels_image_lanes import image_lanes_kernel
 
         return image_lanes_kernel(spec, tile, unroll)

@@ -81,7 +81,7 @@ def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16) -> tuple[Conv
         rows = []
         if lanes is not None:
             rows = [ConvTile(lanes, 2, True) if ConvTile(lanes, 2, True).fits(spec) else ConvTile(lanes, 1, True)]
-        return _with_batch_orders(spec, tuple(grid + rows), register_lanes)
+        return _with_batch_tiles(spec, tuple(grid + rows), register_lanes)
     half, vl = _half_block(spec), register_lanes
     tiles = [ConvTile(vl, 1, False), ConvTile(vl, 3, False, half)]
     if lanes is not None:
@@ -89,10 +89,10 @@ def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16) -> tuple[Conv
         tiles += [ConvTile(seg, 1, True), ConvTile(seg, 2, True, half)]
         if lanes > vl:
             tiles.append(ConvTile(lanes, 1, True, half))
-    return _with_batch_orders(spec, tuple(t for t in tiles if t.fits(spec)), register_lanes)
+    return _with_batch_tiles(spec, tuple(t for t in tiles if t.fits(spec)), register_lanes)
 
 
-def _with_batch_orders(spec: ConvSpec, tiles: "tuple[ConvTile, ...]", register_lanes: int = 16) -> tuple[ConvTile, ...]:
+def _with_batch_tiles(spec: ConvSpec, tiles: "tuple[ConvTile, ...]", register_lanes: int = 16) -> tuple[ConvTile, ...]:
     """``tiles`` and, for a batch, each of them in the image-major order too, and the image-lane tiles (those that fit).
 
     Image-lane tiles: ``lanes`` = the register width (16 or 8), the whole
@@ -217,9 +217,7 @@ def best_tile(spec: ConvSpec, target: dict, db: TuningDB, *, sparse: bool,
     default = candidates is None
     if candidates is None:
         candidates = conv_tile_candidates(spec, vector_registers(target)[0])
-    # image-lane tiles read the padded layout only (their loads are contiguous at any stride)
-    tiles = tuple(t for t in (as_tile(c) for c in candidates) if t.fits(spec) and not (phased and spec.stride > 1
-                                                                                   and t.image_lanes))
+    tiles = tuple(t for t in (as_tile(c) for c in candidates) if t.fits(spec, phased))
     suffix = "" if default else "|" + ",".join(t.label for t in tiles)
     return _cached_tile_search(db, _key(spec, target, sparse, phased) + suffix, tiles, spec.positions(phased),
                                lambda tile: time_kernel(spec, tile, target, phased=phased))
