@@ -55,8 +55,10 @@ from torch.func import functional_call
 
 from fingerprints.base import COUNT, SPLIT, STEPS, FingerprintMethod
 from fingerprints.frequency import SHAPES, highpass, lowfreq_energy_fraction
+from fingerprints.references import train_references
 from suite.core.errors import ConfigError
 from suite.core.settings import Field, SettingsSpec
+from suite.core.training import accuracy
 
 
 # ----------------------------------------------------------------- helpers
@@ -287,7 +289,8 @@ class CExamples(FingerprintMethod):
         """A setting, or the C-example value of a knob this method does not have (k=1, no noise, no filter)."""
         return self.settings.get(key, {"k": 1, "noise": 0.0, "noise_kind": "relative", "radius": 0.0,
                                        "filter_shape": "circle", "projections": 1, "chroma": False,
-                                       "prune_structure": "unstructured", "prune_finetune_steps": 0}.get(key))
+                                       "prune_structure": "unstructured", "prune_finetune_steps": 0,
+                                       "references": 0, "reference_epochs": 0, "reference_margin": 0.0}.get(key))
 
     def validate(self) -> None:
         s = self.settings
@@ -312,13 +315,20 @@ class CExamples(FingerprintMethod):
         if self.knob("noise_kind") == "prune" and self.knob("noise") > 0:
             copies = pruned_copies(owner, source, self.knob("k"), self.knob("noise"), seed, device,
                                    self.knob("prune_structure"), self.knob("prune_finetune_steps"))
+        refs = []
+        if self.knob("references") > 0:
+            refs = [r.to(device) for r in train_references(owner, source, self.knob("references"),
+                                                          self.knob("reference_epochs"), seed, device)]
         xs = []
         for i in range(0, self.count, self.batch_size):
             xs.append(self._optimise(owner, params, buffers, names, x0[i:i + self.batch_size].to(device),
-                                     targets[i:i + self.batch_size].to(device), gen, copies).cpu())
+                                     targets[i:i + self.batch_size].to(device), gen, copies, refs).cpu())
         x = torch.cat(xs)
         got = owner_labels(owner, x.to(device)).cpu()
         keep = got == targets
+        owner_kept = int(keep.sum())
+        for ref in refs:  # an example an independent reference also labels as intended transfers: drop it
+            keep &= owner_labels(ref, x.to(device)).cpu() != targets
         with torch.no_grad():
             logits = torch.cat([owner(x[i:i + 256].to(device)).cpu() for i in range(0, len(x), 256)])
         meta: dict[str, Any] = {
@@ -327,13 +337,17 @@ class CExamples(FingerprintMethod):
             "targets_per_class": torch.bincount(targets[keep], minlength=num_classes).tolist(),
             "linf_from_start_mean": round(float((x - x0).abs().flatten(1).amax(1).mean()), 4),
         }
+        if refs:
+            meta["references"] = {"count": len(refs), "dropped": owner_kept - int(keep.sum()),
+                                  "val_acc": [round(accuracy(r, source.split("val"), device=device), 4) for r in refs]}
         radius, fshape = self.knob("radius"), self.knob("filter_shape")
         if radius > 0:
             meta["lowfreq_energy_fraction"] = round(lowfreq_energy_fraction(x - x0, radius, fshape), 5)
         return x[keep], targets[keep], meta
 
-    def _optimise(self, owner, params, buffers, names, x0, target, gen, copies=None) -> torch.Tensor:
+    def _optimise(self, owner, params, buffers, names, x0, target, gen, copies=None, refs=()) -> torch.Tensor:
         k, noise, noise_kind = self.knob("k"), self.knob("noise"), self.knob("noise_kind")
+        ref_margin = self.knob("reference_margin")
         radius, fshape = self.knob("radius"), self.knob("filter_shape")
         x = x0.clone()
         for _ in range(self.steps):
@@ -347,6 +361,10 @@ class CExamples(FingerprintMethod):
                     b = buffers
                 logits = functional_call(owner, {**p, **b}, (x,))
                 loss = F.relu(self.confidence - margin(logits, target)).sum()
+                if loss.item() > 0:
+                    grad += torch.autograd.grad(loss, x)[0]
+            for ref in refs:  # push every reference at least reference_margin away from the target label
+                loss = F.relu(margin(ref(x), target) + ref_margin).sum()
                 if loss.item() > 0:
                     grad += torch.autograd.grad(loss, x)[0]
             x = x.detach()
@@ -372,6 +390,11 @@ class RCExamples(CExamples):
                               doc="noise_kind=prune: single weights, or alternate with row-block columns"),
         prune_finetune_steps=Field(0, int, ge=0, le=10000,
                                    doc="noise_kind=prune: masked fine-tuning steps of the copies pruned past 0.5"),
+        references=Field(0, int, ge=0, le=16, doc="independent reference models the owner trains "
+                         "(fingerprints.references): examples are pushed off their target and dropped if one "
+                         "labels them as intended"),
+        reference_epochs=Field(10, int, ge=1, le=500, doc="training epochs of each reference"),
+        reference_margin=Field(1.0, float, ge=0, doc="logit margin by which references must miss the target"),
         profiles={"smoke": {"k": 2, "noise": 0.5}})
 
 

@@ -139,6 +139,33 @@ def test_generators_give_unit_range_inputs_the_owner_labels_as_intended(name, se
         assert torch.equal(again.x, fps.x) and torch.equal(again.y, fps.y)
 
 
+def test_reinitialised_copy_keeps_the_architecture_and_replaces_every_weight(owner):
+    from fingerprints.references import reinitialised
+
+    fresh, again = reinitialised(owner, 5), reinitialised(owner, 5)
+    own = dict(owner.named_parameters())
+    for name, p in fresh.named_parameters():
+        assert p.shape == own[name].shape and p.requires_grad
+        if p.dim() > 1:  # conv / linear weights: new draws, the same for the same seed
+            assert not torch.equal(p, own[name]) and torch.equal(p, dict(again.named_parameters())[name])
+    assert all(not torch.equal(b, owner.get_buffer(n)) for n, b in fresh.named_buffers() if n.endswith("running_mean"))
+
+
+def test_references_steer_examples_off_independent_models_and_drop_what_they_share(owner, digits):
+    from fingerprints.references import train_references
+
+    settings = {**FAST, "k": 2, "noise": 0.5, "references": 2, "reference_epochs": 2}
+    fps = reg.fingerprints.build("ltrc-examples", **settings).generate(owner, digits, seed=3)
+    assert fps.meta["references"]["count"] == 2 and len(fps) >= 5, fps.meta
+    assert min(fps.meta["references"]["val_acc"]) > 0.5  # real independent models, not noise
+    with torch.no_grad():
+        assert torch.equal(owner(fps.x).argmax(1), fps.y)
+    # the same references, rebuilt from the same seed, label none of the kept examples as intended
+    for ref in train_references(owner, digits, 2, 2, seed=3, device="cpu"):
+        with torch.no_grad():
+            assert not bool((ref(fps.x).argmax(1) == fps.y).any())
+
+
 def test_ltrc_perturbation_is_high_frequency(owner, digits):
     method = reg.fingerprints.build("ltrc-examples", **{**FAST, "k": 2, "noise": 0.5, "radius": 0.5})
     fps = method.generate(owner, digits, seed=4)
