@@ -84,6 +84,37 @@ def test_every_tile_matches_torch(n, ci, co, h, w, k, pad, stride, phased, act, 
                         phased, seed=0) >= 3
 
 
+PART_TILES = [ConvTile(16, 2, True, parts=2), ConvTile(8, 1, True, parts=3), ConvTile(8, 2, True, 4, parts=2),
+              ConvTile(16, 1, True, parts=5), ConvTile(4, 2, True, parts=2)]
+
+
+@pytest.mark.parametrize("ci, co, h, w, k, pad", [
+    (8, 16, 10, 16, 3, 1),   # 10 rows into 2, 3 or 5 parts: uneven parts, each with its halo rows
+    (5, 12, 7, 8, 3, 1),     # Co not a multiple of r=8; odd rows
+    (4, 8, 8, 16, 5, 2),     # 5x5, pad 2: two halo rows each side
+])
+@pytest.mark.parametrize("act, residual", [("relu", True), ("none", False)])
+def test_row_part_tiles_match_torch(ci, co, h, w, k, pad, act, residual):
+    # batch 1 only: every part copies the rows it reads into its own workspace, dense and sparse weights
+    assert _check_tiles((1, ci, co, h, w, k, pad, 1), act, residual, lambda sparse: PART_TILES, False, seed=3) >= 4
+
+
+def test_row_part_tiles_fit_batch_one_padded_stride_one_rows_only_and_are_offered_there():
+    one = ConvSpec(1, 64, 32, 32, 64, 3, 3, 1, 1, 8, 115, True)
+    tile = ConvTile(16, 2, True, parts=2)
+    assert tile.fits(one) and tile.label == "16x2rp2" and ConvTile.from_params(tile.params()) == tile
+    assert conv_output_shapes(one, tile) == [(1, 64, 32, 32)]  # no shared scratch: each thread has its own
+    assert not ConvTile(16, 2, False, parts=2).fits(one)  # grid tiles are not cut
+    assert not tile.fits(ConvSpec(2, 64, 32, 32, 64, 3, 3, 1, 1, 8, 115, True))  # batches: no
+    assert not tile.fits(ConvSpec(1, 64, 32, 32, 64, 3, 3, 1, 2, 8, 115, True))  # stride 2: no
+    assert not ConvTile(16, 1, True, parts=2).fits(ConvSpec(1, 8, 8, 16, 16, 1, 1, 0, 1, 8, 8, True))  # reads x
+    assert not ConvTile(16, 2, True, parts=33).fits(one)  # more parts than row tiles
+    assert "16x2rp2" in [t.label for t in conv_tile_candidates(one, 16, 2)]
+    assert all(t.parts == 0 for t in conv_tile_candidates(one, 16, 1))  # one thread: nothing to cut
+    heavy = ConvSpec(1, 256, 8, 8, 256, 3, 3, 1, 1, 8, 461, True)  # weights outweigh the input: split by filters
+    assert all(t.parts == 0 for t in conv_tile_candidates(heavy, 16, 2))
+
+
 def test_row_tiles_fit_only_whole_row_segments_and_unpadded_convs_skip_the_copy():
     spec = ConvSpec(1, 8, 8, 12, 16, 3, 3, 1, 1, 8, 72, True)  # Wo = 12
     assert not ConvTile(8, 2, True).fits(spec) and ConvTile(4, 2, True).fits(spec)

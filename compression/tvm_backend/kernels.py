@@ -50,6 +50,13 @@ vector loads of ``xp`` and ``r * V`` broadcast-FMAs.  Two kinds of tile
   an unpadded stride-1 1x1 conv treats each channel plane as one row of
   ``Ho*Wo`` positions (so a 4x4 map is one 16-lane vector).
 
+Batch 1, row tiles of a padded stride-1 conv: a tile may also be cut into
+``parts`` (one per thread, :attr:`ConvTile.parts`): one parallel region in
+which each thread copies the padded rows its output rows read into its own
+workspace and computes those rows for every row-block -- no scratch shared
+between threads, and each thread reads the rows it wrote in the previous
+such layer.
+
 Epilogue: the bias starts the accumulators; a residual input (``res``, the
 shortcut of a ResNet / MobileNetV2 block, when ``spec.residual``) is added,
 then ReLU / ReLU6 clamps -- so ``conv -> bias -> add -> relu`` is one call.
@@ -59,7 +66,7 @@ from __future__ import annotations
 
 import functools
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -187,6 +194,11 @@ class ConvSpec(PaddedGeometry):
         """``(rows, row width)`` row tiles cut into segments: ``(1, Ho*Wo)`` for :attr:`flat` convs, else ``(Ho, Wo)``."""
         return (1, self.ho * self.wo) if self.flat else (self.ho, self.wo)
 
+    def row_jobs(self, tile: "ConvTile") -> int:
+        """Row tiles (jobs) of one image with ``tile`` (a row tile that fits): row segments / vectors."""
+        rows, width = self.row_hw
+        return rows * (width // tile.lanes) // tile.vectors
+
     def key(self) -> str:
         items = asdict(self)
         for name in ("relu6", "residual"):  # keys without these stay what they were before the fields existed
@@ -217,6 +229,15 @@ class ConvTile:
     output position of ``lanes`` consecutive images instead of ``lanes``
     positions of one image (:mod:`compression.tvm_backend.kernels_image_lanes`):
     no junk lanes on small feature maps, contiguous loads at any stride.
+
+    ``parts`` (batch 1, row tiles of a padded stride-1 conv): the output rows
+    are cut into ``parts`` contiguous parts, one per thread, in one parallel
+    region; each part copies the padded input rows it reads into its own
+    thread's workspace and computes its rows for every row-block.  No scratch
+    is shared between threads, and a thread reads the rows it wrote in the
+    previous such layer -- on our 2-core machines data one core wrote and
+    the other then reads cost more than the padded copy itself (bench/RESULTS.md
+    section 3.0, "partitioned batch-1 kernels").
     """
 
     lanes: int
@@ -225,6 +246,7 @@ class ConvTile:
     filters: int = 0  # output channels per job: 0 = the whole row-block (``r``), else a divisor of ``r``
     image_major: bool = False
     image_lanes: bool = False
+    parts: int = 0  # batch 1: output-row parts, one per thread, each with its own padded input rows (0: off)
 
     @property
     def tp(self) -> int:
@@ -247,6 +269,10 @@ class ConvTile:
         """
         if self.filters and spec.r % self.filters:
             return False
+        if self.parts:
+            return (self.rows and not self.image_major and not self.image_lanes and spec.n == 1
+                    and spec.stride == 1 and not reads_input_directly(spec, self)
+                    and replace(self, parts=0).fits(spec) and self.parts <= spec.row_jobs(self))
         if self.image_lanes:
             from compression.tvm_backend.kernels_image_lanes import image_lanes_fit
 
@@ -266,14 +292,17 @@ class ConvTile:
             extra["image_major"] = 1
         if self.image_lanes:
             extra["image_lanes"] = 1
+        if self.parts:
+            extra["parts"] = self.parts
         return {"tp": self.tp, "lanes": self.lanes, "vectors": self.vectors, "rows": int(self.rows), **extra}
 
     @property
     def label(self) -> str:
         """Short name for database keys, e.g. ``16x2r`` (row tile), ``16x3g`` (grid tile), ``8x3rf4`` (4 filters a
-        job), ``8x1gi`` (image-major order), ``16x2gn`` (image lanes)."""
+        job), ``8x1gi`` (image-major order), ``16x2gn`` (image lanes), ``16x2rp2`` (2 row parts)."""
         return (f"{self.lanes}x{self.vectors}{'r' if self.rows else 'g'}" + (f"f{self.filters}" if self.filters else "")
-                + ("i" if self.image_major else "") + ("n" if self.image_lanes else ""))
+                + ("i" if self.image_major else "") + ("n" if self.image_lanes else "")
+                + (f"p{self.parts}" if self.parts else ""))
 
     @classmethod
     def grid(cls, tp: int) -> "ConvTile":
@@ -285,7 +314,8 @@ class ConvTile:
     def from_params(cls, params: dict[str, int]) -> "ConvTile":
         if "lanes" in params:
             return cls(int(params["lanes"]), int(params["vectors"]), bool(params["rows"]), int(params.get("filters", 0)),
-                       bool(params.get("image_major", 0)), bool(params.get("image_lanes", 0)))
+                       bool(params.get("image_major", 0)), bool(params.get("image_lanes", 0)),
+                       int(params.get("parts", 0)))
         return cls.grid(int(params["tp"]))
 
 
@@ -299,6 +329,12 @@ def reads_input_directly(spec: "ConvSpec", tile: "int | ConvTile") -> bool:
     return as_tile(tile).rows and spec.pad == 0 and spec.stride == 1
 
 
+def has_shared_scratch(spec: "ConvSpec", tile: "int | ConvTile") -> bool:
+    """Whether the kernel takes the scratch outputs (``xp``, ``acc``); row-part tiles keep theirs per thread."""
+    tile = as_tile(tile)
+    return not (reads_input_directly(spec, tile) or tile.parts)
+
+
 def conv_output_shapes(spec: "ConvSpec", tile: "int | ConvTile", phased: bool = False) -> list[tuple[int, ...]]:
     """Shapes of the kernel's outputs, ``y`` last: scratch ``[xp?, acc?]`` first."""
     tile = as_tile(tile)
@@ -310,7 +346,7 @@ def conv_output_shapes(spec: "ConvSpec", tile: "int | ConvTile", phased: bool = 
     y = (spec.n, spec.co, spec.ho, spec.wo)
     images = 1 if tile.image_major else spec.n  # image-major: scratch for the one image being computed
     if tile.rows:
-        if reads_input_directly(spec, tile):
+        if not has_shared_scratch(spec, tile):
             return [y]
         return [(images, spec.scratch_len(tile.tp, phased, rows=True)), y]
     pp = -(-spec.positions(phased) // tile.tp) * tile.tp
@@ -402,6 +438,7 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     lo = T.float32(0) if relu else T.float32(-3.4e38)
     hi = T.float32(6) if spec.relu6 else T.float32(3.4e38)
     has_res, rows, direct = spec.residual, tile.rows, reads_input_directly(spec, tile)
+    shared = has_shared_scratch(spec, tile)
     full_rows = nb * r == Co  # every kernel row is a real output channel
     F = tile.filters_of(spec)  # output channels per job: a group of F consecutive rows of one row-block
     nsub = r // F  # groups per row-block; group ``b`` holds filters ``b*F .. b*F+F-1`` of row-block ``b // nsub``
@@ -450,6 +487,9 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
 
     def base_of(g):
         return oh_of(g) * row_step + ow_of(g) * col_step if rows else g % SG * VW * col_step
+
+    def lanes_of(base, n):  # n consecutive elements from base: a vector index, or a scalar one for n == 1
+        return T.ramp(base, 1, n) if n > 1 else base
 
     def load(xs, g0, j, o):  # vector j of the tile at column offset o
         return xs[sn_of(g0 + j), T.ramp(o + base_of(g0 + j), ls, VW)]
@@ -513,10 +553,49 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
                         acc[nco // Co, nco % Co, oh * gw + ow]
                         + (res[p * NI + nco // Co, nco % Co, oh, ow] if has_res else T.float32(0)), lo), hi)
 
+    QP, KH, parted = tile.parts, spec.kh, tile.parts > 0
+    FV = next(v for v in (16, 8, 4, 1) if W % v == 0)  # lanes of the part copy's row moves
+
+    @T.macro
+    def part_jobs(x, vals, off, bias, res, y):
+        # one parallel region; part q (one thread): its tiles' padded input rows copied into its own
+        # workspace xq (same layout as xp, only those rows written), then its tiles for every row-block
+        for q in T.parallel(QP):
+            xq = T.alloc_buffer((1, L), "float32")
+            t_lo = T.bind(q * nJ // QP)
+            t_hi = T.bind((q + 1) * nJ // QP)
+            hp_lo = T.bind(t_lo * V // SG)
+            hp_hi = T.bind(T.min((t_hi * V - 1) // SG + KH, Hp))
+            for c in range(Ci):
+                for hh in range(hp_lo, hp_hi):
+                    if pad <= hh and hh < H + pad:
+                        for ww in range(pad):
+                            xq[0, c * HWp + hh * Wp + ww] = T.float32(0)
+                        for wv in range(W // FV):
+                            xq[0, lanes_of(c * HWp + hh * Wp + pad + wv * FV, FV)] = x[
+                                0, c, hh - pad, lanes_of(wv * FV, FV)]
+                        for ww in range(Wp - W - pad):
+                            xq[0, c * HWp + hh * Wp + W + pad + ww] = T.float32(0)
+                    else:
+                        for ww in range(Wp):
+                            xq[0, c * HWp + hh * Wp + ww] = T.float32(0)
+            for tj, b in T.grid(t_hi - t_lo, NG):  # tile outer: the tile's rows stay in cache across row-blocks
+                g0 = T.bind((t_lo + tj) * V)
+                ac = T.alloc_buffer((F * V, VW), "float32", scope="local", annotations={"disable_lower_builtin": True})
+                reduce_tile(ac, vals, off, bias, b, xq, g0)
+                for i in T.unroll(F):
+                    if full_rows or b * F + i < Co:
+                        for j in T.unroll(V):
+                            y[0, b * F + i, oh_of(g0 + j), T.ramp(ow_of(g0 + j), 1, VW)] = T.min(T.max(
+                                ac[i * V + j, T.ramp(0, 1, VW)]
+                                + (res[0, b * F + i, oh_of(g0 + j), T.ramp(ow_of(g0 + j), 1, VW)]
+                                   if has_res else T.broadcast(T.float32(0), VW)),
+                                T.broadcast(lo, VW)), T.broadcast(hi, VW))
+
     # TVMScript signatures are static: one PrimFunc per parameter list (residual input or not; scratch
     # outputs xp / acc or not), the bodies are the shared macros above.
     XS, YS = (N, Ci * H * W), (N, Co, Hr, Wr)  # flat input view; output viewed as rows (flat 1x1 convs)
-    if rows and direct and has_res:
+    if rows and not shared and has_res:
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
                  off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
@@ -525,9 +604,12 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
             xf = T.decl_buffer(XS, "float32", data=x.data)
             yv = T.decl_buffer(YS, "float32", data=y.data)
             rv = T.decl_buffer(YS, "float32", data=res.data)
-            for p in range(passes):
-                jobs(xf, vals, off, bias, rv, None, yv, p)
-    elif rows and direct:
+            if parted:
+                part_jobs(x, vals, off, bias, res, y)
+            else:
+                for p in range(passes):
+                    jobs(xf, vals, off, bias, rv, None, yv, p)
+    elif rows and not shared:
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
                  off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
@@ -535,8 +617,11 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
             T.func_attr({"tir.noalias": True})
             xf = T.decl_buffer(XS, "float32", data=x.data)
             yv = T.decl_buffer(YS, "float32", data=y.data)
-            for p in range(passes):
-                jobs(xf, vals, off, bias, None, None, yv, p)
+            if parted:
+                part_jobs(x, vals, off, bias, None, y)
+            else:
+                for p in range(passes):
+                    jobs(xf, vals, off, bias, None, None, yv, p)
     elif rows and has_res:
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),

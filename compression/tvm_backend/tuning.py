@@ -31,7 +31,7 @@ import numpy as np
 from compression.tvm_backend.kernels import ConvSpec, ConvTile, as_tile, conv_kernel, conv_output_shapes
 from compression.tvm_backend.target import vector_registers
 
-CONV_TEMPLATE = "t5"  # bumped when the conv template changes, so cached tile timings are re-measured
+CONV_TEMPLATE = "t6"  # bumped when the conv template or its candidates change, so cached tile timings are re-measured
 BATCH_ORDERS = "im2+il2"  # batched calls (N > 1) also try the image-major order and image-lane tiles: keys carry this
 DEPTHWISE_TILES = (8, 16, 32, 64)
 DEPTHWISE_TEMPLATE = "dw2"  # bumped when the depth-wise template changes (cached timings re-measured)
@@ -46,7 +46,7 @@ class Measured:
     tile: ConvTile | None = None  # conv template: the tile measured fastest (``tp`` is its positions)
 
 
-def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16) -> tuple[ConvTile, ...]:
+def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16, threads: int = 1) -> tuple[ConvTile, ...]:
     """The conv tiles :func:`best_tile` measures for ``spec``, sized to the ISA's vector registers.
 
     ``register_lanes``: float32 lanes per vector register (16 on AVX-512 with
@@ -73,6 +73,10 @@ def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16) -> tuple[Conv
     and image-lane tiles where the lanes divide the batch (``ConvTile.image_lanes``:
     a vector holds one position of 16 (AVX-512) or 8 images; on vgg16's 2x2 and
     4x4 layers at batch 32 they ran 1.6-3x faster than the position tiles).
+
+    Batch 1 with ``threads > 1``: each row tile also cut into ``threads`` row
+    parts (``ConvTile.parts``), where the packed weights are no larger than the
+    padded input (each thread then reads every weight, but only its own rows).
     """
     width = spec.row_hw[1]
     lanes = next((v for v in (16, 8, 4) if width % v == 0), None)
@@ -81,7 +85,7 @@ def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16) -> tuple[Conv
         rows = []
         if lanes is not None:
             rows = [ConvTile(lanes, 2, True) if ConvTile(lanes, 2, True).fits(spec) else ConvTile(lanes, 1, True)]
-        return _with_batch_tiles(spec, tuple(grid + rows), register_lanes)
+        return _with_row_parts(spec, _with_batch_tiles(spec, tuple(grid + rows), register_lanes), threads)
     half, vl = _half_block(spec), register_lanes
     tiles = [ConvTile(vl, 1, False), ConvTile(vl, 3, False, half)]
     if lanes is not None:
@@ -89,7 +93,16 @@ def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16) -> tuple[Conv
         tiles += [ConvTile(seg, 1, True), ConvTile(seg, 2, True, half)]
         if lanes > vl:
             tiles.append(ConvTile(lanes, 1, True, half))
-    return _with_batch_tiles(spec, tuple(t for t in tiles if t.fits(spec)), register_lanes)
+    return _with_row_parts(spec, _with_batch_tiles(spec, tuple(t for t in tiles if t.fits(spec)), register_lanes),
+                           threads)
+
+
+def _with_row_parts(spec: ConvSpec, tiles: "tuple[ConvTile, ...]", threads: int) -> tuple[ConvTile, ...]:
+    """``tiles`` and, at batch 1 on ``threads > 1`` where the packed weights fit in the padded input's size,
+    each row tile cut into ``threads`` row parts (those that fit)."""
+    if spec.n != 1 or threads < 2 or spec.nb * spec.kk * spec.r > spec.ci * spec.hp * spec.wp:
+        return tiles
+    return tiles + tuple(p for p in (replace(t, parts=threads) for t in tiles if t.rows) if p.fits(spec))
 
 
 def _with_batch_tiles(spec: ConvSpec, tiles: "tuple[ConvTile, ...]", register_lanes: int = 16) -> tuple[ConvTile, ...]:
@@ -216,7 +229,7 @@ def best_tile(spec: ConvSpec, target: dict, db: TuningDB, *, sparse: bool,
     """
     default = candidates is None
     if candidates is None:
-        candidates = conv_tile_candidates(spec, vector_registers(target)[0])
+        candidates = conv_tile_candidates(spec, vector_registers(target)[0], int(target.get("num-cores", 1)))
     tiles = tuple(t for t in (as_tile(c) for c in candidates) if t.fits(spec, phased))
     suffix = "" if default else "|" + ",".join(t.label for t in tiles)
     return _cached_tile_search(db, _key(spec, target, sparse, phased) + suffix, tiles, spec.positions(phased),
