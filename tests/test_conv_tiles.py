@@ -111,8 +111,9 @@ def test_row_part_tiles_fit_batch_one_padded_stride_one_rows_only_and_are_offere
     assert not ConvTile(16, 2, True, parts=33).fits(one)  # more parts than row tiles
     assert "16x2rp2" in [t.label for t in conv_tile_candidates(one, 16, 2)]
     assert all(t.parts == 0 for t in conv_tile_candidates(one, 16, 1))  # one thread: nothing to cut
-    heavy = ConvSpec(1, 256, 8, 8, 256, 3, 3, 1, 1, 8, 461, True)  # weights outweigh the input: split by filters
-    assert all(t.parts == 0 for t in conv_tile_candidates(heavy, 16, 2))
+    heavy = ConvSpec(1, 256, 8, 8, 256, 3, 3, 1, 1, 8, 461, True)  # weights outweigh the input: offered too
+    assert [t.label for t in conv_tile_candidates(heavy, 16, 2) if t.parts] == ["8x2rp2"]
+    assert all(t.parts == 0 for t in conv_tile_candidates(ConvSpec(2, 64, 32, 32, 64, 3, 3, 1, 1, 8, 115, True), 16, 2))
 
 
 def test_row_tiles_fit_only_whole_row_segments_and_unpadded_convs_skip_the_copy():

@@ -75,8 +75,11 @@ def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16, threads: int 
     4x4 layers at batch 32 they ran 1.6-3x faster than the position tiles).
 
     Batch 1 with ``threads > 1``: each row tile also cut into ``threads`` row
-    parts (``ConvTile.parts``), where the packed weights are no larger than the
-    padded input (each thread then reads every weight, but only its own rows).
+    parts (``ConvTile.parts``): each thread then reads every weight, but only
+    the input rows it wrote itself in the previous layer.  Offered on every
+    layer, not only where the weights are smaller than the input: on resnet18
+    at 0.8 and batch 1, letting the search pick them for the 8x8 layers too
+    took the whole call from 1.455 to 1.413 ms (bench/RESULTS.md section 3.0).
     """
     width = spec.row_hw[1]
     lanes = next((v for v in (16, 8, 4) if width % v == 0), None)
@@ -98,9 +101,8 @@ def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16, threads: int 
 
 
 def _with_row_parts(spec: ConvSpec, tiles: "tuple[ConvTile, ...]", threads: int) -> tuple[ConvTile, ...]:
-    """``tiles`` and, at batch 1 on ``threads > 1`` where the packed weights fit in the padded input's size,
-    each row tile cut into ``threads`` row parts (those that fit)."""
-    if spec.n != 1 or threads < 2 or spec.nb * spec.kk * spec.r > spec.ci * spec.hp * spec.wp:
+    """``tiles`` and, at batch 1 on ``threads > 1``, each row tile cut into ``threads`` row parts (those that fit)."""
+    if spec.n != 1 or threads < 2:
         return tiles
     return tiles + tuple(p for p in (replace(t, parts=threads) for t in tiles if t.rows) if p.fits(spec))
 
