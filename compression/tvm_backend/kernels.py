@@ -237,7 +237,7 @@ class ConvTile:
     is shared between threads, and a thread reads the rows it wrote in the
     previous such layer -- on our 2-core machines data one core wrote and
     the other then reads cost more than the padded copy itself (bench/RESULTS.md
-    section 3.0, "partitioned batch-1 kernels").
+    section 3.0, "What changed at batch 1 (evening): row-part tiles").
     """
 
     lanes: int
