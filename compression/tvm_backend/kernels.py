@@ -496,6 +496,34 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
 
     reduce_tile = tile_reduction(F, V, VW, U, Kk, nsub, load)
 
+    FV = next(v for v in (16, 8, 4, 1) if W % v == 0)  # lanes of a padded row's copy
+
+    @T.macro
+    def pad_row(dst, dn, x, xn, c, hh):
+        # padded row hh of channel c into dst[dn] (the xp layout): zeros in the padding, x[xn, c, hh - pad] inside
+        if pad <= hh and hh < H + pad:
+            for ww in range(pad):
+                dst[dn, c * HWp + hh * Wp + ww] = T.float32(0)
+            for wv in range(W // FV):
+                dst[dn, lanes_of(c * HWp + hh * Wp + pad + wv * FV, FV)] = x[xn, c, hh - pad, lanes_of(wv * FV, FV)]
+            for ww in range(Wp - W - pad):
+                dst[dn, c * HWp + hh * Wp + W + pad + ww] = T.float32(0)
+        else:
+            for ww in range(Wp):
+                dst[dn, c * HWp + hh * Wp + ww] = T.float32(0)
+
+    @T.macro
+    def store_rows(ac, y, res, b, g0):
+        # a row tile's accumulators into y (row view), with the residual and the activation
+        for i in T.unroll(F):
+            if full_rows or b * F + i < Co:
+                for j in T.unroll(V):
+                    y[n_of(g0 + j), b * F + i, oh_of(g0 + j), T.ramp(ow_of(g0 + j), 1, VW)] = T.min(T.max(
+                        ac[i * V + j, T.ramp(0, 1, VW)]
+                        + (res[n_of(g0 + j), b * F + i, oh_of(g0 + j), T.ramp(ow_of(g0 + j), 1, VW)]
+                           if has_res else T.broadcast(T.float32(0), VW)),
+                        T.broadcast(lo, VW)), T.broadcast(hi, VW))
+
     @T.macro
     def fill(x, xp, p):
         if phased:
@@ -508,16 +536,7 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         else:
             for nc in T.parallel(NI * Ci):
                 for hh in range(Hp):
-                    if pad <= hh and hh < H + pad:
-                        for ww in range(pad):
-                            xp[nc // Ci, nc % Ci * HWp + hh * Wp + ww] = T.float32(0)
-                        for ww in range(W):
-                            xp[nc // Ci, nc % Ci * HWp + hh * Wp + pad + ww] = x[p * NI + nc // Ci, nc % Ci, hh - pad, ww]
-                        for ww in range(Wp - W - pad):
-                            xp[nc // Ci, nc % Ci * HWp + hh * Wp + W + pad + ww] = T.float32(0)
-                    else:
-                        for ww in range(Wp):
-                            xp[nc // Ci, nc % Ci * HWp + hh * Wp + ww] = T.float32(0)
+                    pad_row(xp, nc // Ci, x, p * NI + nc // Ci, nc % Ci, hh)
         for n0 in range(NI):
             for t in range(L - copied):
                 xp[n0, copied + t] = T.float32(0)
@@ -534,14 +553,7 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
             ac = T.alloc_buffer((F * V, VW), "float32", scope="local", annotations={"disable_lower_builtin": True})
             reduce_tile(ac, vals, off, bias, b, xs, g0)
             if rows:
-                for i in T.unroll(F):
-                    if full_rows or b * F + i < Co:
-                        for j in T.unroll(V):
-                            y[n_of(g0 + j), b * F + i, oh_of(g0 + j), T.ramp(ow_of(g0 + j), 1, VW)] = T.min(T.max(
-                                ac[i * V + j, T.ramp(0, 1, VW)]
-                                + (res[n_of(g0 + j), b * F + i, oh_of(g0 + j), T.ramp(ow_of(g0 + j), 1, VW)]
-                                   if has_res else T.broadcast(T.float32(0), VW)),
-                                T.broadcast(lo, VW)), T.broadcast(hi, VW))
+                store_rows(ac, y, res, b, g0)
             else:
                 for i in T.unroll(F):
                     for j in T.unroll(V):
@@ -554,7 +566,6 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
                         + (res[p * NI + nco // Co, nco % Co, oh, ow] if has_res else T.float32(0)), lo), hi)
 
     QP, KH, parted = tile.parts, spec.kh, tile.parts > 0
-    FV = next(v for v in (16, 8, 4, 1) if W % v == 0)  # lanes of the part copy's row moves
 
     @T.macro
     def part_jobs(x, vals, off, bias, res, y):
@@ -568,29 +579,12 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
             hp_hi = T.bind(T.min((t_hi * V - 1) // SG + KH, Hp))
             for c in range(Ci):
                 for hh in range(hp_lo, hp_hi):
-                    if pad <= hh and hh < H + pad:
-                        for ww in range(pad):
-                            xq[0, c * HWp + hh * Wp + ww] = T.float32(0)
-                        for wv in range(W // FV):
-                            xq[0, lanes_of(c * HWp + hh * Wp + pad + wv * FV, FV)] = x[
-                                0, c, hh - pad, lanes_of(wv * FV, FV)]
-                        for ww in range(Wp - W - pad):
-                            xq[0, c * HWp + hh * Wp + W + pad + ww] = T.float32(0)
-                    else:
-                        for ww in range(Wp):
-                            xq[0, c * HWp + hh * Wp + ww] = T.float32(0)
+                    pad_row(xq, 0, x, 0, c, hh)
             for tj, b in T.grid(t_hi - t_lo, NG):  # tile outer: the tile's rows stay in cache across row-blocks
                 g0 = T.bind((t_lo + tj) * V)
                 ac = T.alloc_buffer((F * V, VW), "float32", scope="local", annotations={"disable_lower_builtin": True})
                 reduce_tile(ac, vals, off, bias, b, xq, g0)
-                for i in T.unroll(F):
-                    if full_rows or b * F + i < Co:
-                        for j in T.unroll(V):
-                            y[0, b * F + i, oh_of(g0 + j), T.ramp(ow_of(g0 + j), 1, VW)] = T.min(T.max(
-                                ac[i * V + j, T.ramp(0, 1, VW)]
-                                + (res[0, b * F + i, oh_of(g0 + j), T.ramp(ow_of(g0 + j), 1, VW)]
-                                   if has_res else T.broadcast(T.float32(0), VW)),
-                                T.broadcast(lo, VW)), T.broadcast(hi, VW))
+                store_rows(ac, y, res, b, g0)
 
     # TVMScript signatures are static: one PrimFunc per parameter list (residual input or not; scratch
     # outputs xp / acc or not), the bodies are the shared macros above.

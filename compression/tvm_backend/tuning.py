@@ -33,7 +33,8 @@ from compression.tvm_backend.kernels import ConvSpec, ConvTile, as_tile, conv_ke
 from compression.tvm_backend.target import vector_registers
 
 CONV_TEMPLATE = "t6"  # bumped when the conv template, its candidates or the search change (cached timings re-measured)
-SEARCH_ROUNDS = 3  # conv tile search: every candidate timed in this many interleaved rounds, median kept
+SEARCH_ROUNDS = 3  # conv tile search: candidates timed in this many interleaved rounds, median kept ...
+SEARCH_ROUNDS_BELOW_MS = 1.0  # ... when the fastest first-round time is under this (short kernels are the noisy ones)
 BATCH_ORDERS = "im2+il2"  # batched calls (N > 1) also try the image-major order and image-lane tiles: keys carry this
 DEPTHWISE_TILES = (8, 16, 32, 64)
 DEPTHWISE_TEMPLATE = "dw2"  # bumped when the depth-wise template changes (cached timings re-measured)
@@ -252,10 +253,14 @@ def _cached_tile_search(db: TuningDB, key: str, candidates: "tuple[int | ConvTil
     Candidates are tile sizes (int) or conv tiles.  Grid tiles much wider
     than the ``positions`` of the feature map only add junk lanes and are
     skipped once one tile is timed (row and image-lane tiles never are).
-    ``rounds``: every remaining candidate is timed once per round, round
-    after round (so a slow spell of the machine hits all of them), and the
-    median of its rounds decides: one sample each picked a tile 40% slower
-    than another on resnet18's 8x8 layers (bench/RESULTS.md section 3.0).
+    ``rounds``: when the fastest first-round time is under
+    ``SEARCH_ROUNDS_BELOW_MS``, every remaining candidate is timed once per
+    round, round after round (so a slow spell of the machine hits all of
+    them), and the median of its rounds decides: one sample each picked a
+    tile 40% slower than another on resnet18's 8x8 layers at batch 1
+    (bench/RESULTS.md section 3.0).  Longer kernels (batches) keep one
+    round: each sample is already a median over milliseconds, and three
+    rounds took resnet18's batch-32 compile and tuning from 180 to 331 s.
     """
     hit = db.entries.get(key)
     if hit:
@@ -272,10 +277,11 @@ def _cached_tile_search(db: TuningDB, key: str, candidates: "tuple[int | ConvTil
             continue
         kept.append(cand)
         samples[len(kept) - 1] = [time_tile(cand)]
-    for _ in range(rounds - 1):
+    assert kept
+    extra = rounds - 1 if min(v[0] for v in samples.values()) < SEARCH_ROUNDS_BELOW_MS else 0
+    for _ in range(extra):
         for i, cand in enumerate(kept):
             samples[i].append(time_tile(cand))
-    assert kept
     i_best = min(range(len(kept)), key=lambda i: float(np.median(samples[i])))
     cand = kept[i_best]
     tile = cand if isinstance(cand, ConvTile) else None
