@@ -317,20 +317,20 @@ class CExamples(FingerprintMethod):
                                    self.knob("prune_structure"), self.knob("prune_finetune_steps"))
         refs = []
         if self.knob("references") > 0:
-            refs = [r.to(device) for r in train_references(owner, source, self.knob("references"),
-                                                          self.knob("reference_epochs"), seed, device)]
+            refs = train_references(owner, source, self.knob("references"), self.knob("reference_epochs"), seed,
+                                    device)  # on ``device``, trained there
         xs = []
         for i in range(0, self.count, self.batch_size):
             xs.append(self._optimise(owner, params, buffers, names, x0[i:i + self.batch_size].to(device),
                                      targets[i:i + self.batch_size].to(device), gen, copies, refs).cpu())
         x = torch.cat(xs)
-        got = owner_labels(owner, x.to(device)).cpu()
-        keep = got == targets
+        x_dev = x.to(device)
+        keep = owner_labels(owner, x_dev).cpu() == targets
         owner_kept = int(keep.sum())
         for ref in refs:  # an example an independent reference also labels as intended transfers: drop it
-            keep &= owner_labels(ref, x.to(device)).cpu() != targets
+            keep &= owner_labels(ref, x_dev).cpu() != targets
         with torch.no_grad():
-            logits = torch.cat([owner(x[i:i + 256].to(device)).cpu() for i in range(0, len(x), 256)])
+            logits = torch.cat([owner(x_dev[i:i + 256]).cpu() for i in range(0, len(x), 256)])
         meta: dict[str, Any] = {
             "requested": self.count, "kept": int(keep.sum()),
             "owner_margin_mean": round(float(margin(logits, targets)[keep].mean()), 4) if keep.any() else None,

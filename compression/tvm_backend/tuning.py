@@ -267,8 +267,8 @@ def _cached_tile_search(db: TuningDB, key: str, candidates: "tuple[int | ConvTil
         tile = ConvTile.from_params(hit["tile"]) if "tile" in hit else None
         return Measured(int(hit["tp"]), float(hit["ms"]), tile)
     start = time.perf_counter()
-    samples: dict[int, list[float]] = {}
     kept: list = []
+    samples: list[list[float]] = []  # per kept candidate, its times round by round
     for cand in candidates:
         tile = cand if isinstance(cand, ConvTile) else None
         tp = tile.tp if tile is not None else int(cand)
@@ -276,9 +276,9 @@ def _cached_tile_search(db: TuningDB, key: str, candidates: "tuple[int | ConvTil
         if tp > 2 * max(8, positions) and kept and not no_junk:
             continue
         kept.append(cand)
-        samples[len(kept) - 1] = [time_tile(cand)]
+        samples.append([time_tile(cand)])
     assert kept
-    extra = rounds - 1 if min(v[0] for v in samples.values()) < SEARCH_ROUNDS_BELOW_MS else 0
+    extra = rounds - 1 if min(v[0] for v in samples) < SEARCH_ROUNDS_BELOW_MS else 0
     for _ in range(extra):
         for i, cand in enumerate(kept):
             samples[i].append(time_tile(cand))
