@@ -99,6 +99,41 @@ def test_row_part_tiles_match_torch(ci, co, h, w, k, pad, act, residual):
     assert _check_tiles((1, ci, co, h, w, k, pad, 1), act, residual, lambda sparse: PART_TILES, False, seed=3) >= 4
 
 
+IM2COL_TILES = [ConvTile(16, 1, im2col=True), ConvTile(4, 1, im2col=True), ConvTile(16, 4, im2col=True),
+                ConvTile(8, 1, False, 4, im2col=True), ConvTile(4, 2, im2col=True), ConvTile(16, 2, False, 2, im2col=True)]
+
+
+@pytest.mark.parametrize("ci, co, h, w, k, pad, stride", [
+    (8, 16, 4, 4, 3, 1, 1),    # a 4x4 plane: one 16-lane vector, every lane a real output
+    (5, 12, 2, 2, 3, 1, 1),    # 2x2 plane (4 lanes); Co not a multiple of r=8
+    (6, 16, 8, 8, 3, 1, 1),    # 8x8 plane: 64 positions, up to 4 vectors
+    (8, 16, 8, 8, 3, 1, 2),    # stride 2: 4x4 out, the copy does the striding
+    (8, 8, 8, 8, 1, 0, 2),     # 1x1 stride-2 (a ResNet shortcut)
+    (4, 8, 6, 6, 5, 2, 1),     # 5x5, pad 2, 6x6 plane (36: 4-lane vectors)
+])
+@pytest.mark.parametrize("act, residual", [("relu", True), ("none", False)])
+def test_im2col_tiles_match_torch(ci, co, h, w, k, pad, stride, act, residual):
+    # batch 1; dense and sparse packing share the padded layout's offsets, the copy scales them by Ho*Wo
+    assert _check_tiles((1, ci, co, h, w, k, pad, stride), act, residual, lambda sparse: IM2COL_TILES, False,
+                        seed=5) >= 2
+
+
+def test_im2col_tiles_fit_batch_one_small_planes_of_whole_vectors():
+    small = ConvSpec(1, 512, 4, 4, 512, 3, 3, 1, 1, 8, 4608, True)
+    tile = ConvTile(16, 1, im2col=True)
+    assert tile.fits(small) and tile.label == "16x1c" and ConvTile.from_params(tile.params()) == tile
+    assert conv_output_shapes(small, tile) == [(1, 512 * 6 * 6 * 16), (1, 512, 4, 4)]
+    assert not reads_input_directly(small, tile)
+    assert not tile.fits(ConvSpec(2, 512, 4, 4, 512, 3, 3, 1, 1, 8, 4608, True))  # batches: image lanes instead
+    assert not tile.fits(ConvSpec(1, 64, 16, 16, 64, 3, 3, 1, 1, 8, 576, True))  # 256 positions: too large
+    assert not ConvTile(16, 1, im2col=True).fits(ConvSpec(1, 8, 2, 2, 8, 3, 3, 1, 1, 8, 72, True))  # 4 positions
+    assert not tile.fits(ConvSpec(1, 8, 8, 8, 8, 3, 3, 1, 2, 8, 72, True), phased=True)  # padded layout only
+    assert not tile.fits(ConvSpec(1, 8, 4, 4, 8, 1, 1, 0, 1, 8, 8, True))  # flat 1x1: row tiles read x itself
+    assert [t.label for t in conv_tile_candidates(small, 16) if t.im2col] == ["16x1c"]  # 2 vectors: 32 > 16
+    assert [t.label for t in conv_tile_candidates(ConvSpec(1, 64, 8, 8, 64, 3, 3, 1, 1, 8, 576, True), 8)
+            if t.im2col] == ["8x1c", "8x2cf4"]  # AVX2: at most 8 accumulators
+
+
 def test_row_part_tiles_fit_batch_one_padded_stride_one_rows_only_and_are_offered_there():
     one = ConvSpec(1, 64, 32, 32, 64, 3, 3, 1, 1, 8, 115, True)
     tile = ConvTile(16, 2, True, parts=2)
@@ -240,7 +275,7 @@ def test_image_major_order_is_a_batch_option_with_whole_images():
     assert "image_major" not in ConvTile(8, 2, True).params()  # keys of the other orders are unchanged
     assert not any(t.image_major for t in conv_tile_candidates(one, 8))
     batched = conv_tile_candidates(batch, 8)
-    assert {t for t in batched if not t.image_major} == set(conv_tile_candidates(one, 8))
+    assert {t for t in batched if not t.image_major} == {t for t in conv_tile_candidates(one, 8) if not t.im2col}
     assert any(t.image_major for t in batched)
 
 

@@ -70,6 +70,10 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+PREFETCH_BYTES = 8192  # software prefetch distance of the streamed weights (bench/RESULTS.md section 3.0)
+CACHE_LINE_FLOATS = 16  # float32 per 64-byte cache line
+IM2COL_MAX_POSITIONS = 64  # im2col tiles: output planes up to 8x8 (the copy is Ci*kh*kw*Ho*Wo floats)
+
 
 class PaddedGeometry:
     """Feature-map geometry shared by the conv specs (fields ``h, w, pad, stride``; ``kernel_hw``).
@@ -238,6 +242,17 @@ class ConvTile:
     previous such layer -- on our 2-core machines data one core wrote and
     the other then reads cost more than the padded copy itself (bench/RESULTS.md
     section 3.0, "What changed at batch 1 (evening): row-part tiles").
+
+    ``im2col`` (batch 1, output planes of at most :data:`IM2COL_MAX_POSITIONS`
+    positions, any stride, padded layout): the input is first copied into
+    im2col order, ``P = Ho*Wo`` consecutive floats per GEMM column, and the
+    vectors then cover the output plane flat (``lanes * vectors`` divides
+    ``P``), every lane a real output: a 4x4 map is one 16-lane vector where a
+    grid tile computes 32 lanes for its 16 outputs (the padded-width grid's
+    junk columns and the tile's tail).  The copy is ``Ci*kh*kw*P`` floats, small
+    beside the ``Co*Ci*kh*kw`` weights of such a layer.  Column ``(ci, ky, kx)``
+    of the copy starts at ``P`` times its padded-layout offset ``ci*Hp*Wp + ky*Wp
+    + kx``, so the packed weights and offsets are the padded layout's.
     """
 
     lanes: int
@@ -247,6 +262,7 @@ class ConvTile:
     image_major: bool = False
     image_lanes: bool = False
     parts: int = 0  # batch 1: output-row parts, one per thread, each with its own padded input rows (0: off)
+    im2col: bool = False  # batch 1, small maps: vectors over the whole output plane, read from an im2col copy
 
     @property
     def tp(self) -> int:
@@ -269,6 +285,11 @@ class ConvTile:
         """
         if self.filters and spec.r % self.filters:
             return False
+        if self.im2col:
+            positions = spec.ho * spec.wo
+            return (spec.n == 1 and not (phased and spec.stride > 1) and not spec.flat
+                    and not (self.rows or self.image_major or self.image_lanes or self.parts)
+                    and positions <= IM2COL_MAX_POSITIONS and positions % self.tp == 0)
         if self.parts:
             return (self.rows and not self.image_major and not self.image_lanes and spec.n == 1
                     and spec.stride == 1 and not reads_input_directly(spec, self)
@@ -294,13 +315,15 @@ class ConvTile:
             extra["image_lanes"] = 1
         if self.parts:
             extra["parts"] = self.parts
+        if self.im2col:
+            extra["im2col"] = 1
         return {"tp": self.tp, "lanes": self.lanes, "vectors": self.vectors, "rows": int(self.rows), **extra}
 
     @property
     def label(self) -> str:
         """Short name for database keys, e.g. ``16x2r`` (row tile), ``16x3g`` (grid tile), ``8x3rf4`` (4 filters a
-        job), ``8x1gi`` (image-major order), ``16x2gn`` (image lanes), ``16x2rp2`` (2 row parts)."""
-        return (f"{self.lanes}x{self.vectors}{'r' if self.rows else 'g'}" + (f"f{self.filters}" if self.filters else "")
+        job), ``8x1gi`` (image-major order), ``16x2gn`` (image lanes), ``16x2rp2`` (2 row parts), ``16x1c`` (im2col)."""
+        return (f"{self.lanes}x{self.vectors}{'r' if self.rows else 'c' if self.im2col else 'g'}" + (f"f{self.filters}" if self.filters else "")
                 + ("i" if self.image_major else "") + ("n" if self.image_lanes else "")
                 + (f"p{self.parts}" if self.parts else ""))
 
@@ -315,7 +338,7 @@ class ConvTile:
         if "lanes" in params:
             return cls(int(params["lanes"]), int(params["vectors"]), bool(params["rows"]), int(params.get("filters", 0)),
                        bool(params.get("image_major", 0)), bool(params.get("image_lanes", 0)),
-                       int(params.get("parts", 0)))
+                       int(params.get("parts", 0)), bool(params.get("im2col", 0)))
         return cls.grid(int(params["tp"]))
 
 
@@ -344,6 +367,8 @@ def conv_output_shapes(spec: "ConvSpec", tile: "int | ConvTile", phased: bool = 
         return image_lanes_output_shapes(spec, tile)
     phased = bool(phased) and spec.stride > 1
     y = (spec.n, spec.co, spec.ho, spec.wo)
+    if tile.im2col:
+        return [(1, im2col_len(spec)), y]
     images = 1 if tile.image_major else spec.n  # image-major: scratch for the one image being computed
     if tile.rows:
         if not has_shared_scratch(spec, tile):
@@ -351,6 +376,11 @@ def conv_output_shapes(spec: "ConvSpec", tile: "int | ConvTile", phased: bool = 
         return [(images, spec.scratch_len(tile.tp, phased, rows=True)), y]
     pp = -(-spec.positions(phased) // tile.tp) * tile.tp
     return [(images, spec.scratch_len(tile.tp, phased)), (images, spec.nb * spec.r, pp), y]
+
+
+def im2col_len(spec: ConvSpec) -> int:
+    """Floats of an im2col tile's copy: ``P = Ho*Wo`` per padded-layout offset (only kept columns' are written)."""
+    return spec.ci * spec.hp * spec.wp * spec.ho * spec.wo
 
 
 def tile_outer_order(spec: ConvSpec, phased: bool = False) -> bool:
@@ -365,7 +395,7 @@ def tile_outer_order(spec: ConvSpec, phased: bool = False) -> bool:
     return spec.n > 1 and spec.nb * spec.kk * spec.r <= inputs
 
 
-def tile_reduction(F: int, V: int, VW: int, U: int, Kk: int, nsub: int, load):
+def tile_reduction(F: int, V: int, VW: int, U: int, Kk: int, nsub: int, load, vals_lanes: int):
     """TVMScript macro ``(ac, vals, off, bias, b, xs, g0)``: one job's ``F x V`` register tile of ``VW`` lanes.
 
     The bias of filter group ``b`` starts the accumulators; then, over the
@@ -375,6 +405,10 @@ def tile_reduction(F: int, V: int, VW: int, U: int, Kk: int, nsub: int, load):
     a column offset -- the one place the tile kinds differ.
     """
     from tvm.script import tirx as T
+    r = vals_lanes
+    PF_K_PER_LINE = max(1, CACHE_LINE_FLOATS // r)  # kept columns per cache line of ``vals``
+    PF_LINES = -(-U * r // CACHE_LINE_FLOATS)  # cache lines of ``vals`` one unrolled step reads
+    PF_K = max(U, PREFETCH_BYTES // (4 * r))  # prefetch distance in kept columns
 
     @T.macro
     def reduce(ac, vals, off, bias, b, xs, g0):
@@ -382,6 +416,10 @@ def tile_reduction(F: int, V: int, VW: int, U: int, Kk: int, nsub: int, load):
             for j in T.unroll(V):
                 ac[i * V + j, T.ramp(0, 1, VW)] = T.broadcast(bias[b * F + i], VW)
         for ko in range(Kk // U):
+            for q in T.unroll(PF_LINES):  # the weights PREFETCH_BYTES ahead, one request per cache line
+                T.evaluate(T.call_intrin("void", "tirx.prefetch", T.address_of(
+                    vals[b // nsub, ko * U + PF_K + q * PF_K_PER_LINE, 0]), 0, 3, 1))
+            T.evaluate(T.call_intrin("void", "tirx.prefetch", T.address_of(off[b // nsub, ko * U + PF_K]), 0, 3, 1))
             for ki in T.unroll(U):
                 o = T.bind(off[b // nsub, ko * U + ki])
                 for i in T.unroll(F):
@@ -437,13 +475,14 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     relu = spec.relu or spec.relu6
     lo = T.float32(0) if relu else T.float32(-3.4e38)
     hi = T.float32(6) if spec.relu6 else T.float32(3.4e38)
-    has_res, rows, direct = spec.residual, tile.rows, reads_input_directly(spec, tile)
+    im2col = tile.im2col  # computed like a row tile over one flat row of Ho*Wo positions, read from the copy
+    has_res, rows, direct = spec.residual, tile.rows or im2col, reads_input_directly(spec, tile)
     shared = has_shared_scratch(spec, tile)
     full_rows = nb * r == Co  # every kernel row is a real output channel
     F = tile.filters_of(spec)  # output channels per job: a group of F consecutive rows of one row-block
     nsub = r // F  # groups per row-block; group ``b`` holds filters ``b*F .. b*F+F-1`` of row-block ``b // nsub``
     NG = nb * nsub
-    L = spec.scratch_len(TP, phased, rows=rows)
+    L = im2col_len(spec) if im2col else spec.scratch_len(TP, phased, rows=rows)
     # A tile's vector j covers "segment" g0 + j; it reads xs[n(g), off + base(g) + lane * ls].
     if phased:
         Hq, Wq = spec.hq, spec.wq
@@ -455,7 +494,8 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         copied = Ci * HWp
         row_step, col_step, ls = Wp * s, s, s
     gw = spec.grid_width(phased)
-    Hr, Wr = spec.row_hw  # row tiles: rows and row width (a flat 1x1 conv's plane is one row)
+    Hr, Wr = (1, Ho * Wo) if im2col else spec.row_hw  # row tiles: rows and row width (a flat 1x1 conv's plane,
+    # and an im2col tile's, is one row)
     image_major = tile.image_major
     tile_outer = tile_outer_order(spec, phased) and not image_major
     if rows:
@@ -492,9 +532,11 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         return T.ramp(base, 1, n) if n > 1 else base
 
     def load(xs, g0, j, o):  # vector j of the tile at column offset o
+        if im2col:  # column o's Ho*Wo values start at o * Ho*Wo in the copy
+            return xs[0, T.ramp(o * (Ho * Wo) + ow_of(g0 + j), 1, VW)]
         return xs[sn_of(g0 + j), T.ramp(o + base_of(g0 + j), ls, VW)]
 
-    reduce_tile = tile_reduction(F, V, VW, U, Kk, nsub, load)
+    reduce_tile = tile_reduction(F, V, VW, U, Kk, nsub, load, r)
 
     FV = next(v for v in (16, 8, 4, 1) if W % v == 0)  # lanes of a padded row's copy
 
@@ -526,7 +568,13 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
 
     @T.macro
     def fill(x, xp, p):
-        if phased:
+        if im2col:  # column (c, ky, kx) at P * (c*Hp*Wp + ky*Wp + kx): its Ho*Wo input values, zeros in the padding
+            for c in T.parallel(Ci):
+                for ky, kx, oh, ow in T.grid(spec.kh, spec.kw, Ho, Wo):
+                    xp[0, ((c * HWp + ky * Wp + kx) * Ho + oh) * Wo + ow] = T.if_then_else(
+                        pad <= oh * s + ky and oh * s + ky < H + pad and pad <= ow * s + kx and ow * s + kx < W + pad,
+                        x[0, c, oh * s + ky - pad, ow * s + kx - pad], T.float32(0))
+        elif phased:
             for nc in T.parallel(NI * Ci):
                 for ph, hq, wq in T.grid(S2, Hq, Wq):
                     xp[nc // Ci, ph * Ci * HWq + nc % Ci * HWq + hq * Wq + wq] = T.if_then_else(
@@ -537,9 +585,10 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
             for nc in T.parallel(NI * Ci):
                 for hh in range(Hp):
                     pad_row(xp, nc // Ci, x, p * NI + nc // Ci, nc % Ci, hh)
-        for n0 in range(NI):
-            for t in range(L - copied):
-                xp[n0, copied + t] = T.float32(0)
+        if not im2col:
+            for n0 in range(NI):
+                for t in range(L - copied):
+                    xp[n0, copied + t] = T.float32(0)
 
     @T.macro
     def jobs(xs, vals, off, bias, res, acc, y, p):
@@ -623,18 +672,21 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
                  res: T.Buffer((N, Co, Ho, Wo), "float32"), xp: T.Buffer((NI, L), "float32"),
                  y: T.Buffer((N, Co, Ho, Wo), "float32")):
             T.func_attr({"tir.noalias": True})
+            yv = T.decl_buffer(YS, "float32", data=y.data)
+            rv = T.decl_buffer(YS, "float32", data=res.data)
             for p in range(passes):
                 fill(x, xp, p)
-                jobs(xp, vals, off, bias, res, None, y, p)
+                jobs(xp, vals, off, bias, rv, None, yv, p)
     elif rows:
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),
                  off: T.Buffer((nb, Kk), "int32"), bias: T.Buffer((nb * r,), "float32"),
                  xp: T.Buffer((NI, L), "float32"), y: T.Buffer((N, Co, Ho, Wo), "float32")):
             T.func_attr({"tir.noalias": True})
+            yv = T.decl_buffer(YS, "float32", data=y.data)
             for p in range(passes):
                 fill(x, xp, p)
-                jobs(xp, vals, off, bias, None, None, y, p)
+                jobs(xp, vals, off, bias, None, None, yv, p)
     elif has_res:
         @T.prim_func
         def conv(x: T.Buffer((N, Ci, H, W), "float32"), vals: T.Buffer((nb, Kk, r), "float32"),

@@ -91,7 +91,7 @@ def image_lanes_kernel(spec: ConvSpec, tile: ConvTile, unroll: int = 4):
     def load(xs, g0, j, o):  # vector j of the tile at column offset o: one position of VW images
         return xs[T.ramp((o + base_of(g0 + j)) * N + n0_of(g0 + j), 1, VW)]
 
-    reduce_tile = tile_reduction(F, V, VW, U, Kk, nsub, load)
+    reduce_tile = tile_reduction(F, V, VW, U, Kk, nsub, load, r)
 
     @T.macro
     def body(x, vals, off, bias, res, xp, acc, y):

@@ -32,7 +32,7 @@ import numpy as np
 from compression.tvm_backend.kernels import ConvSpec, ConvTile, as_tile, conv_kernel, conv_output_shapes
 from compression.tvm_backend.target import vector_registers
 
-CONV_TEMPLATE = "t6"  # bumped when the conv template, its candidates or the search change (cached timings re-measured)
+CONV_TEMPLATE = "t7"  # bumped when the conv template, its candidates or the search change (cached timings re-measured)
 SEARCH_ROUNDS = 3  # conv tile search: candidates timed in this many interleaved rounds, median kept ...
 SEARCH_ROUNDS_BELOW_MS = 1.0  # ... when the fastest first-round time is under this (short kernels are the noisy ones)
 BATCH_ORDERS = "im2+il2"  # batched calls (N > 1) also try the image-major order and image-lane tiles: keys carry this
@@ -91,7 +91,8 @@ def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16, threads: int 
         rows = []
         if lanes is not None:
             rows = [ConvTile(lanes, 2, True) if ConvTile(lanes, 2, True).fits(spec) else ConvTile(lanes, 1, True)]
-        return _with_row_parts(spec, _with_batch_tiles(spec, tuple(grid + rows), register_lanes), threads)
+        return _with_row_parts(spec, _with_batch_tiles(spec, tuple(grid + rows + _im2col_tiles(spec, 16)),
+                                                        register_lanes), threads)
     half, vl = _half_block(spec), register_lanes
     tiles = [ConvTile(vl, 1, False), ConvTile(vl, 3, False, half)]
     if lanes is not None:
@@ -99,8 +100,25 @@ def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16, threads: int 
         tiles += [ConvTile(seg, 1, True), ConvTile(seg, 2, True, half)]
         if lanes > vl:
             tiles.append(ConvTile(lanes, 1, True, half))
+    tiles += _im2col_tiles(spec, vl)
     return _with_row_parts(spec, _with_batch_tiles(spec, tuple(t for t in tiles if t.fits(spec)), register_lanes),
                            threads)
+
+
+def _im2col_tiles(spec: ConvSpec, register_lanes: int) -> list[ConvTile]:
+    """Batch 1, output planes up to 8x8: im2col tiles of the widest lanes (<= one register) dividing ``Ho*Wo``.
+
+    One and two vectors over the whole row-block with 16-lane registers (8
+    and 16 accumulators); with narrower ones, one vector for the whole
+    row-block and two for half of it (at most 8 accumulators).
+    """
+    positions = spec.ho * spec.wo
+    lanes = next((v for v in (16, 8, 4) if v <= register_lanes and positions % v == 0), None)
+    if lanes is None:
+        return []
+    two = ConvTile(lanes, 2, im2col=True) if register_lanes >= 16 else ConvTile(lanes, 2, False, _half_block(spec),
+                                                                             im2col=True)
+    return [t for t in (ConvTile(lanes, 1, im2col=True), two) if t.fits(spec)]
 
 
 def _with_row_parts(spec: ConvSpec, tiles: "tuple[ConvTile, ...]", threads: int) -> tuple[ConvTile, ...]:
@@ -272,7 +290,7 @@ def _cached_tile_search(db: TuningDB, key: str, candidates: "tuple[int | ConvTil
     for cand in candidates:
         tile = cand if isinstance(cand, ConvTile) else None
         tp = tile.tp if tile is not None else int(cand)
-        no_junk = tile is not None and (tile.rows or tile.image_lanes)  # row and image-lane tiles: no junk lanes
+        no_junk = tile is not None and (tile.rows or tile.image_lanes or tile.im2col)  # no junk lanes in these
         if tp > 2 * max(8, positions) and kept and not no_junk:
             continue
         kept.append(cand)
