@@ -217,6 +217,17 @@ def masked_finetune(model: torch.nn.Module, masks: dict[str, torch.Tensor], sour
     return model.eval()
 
 
+def robustness(owner: torch.nn.Module, copies, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per example, its smallest target margin (logits) over the simulated ``copies`` ((params, buffers) of
+    :func:`pruned_copies`), or the owner's margin when there are none: ``[N]``, larger = more robust."""
+    with torch.no_grad():
+        if not copies:
+            return margin(torch.cat([owner(x[i:i + 256]) for i in range(0, len(x), 256)]), target)
+        return torch.stack([margin(torch.cat([functional_call(owner, {**p, **b}, (x[i:i + 256],))
+                                              for i in range(0, len(x), 256)]), target)
+                            for p, b in copies]).amin(0)
+
+
 def pruned_copies(owner: torch.nn.Module, source, k: int, bound: float, seed: int,
                   device: str, structure: str = "unstructured", finetune_steps: int = 0,
                   ) -> list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
@@ -283,6 +294,8 @@ class CExamples(FingerprintMethod):
         "eps": Field(0.3, float, gt=0, le=1, doc="L-inf bound of x - x_0"),
         "init": Field("data", str, choices=("uniform", "gaussian", "data")), "init_std": Field(0.15, float, ge=0, le=1),
         "init_split": Field("val", str, choices=SPLIT), "batch_size": Field(100, int, ge=1),
+        "budget": Field(0, int, ge=0, le=10_000, doc="label queries an audit may make: of more kept examples, those "
+                        "with the largest smallest margin over the simulated copies (or the owner) are kept; 0: all"),
     }, profiles={"smoke": {"count": 16, "steps": 15, "confidence": 1.0, "batch_size": 16}})
 
     def knob(self, key: str) -> Any:
@@ -331,12 +344,20 @@ class CExamples(FingerprintMethod):
             keep &= owner_labels(ref, x_dev).cpu() != targets
         with torch.no_grad():
             logits = torch.cat([owner(x_dev[i:i + 256]).cpu() for i in range(0, len(x), 256)])
-        meta: dict[str, Any] = {
+        meta: dict[str, Any] = {}
+        if 0 < self.budget < int(keep.sum()):
+            robust = robustness(owner, copies, x_dev, targets.to(device)).cpu()
+            order = torch.argsort(torch.where(keep, robust, torch.tensor(float("-inf"))), descending=True)
+            meta["over_budget"] = {"kept_before": int(keep.sum()),
+                                   "smallest_margin_kept": round(float(robust[order[self.budget - 1]]), 4)}
+            keep = torch.zeros_like(keep)
+            keep[order[:self.budget]] = True
+        meta.update({
             "requested": self.count, "kept": int(keep.sum()),
             "owner_margin_mean": round(float(margin(logits, targets)[keep].mean()), 4) if keep.any() else None,
             "targets_per_class": torch.bincount(targets[keep], minlength=num_classes).tolist(),
             "linf_from_start_mean": round(float((x - x0).abs().flatten(1).amax(1).mean()), 4),
-        }
+        })
         if refs:
             meta["references"] = {"count": len(refs), "dropped": owner_kept - int(keep.sum()),
                                   "val_acc": [round(accuracy(r, source.split("val"), device=device), 4) for r in refs]}
