@@ -34,7 +34,7 @@ TILES = [ConvTile.grid(8), ConvTile.grid(32), ConvTile(16, 1, True), ConvTile(16
 
 
 def _conv(x, weight, bias, spec: ConvSpec, tile: ConvTile, cols, phased: bool, res=None) -> np.ndarray:
-    values, off, b = pack_weights(weight, bias, spec, cols, phased=phased)
+    values, off, b = pack_weights(weight, bias, spec, cols, phased=phased, im2col=tile.im2col)
     args = [x, values, off, b] + ([res] if res is not None else [])
     args += [np.zeros(s, np.float32) for s in conv_output_shapes(spec, tile, phased)]
     tensors = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args]
@@ -122,7 +122,7 @@ def test_im2col_tiles_fit_batch_one_small_planes_of_whole_vectors():
     small = ConvSpec(1, 512, 4, 4, 512, 3, 3, 1, 1, 8, 4608, True)
     tile = ConvTile(16, 1, im2col=True)
     assert tile.fits(small) and tile.label == "16x1c" and ConvTile.from_params(tile.params()) == tile
-    assert conv_output_shapes(small, tile) == [(1, 512 * 6 * 6 * 16), (1, 512, 4, 4)]
+    assert conv_output_shapes(small, tile) == [(1, 512 * 9 * 16), (1, 512, 4, 4)]
     assert not reads_input_directly(small, tile)
     assert not tile.fits(ConvSpec(2, 512, 4, 4, 512, 3, 3, 1, 1, 8, 4608, True))  # batches: image lanes instead
     assert not tile.fits(ConvSpec(1, 64, 16, 16, 64, 3, 3, 1, 1, 8, 576, True))  # 256 positions: too large

@@ -490,10 +490,10 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                         decision = LayerDecision.SLOWER_THAN_DENSE
             if kernel != "sparse" and perm is not None:  # the dense kernel runs the filters in their own order
                 weight, bias_in, perm, kept_before = weight[np.argsort(perm)], info["bias"], None, None
-            values, off, bias = pack_weights(weight, bias_in, spec, cols if kernel == "sparse" else None,
-                                             phased=phased)
-            fname = f"conv_{kernel}_{idx}"
             tile = tile or unmeasured_tile(spec, target)
+            values, off, bias = pack_weights(weight, bias_in, spec, cols if kernel == "sparse" else None,
+                                             phased=phased, im2col=tile.im2col)
+            fname = f"conv_{kernel}_{idx}"
             prim = conv_kernel(spec, tile, phased=phased).with_attr("global_symbol", fname)
             gvar = self.builder_.add_func(prim, fname)
             out_sinfo = [relax.TensorType(shape, "float32") for shape in conv_output_shapes(spec, tile, phased)]

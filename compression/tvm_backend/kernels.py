@@ -174,9 +174,14 @@ class ConvSpec(PaddedGeometry):
             return npy * npx * self.ci * self.hq * self.wq + n_tiles * tp + self.wq * self.kh + self.kw
         return self.ci * self.hp * self.wp + n_tiles * tp * self.stride + self.wp * self.kh + self.kw
 
-    def column_offsets(self, cols: np.ndarray, phased: bool = False) -> np.ndarray:
-        """``xp`` offsets (int32, same shape as ``cols``) of GEMM columns ``cols`` (``ci*kh*kw + ky*kw + kx``)."""
+    def column_offsets(self, cols: np.ndarray, phased: bool = False, im2col: bool = False) -> np.ndarray:
+        """``xp`` offsets (int32, same shape as ``cols``) of GEMM columns ``cols`` (``ci*kh*kw + ky*kw + kx``).
+
+        ``im2col``: offsets into an im2col tile's copy instead, ``col * Ho*Wo``.
+        """
         cols = np.asarray(cols, dtype=np.int64)
+        if im2col:
+            return (cols * (self.ho * self.wo)).astype(np.int32)
         ci, rem = cols // (self.kh * self.kw), cols % (self.kh * self.kw)
         ky, kx = rem // self.kw, rem % self.kw
         if not phased or self.stride == 1:
@@ -250,9 +255,9 @@ class ConvTile:
     ``P``), every lane a real output: a 4x4 map is one 16-lane vector where a
     grid tile computes 32 lanes for its 16 outputs (the padded-width grid's
     junk columns and the tile's tail).  The copy is ``Ci*kh*kw*P`` floats, small
-    beside the ``Co*Ci*kh*kw`` weights of such a layer.  Column ``(ci, ky, kx)``
-    of the copy starts at ``P`` times its padded-layout offset ``ci*Hp*Wp + ky*Wp
-    + kx``, so the packed weights and offsets are the padded layout's.
+    beside the ``Co*Ci*kh*kw`` weights of such a layer; GEMM column ``k`` starts
+    at ``k*P``, so the offsets differ from the padded layout's
+    (``pack_weights(..., im2col=True)``; the values are the same).
     """
 
     lanes: int
@@ -379,8 +384,8 @@ def conv_output_shapes(spec: "ConvSpec", tile: "int | ConvTile", phased: bool = 
 
 
 def im2col_len(spec: ConvSpec) -> int:
-    """Floats of an im2col tile's copy: ``P = Ho*Wo`` per padded-layout offset (only kept columns' are written)."""
-    return spec.ci * spec.hp * spec.wp * spec.ho * spec.wo
+    """Floats of an im2col tile's copy: ``P = Ho*Wo`` per GEMM column."""
+    return spec.k_total * spec.ho * spec.wo
 
 
 def tile_outer_order(spec: ConvSpec, phased: bool = False) -> bool:
@@ -532,8 +537,8 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         return T.ramp(base, 1, n) if n > 1 else base
 
     def load(xs, g0, j, o):  # vector j of the tile at column offset o
-        if im2col:  # column o's Ho*Wo values start at o * Ho*Wo in the copy
-            return xs[0, T.ramp(o * (Ho * Wo) + ow_of(g0 + j), 1, VW)]
+        if im2col:  # the copy's offset o of a column (column * Ho*Wo), then the vector's positions
+            return xs[0, T.ramp(o + ow_of(g0 + j), 1, VW)]
         return xs[sn_of(g0 + j), T.ramp(o + base_of(g0 + j), ls, VW)]
 
     reduce_tile = tile_reduction(F, V, VW, U, Kk, nsub, load, r)
@@ -568,12 +573,14 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
 
     @T.macro
     def fill(x, xp, p):
-        if im2col:  # column (c, ky, kx) at P * (c*Hp*Wp + ky*Wp + kx): its Ho*Wo input values, zeros in the padding
+        if im2col:  # GEMM column (c, ky, kx) at (c*kh*kw + ky*kw + kx) * Ho*Wo: its inputs, zeros in the padding
+            planes = T.alloc_buffer((1, Ci * HWp), "float32")  # padded channel planes, each written and read by one thread
             for c in T.parallel(Ci):
-                for ky, kx, oh, ow in T.grid(spec.kh, spec.kw, Ho, Wo):
-                    xp[0, ((c * HWp + ky * Wp + kx) * Ho + oh) * Wo + ow] = T.if_then_else(
-                        pad <= oh * s + ky and oh * s + ky < H + pad and pad <= ow * s + kx and ow * s + kx < W + pad,
-                        x[0, c, oh * s + ky - pad, ow * s + kx - pad], T.float32(0))
+                for hh in range(Hp):
+                    pad_row(planes, 0, x, 0, c, hh)
+                for ky, kx, oh in T.grid(spec.kh, spec.kw, Ho):
+                    xp[0, lanes_of((((c * spec.kh + ky) * spec.kw + kx) * Ho + oh) * Wo, Wo)] = planes[
+                        0, T.ramp(c * HWp + (oh * s + ky) * Wp + kx, s, Wo) if Wo > 1 else c * HWp + (oh * s + ky) * Wp + kx]
         elif phased:
             for nc in T.parallel(NI * Ci):
                 for ph, hq, wq in T.grid(S2, Hq, Wq):
@@ -711,10 +718,12 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
 
 
 def pack_weights(weight: np.ndarray, bias: np.ndarray | None, spec: ConvSpec,
-                 col_idx: np.ndarray | None, *, phased: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 col_idx: np.ndarray | None, *, phased: bool = False,
+                 im2col: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pack a (pruned) conv weight into the kernel's ``values, off, bias``.
 
-    ``phased``: offsets for the stride-phase layout (``conv_kernel(..., phased=True)``).
+    ``phased``: offsets for the stride-phase layout (``conv_kernel(..., phased=True)``);
+    ``im2col``: offsets for an im2col tile (``ConvTile.im2col``).
 
     weight: ``[Co, Ci, kh, kw]`` float32 (already masked / BN-folded);
     col_idx: ``[nb, Kk]`` kept GEMM columns per row-block (ascending), or None
@@ -731,7 +740,7 @@ def pack_weights(weight: np.ndarray, bias: np.ndarray | None, spec: ConvSpec,
     blocks = padded.reshape(spec.nb, spec.r, k_total)
     values = np.take_along_axis(blocks, col_idx[:, None, :].repeat(spec.r, axis=1), axis=2)
     values = np.ascontiguousarray(values.transpose(0, 2, 1))  # [nb, Kk, r]
-    off = spec.column_offsets(col_idx, phased=phased and spec.stride > 1)
+    off = spec.column_offsets(col_idx, phased=phased and spec.stride > 1, im2col=im2col)
     b = np.zeros(spec.nb * spec.r, np.float32)
     if bias is not None:
         b[:co] = bias

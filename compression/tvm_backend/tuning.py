@@ -226,7 +226,7 @@ def time_kernel(spec: ConvSpec, tp: "int | ConvTile", target: dict, *, repeats: 
     tile = as_tile(tp)
     lib = _kernel_lib(spec, tile, bool(phased), json.dumps(target, sort_keys=True))
     dev = tvm.cpu()
-    x, weights, bias = _kernel_inputs(spec, bool(phased))
+    x, weights, bias = _kernel_inputs(spec, bool(phased), tile.im2col)
     rng = np.random.default_rng(1)
     tail = [rng.standard_normal((spec.n, spec.co, spec.ho, spec.wo)).astype(np.float32)] if spec.residual else []
     tail += [np.zeros(shape, np.float32) for shape in conv_output_shapes(spec, tile, phased)]
@@ -254,7 +254,7 @@ STREAM_COPIES = 16
 
 
 @functools.lru_cache(maxsize=2)
-def _kernel_inputs(spec: ConvSpec, phased: bool) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+def _kernel_inputs(spec: ConvSpec, phased: bool, im2col: bool) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """Random input, weight copies ``[(values, off)]`` (one, or a rotation for streaming) and bias for ``spec``."""
     rng = np.random.default_rng(0)
     x = rng.random((spec.n, spec.ci, spec.h, spec.w), dtype=np.float32)
@@ -265,7 +265,7 @@ def _kernel_inputs(spec: ConvSpec, phased: bool) -> tuple[np.ndarray, list[tuple
         # realistic gather offsets: sorted random kept columns per row-block
         cols = np.sort(np.stack([rng.permutation(spec.k_total)[: spec.kk] for _ in range(spec.nb)]), axis=1)
         weights.append((rng.standard_normal((spec.nb, spec.kk, spec.r)).astype(np.float32),
-                        spec.column_offsets(cols, phased)))
+                        spec.column_offsets(cols, phased, im2col)))
     return x, weights, np.zeros(spec.nb * spec.r, np.float32)
 
 
