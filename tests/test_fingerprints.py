@@ -166,6 +166,20 @@ def test_references_steer_examples_off_independent_models_and_drop_what_they_sha
             assert not bool((ref(fps.x).argmax(1) == fps.y).any())
 
 
+def test_a_query_budget_keeps_the_examples_most_robust_to_the_simulated_copies(owner, digits):
+    from fingerprints.generators import robustness
+
+    settings = {**FAST, "k": 2, "noise": 0.5}
+    every = reg.fingerprints.build("ltrc-examples", **settings).generate(owner, digits, seed=4)
+    capped = reg.fingerprints.build("ltrc-examples", **settings, budget=6).generate(owner, digits, seed=4)
+    assert len(every) > 6 and len(capped) == 6 and capped.meta["over_budget"]["kept_before"] == len(every)
+    copies = pruned_copies(owner, digits, 2, 0.5, 4, "cpu")  # the generator's own simulated copies
+    score = robustness(owner, copies, every.x, every.y)
+    chosen = torch.tensor([any(torch.equal(c, e) for c in capped.x) for e in every.x])
+    assert int(chosen.sum()) == 6  # a subset of the same run's examples ...
+    assert float(score[chosen].min()) >= float(score[~chosen].max())  # ... the most robust ones
+
+
 def test_ltrc_perturbation_is_high_frequency(owner, digits):
     method = reg.fingerprints.build("ltrc-examples", **{**FAST, "k": 2, "noise": 0.5, "radius": 0.5})
     fps = method.generate(owner, digits, seed=4)

@@ -37,9 +37,12 @@ image, its padded copy and then its jobs, row-block outer, while the copy is
 in cache, in a one-image scratch); an
 ``r x V`` tile of ``VW``-lane vectors lives in registers (stack allocation),
 the reduction over kept columns is unrolled by ``U``, each step is ``V``
-vector loads of ``xp`` and ``r * V`` broadcast-FMAs.  Two kinds of tile
-(:class:`ConvTile`, picked per layer by measurement, see
-:mod:`compression.tvm_backend.tuning`):
+vector loads of ``xp`` and ``r * V`` broadcast-FMAs; every step also asks
+for the weights and offsets ``PREFETCH_BYTES`` ahead (software prefetch: a
+batch-1 layer's weights come from memory, not cache, and without it the
+512-channel layers of vgg16 streamed them at 10-13 GB/s where ONNX Runtime
+reached 17-33).  Three kinds of tile (:class:`ConvTile`, picked per layer by
+measurement, see :mod:`compression.tvm_backend.tuning`):
 
 * grid tiles: ``V * VW`` consecutive positions of one image's output grid
   (junk columns included), written to a scratch ``acc`` and copied into
@@ -48,7 +51,11 @@ vector loads of ``xp`` and ``r * V`` broadcast-FMAs.  Two kinds of tile
   output row, of any image, stored straight into ``y`` -- no junk lanes, no
   second pass, and an unpadded stride-1 conv reads ``x`` itself (no copy);
   an unpadded stride-1 1x1 conv treats each channel plane as one row of
-  ``Ho*Wo`` positions (so a 4x4 map is one 16-lane vector).
+  ``Ho*Wo`` positions (so a 4x4 map is one 16-lane vector);
+* im2col tiles (batch 1, output planes up to ``IM2COL_MAX_POSITIONS``): the
+  input is first copied into im2col order (``Ho*Wo`` floats per GEMM column,
+  its own offsets), and the vectors cover the output plane flat -- any
+  stride, every lane a real output.
 
 Batch 1, row tiles of a padded stride-1 conv: a tile may also be cut into
 ``parts`` (one per thread, :attr:`ConvTile.parts`): one parallel region in

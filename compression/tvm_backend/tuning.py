@@ -9,8 +9,9 @@ database.  Stride-2 convs are also timed in the stride-phase layout
 For every conv call the search measures the template at a few output tiles
 (:func:`conv_tile_candidates`, sized to the target's vector registers: grid
 tiles and, where the output rows allow, row tiles of 4- to 16-lane row
-segments stored straight into the output) for the compressed weights and for
-dense, on this machine,
+segments stored straight into the output; im2col tiles on small maps at
+batch 1) for the compressed weights and for dense, on this machine (weights
+over 1 MB timed streaming from memory, as in a model, see :func:`time_kernel`),
 and keeps the fastest of each; the compressed kernel is used only if
 it beats the dense one (per-layer no-regression fallback).  Results are cached
 in a JSON database keyed by (layer spec, target, tvm version), so a second
@@ -76,6 +77,13 @@ def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16, threads: int 
     and image-lane tiles where the lanes divide the batch (``ConvTile.image_lanes``:
     a vector holds one position of 16 (AVX-512) or 8 images; on vgg16's 2x2 and
     4x4 layers at batch 32 they ran 1.6-3x faster than the position tiles).
+
+    Batch 1, output planes up to 8x8: im2col tiles (:func:`_im2col_tiles`):
+    with their compact copy they ran vgg16's dense 256-channel 8x8 layer
+    20-37% faster, and its 512-channel 4x4 layers about 12% faster, than the
+    best grid tile, which spends lanes on the padded-width grid's junk
+    columns (bench/RESULTS.md section 3.0); compact sparse layers, whose copy
+    still holds every column, mostly keep the other tiles.
 
     Batch 1 with ``threads > 1``: each row tile also cut into ``threads`` row
     parts (``ConvTile.parts``): each thread then reads every weight, but only
