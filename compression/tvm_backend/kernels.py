@@ -428,7 +428,9 @@ def tile_reduction(F: int, V: int, VW: int, U: int, Kk: int, nsub: int, load, va
             for j in T.unroll(V):
                 ac[i * V + j, T.ramp(0, 1, VW)] = T.broadcast(bias[b * F + i], VW)
         for ko in range(Kk // U):
-            for q in T.unroll(PF_LINES):  # the weights PREFETCH_BYTES ahead, one request per cache line
+            # the weights PREFETCH_BYTES ahead, one request per cache line (past the last row-block's end the
+            # address is outside the buffer: a prefetch is a hint, x86 drops it without a fault)
+            for q in T.unroll(PF_LINES):
                 T.evaluate(T.call_intrin("void", "tirx.prefetch", T.address_of(
                     vals[b // nsub, ko * U + PF_K + q * PF_K_PER_LINE, 0]), 0, 3, 1))
             T.evaluate(T.call_intrin("void", "tirx.prefetch", T.address_of(off[b // nsub, ko * U + PF_K]), 0, 3, 1))
