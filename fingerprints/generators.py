@@ -62,11 +62,15 @@ from suite.core.training import accuracy
 
 
 # ----------------------------------------------------------------- helpers
+def batched_logits(model, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """``model(x)`` in batches of ``batch_size``, no gradients: ``[N, classes]`` (``model``: any callable)."""
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
 def owner_labels(owner: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Owner's top-1 labels ``[N]`` for ``x`` ``[N, C, H, W]`` (no gradients)."""
-    with torch.no_grad():
-        return torch.cat([owner(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]) \
-            if len(x) else torch.zeros(0, dtype=torch.long)
+    return batched_logits(owner, x, batch_size).argmax(1) if len(x) else torch.zeros(0, dtype=torch.long)
 
 
 def spread_targets(n: int, num_classes: int, gen: torch.Generator,
@@ -219,13 +223,9 @@ def masked_finetune(model: torch.nn.Module, masks: dict[str, torch.Tensor], sour
 
 def robustness(owner: torch.nn.Module, copies, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per example, its smallest target margin (logits) over the simulated ``copies`` ((params, buffers) of
-    :func:`pruned_copies`), or the owner's margin when there are none: ``[N]``, larger = more robust."""
-    with torch.no_grad():
-        if not copies:
-            return margin(torch.cat([owner(x[i:i + 256]) for i in range(0, len(x), 256)]), target)
-        return torch.stack([margin(torch.cat([functional_call(owner, {**p, **b}, (x[i:i + 256],))
-                                              for i in range(0, len(x), 256)]), target)
-                            for p, b in copies]).amin(0)
+    :func:`pruned_copies`, at least one): ``[N]``, larger = more robust."""
+    return torch.stack([margin(batched_logits(lambda xb: functional_call(owner, {**p, **b}, (xb,)), x), target)
+                        for p, b in copies]).amin(0)
 
 
 def pruned_copies(owner: torch.nn.Module, source, k: int, bound: float, seed: int,
@@ -342,11 +342,11 @@ class CExamples(FingerprintMethod):
         owner_kept = int(keep.sum())
         for ref in refs:  # an example an independent reference also labels as intended transfers: drop it
             keep &= owner_labels(ref, x_dev).cpu() != targets
-        with torch.no_grad():
-            logits = torch.cat([owner(x_dev[i:i + 256]).cpu() for i in range(0, len(x), 256)])
+        logits = batched_logits(owner, x_dev).cpu()
         meta: dict[str, Any] = {}
-        if 0 < self.budget < int(keep.sum()):
-            robust = robustness(owner, copies, x_dev, targets.to(device)).cpu()
+        if 0 < self.budget < int(keep.sum()):  # the most robust examples: by the simulated copies, else the owner
+            robust = (robustness(owner, copies, x_dev, targets.to(device)).cpu() if copies
+                      else margin(logits, targets))
             order = torch.argsort(torch.where(keep, robust, torch.tensor(float("-inf"))), descending=True)
             meta["over_budget"] = {"kept_before": int(keep.sum()),
                                    "smallest_margin_kept": round(float(robust[order[self.budget - 1]]), 4)}
