@@ -20,7 +20,7 @@ through the deployment paths the classifiers use, and adds what SR needs:
   ``tvm.compile`` with the CPU pipeline plus one extra pass: every remaining
   injective kernel (tanh, PReLU's ``where``, the mean shifts, pixel shuffle's
   reshape / transpose) is scheduled parallel + vectorised
-  (:class:`InjectiveCPUSchedule`), and ``tanh`` uses TVM's fast rational
+  (:func:`compression.tvm_backend.other_ops.cpu_relax_pipeline`), and ``tanh`` uses TVM's fast rational
   approximation (``FastMathTransform``; max error 3.2e-7).  TVM's default CPU
   pipeline leaves those as single-threaded loops, and its ``tanh`` is a scalar
   libm call per element: 2 x 60 ms of an ESPCN 720p frame on one core.
@@ -53,9 +53,6 @@ from torch import nn
 
 from compression.masks import MaskSet
 from suite.core.errors import ConfigError
-
-# Our kernels' global symbols (compression.tvm_backend.compile): already scheduled, never touched here.
-_OUR_KERNELS = ("conv_", "depthwise_", "linear_")
 
 
 # --------------------------------------------------------------------------- deconvolution -> sub-pixel conv
@@ -201,86 +198,6 @@ def fine_tune_masked(model: nn.Module, masks: MaskSet, train, scale: int, recipe
     return report
 
 
-# --------------------------------------------------------------------------- TVM: schedule for injective kernels
-
-
-def _injective_rule():
-    """A dlight CPU rule: parallel + vectorised schedule for a PrimFunc made only of injective blocks."""
-    from tvm import s_tir, tirx
-    from tvm.s_tir.dlight.analysis import normalize_prim_func
-    from tvm.s_tir.dlight.base.common_schedules import try_inline
-    from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
-
-    class InjectiveCPUSchedule(CPUScheduleRule):
-        """Inline producers into the last block, fuse its loops, split ``[parallel, VW]``, vectorise the inner.
-
-        ``VW`` is the widest of 16, 8, 4, 2 dividing the fused extent (no tail);
-        a block under 4096 iterations is left alone (parallel overhead).  Functions
-        with a reduction, with opaque blocks, or named like our kernels are skipped.
-        """
-
-        def apply(self, func, target, _tunable):
-            if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
-                return None
-            symbol = str(func.attrs["global_symbol"]) if func.attrs and "global_symbol" in func.attrs else ""
-            if symbol.startswith(_OUR_KERNELS):
-                return None
-            sch = s_tir.Schedule(func)
-            blocks = normalize_prim_func(sch)
-            if not blocks or any(not b.is_injective() for b in blocks):
-                return None
-            blocks = try_inline(sch, blocks)
-            for block in blocks:
-                loops = sch.get_loops(block.block_rv)
-                if not loops:
-                    continue
-                extents = [sch.get(loop).extent for loop in loops]
-                if not all(isinstance(e, tirx.IntImm) for e in extents):
-                    return None
-                total = int(np.prod([int(e) for e in extents]))
-                if total < 4096:
-                    continue
-                fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-                lanes = next(v for v in (16, 8, 4, 2, 1) if total % v == 0)
-                if lanes > 1:
-                    outer, inner = sch.split(fused, [None, lanes])
-                    sch.parallel(outer)
-                    sch.vectorize(inner)
-                else:
-                    sch.parallel(fused)
-            return sch
-
-    return InjectiveCPUSchedule()
-
-
-def sr_relax_pipeline(target: Any, *, fast_math: bool = True):
-    """TVM's CPU Relax pipeline (``relax.backend.cpu_generic``) with :class:`InjectiveCPUSchedule` after fusion.
-
-    fast_math: first ``relax.transform.FastMathTransform`` (``tanh`` / ``exp`` /
-    ``erf`` as TOPI's vectorisable rational approximations instead of scalar
-    libm calls).  Measured here on a ``[1, 64, 360, 640]`` tanh, 1 thread: 81 ms
-    -> 6.8 ms, max |error| 3.2e-7 against float64 ``np.tanh`` on [-20, 20].
-    """
-    import tvm
-    from tvm import relax
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-    from tvm.s_tir import dlight
-
-    rule = _injective_rule()
-    first = [relax.transform.FastMathTransform()] if fast_math else []
-
-    @tvm.transform.module_pass(opt_level=0, name="SRCPUPipeline")
-    def _pipeline(mod, _ctx):
-        with target:
-            seq = tvm.transform.Sequential(
-                first + cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
-                + [dlight.ApplyDefaultSchedule(rule)]
-                + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
-            return seq(mod)
-
-    return _pipeline
-
-
 @dataclass
 class SRBuild:
     """A compiled SR model: the Relax executable and what the compiler did.
@@ -315,7 +232,7 @@ def compile_sr_tvm(model: nn.Module, input_shape: tuple[int, int, int], *, targe
     kernel of a conv only where it measures faster than dense; ``False``: no
     timing (default tile; compact kernel where under 70 % of the columns are
     kept) -- for tests and for builds at extra shapes.
-    schedule_elementwise: use :func:`sr_relax_pipeline` (else TVM's default pipeline);
+    schedule_elementwise: use :func:`compression.tvm_backend.other_ops.cpu_relax_pipeline` (else TVM's default pipeline);
     fast_math: its fast ``tanh`` (only with ``schedule_elementwise``).
     lower_deconv: apply :func:`lower_for_deploy` first (else ``conv2d_transpose``
     goes through TVM's default lowering).
@@ -324,6 +241,7 @@ def compile_sr_tvm(model: nn.Module, input_shape: tuple[int, int, int], *, targe
     import tvm
 
     from compression.tvm_backend.compile import PASS_CONFIG, export_relax, rewrite_convs
+    from compression.tvm_backend.other_ops import cpu_relax_pipeline
     from compression.tvm_backend.target import host_target_dict
     from compression.tvm_backend.tuning import TuningDB
 
@@ -339,7 +257,7 @@ def compile_sr_tvm(model: nn.Module, input_shape: tuple[int, int, int], *, targe
     tvm_target = tvm.target.Target(target)
     with tvm.transform.PassContext(opt_level=3, config=PASS_CONFIG):
         if schedule_elementwise:
-            exe = tvm.compile(mod, target=tvm_target, relax_pipeline=sr_relax_pipeline(tvm_target, fast_math=fast_math))
+            exe = tvm.compile(mod, target=tvm_target, relax_pipeline=cpu_relax_pipeline(tvm_target, fast_math=fast_math))
         else:
             exe = tvm.compile(mod, target=tvm_target)
     return SRBuild(exe, choices, time.perf_counter() - start, tuning_seconds, tuple(input_shape), sparse,

@@ -7,7 +7,9 @@ constant reshapes / transposes folded in numpy, then ``FoldBatchnormToConv2D``
 following bias ``add``, a residual ``add`` and ``relu`` / ``clip(0, 6)``
 fused when present) becomes a
 ``call_tir`` to the row-block gather kernel of
-:mod:`compression.tvm_backend.kernels` -> ``tvm.compile``.
+:mod:`compression.tvm_backend.kernels` -> ``tvm.compile`` with TVM's CPU
+pipeline plus parallel schedules for the ops left to it (pooling, means,
+normalisation: :mod:`compression.tvm_backend.other_ops`).
 
 The rewrite reads the sparsity structure from the folded weight itself (the
 kept GEMM columns of each row-block of ``r`` filters), so any scheme whose
@@ -45,6 +47,7 @@ from compression.tvm_backend.kernels_layers import (
     pack_linear,
     row_block_candidates,
 )
+from compression.tvm_backend.other_ops import cpu_relax_pipeline
 from compression.tvm_backend.tuning import (
     Measured,
     TuningDB,
@@ -611,8 +614,9 @@ def compile_model(model: torch.nn.Module, input_shape: tuple[int, int, int], tar
                                  measure=measure, min_gain=min_gain, other_layers=other_layers, reorder=reorder)
     tuning_seconds = time.perf_counter() - t_tune
     db.save()
+    tvm_target = tvm.target.Target(target)
     with tvm.transform.PassContext(opt_level=3, config=PASS_CONFIG):
-        exe = tvm.compile(mod, target=tvm.target.Target(target))
+        exe = tvm.compile(mod, target=tvm_target, relax_pipeline=cpu_relax_pipeline(tvm_target))
     return CompileResult(exe, choices, time.perf_counter() - start, tuning_seconds, batch)
 
 
