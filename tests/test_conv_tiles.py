@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -346,3 +348,27 @@ def test_the_tile_search_times_image_lane_tiles_wider_than_a_small_map(monkeypat
     spec = ConvSpec(16, 8, 2, 2, 16, 3, 3, 1, 1, 8, 72, True)  # 2x2 map: 8 grid positions
     best_tile(spec, TARGET, TuningDB(str(tmp_path / "t.json")), sparse=False)
     assert ConvTile(16, 2, image_lanes=True) in timed and ConvTile.grid(32) not in timed
+
+
+# ------------------------------------------------------------------ job blocks (batches, row-block outer)
+@pytest.mark.parametrize("tiles", [
+    [ConvTile.grid(16), ConvTile(8, 2, False, 4), ConvTile(4, 2, True)],   # position tiles, filter groups, rows
+    IMAGE_LANE_TILES,
+])
+def test_batches_in_blocks_of_row_blocks_match_torch(monkeypatch, tiles):
+    # weights outweigh the input (row-block outer) and a block holds 2-3 of the 12 row-blocks: every job order
+    # level (block, tile, row-block in the block) is exercised, dense and sparse, with the input prefetch on
+    import compression.tvm_backend.kernels as kernels
+    from compression.tvm_backend.kernels_image_lanes import image_lanes_kernel
+
+    shape = (16, 16, 96, 4, 4, 3, 1, 1)
+    dense = ConvSpec(16, 16, 4, 4, 96, 3, 3, 1, 1, 8, 144, True)
+    assert not kernels.tile_outer_order(dense) and kernels.INPUT_PREFETCH_COLUMNS > 0
+    monkeypatch.setattr(kernels, "WEIGHT_BLOCK_BYTES", 2 * 144 * 9 * 4 + 1)
+    assert kernels.job_block(dense, 8) == 2 and kernels.job_block(dense, 4) == 3
+    assert kernels.job_block(replace(dense, n=1), 8) == 1  # batch 1: row-block outer
+    conv_kernel.cache_clear(), image_lanes_kernel.cache_clear()
+    try:
+        assert _check_tiles(shape, "relu", True, lambda sparse: tiles, False, seed=5) >= 4
+    finally:
+        conv_kernel.cache_clear(), image_lanes_kernel.cache_clear()

@@ -32,7 +32,9 @@ The row-block (sparse) format is unchanged: only the offsets differ.
 Schedule (hand-written template): parallel over (row-block, tile), row-block
 outer so each thread streams its own row-blocks' weights once per call (tile
 outer for a batch whose input outweighs the weights, see
-:func:`tile_outer_order`; or, a tile option for batches, image-major: per
+:func:`tile_outer_order`; other batches in blocks of row-blocks whose
+weights fit in half the L2, tile by tile within a block, see
+:func:`job_block`; or, a tile option for batches, image-major: per
 image, its padded copy and then its jobs, row-block outer, while the copy is
 in cache, in a one-image scratch); an
 ``r x V`` tile of ``VW``-lane vectors lives in registers (stack allocation),
@@ -41,7 +43,10 @@ vector loads of ``xp`` and ``r * V`` broadcast-FMAs; every step also asks
 for the weights and offsets ``PREFETCH_BYTES`` ahead (software prefetch: a
 batch-1 layer's weights come from memory, not cache, and without it the
 512-channel layers of vgg16 streamed them at 10-13 GB/s where ONNX Runtime
-reached 17-33).  Three kinds of tile (:class:`ConvTile`, picked per layer by
+reached 17-33); a batch's steps also prefetch the input vectors of the
+column ``INPUT_PREFETCH_COLUMNS`` ahead (its offsets jump by a channel plane
+of the whole batch, which no hardware prefetcher follows: vgg16's
+512-channel 4x4 layer at batch 32 went from 13.6 to 9.4 ms).  Three kinds of tile (:class:`ConvTile`, picked per layer by
 measurement, see :mod:`compression.tvm_backend.tuning`):
 
 * grid tiles: ``V * VW`` consecutive positions of one image's output grid
@@ -239,7 +244,7 @@ class ConvTile:
     ``image_major`` (batches only): jobs run image by image, and within an
     image row-block outer, tile inner -- each image's input stays in cache
     across the row-blocks, as in a batch-1 call; otherwise the order is
-    :func:`tile_outer_order`'s (row-block or tile outer over the whole batch).
+    :func:`job_block`'s (row-block outer, tile outer, or blocks of row-blocks over the whole batch).
 
     ``image_lanes`` (batches only, ``N % lanes == 0``): every vector holds one
     output position of ``lanes`` consecutive images instead of ``lanes``
@@ -407,7 +412,34 @@ def tile_outer_order(spec: ConvSpec, phased: bool = False) -> bool:
     return spec.n > 1 and spec.nb * spec.kk * spec.r <= inputs
 
 
-def tile_reduction(F: int, V: int, VW: int, U: int, Kk: int, nsub: int, load, vals_lanes: int):
+INPUT_PREFETCH_COLUMNS = 32  # batches: input vectors prefetched this many kept columns ahead (0: off)
+WEIGHT_BLOCK_BYTES = 1 << 20  # batches, row-block outer: packed weights of the filter groups one job block covers
+
+
+def job_block(spec: ConvSpec, filters: int, phased: bool = False) -> int:
+    """Filter groups (of ``filters`` rows) one block of jobs covers: the job order's outer level.
+
+    Jobs run block by block; in a block, tile by tile, and in a tile the
+    block's filter groups.  ``NG`` (every group, one block) is tile outer,
+    ``1`` is row-block outer.  Batch 1 runs row-block outer (its input is in
+    cache anyway); a batch whose input outweighs the weights runs tile outer
+    (:func:`tile_outer_order`); any other batch takes the most groups whose
+    packed weights fit in ``WEIGHT_BLOCK_BYTES`` (half a core's L2 here), so
+    a tile's input is read once per block from cache instead of once per
+    row-block from memory: row-block outer re-read the whole 2.4 MB input
+    of a 512-channel 4x4 layer at batch 32 for each of its 64 row-blocks.
+    """
+    groups = spec.nb * (spec.r // filters)
+    if tile_outer_order(spec, phased):
+        return groups
+    if spec.n == 1:
+        return 1
+    fit = max(1, WEIGHT_BLOCK_BYTES // (spec.kk * (filters + 1) * 4))
+    return max(d for d in range(1, min(fit, groups) + 1) if groups % d == 0)
+
+
+def tile_reduction(F: int, V: int, VW: int, U: int, Kk: int, nsub: int, load, vals_lanes: int, start=None,
+                   input_ahead: int = 0):
     """TVMScript macro ``(ac, vals, off, bias, b, xs, g0)``: one job's ``F x V`` register tile of ``VW`` lanes.
 
     The bias of filter group ``b`` starts the accumulators; then, over the
@@ -415,9 +447,16 @@ def tile_reduction(F: int, V: int, VW: int, U: int, Kk: int, nsub: int, load, va
     b % nsub * F + i] * load(xs, g0, j, off[b // nsub, k])``, where ``load``
     (a Python function evaluated while parsing) gives vector ``j``'s input at
     a column offset -- the one place the tile kinds differ.
+
+    ``input_ahead > 0`` (with ``start``, the first element of vector ``j``
+    as a scalar load, same arguments as ``load``): every unrolled step also
+    prefetches the input vectors of the kept columns ``input_ahead``
+    columns ahead (batches: a tile's input comes from L3, at offsets no
+    hardware prefetcher follows).
     """
     from tvm.script import tirx as T
     r = vals_lanes
+    PFI = input_ahead if start is not None else 0
     PF_K_PER_LINE = max(1, CACHE_LINE_FLOATS // r)  # kept columns per cache line of ``vals``
     PF_LINES = -(-U * r // CACHE_LINE_FLOATS)  # cache lines of ``vals`` one unrolled step reads
     PF_K = max(U, PREFETCH_BYTES // (4 * r))  # prefetch distance in kept columns
@@ -434,6 +473,11 @@ def tile_reduction(F: int, V: int, VW: int, U: int, Kk: int, nsub: int, load, va
                 T.evaluate(T.call_intrin("void", "tirx.prefetch", T.address_of(
                     vals[b // nsub, ko * U + PF_K + q * PF_K_PER_LINE, 0]), 0, 3, 1))
             T.evaluate(T.call_intrin("void", "tirx.prefetch", T.address_of(off[b // nsub, ko * U + PF_K]), 0, 3, 1))
+            if PFI > 0:
+                for ki in T.unroll(U):
+                    oa = T.bind(off[b // nsub, T.min(ko * U + ki + PFI, Kk - 1)])
+                    for j in T.unroll(V):
+                        T.evaluate(T.call_intrin("void", "tirx.prefetch", T.address_of(start(xs, g0, j, oa)), 0, 3, 1))
             for ki in T.unroll(U):
                 o = T.bind(off[b // nsub, ko * U + ki])
                 for i in T.unroll(F):
@@ -511,7 +555,7 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     Hr, Wr = (1, Ho * Wo) if im2col else spec.row_hw  # row tiles: rows and row width (a flat 1x1 conv's plane,
     # and an im2col tile's, is one row)
     image_major = tile.image_major
-    tile_outer = tile_outer_order(spec, phased) and not image_major
+    GB = job_block(spec, F, phased)  # filter groups per block of jobs (NG: tile outer, 1: row-block outer)
     if rows:
         SG = Wr // VW  # row segments per output row
         nJ = N * Hr * SG // V
@@ -550,7 +594,12 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
             return xs[0, T.ramp(o + ow_of(g0 + j), 1, VW)]
         return xs[sn_of(g0 + j), T.ramp(o + base_of(g0 + j), ls, VW)]
 
-    reduce_tile = tile_reduction(F, V, VW, U, Kk, nsub, load, r)
+    def start(xs, g0, j, o):  # the first element of ``load``'s vector (a prefetch address)
+        if im2col:
+            return xs[0, o + ow_of(g0 + j)]
+        return xs[sn_of(g0 + j), o + base_of(g0 + j)]
+
+    reduce_tile = tile_reduction(F, V, VW, U, Kk, nsub, load, r, start, INPUT_PREFETCH_COLUMNS if N > 1 else 0)
 
     FV = next(v for v in (16, 8, 4, 1) if W % v == 0)  # lanes of a padded row's copy
 
@@ -613,8 +662,8 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         # (image-major: image outer, then row-block, then the image's tiles: a batch-1 call per image)
         # b: a group of F filters (b*F ..), in row-block b // nsub at row b % nsub * F
         for job in T.parallel(NG * nJ // passes):
-            b = T.bind(job // nJi if image_major else (job % NG if tile_outer else job // nJ))
-            g0 = T.bind((p * nJi + job % nJi) * V if image_major else (job // NG * V if tile_outer else job % nJ * V))
+            b = T.bind(job // nJi if image_major else job // (GB * nJ) * GB + job % GB)
+            g0 = T.bind((p * nJi + job % nJi) * V if image_major else job // GB % nJ * V)
             ac = T.alloc_buffer((F * V, VW), "float32", scope="local", annotations={"disable_lower_builtin": True})
             reduce_tile(ac, vals, off, bias, b, xs, g0)
             if rows:

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import functools
 
-from compression.tvm_backend.kernels import ConvSpec, ConvTile, tile_outer_order, tile_reduction
+from compression.tvm_backend import kernels
+from compression.tvm_backend.kernels import ConvSpec, ConvTile, job_block, tile_reduction
 
 
 def image_lanes_fit(spec: ConvSpec, tile: ConvTile) -> bool:
@@ -77,7 +78,7 @@ def image_lanes_kernel(spec: ConvSpec, tile: ConvTile, unroll: int = 4):
     lo = T.float32(0) if relu else T.float32(-3.4e38)
     hi = T.float32(6) if spec.relu6 else T.float32(3.4e38)
     has_res = spec.residual
-    tile_outer = tile_outer_order(spec)
+    GB = job_block(spec, F)  # filter groups per block of jobs (see job_block)
 
     def q_of(g):
         return g // NI
@@ -91,7 +92,10 @@ def image_lanes_kernel(spec: ConvSpec, tile: ConvTile, unroll: int = 4):
     def load(xs, g0, j, o):  # vector j of the tile at column offset o: one position of VW images
         return xs[T.ramp((o + base_of(g0 + j)) * N + n0_of(g0 + j), 1, VW)]
 
-    reduce_tile = tile_reduction(F, V, VW, U, Kk, nsub, load, r)
+    def start(xs, g0, j, o):  # the first element of ``load``'s vector (a prefetch address)
+        return xs[(o + base_of(g0 + j)) * N + n0_of(g0 + j)]
+
+    reduce_tile = tile_reduction(F, V, VW, U, Kk, nsub, load, r, start, kernels.INPUT_PREFETCH_COLUMNS)
 
     @T.macro
     def body(x, vals, off, bias, res, xp, acc, y):
@@ -102,8 +106,8 @@ def image_lanes_kernel(spec: ConvSpec, tile: ConvTile, unroll: int = 4):
                     x[n, c, hh - pad, ww - pad], T.float32(0))
         # row-block outer, or tile outer when the input outweighs the weights (as the position tiles)
         for job in T.parallel(NG * nJ):
-            b = T.bind(job % NG if tile_outer else job // nJ)
-            g0 = T.bind((job // NG if tile_outer else job % nJ) * V)
+            b = T.bind(job // (GB * nJ) * GB + job % GB)
+            g0 = T.bind(job // GB % nJ * V)
             ac = T.alloc_buffer((F * V, VW), "float32", scope="local", annotations={"disable_lower_builtin": True})
             reduce_tile(ac, vals, off, bias, b, xp, g0)
             for i in T.unroll(F):

@@ -36,7 +36,7 @@ from compression.tvm_backend.target import vector_registers
 CONV_TEMPLATE = "t7"  # bumped when the conv template, its candidates or the search change (cached timings re-measured)
 SEARCH_ROUNDS = 3  # conv tile search: candidates timed in this many interleaved rounds, median kept ...
 SEARCH_ROUNDS_BELOW_MS = 1.0  # ... when the fastest first-round time is under this (short kernels are the noisy ones)
-BATCH_ORDERS = "im2+il2"  # batched calls (N > 1) also try the image-major order and image-lane tiles: keys carry this
+BATCH_ORDERS = "im2+il2+blk+pfi"  # batched calls (N > 1): image-major order, image-lane tiles, job blocks, input prefetch; keys carry this
 DEPTHWISE_TILES = (8, 16, 32, 64)
 DEPTHWISE_TEMPLATE = "dw2"  # bumped when the depth-wise template changes (cached timings re-measured)
 LINEAR_TILES = (8, 16, 32)
