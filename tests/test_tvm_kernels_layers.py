@@ -20,6 +20,7 @@ from compression.tvm_backend.kernels_layers import (  # noqa: E402
     DepthwiseSpec,
     LinearSpec,
     depthwise_kernel,
+    depthwise_output_shapes,
     linear_kernel,
     pack_depthwise,
     pack_linear,
@@ -55,9 +56,8 @@ def test_depthwise_kernel_matches_torch(n, c, h, w, k, pad, stride, act):
     spec = DepthwiseSpec(n, c, h, w, k, pad, stride, act)
     wt, b = pack_depthwise(weight, bias)
     tp = 8
-    out = _run(depthwise_kernel(spec, tp), [x, wt, b, np.zeros((n * c, spec.scratch_len(tp)), np.float32),
-                                            np.zeros((n * c, spec.padded_positions(tp)), np.float32),
-                                            np.zeros((n, c, spec.ho, spec.wo), np.float32)])
+    assert depthwise_output_shapes(spec, tp) == [(n, c, spec.ho, spec.wo)]  # scratch is per job, inside
+    out = _run(depthwise_kernel(spec, tp), [x, wt, b, np.zeros((n, c, spec.ho, spec.wo), np.float32)])
     ref = ACT[act](F.conv2d(torch.from_numpy(x), torch.from_numpy(weight), torch.from_numpy(bias), stride=stride,
                             padding=pad, groups=c)).numpy()
     assert out.shape == ref.shape

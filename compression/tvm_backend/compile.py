@@ -551,7 +551,7 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                                  LayerDecision.NO_SPARSITY, op="depthwise", layout="phased" if spec.stride > 1
                                  else "padded", params=as_tile(tp).params(), default_ms=default_ms,
                                  measured=measured)
-            return choice, (lambda x: relax.call_tir(gvar, [x, *consts], out_sinfo))
+            return choice, (lambda x: relax.call_tir(gvar, [x, *consts], out_sinfo[0]))  # y alone
 
         def _lower_linear(self, idx, name, call, weight, info):
             if not other_layers:

@@ -8,7 +8,10 @@ Depth-wise conv (``groups == Ci == Co``, square ``k x k`` kernel, stride
 ``s``; input ``x [N, C, H, W]``, output ``y [N, C, Ho, Wo]``):
 
 * every ``(image, channel)`` pair is one parallel job; the job copies its
-  zero-padded plane into scratch ``xp [N*C, L]`` split into its ``s*s``
+  zero-padded plane into its own scratch ``xp [L]`` (a per-thread workspace
+  reused job after job, so it stays in L1; a ``[N*C, L]`` output scratch made
+  a batch's depth-wise conv write and re-read the whole padded input through
+  L3) split into its ``s*s``
   stride phases (plane ``(py, px)`` holds ``padded[py::s, px::s]``, each
   ``Hq x Wq``, ``Hq = ceil(Hp/s)``, ``Wq = ceil(Wp/s)``; for ``s == 1`` this
   is just the padded plane);
@@ -18,7 +21,7 @@ Depth-wise conv (``groups == Ci == Co``, square ``k x k`` kernel, stride
   ``xp[phase(ky%s, kx%s)*Hq*Wq + (ky//s)*Wq + kx//s + p]``, so every tap of
   a tile is one plain vector load and one broadcast-FMA (the ``k*k`` taps
   are unrolled);
-* the tile goes to scratch ``acc [N*C, ceil(P/TP)*TP]``; the job then writes
+* the tile goes to the job's scratch ``acc [ceil(P/TP)*TP]``; the job then writes
   the ``Wo`` valid columns of each row to ``y`` with the activation;
 * or, with a row tile (``Wo`` a multiple of its 16/8/4/2 lanes), each
   vector is one output row segment, stored straight into ``y`` with the
@@ -103,25 +106,20 @@ def depthwise_row_lanes(spec: DepthwiseSpec) -> int | None:
 
 
 def depthwise_output_shapes(spec: DepthwiseSpec, tp: "int | ConvTile") -> list[tuple[int, ...]]:
-    """Shapes of the depth-wise kernel's outputs, ``y`` last (row tiles have no ``acc``)."""
-    y = (spec.n, spec.c, spec.ho, spec.wo)
-    if isinstance(tp, ConvTile) and tp.rows:
-        return [(spec.n * spec.c, spec.stride * spec.stride * spec.hq * spec.wq), y]
-    tp = as_tile(tp).tp
-    return [(spec.n * spec.c, spec.scratch_len(tp)), (spec.n * spec.c, spec.padded_positions(tp)), y]
+    """Shapes of the depth-wise kernel's outputs: ``y`` alone (its scratch is per job, inside the kernel)."""
+    return [(spec.n, spec.c, spec.ho, spec.wo)]
 
 
 @functools.lru_cache(maxsize=256)
 def depthwise_kernel(spec: DepthwiseSpec, tp: "int | ConvTile" = 16):
     """PrimFunc ``(x, wt, bias) -> (*scratch, y)`` of a depth-wise conv.
 
-    Shapes: ``x [N, C, H, W]``, ``wt [C, k*k]``, ``bias [C]``, outputs as
-    :func:`depthwise_output_shapes`: a grid tile (``tp`` an int, or a
-    non-row :class:`ConvTile`) uses scratch ``xp [N*C,
-    spec.scratch_len(tp)]`` and ``acc [N*C, spec.padded_positions(tp)]``; a
-    row tile (``ConvTile(lanes, 1, rows=True)``, ``Wo % lanes == 0``) stores
-    each ``lanes``-wide output row segment straight into ``y`` (scratch
-    ``xp`` only).  Callers use only ``y``.
+    Shapes: ``x [N, C, H, W]``, ``wt [C, k*k]``, ``bias [C]``, the one
+    output ``y [N, C, Ho, Wo]``.  A grid tile (``tp`` an int, or a non-row
+    :class:`ConvTile`) uses per-job scratch ``xp [spec.scratch_len(tp)]`` and
+    ``acc [spec.padded_positions(tp)]``; a row tile (``ConvTile(lanes, 1,
+    rows=True)``, ``Wo % lanes == 0``) stores each ``lanes``-wide output row
+    segment straight into ``y`` (scratch ``xp`` only).
     """
     from tvm.script import tirx as T
 
@@ -154,43 +152,43 @@ def depthwise_kernel(spec: DepthwiseSpec, tp: "int | ConvTile" = 16):
             for hh in range(Hq):
                 if pad <= hh and hh < H + pad:
                     for ww in range(pad):
-                        xp[job, hh * Wq + ww] = T.float32(0)
+                        xp[hh * Wq + ww] = T.float32(0)
                     for ww in range(W):
-                        xp[job, hh * Wq + pad + ww] = x[job // C, job % C, hh - pad, ww]
+                        xp[hh * Wq + pad + ww] = x[job // C, job % C, hh - pad, ww]
                     for ww in range(Wq - W - pad):
-                        xp[job, hh * Wq + W + pad + ww] = T.float32(0)
+                        xp[hh * Wq + W + pad + ww] = T.float32(0)
                 else:
                     for ww in range(Wq):
-                        xp[job, hh * Wq + ww] = T.float32(0)
+                        xp[hh * Wq + ww] = T.float32(0)
         else:
             for ph, hq in T.grid(S2, Hq):
                 if pad <= hq * s + ph // s and hq * s + ph // s < H + pad:
                     for wq in range(Wq):
-                        xp[job, ph * HWq + hq * Wq + wq] = T.if_then_else(
+                        xp[ph * HWq + hq * Wq + wq] = T.if_then_else(
                             pad <= wq * s + ph % s and wq * s + ph % s < W + pad,
                             x[job // C, job % C, hq * s + ph // s - pad, wq * s + ph % s - pad], T.float32(0))
                 else:
                     for wq in range(Wq):
-                        xp[job, ph * HWq + hq * Wq + wq] = T.float32(0)
+                        xp[ph * HWq + hq * Wq + wq] = T.float32(0)
         for t in range(L - S2 * HWq):
-            xp[job, S2 * HWq + t] = T.float32(0)
+            xp[S2 * HWq + t] = T.float32(0)
 
     if rows:
         SG = Wo // VW
 
         @T.prim_func
         def dw(x: T.Buffer((N, C, H, W), "float32"), wt: T.Buffer((C, KK), "float32"),
-               bias: T.Buffer((C,), "float32"), xp: T.Buffer((N * C, L), "float32"),
-               y: T.Buffer((N, C, Ho, Wo), "float32")):
+               bias: T.Buffer((C,), "float32"), y: T.Buffer((N, C, Ho, Wo), "float32")):
             T.func_attr({"tir.noalias": True})
             for job in T.parallel(N * C):
+                xp = T.alloc_buffer((L,), "float32")  # the job's padded plane (per-thread workspace)
                 fill(x, xp, job)
                 for oh, sg in T.grid(Ho, SG):
                     a = T.alloc_buffer((VW,), "float32", scope="local", annotations={"disable_lower_builtin": True})
                     a[T.ramp(0, 1, VW)] = T.broadcast(bias[job % C], VW)
                     for kk in T.unroll(KK):
                         a[T.ramp(0, 1, VW)] = a[T.ramp(0, 1, VW)] + T.broadcast(wt[job % C, kk], VW) * xp[
-                            job, T.ramp(tap(kk) + oh * Wq + sg * VW, 1, VW)]
+                            T.ramp(tap(kk) + oh * Wq + sg * VW, 1, VW)]
                     y[job // C, job % C, oh, T.ramp(sg * VW, 1, VW)] = T.min(T.max(
                         a[T.ramp(0, 1, VW)], T.broadcast(lo, VW)), T.broadcast(hi, VW))
 
@@ -198,20 +196,21 @@ def depthwise_kernel(spec: DepthwiseSpec, tp: "int | ConvTile" = 16):
 
     @T.prim_func
     def dw(x: T.Buffer((N, C, H, W), "float32"), wt: T.Buffer((C, KK), "float32"),
-           bias: T.Buffer((C,), "float32"), xp: T.Buffer((N * C, L), "float32"),
-           acc: T.Buffer((N * C, PP), "float32"), y: T.Buffer((N, C, Ho, Wo), "float32")):
+           bias: T.Buffer((C,), "float32"), y: T.Buffer((N, C, Ho, Wo), "float32")):
         T.func_attr({"tir.noalias": True})
         for job in T.parallel(N * C):
+            xp = T.alloc_buffer((L,), "float32")  # the job's padded plane and sums (per-thread workspace)
+            acc = T.alloc_buffer((PP,), "float32")
             fill(x, xp, job)
             for tile in range(nP):
                 a = T.alloc_buffer((TP,), "float32", scope="local", annotations={"disable_lower_builtin": True})
                 a[T.ramp(0, 1, TP)] = T.broadcast(bias[job % C], TP)
                 for kk in T.unroll(KK):
                     a[T.ramp(0, 1, TP)] = a[T.ramp(0, 1, TP)] + T.broadcast(wt[job % C, kk], TP) * xp[
-                        job, T.ramp(tap(kk) + tile * TP, 1, TP)]
-                acc[job, T.ramp(tile * TP, 1, TP)] = a[T.ramp(0, 1, TP)]
+                        T.ramp(tap(kk) + tile * TP, 1, TP)]
+                acc[T.ramp(tile * TP, 1, TP)] = a[T.ramp(0, 1, TP)]
             for oh, ow in T.grid(Ho, Wo):
-                y[job // C, job % C, oh, ow] = T.min(T.max(acc[job, oh * Wq + ow], lo), hi)
+                y[job // C, job % C, oh, ow] = T.min(T.max(acc[oh * Wq + ow], lo), hi)
 
     return dw
 

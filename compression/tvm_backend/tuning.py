@@ -38,7 +38,7 @@ SEARCH_ROUNDS = 3  # conv tile search: candidates timed in this many interleaved
 SEARCH_ROUNDS_BELOW_MS = 1.0  # ... when the fastest first-round time is under this (short kernels are the noisy ones)
 BATCH_ORDERS = "im2+il2+blk+pfi"  # batched calls (N > 1): image-major order, image-lane tiles, job blocks, input prefetch; keys carry this
 DEPTHWISE_TILES = (8, 16, 32, 64)
-DEPTHWISE_TEMPLATE = "dw2"  # bumped when the depth-wise template changes (cached timings re-measured)
+DEPTHWISE_TEMPLATE = "dw3"  # bumped when the depth-wise template changes (cached timings re-measured)
 LINEAR_TILES = (8, 16, 32)
 LINEAR_ROW_BLOCKS = (1, 4, 8)
 
