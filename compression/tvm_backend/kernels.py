@@ -45,8 +45,9 @@ batch-1 layer's weights come from memory, not cache, and without it the
 512-channel layers of vgg16 streamed them at 10-13 GB/s where ONNX Runtime
 reached 17-33); a batch's steps also prefetch the input vectors of the
 column ``INPUT_PREFETCH_COLUMNS`` ahead (its offsets jump by a channel plane
-of the whole batch, which no hardware prefetcher follows: vgg16's
-512-channel 4x4 layer at batch 32 went from 13.6 to 9.4 ms).  Three kinds of tile (:class:`ConvTile`, picked per layer by
+of the whole batch, which no hardware prefetcher follows: with the job
+blocks, vgg16's 512-channel 4x4 layer at batch 32 went from 13.6 to 8.3-9.4
+ms).  Three kinds of tile (:class:`ConvTile`, picked per layer by
 measurement, see :mod:`compression.tvm_backend.tuning`):
 
 * grid tiles: ``V * VW`` consecutive positions of one image's output grid
