@@ -590,15 +590,18 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     def lanes_of(base, n):  # n consecutive elements from base: a vector index, or a scalar one for n == 1
         return T.ramp(base, 1, n) if n > 1 else base
 
-    def load(xs, g0, j, o):  # vector j of the tile at column offset o
+    def first(g0, j, o):  # (scratch row, index) of the first element of vector j at column offset o
         if im2col:  # the copy's offset o of a column (column * Ho*Wo), then the vector's positions
-            return xs[0, T.ramp(o + ow_of(g0 + j), 1, VW)]
-        return xs[sn_of(g0 + j), T.ramp(o + base_of(g0 + j), ls, VW)]
+            return 0, o + ow_of(g0 + j)
+        return sn_of(g0 + j), o + base_of(g0 + j)
+
+    def load(xs, g0, j, o):  # vector j of the tile at column offset o
+        row, i = first(g0, j, o)
+        return xs[row, T.ramp(i, 1 if im2col else ls, VW)]
 
     def start(xs, g0, j, o):  # the first element of ``load``'s vector (a prefetch address)
-        if im2col:
-            return xs[0, o + ow_of(g0 + j)]
-        return xs[sn_of(g0 + j), o + base_of(g0 + j)]
+        row, i = first(g0, j, o)
+        return xs[row, i]
 
     reduce_tile = tile_reduction(F, V, VW, U, Kk, nsub, load, r, start, INPUT_PREFETCH_COLUMNS if N > 1 else 0)
 
@@ -658,8 +661,9 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
 
     @T.macro
     def jobs(xs, vals, off, bias, res, acc, y, p):
-        # row-block outer: each thread streams its own row-blocks' weights once per call; tile outer
-        # (batches whose inputs outweigh the weights): a tile's inputs stay in cache across the row-blocks
+        # job_block's order: row-block outer (batch 1: each thread streams its own row-blocks' weights once
+        # per call), tile outer (batches whose inputs outweigh the weights: a tile's inputs stay in cache across
+        # the row-blocks), or blocks of row-blocks, tile by tile within a block (the other batches)
         # (image-major: image outer, then row-block, then the image's tiles: a batch-1 call per image)
         # b: a group of F filters (b*F ..), in row-block b // nsub at row b % nsub * F
         for job in T.parallel(NG * nJ // passes):

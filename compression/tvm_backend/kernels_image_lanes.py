@@ -17,9 +17,9 @@ Layout:
 * a job: ``F`` filters of a row-block x ``V`` vectors; vector ``j`` is
   segment ``g = g0 + j``: output position ``q = g // (N/lanes)`` (``q = oh*Wo
   + ow``) of the ``lanes`` images from ``n0 = g % (N/lanes) * lanes``, read
-  as ``xp[(off + oh*Wp*s + ow*s)*N + n0 + lane]``.  Jobs run row-block outer,
-  or tile outer where the input outweighs the weights (as the position
-  tiles).  (Image group outer measured no faster on vgg16's 4x4 layers at
+  as ``xp[(off + oh*Wp*s + ow*s)*N + n0 + lane]``.  Jobs run in the order of
+  :func:`~compression.tvm_backend.kernels.job_block`, as the position tiles
+  (and prefetch the input the same way).  (Image group outer measured no faster on vgg16's 4x4 layers at
   batch 32 and 1.5x slower on its 8x8 ones.)
 * ``acc [nb*r, Ho*Wo, N]``: the tiles' sums (bias included); a second pass
   writes ``y [N, Co, Ho, Wo]``, adding the residual and clamping (ReLU /
@@ -89,11 +89,14 @@ def image_lanes_kernel(spec: ConvSpec, tile: ConvTile, unroll: int = 4):
     def base_of(g):  # padded-grid offset of segment g's output position
         return q_of(g) // Wo * (Wp * s) + q_of(g) % Wo * s
 
+    def first(g0, j, o):  # index of the first element of vector j at column offset o
+        return (o + base_of(g0 + j)) * N + n0_of(g0 + j)
+
     def load(xs, g0, j, o):  # vector j of the tile at column offset o: one position of VW images
-        return xs[T.ramp((o + base_of(g0 + j)) * N + n0_of(g0 + j), 1, VW)]
+        return xs[T.ramp(first(g0, j, o), 1, VW)]
 
     def start(xs, g0, j, o):  # the first element of ``load``'s vector (a prefetch address)
-        return xs[(o + base_of(g0 + j)) * N + n0_of(g0 + j)]
+        return xs[first(g0, j, o)]
 
     reduce_tile = tile_reduction(F, V, VW, U, Kk, nsub, load, r, start, kernels.INPUT_PREFETCH_COLUMNS)
 
@@ -104,7 +107,7 @@ def image_lanes_kernel(spec: ConvSpec, tile: ConvTile, unroll: int = 4):
                 xp[(c * HWp + hh * Wp + ww) * N + n] = T.if_then_else(
                     pad <= hh and hh < H + pad and pad <= ww and ww < W + pad,
                     x[n, c, hh - pad, ww - pad], T.float32(0))
-        # row-block outer, or tile outer when the input outweighs the weights (as the position tiles)
+        # job_block's order (as the position tiles): blocks of row-blocks, tile by tile within a block
         for job in T.parallel(NG * nJ):
             b = T.bind(job // (GB * nJ) * GB + job % GB)
             g0 = T.bind(job // GB % nJ * V)
