@@ -16,6 +16,7 @@ from compression.tvm_backend.compile import compile_model  # noqa: E402
 from compression.tvm_backend.kernels import (  # noqa: E402
     ConvSpec,
     ConvTile,
+    InputCopy,
     conv_kernel,
     conv_output_shapes,
     pack_weights,
@@ -36,7 +37,7 @@ TILES = [ConvTile.grid(8), ConvTile.grid(32), ConvTile(16, 1, True), ConvTile(16
 
 
 def _conv(x, weight, bias, spec: ConvSpec, tile: ConvTile, cols, phased: bool, res=None) -> np.ndarray:
-    values, off, b = pack_weights(weight, bias, spec, cols, phased=phased, im2col=tile.im2col)
+    values, off, b = pack_weights(weight, bias, spec, cols, phased=phased, copy=tile.input_copy)
     args = [x, values, off, b] + ([res] if res is not None else [])
     args += [np.zeros(s, np.float32) for s in conv_output_shapes(spec, tile, phased)]
     tensors = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args]
@@ -120,6 +121,42 @@ def test_im2col_tiles_match_torch(ci, co, h, w, k, pad, stride, act, residual):
                         seed=5) >= 2
 
 
+SHIFTED_TILES = [ConvTile(16, 1, parts=2, shifted=True), ConvTile(4, 1, parts=2, shifted=True),
+                 ConvTile(16, 4, parts=1, shifted=True), ConvTile(8, 1, False, 4, parts=2, shifted=True),
+                 ConvTile(4, 2, parts=3, shifted=True), ConvTile(16, 2, False, 2, parts=2, shifted=True)]
+
+
+@pytest.mark.parametrize("ci, co, h, w, k, pad", [
+    (8, 16, 4, 4, 3, 1),    # a 4x4 plane: one 16-lane vector from the kx-shifted copies
+    (5, 12, 2, 2, 3, 1),    # 2x2 plane (4 lanes); Co not a multiple of r=8, 2 row-blocks over 2 and 3 parts
+    (6, 16, 8, 8, 3, 1),    # 8x8 plane: 64 positions, up to 4 vectors
+    (4, 8, 6, 6, 5, 2),     # 5x5, pad 2: five shifted copies per channel
+    (8, 16, 6, 6, 3, 0),    # unpadded 3x3: a 4x4 output read from 6x6 planes
+])
+@pytest.mark.parametrize("act, residual", [("relu", True), ("none", False), ("relu6", False)])
+def test_shifted_tiles_match_torch(ci, co, h, w, k, pad, act, residual):
+    # batch 1, stride 1; every part (thread) builds its own shifted copy and computes its share of the row-blocks
+    assert _check_tiles((1, ci, co, h, w, k, pad, 1), act, residual, lambda sparse: SHIFTED_TILES, False,
+                        seed=7) >= 2
+
+
+def test_shifted_tiles_fit_batch_one_stride_one_small_planes_and_are_offered_beside_im2col():
+    small = ConvSpec(1, 512, 4, 4, 512, 3, 3, 1, 1, 8, 461, True)
+    tile = ConvTile(16, 1, parts=2, shifted=True)
+    assert tile.fits(small) and tile.label == "16x1sp2" and ConvTile.from_params(tile.params()) == tile
+    assert tile.input_copy == InputCopy.SHIFTED and conv_output_shapes(small, tile) == [(1, 512, 4, 4)]
+    assert not replace(tile, parts=0).fits(small)  # a part per thread is part of the tile
+    assert not tile.fits(ConvSpec(2, 512, 4, 4, 512, 3, 3, 1, 1, 8, 461, True))  # batches: image lanes instead
+    assert not tile.fits(ConvSpec(1, 8, 8, 8, 8, 3, 3, 1, 2, 8, 72, True))  # stride 2: im2col does the striding
+    assert not tile.fits(ConvSpec(1, 64, 16, 16, 64, 3, 3, 1, 1, 8, 576, True))  # 256 positions: row parts there
+    assert not tile.fits(ConvSpec(1, 8, 4, 4, 8, 1, 1, 0, 1, 8, 8, True))  # flat 1x1: row tiles read x itself
+    cols = np.array([[0, 4, 8, 13]])  # (c, ky, kx) = (0,0,0), (0,1,1), (0,2,2), (1,1,1) of a 3x3 conv, Hp = Wo + 2
+    assert small.column_offsets(cols, copy=InputCopy.SHIFTED).tolist() == [[0, 28, 56, 100]]
+    assert [t.label for t in conv_tile_candidates(small, 16, threads=2) if t.flat_plane] == ["16x1c", "16x1sp2"]
+    assert [t.label for t in conv_tile_candidates(ConvSpec(1, 64, 8, 8, 64, 3, 3, 1, 1, 8, 576, True), 8)
+            if t.shifted] == ["8x1sp1", "8x2sf4p1"]  # AVX2, one thread: one part
+
+
 def test_im2col_tiles_fit_batch_one_small_planes_of_whole_vectors():
     small = ConvSpec(1, 512, 4, 4, 512, 3, 3, 1, 1, 8, 4608, True)
     tile = ConvTile(16, 1, im2col=True)
@@ -147,9 +184,9 @@ def test_row_part_tiles_fit_batch_one_padded_stride_one_rows_only_and_are_offere
     assert not ConvTile(16, 1, True, parts=2).fits(ConvSpec(1, 8, 8, 16, 16, 1, 1, 0, 1, 8, 8, True))  # reads x
     assert not ConvTile(16, 2, True, parts=33).fits(one)  # more parts than row tiles
     assert "16x2rp2" in [t.label for t in conv_tile_candidates(one, 16, 2)]
-    assert all(t.parts == 0 for t in conv_tile_candidates(one, 16, 1))  # one thread: nothing to cut
+    assert all(t.parts == 0 for t in conv_tile_candidates(one, 16, 1) if t.rows)  # one thread: nothing to cut
     heavy = ConvSpec(1, 256, 8, 8, 256, 3, 3, 1, 1, 8, 461, True)  # weights outweigh the input: offered too
-    assert [t.label for t in conv_tile_candidates(heavy, 16, 2) if t.parts] == ["8x2rp2"]
+    assert [t.label for t in conv_tile_candidates(heavy, 16, 2) if t.parts and t.rows] == ["8x2rp2"]
     assert all(t.parts == 0 for t in conv_tile_candidates(ConvSpec(2, 64, 32, 32, 64, 3, 3, 1, 1, 8, 115, True), 16, 2))
 
 
@@ -277,7 +314,7 @@ def test_image_major_order_is_a_batch_option_with_whole_images():
     assert "image_major" not in ConvTile(8, 2, True).params()  # keys of the other orders are unchanged
     assert not any(t.image_major for t in conv_tile_candidates(one, 8))
     batched = conv_tile_candidates(batch, 8)
-    assert {t for t in batched if not t.image_major} == {t for t in conv_tile_candidates(one, 8) if not t.im2col}
+    assert {t for t in batched if not t.image_major} == {t for t in conv_tile_candidates(one, 8) if not t.flat_plane}
     assert any(t.image_major for t in batched)
 
 

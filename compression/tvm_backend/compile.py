@@ -495,7 +495,7 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                 weight, bias_in, perm, kept_before = weight[np.argsort(perm)], info["bias"], None, None
             tile = tile or unmeasured_tile(spec, target)
             values, off, bias = pack_weights(weight, bias_in, spec, cols if kernel == "sparse" else None,
-                                             phased=phased, im2col=tile.im2col)
+                                             phased=phased, copy=tile.input_copy)
             fname = f"conv_{kernel}_{idx}"
             prim = conv_kernel(spec, tile, phased=phased).with_attr("global_symbol", fname)
             gvar = self.builder_.add_func(prim, fname)

@@ -62,6 +62,12 @@ measurement, see :mod:`compression.tvm_backend.tuning`):
   input is first copied into im2col order (``Ho*Wo`` floats per GEMM column,
   its own offsets), and the vectors cover the output plane flat -- any
   stride, every lane a real output.
+* shifted tiles (batch 1, stride 1, output planes up to
+  ``IM2COL_MAX_POSITIONS``): every thread copies the input into its own
+  workspace as ``kw`` column-shifted copies of the row-padded planes
+  (``kw*Hp*Wo`` floats per channel, a third of an im2col copy for 3x3), and
+  computes its share of the row-blocks over the whole output plane flat:
+  every lane a real output, plain loads, no data shared between threads.
 
 Batch 1, row tiles of a padded stride-1 conv: a tile may also be cut into
 ``parts`` (one per thread, :attr:`ConvTile.parts`): one parallel region in
@@ -80,12 +86,23 @@ from __future__ import annotations
 import functools
 
 from dataclasses import asdict, dataclass, replace
+from enum import Enum
 
 import numpy as np
 
 PREFETCH_BYTES = 8192  # software prefetch distance of the streamed weights (bench/RESULTS.md section 3.0)
 CACHE_LINE_FLOATS = 16  # float32 per 64-byte cache line
-IM2COL_MAX_POSITIONS = 64  # im2col tiles: output planes up to 8x8 (the copy is Ci*kh*kw*Ho*Wo floats)
+# im2col and shifted tiles: output planes up to 8x8 (the copies are Ci*kh*kw*Ho*Wo and Ci*kw*Hp*Wo floats); on
+# 16x16 and 32x32 planes the row-part tiles beat shifted ones (no junk lanes there either, and a smaller copy)
+IM2COL_MAX_POSITIONS = 64
+
+
+class InputCopy(str, Enum):
+    """How a conv tile reads its input, which fixes the column offsets the weights are packed with."""
+
+    PADDED = "padded"  # the zero-padded planes (``xp``, or ``x`` itself): ``ci*Hp*Wp + ky*Wp + kx``
+    IM2COL = "im2col"  # an im2col copy, ``Ho*Wo`` floats per GEMM column: ``col * Ho*Wo``
+    SHIFTED = "shifted"  # ``kw`` column-shifted, row-padded planes per channel: ``((ci*kw + kx)*Hp + ky) * Wo``
 
 
 class PaddedGeometry:
@@ -187,16 +204,19 @@ class ConvSpec(PaddedGeometry):
             return npy * npx * self.ci * self.hq * self.wq + n_tiles * tp + self.wq * self.kh + self.kw
         return self.ci * self.hp * self.wp + n_tiles * tp * self.stride + self.wp * self.kh + self.kw
 
-    def column_offsets(self, cols: np.ndarray, phased: bool = False, im2col: bool = False) -> np.ndarray:
+    def column_offsets(self, cols: np.ndarray, phased: bool = False,
+                       copy: "InputCopy" = InputCopy.PADDED) -> np.ndarray:
         """``xp`` offsets (int32, same shape as ``cols``) of GEMM columns ``cols`` (``ci*kh*kw + ky*kw + kx``).
 
-        ``im2col``: offsets into an im2col tile's copy instead, ``col * Ho*Wo``.
+        ``copy``: offsets into an im2col or shifted tile's copy instead (:class:`InputCopy`).
         """
         cols = np.asarray(cols, dtype=np.int64)
-        if im2col:
+        if copy == InputCopy.IM2COL:
             return (cols * (self.ho * self.wo)).astype(np.int32)
         ci, rem = cols // (self.kh * self.kw), cols % (self.kh * self.kw)
         ky, kx = rem // self.kw, rem % self.kw
+        if copy == InputCopy.SHIFTED:
+            return (((ci * self.kw + kx) * self.hp + ky) * self.wo).astype(np.int32)
         if not phased or self.stride == 1:
             return (ci * self.hp * self.wp + ky * self.wp + kx).astype(np.int32)
         s, plane = self.stride, self.hq * self.wq
@@ -270,7 +290,19 @@ class ConvTile:
     junk columns and the tile's tail).  The copy is ``Ci*kh*kw*P`` floats, small
     beside the ``Co*Ci*kh*kw`` weights of such a layer; GEMM column ``k`` starts
     at ``k*P``, so the offsets differ from the padded layout's
-    (``pack_weights(..., im2col=True)``; the values are the same).
+    (``pack_weights(..., copy=InputCopy.IM2COL)``; the values are the same).
+
+    ``shifted`` (batch 1, stride 1, output planes of at most
+    :data:`IM2COL_MAX_POSITIONS` positions, padded layout; ``parts`` = the
+    threads): the vectors cover the output plane flat, as an im2col tile's,
+    but each of the ``parts`` threads first copies the whole input into its
+    own workspace as ``kw`` column-shifted copies of the row-padded planes
+    (``kw*Hp*Wo`` floats per channel: kept column ``(c, ky, kx)`` reads
+    ``Ho*Wo`` consecutive floats from ``((c*kw + kx)*Hp + ky)*Wo``), then
+    computes its ``1/parts`` of the row-blocks.  A third of an im2col copy
+    for a 3x3 conv, and no copy read by another core (the cost that kept
+    im2col tiles off sparse layers); each thread reads every input but only
+    its own row-blocks' weights.
     """
 
     lanes: int
@@ -281,6 +313,17 @@ class ConvTile:
     image_lanes: bool = False
     parts: int = 0  # batch 1: output-row parts, one per thread, each with its own padded input rows (0: off)
     im2col: bool = False  # batch 1, small maps: vectors over the whole output plane, read from an im2col copy
+    shifted: bool = False  # batch 1, stride 1, small maps: the same vectors, read from per-thread shifted copies
+
+    @property
+    def input_copy(self) -> InputCopy:
+        """The input this tile reads (and the column offsets its weights are packed with)."""
+        return InputCopy.SHIFTED if self.shifted else InputCopy.IM2COL if self.im2col else InputCopy.PADDED
+
+    @property
+    def flat_plane(self) -> bool:
+        """Vectors over the whole output plane, flat, read from a copy (im2col and shifted tiles): no junk lanes."""
+        return self.im2col or self.shifted
 
     @property
     def tp(self) -> int:
@@ -303,6 +346,11 @@ class ConvTile:
         """
         if self.filters and spec.r % self.filters:
             return False
+        if self.shifted:
+            positions = spec.ho * spec.wo
+            return (spec.n == 1 and spec.stride == 1 and not spec.flat and self.parts >= 1 and not self.im2col
+                    and not (self.rows or self.image_major or self.image_lanes)
+                    and positions <= IM2COL_MAX_POSITIONS and positions % self.tp == 0)
         if self.im2col:
             positions = spec.ho * spec.wo
             return (spec.n == 1 and not (phased and spec.stride > 1) and not spec.flat
@@ -335,13 +383,17 @@ class ConvTile:
             extra["parts"] = self.parts
         if self.im2col:
             extra["im2col"] = 1
+        if self.shifted:
+            extra["shifted"] = 1
         return {"tp": self.tp, "lanes": self.lanes, "vectors": self.vectors, "rows": int(self.rows), **extra}
 
     @property
     def label(self) -> str:
         """Short name for database keys, e.g. ``16x2r`` (row tile), ``16x3g`` (grid tile), ``8x3rf4`` (4 filters a
-        job), ``8x1gi`` (image-major order), ``16x2gn`` (image lanes), ``16x2rp2`` (2 row parts), ``16x1c`` (im2col)."""
-        return (f"{self.lanes}x{self.vectors}{'r' if self.rows else 'c' if self.im2col else 'g'}" + (f"f{self.filters}" if self.filters else "")
+        job), ``8x1gi`` (image-major order), ``16x2gn`` (image lanes), ``16x2rp2`` (2 row parts), ``16x1c`` (im2col),
+        ``16x1sp2`` (shifted copies, 2 parts)."""
+        kind = "r" if self.rows else "c" if self.im2col else "s" if self.shifted else "g"
+        return (f"{self.lanes}x{self.vectors}{kind}" + (f"f{self.filters}" if self.filters else "")
                 + ("i" if self.image_major else "") + ("n" if self.image_lanes else "")
                 + (f"p{self.parts}" if self.parts else ""))
 
@@ -356,7 +408,7 @@ class ConvTile:
         if "lanes" in params:
             return cls(int(params["lanes"]), int(params["vectors"]), bool(params["rows"]), int(params.get("filters", 0)),
                        bool(params.get("image_major", 0)), bool(params.get("image_lanes", 0)),
-                       int(params.get("parts", 0)), bool(params.get("im2col", 0)))
+                       int(params.get("parts", 0)), bool(params.get("im2col", 0)), bool(params.get("shifted", 0)))
         return cls.grid(int(params["tp"]))
 
 
@@ -373,7 +425,7 @@ def reads_input_directly(spec: "ConvSpec", tile: "int | ConvTile") -> bool:
 def has_shared_scratch(spec: "ConvSpec", tile: "int | ConvTile") -> bool:
     """Whether the kernel takes the scratch outputs (``xp``, ``acc``); row-part tiles keep theirs per thread."""
     tile = as_tile(tile)
-    return not (reads_input_directly(spec, tile) or tile.parts)
+    return not (reads_input_directly(spec, tile) or tile.parts)  # (shifted tiles have parts)
 
 
 def conv_output_shapes(spec: "ConvSpec", tile: "int | ConvTile", phased: bool = False) -> list[tuple[int, ...]]:
@@ -387,6 +439,8 @@ def conv_output_shapes(spec: "ConvSpec", tile: "int | ConvTile", phased: bool = 
     y = (spec.n, spec.co, spec.ho, spec.wo)
     if tile.im2col:
         return [(1, im2col_len(spec)), y]
+    if tile.shifted:
+        return [y]  # the shifted copies live in per-thread workspaces
     images = 1 if tile.image_major else spec.n  # image-major: scratch for the one image being computed
     if tile.rows:
         if not has_shared_scratch(spec, tile):
@@ -399,6 +453,11 @@ def conv_output_shapes(spec: "ConvSpec", tile: "int | ConvTile", phased: bool = 
 def im2col_len(spec: ConvSpec) -> int:
     """Floats of an im2col tile's copy: ``P = Ho*Wo`` per GEMM column."""
     return spec.k_total * spec.ho * spec.wo
+
+
+def shifted_len(spec: ConvSpec) -> int:
+    """Floats of a shifted tile's per-thread copy: ``kw`` row-padded planes ``Hp x Wo`` per channel."""
+    return spec.ci * spec.kw * spec.hp * spec.wo
 
 
 def tile_outer_order(spec: ConvSpec, phased: bool = False) -> bool:
@@ -534,14 +593,14 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     relu = spec.relu or spec.relu6
     lo = T.float32(0) if relu else T.float32(-3.4e38)
     hi = T.float32(6) if spec.relu6 else T.float32(3.4e38)
-    im2col = tile.im2col  # computed like a row tile over one flat row of Ho*Wo positions, read from the copy
-    has_res, rows, direct = spec.residual, tile.rows or im2col, reads_input_directly(spec, tile)
+    im2col, shifted, flat_plane = tile.im2col, tile.shifted, tile.flat_plane  # flat plane: computed like a row tile over one flat row of Ho*Wo positions, read from a copy
+    has_res, rows, direct = spec.residual, tile.rows or flat_plane, reads_input_directly(spec, tile)
     shared = has_shared_scratch(spec, tile)
     full_rows = nb * r == Co  # every kernel row is a real output channel
     F = tile.filters_of(spec)  # output channels per job: a group of F consecutive rows of one row-block
     nsub = r // F  # groups per row-block; group ``b`` holds filters ``b*F .. b*F+F-1`` of row-block ``b // nsub``
     NG = nb * nsub
-    L = im2col_len(spec) if im2col else spec.scratch_len(TP, phased, rows=rows)
+    L = im2col_len(spec) if im2col else shifted_len(spec) if shifted else spec.scratch_len(TP, phased, rows=rows)
     # A tile's vector j covers "segment" g0 + j; it reads xs[n(g), off + base(g) + lane * ls].
     if phased:
         Hq, Wq = spec.hq, spec.wq
@@ -553,8 +612,8 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         copied = Ci * HWp
         row_step, col_step, ls = Wp * s, s, s
     gw = spec.grid_width(phased)
-    Hr, Wr = (1, Ho * Wo) if im2col else spec.row_hw  # row tiles: rows and row width (a flat 1x1 conv's plane,
-    # and an im2col tile's, is one row)
+    Hr, Wr = (1, Ho * Wo) if flat_plane else spec.row_hw  # row tiles: rows and row width (a flat 1x1 conv's plane,
+    # and an im2col or shifted tile's, is one row)
     image_major = tile.image_major
     GB = job_block(spec, F, phased)  # filter groups per block of jobs (NG: tile outer, 1: row-block outer)
     if rows:
@@ -591,13 +650,13 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
         return T.ramp(base, 1, n) if n > 1 else base
 
     def first(g0, j, o):  # (scratch row, index) of the first element of vector j at column offset o
-        if im2col:  # the copy's offset o of a column (column * Ho*Wo), then the vector's positions
+        if flat_plane:  # the copy's offset o of a column, then the vector's positions
             return 0, o + ow_of(g0 + j)
         return sn_of(g0 + j), o + base_of(g0 + j)
 
     def load(xs, g0, j, o):  # vector j of the tile at column offset o
         row, i = first(g0, j, o)
-        return xs[row, T.ramp(i, 1 if im2col else ls, VW)]
+        return xs[row, T.ramp(i, 1 if flat_plane else ls, VW)]
 
     def start(xs, g0, j, o):  # the first element of ``load``'s vector (a prefetch address)
         row, i = first(g0, j, o)
@@ -684,7 +743,34 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
                         acc[nco // Co, nco % Co, oh * gw + ow]
                         + (res[p * NI + nco // Co, nco % Co, oh, ow] if has_res else T.float32(0)), lo), hi)
 
-    QP, KH, parted = tile.parts, spec.kh, tile.parts > 0
+    QP, KH, KW, parted = tile.parts, spec.kh, spec.kw, tile.parts > 0 and not shifted
+
+    def zeros(n):
+        return T.broadcast(T.float32(0), n) if n > 1 else T.float32(0)
+
+    @T.macro
+    def shifted_jobs(x, vals, off, bias, res, y):
+        # one parallel region; part q (one thread): the whole input as kw column-shifted copies of the row-padded
+        # planes in its own workspace xq (plane (c, kx) holds xpad[c, :, kx:kx+Wo]), then its share of the
+        # row-blocks, each over the whole output plane
+        for q in T.parallel(QP):
+            xq = T.alloc_buffer((1, L), "float32")
+            row = T.alloc_buffer((Wp,), "float32")
+            for c, hh in T.grid(Ci, Hp):
+                if pad <= hh and hh < H + pad:
+                    row[lanes_of(0, Wp)] = zeros(Wp)
+                    row[lanes_of(pad, W)] = x[0, c, hh - pad, lanes_of(0, W)]
+                    for kx in T.unroll(KW):
+                        xq[0, lanes_of(((c * KW + kx) * Hp + hh) * Wo, Wo)] = row[lanes_of(kx, Wo)]
+                else:
+                    for kx in T.unroll(KW):
+                        xq[0, lanes_of(((c * KW + kx) * Hp + hh) * Wo, Wo)] = zeros(Wo)
+            for b in range(q * NG // QP, (q + 1) * NG // QP):
+                for t in range(nJ):
+                    g0 = T.bind(t * V)
+                    ac = T.alloc_buffer((F * V, VW), "float32", scope="local", annotations={"disable_lower_builtin": True})
+                    reduce_tile(ac, vals, off, bias, b, xq, g0)
+                    store_rows(ac, y, res, b, g0)
 
     @T.macro
     def part_jobs(x, vals, off, bias, res, y):
@@ -717,7 +803,9 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
             xf = T.decl_buffer(XS, "float32", data=x.data)
             yv = T.decl_buffer(YS, "float32", data=y.data)
             rv = T.decl_buffer(YS, "float32", data=res.data)
-            if parted:
+            if shifted:
+                shifted_jobs(x, vals, off, bias, rv, yv)
+            elif parted:
                 part_jobs(x, vals, off, bias, res, y)
             else:
                 for p in range(passes):
@@ -730,7 +818,9 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
             T.func_attr({"tir.noalias": True})
             xf = T.decl_buffer(XS, "float32", data=x.data)
             yv = T.decl_buffer(YS, "float32", data=y.data)
-            if parted:
+            if shifted:
+                shifted_jobs(x, vals, off, bias, None, yv)
+            elif parted:
                 part_jobs(x, vals, off, bias, None, y)
             else:
                 for p in range(passes):
@@ -782,11 +872,11 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
 
 def pack_weights(weight: np.ndarray, bias: np.ndarray | None, spec: ConvSpec,
                  col_idx: np.ndarray | None, *, phased: bool = False,
-                 im2col: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 copy: InputCopy = InputCopy.PADDED) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pack a (pruned) conv weight into the kernel's ``values, off, bias``.
 
     ``phased``: offsets for the stride-phase layout (``conv_kernel(..., phased=True)``);
-    ``im2col``: offsets for an im2col tile (``ConvTile.im2col``).
+    ``copy``: offsets for the input the tile reads (``ConvTile.input_copy``: an im2col or shifted copy).
 
     weight: ``[Co, Ci, kh, kw]`` float32 (already masked / BN-folded);
     col_idx: ``[nb, Kk]`` kept GEMM columns per row-block (ascending), or None
@@ -803,7 +893,7 @@ def pack_weights(weight: np.ndarray, bias: np.ndarray | None, spec: ConvSpec,
     blocks = padded.reshape(spec.nb, spec.r, k_total)
     values = np.take_along_axis(blocks, col_idx[:, None, :].repeat(spec.r, axis=1), axis=2)
     values = np.ascontiguousarray(values.transpose(0, 2, 1))  # [nb, Kk, r]
-    off = spec.column_offsets(col_idx, phased=phased and spec.stride > 1, im2col=im2col)
+    off = spec.column_offsets(col_idx, phased=phased and spec.stride > 1, copy=copy)
     b = np.zeros(spec.nb * spec.r, np.float32)
     if bias is not None:
         b[:co] = bias

@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from compression.tvm_backend.kernels import ConvSpec, ConvTile, as_tile, conv_kernel, conv_output_shapes
+from compression.tvm_backend.kernels import ConvSpec, ConvTile, InputCopy, as_tile, conv_kernel, conv_output_shapes
 from compression.tvm_backend.target import vector_registers
 
-CONV_TEMPLATE = "t7"  # bumped when the conv template, its candidates or the search change (cached timings re-measured)
+CONV_TEMPLATE = "t8"  # bumped when the conv template, its candidates or the search change (cached timings re-measured)
 SEARCH_ROUNDS = 3  # conv tile search: candidates timed in this many interleaved rounds, median kept ...
 SEARCH_ROUNDS_BELOW_MS = 1.0  # ... when the fastest first-round time is under this (short kernels are the noisy ones)
 BATCH_ORDERS = "im2+il2+blk+pfi"  # batched calls (N > 1): image-major order, image-lane tiles, job blocks, input prefetch; keys carry this
@@ -83,7 +83,9 @@ def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16, threads: int 
     20-37% faster, and its 512-channel 4x4 layers about 12% faster, than the
     best grid tile, which spends lanes on the padded-width grid's junk
     columns (bench/RESULTS.md section 3.0); compact sparse layers, whose copy
-    still holds every column, mostly keep the other tiles.
+    still holds every column, mostly keep the other tiles.  Each im2col tile
+    is also offered as a shifted tile (stride 1, :func:`_flat_plane_tiles`),
+    which the search picks on most such sparse layers.
 
     Batch 1 with ``threads > 1``: each row tile also cut into ``threads`` row
     parts (``ConvTile.parts``): each thread then reads every weight, but only
@@ -99,7 +101,7 @@ def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16, threads: int 
         rows = []
         if lanes is not None:
             rows = [ConvTile(lanes, 2, True) if ConvTile(lanes, 2, True).fits(spec) else ConvTile(lanes, 1, True)]
-        return _with_row_parts(spec, _with_batch_tiles(spec, tuple(grid + rows + _im2col_tiles(spec, 16)),
+        return _with_row_parts(spec, _with_batch_tiles(spec, tuple(grid + rows + _flat_plane_tiles(spec, 16, threads)),
                                                         register_lanes), threads)
     half, vl = _half_block(spec), register_lanes
     tiles = [ConvTile(vl, 1, False), ConvTile(vl, 3, False, half)]
@@ -108,7 +110,7 @@ def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16, threads: int 
         tiles += [ConvTile(seg, 1, True), ConvTile(seg, 2, True, half)]
         if lanes > vl:
             tiles.append(ConvTile(lanes, 1, True, half))
-    tiles += _im2col_tiles(spec, vl)
+    tiles += _flat_plane_tiles(spec, vl, threads)
     return _with_row_parts(spec, _with_batch_tiles(spec, tuple(t for t in tiles if t.fits(spec)), register_lanes),
                            threads)
 
@@ -127,6 +129,21 @@ def _im2col_tiles(spec: ConvSpec, register_lanes: int) -> list[ConvTile]:
     two = ConvTile(lanes, 2, im2col=True) if register_lanes >= 16 else ConvTile(lanes, 2, False, _half_block(spec),
                                                                              im2col=True)
     return [t for t in (ConvTile(lanes, 1, im2col=True), two) if t.fits(spec)]
+
+
+def _flat_plane_tiles(spec: ConvSpec, register_lanes: int, threads: int) -> list[ConvTile]:
+    """Batch 1, output planes up to 8x8: the im2col tiles, and each as a shifted tile with ``threads`` parts.
+
+    Shifted tiles (``ConvTile.shifted``, stride 1: one copy per thread, no
+    copy read by another core) ran vgg16's 0.9-sparse 512-channel 4x4 layer
+    in 34 us against 64 for the best other tile, its 2x2 layers 22 against
+    31, and at 0.8 the 8x8 layers 27-35% faster (bench/RESULTS.md section
+    3.0, "shifted tiles"); on 16x16 and larger planes the row-part tiles
+    stay faster, so they are offered where im2col tiles are.
+    """
+    im2col = _im2col_tiles(spec, register_lanes)
+    shifted = [replace(t, im2col=False, shifted=True, parts=max(1, threads)) for t in im2col]
+    return im2col + [t for t in shifted if t.fits(spec)]
 
 
 def _with_row_parts(spec: ConvSpec, tiles: "tuple[ConvTile, ...]", threads: int) -> tuple[ConvTile, ...]:
@@ -234,7 +251,7 @@ def time_kernel(spec: ConvSpec, tp: "int | ConvTile", target: dict, *, repeats: 
     tile = as_tile(tp)
     lib = _kernel_lib(spec, tile, bool(phased), json.dumps(target, sort_keys=True))
     dev = tvm.cpu()
-    x, weights, bias = _kernel_inputs(spec, bool(phased), tile.im2col)
+    x, weights, bias = _kernel_inputs(spec, bool(phased), tile.input_copy)
     rng = np.random.default_rng(1)
     tail = [rng.standard_normal((spec.n, spec.co, spec.ho, spec.wo)).astype(np.float32)] if spec.residual else []
     tail += [np.zeros(shape, np.float32) for shape in conv_output_shapes(spec, tile, phased)]
@@ -262,7 +279,7 @@ STREAM_COPIES = 16
 
 
 @functools.lru_cache(maxsize=2)
-def _kernel_inputs(spec: ConvSpec, phased: bool, im2col: bool) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+def _kernel_inputs(spec: ConvSpec, phased: bool, copy: InputCopy) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """Random input, weight copies ``[(values, off)]`` (one, or a rotation for streaming) and bias for ``spec``."""
     rng = np.random.default_rng(0)
     x = rng.random((spec.n, spec.ci, spec.h, spec.w), dtype=np.float32)
@@ -273,7 +290,7 @@ def _kernel_inputs(spec: ConvSpec, phased: bool, im2col: bool) -> tuple[np.ndarr
         # realistic gather offsets: sorted random kept columns per row-block
         cols = np.sort(np.stack([rng.permutation(spec.k_total)[: spec.kk] for _ in range(spec.nb)]), axis=1)
         weights.append((rng.standard_normal((spec.nb, spec.kk, spec.r)).astype(np.float32),
-                        spec.column_offsets(cols, phased, im2col)))
+                        spec.column_offsets(cols, phased, copy)))
     return x, weights, np.zeros(spec.nb * spec.r, np.float32)
 
 
@@ -332,7 +349,7 @@ def _cached_tile_search(db: TuningDB, key: str, candidates: "tuple[int | ConvTil
     for cand in candidates:
         tile = cand if isinstance(cand, ConvTile) else None
         tp = tile.tp if tile is not None else int(cand)
-        no_junk = tile is not None and (tile.rows or tile.image_lanes or tile.im2col)  # no junk lanes in these
+        no_junk = tile is not None and (tile.rows or tile.image_lanes or tile.flat_plane)  # no junk lanes in these
         if tp > 2 * max(8, positions) and kept and not no_junk:
             continue
         kept.append(cand)
