@@ -126,32 +126,42 @@ SHIFTED_TILES = [ConvTile(16, 1, parts=2, shifted=True), ConvTile(4, 1, parts=2,
                  ConvTile(4, 2, parts=3, shifted=True), ConvTile(16, 2, False, 2, parts=2, shifted=True)]
 
 
-@pytest.mark.parametrize("ci, co, h, w, k, pad", [
-    (8, 16, 4, 4, 3, 1),    # a 4x4 plane: one 16-lane vector from the kx-shifted copies
-    (5, 12, 2, 2, 3, 1),    # 2x2 plane (4 lanes); Co not a multiple of r=8, 2 row-blocks over 2 and 3 parts
-    (6, 16, 8, 8, 3, 1),    # 8x8 plane: 64 positions, up to 4 vectors
-    (4, 8, 6, 6, 5, 2),     # 5x5, pad 2: five shifted copies per channel
-    (8, 16, 6, 6, 3, 0),    # unpadded 3x3: a 4x4 output read from 6x6 planes
+@pytest.mark.parametrize("ci, co, h, w, k, pad, stride", [
+    (8, 16, 4, 4, 3, 1, 1),    # a 4x4 plane: one 16-lane vector from the kx-shifted copies
+    (5, 12, 2, 2, 3, 1, 1),    # 2x2 plane (4 lanes); Co not a multiple of r=8, 2 row-blocks over 2 and 3 parts
+    (6, 16, 8, 8, 3, 1, 1),    # 8x8 plane: 64 positions, up to 4 vectors
+    (4, 8, 6, 6, 5, 2, 1),     # 5x5, pad 2: five shifted copies per channel
+    (8, 16, 6, 6, 3, 0, 1),    # unpadded 3x3: a 4x4 output read from 6x6 planes
+    (8, 16, 8, 8, 3, 1, 2),    # stride 2: 4x4 out from two row phases of column-subsampled copies
+    (6, 8, 16, 16, 3, 1, 2),   # stride 2 to an 8x8 plane (a ResNet stage's first conv)
+    (8, 8, 8, 8, 1, 0, 2),     # 1x1 stride-2 (a ResNet shortcut): one plane per channel
+    (4, 8, 7, 7, 3, 1, 2),     # odd input, stride 2: 4x4 out, the last row phase partly padding
 ])
 @pytest.mark.parametrize("act, residual", [("relu", True), ("none", False), ("relu6", False)])
-def test_shifted_tiles_match_torch(ci, co, h, w, k, pad, act, residual):
-    # batch 1, stride 1; every part (thread) builds its own shifted copy and computes its share of the row-blocks
-    assert _check_tiles((1, ci, co, h, w, k, pad, 1), act, residual, lambda sparse: SHIFTED_TILES, False,
+def test_shifted_tiles_match_torch(ci, co, h, w, k, pad, stride, act, residual):
+    # batch 1; every part (thread) builds its own shifted copy and computes its share of the row-blocks
+    assert _check_tiles((1, ci, co, h, w, k, pad, stride), act, residual, lambda sparse: SHIFTED_TILES, False,
                         seed=7) >= 2
 
 
-def test_shifted_tiles_fit_batch_one_stride_one_small_planes_and_are_offered_beside_im2col():
+def test_shifted_tiles_fit_batch_one_small_planes_and_are_offered_beside_im2col():
     small = ConvSpec(1, 512, 4, 4, 512, 3, 3, 1, 1, 8, 461, True)
     tile = ConvTile(16, 1, parts=2, shifted=True)
     assert tile.fits(small) and tile.label == "16x1sp2" and ConvTile.from_params(tile.params()) == tile
     assert tile.input_copy == InputCopy.SHIFTED and conv_output_shapes(small, tile) == [(1, 512, 4, 4)]
     assert not replace(tile, parts=0).fits(small)  # a part per thread is part of the tile
     assert not tile.fits(ConvSpec(2, 512, 4, 4, 512, 3, 3, 1, 1, 8, 461, True))  # batches: image lanes instead
-    assert not tile.fits(ConvSpec(1, 8, 8, 8, 8, 3, 3, 1, 2, 8, 72, True))  # stride 2: im2col does the striding
+    assert tile.fits(ConvSpec(1, 8, 8, 8, 8, 3, 3, 1, 2, 8, 72, True))  # stride 2: row phases in the copy
+    assert not tile.fits(ConvSpec(1, 8, 8, 8, 8, 3, 3, 1, 2, 8, 72, True), phased=True)  # its own copy, not xp's
     assert not tile.fits(ConvSpec(1, 64, 16, 16, 64, 3, 3, 1, 1, 8, 576, True))  # 256 positions: row parts there
+    assert tile.fits(ConvSpec(1, 64, 32, 32, 64, 3, 3, 1, 2, 8, 576, True))  # ... but strided convs have none
+    assert not tile.fits(ConvSpec(1, 64, 64, 64, 64, 3, 3, 1, 2, 8, 576, True))  # 1024 positions: too large
     assert not tile.fits(ConvSpec(1, 8, 4, 4, 8, 1, 1, 0, 1, 8, 8, True))  # flat 1x1: row tiles read x itself
     cols = np.array([[0, 4, 8, 13]])  # (c, ky, kx) = (0,0,0), (0,1,1), (0,2,2), (1,1,1) of a 3x3 conv, Hp = Wo + 2
     assert small.column_offsets(cols, copy=InputCopy.SHIFTED).tolist() == [[0, 28, 56, 100]]
+    strided = ConvSpec(1, 8, 8, 8, 8, 3, 3, 1, 2, 8, 72, True)  # 4x4 out; planes (c, kx, ky % 2) of 5 rows of 4
+    assert strided.shifted_planes == (2, 5)
+    assert strided.column_offsets(cols, copy=InputCopy.SHIFTED).tolist() == [[0, 60, 84, 180]]
     assert [t.label for t in conv_tile_candidates(small, 16, threads=2) if t.flat_plane] == ["16x1c", "16x1sp2"]
     assert [t.label for t in conv_tile_candidates(ConvSpec(1, 64, 8, 8, 64, 3, 3, 1, 1, 8, 576, True), 8)
             if t.shifted] == ["8x1sp1", "8x2sf4p1"]  # AVX2, one thread: one part

@@ -62,12 +62,14 @@ measurement, see :mod:`compression.tvm_backend.tuning`):
   input is first copied into im2col order (``Ho*Wo`` floats per GEMM column,
   its own offsets), and the vectors cover the output plane flat -- any
   stride, every lane a real output.
-* shifted tiles (batch 1, stride 1, output planes up to
-  ``IM2COL_MAX_POSITIONS``): every thread copies the input into its own
-  workspace as ``kw`` column-shifted copies of the row-padded planes
-  (``kw*Hp*Wo`` floats per channel, a third of an im2col copy for 3x3), and
-  computes its share of the row-blocks over the whole output plane flat:
-  every lane a real output, plain loads, no data shared between threads.
+* shifted tiles (batch 1, output planes up to ``IM2COL_MAX_POSITIONS``,
+  strided convs up to ``STRIDED_SHIFTED_MAX_POSITIONS``): every thread
+  copies the input into its own workspace as ``kw`` column-shifted (and, for
+  a stride ``s``, column-subsampled) copies of the padded planes, split into
+  ``min(s, kh)`` row phases (``kw*Hp*Wo`` floats per channel at stride 1, a
+  third of an im2col copy for 3x3), and computes its share of the row-blocks
+  over the whole output plane flat: every lane a real output, plain loads at
+  any stride, no data shared between threads.
 
 Batch 1, row tiles of a padded stride-1 conv: a tile may also be cut into
 ``parts`` (one per thread, :attr:`ConvTile.parts`): one parallel region in
@@ -92,9 +94,11 @@ import numpy as np
 
 PREFETCH_BYTES = 8192  # software prefetch distance of the streamed weights (bench/RESULTS.md section 3.0)
 CACHE_LINE_FLOATS = 16  # float32 per 64-byte cache line
-# im2col and shifted tiles: output planes up to 8x8 (the copies are Ci*kh*kw*Ho*Wo and Ci*kw*Hp*Wo floats); on
-# 16x16 and 32x32 planes the row-part tiles beat shifted ones (no junk lanes there either, and a smaller copy)
+# im2col and shifted tiles: output planes up to 8x8 (the copies are Ci*kh*kw*Ho*Wo and about Ci*kw*Hp*Wo floats);
+# at stride 1 on 16x16 and 32x32 planes the row-part tiles beat shifted ones (no junk lanes there either, and a smaller
+# copy), but strided convs have no row parts
 IM2COL_MAX_POSITIONS = 64
+STRIDED_SHIFTED_MAX_POSITIONS = 256  # shifted tiles of strided convs: output planes up to 16x16 (no row parts there)
 
 
 class InputCopy(str, Enum):
@@ -102,7 +106,7 @@ class InputCopy(str, Enum):
 
     PADDED = "padded"  # the zero-padded planes (``xp``, or ``x`` itself): ``ci*Hp*Wp + ky*Wp + kx``
     IM2COL = "im2col"  # an im2col copy, ``Ho*Wo`` floats per GEMM column: ``col * Ho*Wo``
-    SHIFTED = "shifted"  # ``kw`` column-shifted, row-padded planes per channel: ``((ci*kw + kx)*Hp + ky) * Wo``
+    SHIFTED = "shifted"  # column-shifted, row-padded planes per channel: ``(((ci*kw + kx)*S + ky%s)*Hs + ky//s) * Wo``
 
 
 class PaddedGeometry:
@@ -216,7 +220,9 @@ class ConvSpec(PaddedGeometry):
         ci, rem = cols // (self.kh * self.kw), cols % (self.kh * self.kw)
         ky, kx = rem // self.kw, rem % self.kw
         if copy == InputCopy.SHIFTED:
-            return (((ci * self.kw + kx) * self.hp + ky) * self.wo).astype(np.int32)
+            phases, rows = self.shifted_planes
+            plane = (ci * self.kw + kx) * phases + ky % self.stride
+            return ((plane * rows + ky // self.stride) * self.wo).astype(np.int32)
         if not phased or self.stride == 1:
             return (ci * self.hp * self.wp + ky * self.wp + kx).astype(np.int32)
         s, plane = self.stride, self.hq * self.wq
@@ -225,6 +231,17 @@ class ConvSpec(PaddedGeometry):
 
     def macs(self) -> int:
         return self.n * self.nb * self.r * self.kk * self.ho * self.wo
+
+    @property
+    def shifted_planes(self) -> tuple[int, int]:
+        """``(S, Hs)`` of a shifted tile's copy: row phases ``min(stride, kh)`` and rows ``Ho + (kh-1)//stride`` a plane.
+
+        Plane ``(ci, kx, ry)`` holds ``xpad[ci, hq*stride + ry, ow*stride + kx]``
+        for ``hq < Hs``, ``ow < Wo``: kept column ``(ci, ky, kx)`` reads it from
+        row ``ky // stride``, ``Ho*Wo`` consecutive floats (stride 1: ``S = 1``,
+        ``Hs = Hp``).
+        """
+        return min(self.stride, self.kh), self.ho + (self.kh - 1) // self.stride
 
     @property
     def flat(self) -> bool:
@@ -292,14 +309,16 @@ class ConvTile:
     at ``k*P``, so the offsets differ from the padded layout's
     (``pack_weights(..., copy=InputCopy.IM2COL)``; the values are the same).
 
-    ``shifted`` (batch 1, stride 1, output planes of at most
-    :data:`IM2COL_MAX_POSITIONS` positions, padded layout; ``parts`` = the
-    threads): the vectors cover the output plane flat, as an im2col tile's,
-    but each of the ``parts`` threads first copies the whole input into its
-    own workspace as ``kw`` column-shifted copies of the row-padded planes
-    (``kw*Hp*Wo`` floats per channel: kept column ``(c, ky, kx)`` reads
-    ``Ho*Wo`` consecutive floats from ``((c*kw + kx)*Hp + ky)*Wo``), then
-    computes its ``1/parts`` of the row-blocks.  A third of an im2col copy
+    ``shifted`` (batch 1, output planes of at most
+    :data:`IM2COL_MAX_POSITIONS` positions, :data:`STRIDED_SHIFTED_MAX_POSITIONS`
+    for strided convs; padded layout; ``parts`` = the threads): the vectors
+    cover the output plane flat, as an im2col tile's, but each of the
+    ``parts`` threads first copies the whole input into its own workspace as
+    column-shifted planes (:attr:`ConvSpec.shifted_planes`; stride 1: ``kw``
+    row-padded planes ``Hp x Wo`` per channel, and kept column ``(c, ky,
+    kx)`` reads ``Ho*Wo`` consecutive floats from ``((c*kw + kx)*Hp +
+    ky)*Wo``; stride ``s``: also column-subsampled, in ``min(s, kh)`` row
+    phases), then computes its ``1/parts`` of the row-blocks.  A third of an im2col copy
     for a 3x3 conv, and no copy read by another core (the cost that kept
     im2col tiles off sparse layers); each thread reads every input but only
     its own row-blocks' weights.
@@ -313,7 +332,7 @@ class ConvTile:
     image_lanes: bool = False
     parts: int = 0  # batch 1: output-row parts, one per thread, each with its own padded input rows (0: off)
     im2col: bool = False  # batch 1, small maps: vectors over the whole output plane, read from an im2col copy
-    shifted: bool = False  # batch 1, stride 1, small maps: the same vectors, read from per-thread shifted copies
+    shifted: bool = False  # batch 1, small maps: the same vectors, read from per-thread shifted copies
 
     @property
     def input_copy(self) -> InputCopy:
@@ -348,9 +367,11 @@ class ConvTile:
             return False
         if self.shifted:
             positions = spec.ho * spec.wo
-            return (spec.n == 1 and spec.stride == 1 and not spec.flat and self.parts >= 1 and not self.im2col
+            return (spec.n == 1 and not (phased and spec.stride > 1) and not spec.flat and self.parts >= 1
+                    and not self.im2col
                     and not (self.rows or self.image_major or self.image_lanes)
-                    and positions <= IM2COL_MAX_POSITIONS and positions % self.tp == 0)
+                    and positions <= (IM2COL_MAX_POSITIONS if spec.stride == 1 else STRIDED_SHIFTED_MAX_POSITIONS)
+                    and positions % self.tp == 0)
         if self.im2col:
             positions = spec.ho * spec.wo
             return (spec.n == 1 and not (phased and spec.stride > 1) and not spec.flat
@@ -456,8 +477,9 @@ def im2col_len(spec: ConvSpec) -> int:
 
 
 def shifted_len(spec: ConvSpec) -> int:
-    """Floats of a shifted tile's per-thread copy: ``kw`` row-padded planes ``Hp x Wo`` per channel."""
-    return spec.ci * spec.kw * spec.hp * spec.wo
+    """Floats of a shifted tile's per-thread copy: ``kw * S`` planes of ``Hs x Wo`` per channel (:attr:`ConvSpec.shifted_planes`)."""
+    phases, rows = spec.shifted_planes
+    return spec.ci * spec.kw * phases * rows * spec.wo
 
 
 def tile_outer_order(spec: ConvSpec, phased: bool = False) -> bool:
@@ -748,23 +770,26 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     def zeros(n):
         return T.broadcast(T.float32(0), n) if n > 1 else T.float32(0)
 
+    SP, HS = spec.shifted_planes
+
     @T.macro
     def shifted_jobs(x, vals, off, bias, res, y):
-        # one parallel region; part q (one thread): the whole input as kw column-shifted copies of the row-padded
-        # planes in its own workspace xq (plane (c, kx) holds xpad[c, :, kx:kx+Wo]), then its share of the
-        # row-blocks, each over the whole output plane
+        # one parallel region; part q (one thread): the whole input as column-shifted, row-phase copies of the
+        # padded planes in its own workspace xq (plane (c, kx, ry) holds xpad[c, ry::s, kx::s] cut to HS x Wo),
+        # then its share of the row-blocks, each over the whole output plane
         for q in T.parallel(QP):
             xq = T.alloc_buffer((1, L), "float32")
             row = T.alloc_buffer((Wp,), "float32")
-            for c, hh in T.grid(Ci, Hp):
-                if pad <= hh and hh < H + pad:
+            for c, ry, hq in T.grid(Ci, SP, HS):
+                if pad <= hq * s + ry and hq * s + ry < H + pad:
                     row[lanes_of(0, Wp)] = zeros(Wp)
-                    row[lanes_of(pad, W)] = x[0, c, hh - pad, lanes_of(0, W)]
+                    row[lanes_of(pad, W)] = x[0, c, hq * s + ry - pad, lanes_of(0, W)]
                     for kx in T.unroll(KW):
-                        xq[0, lanes_of(((c * KW + kx) * Hp + hh) * Wo, Wo)] = row[lanes_of(kx, Wo)]
+                        xq[0, lanes_of((((c * KW + kx) * SP + ry) * HS + hq) * Wo, Wo)] = row[
+                            T.ramp(kx, s, Wo) if Wo > 1 else kx]
                 else:
                     for kx in T.unroll(KW):
-                        xq[0, lanes_of(((c * KW + kx) * Hp + hh) * Wo, Wo)] = zeros(Wo)
+                        xq[0, lanes_of((((c * KW + kx) * SP + ry) * HS + hq) * Wo, Wo)] = zeros(Wo)
             for b in range(q * NG // QP, (q + 1) * NG // QP):
                 for t in range(nJ):
                     g0 = T.bind(t * V)

@@ -115,8 +115,9 @@ def conv_tile_candidates(spec: ConvSpec, register_lanes: int = 16, threads: int 
                            threads)
 
 
-def _im2col_tiles(spec: ConvSpec, register_lanes: int) -> list[ConvTile]:
-    """Batch 1, output planes up to 8x8: im2col tiles of the widest lanes (<= one register) dividing ``Ho*Wo``.
+def _plane_tiles(spec: ConvSpec, register_lanes: int, **kind) -> list[ConvTile]:
+    """Batch 1, small output planes: tiles over the whole plane, flat (``kind``: ``im2col=True`` or ``shifted=True,
+    parts=...``), of the widest lanes (<= one register) dividing ``Ho*Wo``; those that fit.
 
     One and two vectors over the whole row-block with 16-lane registers (8
     and 16 accumulators); with narrower ones, one vector for the whole
@@ -126,24 +127,23 @@ def _im2col_tiles(spec: ConvSpec, register_lanes: int) -> list[ConvTile]:
     lanes = next((v for v in (16, 8, 4) if v <= register_lanes and positions % v == 0), None)
     if lanes is None:
         return []
-    two = ConvTile(lanes, 2, im2col=True) if register_lanes >= 16 else ConvTile(lanes, 2, False, _half_block(spec),
-                                                                             im2col=True)
-    return [t for t in (ConvTile(lanes, 1, im2col=True), two) if t.fits(spec)]
+    two = ConvTile(lanes, 2, **kind) if register_lanes >= 16 else ConvTile(lanes, 2, False, _half_block(spec), **kind)
+    return [t for t in (ConvTile(lanes, 1, **kind), two) if t.fits(spec)]
 
 
 def _flat_plane_tiles(spec: ConvSpec, register_lanes: int, threads: int) -> list[ConvTile]:
-    """Batch 1, output planes up to 8x8: the im2col tiles, and each as a shifted tile with ``threads`` parts.
+    """Batch 1, small output planes: the im2col tiles, and the same shapes as shifted tiles with ``threads`` parts.
 
-    Shifted tiles (``ConvTile.shifted``, stride 1: one copy per thread, no
-    copy read by another core) ran vgg16's 0.9-sparse 512-channel 4x4 layer
-    in 34 us against 64 for the best other tile, its 2x2 layers 22 against
-    31, and at 0.8 the 8x8 layers 27-35% faster (bench/RESULTS.md section
-    3.0, "shifted tiles"); on 16x16 and larger planes the row-part tiles
-    stay faster, so they are offered where im2col tiles are.
+    Shifted tiles (``ConvTile.shifted``: one copy per thread, no copy read by
+    another core) ran vgg16's 0.9-sparse 512-channel 4x4 layer in 34 us
+    against 64 for the best other tile, its 2x2 layers 22 against 31, at 0.8
+    the 8x8 layers 27-35% faster, and resnet18's stride-2 convs 2-3x faster
+    sparse and 5-40% dense (bench/RESULTS.md section 3.0, "shifted tiles").
+    Stride 1 up to 8x8 planes (on 16x16 and larger the row-part tiles stay
+    faster), strided convs up to 16x16 (:data:`~compression.tvm_backend.kernels.STRIDED_SHIFTED_MAX_POSITIONS`).
     """
-    im2col = _im2col_tiles(spec, register_lanes)
-    shifted = [replace(t, im2col=False, shifted=True, parts=max(1, threads)) for t in im2col]
-    return im2col + [t for t in shifted if t.fits(spec)]
+    return (_plane_tiles(spec, register_lanes, im2col=True)
+            + _plane_tiles(spec, register_lanes, shifted=True, parts=max(1, threads)))
 
 
 def _with_row_parts(spec: ConvSpec, tiles: "tuple[ConvTile, ...]", threads: int) -> tuple[ConvTile, ...]:
