@@ -15,6 +15,8 @@ artifacts.  Concurrent runs publishing the same entry never fail each other
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -98,11 +100,37 @@ def get_compressed(*, cache_dir: str, model_name: str, dense_sha256: str, compre
     return got.value
 
 
+# the sources that compile each backend's artifact (relative to the ``compression`` package)
+_COMPILER_SOURCES = {"tvm": ("tvm_backend",), "onnx": ("backends/onnx_backend.py",)}
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_digest(backend: str) -> str | None:
+    """sha256 (hex) of the sources that compile a ``backend`` artifact (kernel templates, schedules, passes).
+
+    Part of :func:`deployment_key`, so that a change to the compiler builds
+    afresh instead of reusing an artifact the old compiler made (a template
+    change alters no version number the key held before).  None for a
+    backend without compiler sources of ours.
+    """
+    root = Path(__file__).resolve().parent
+    files: list[Path] = []
+    for rel in _COMPILER_SOURCES.get(backend, ()):
+        path = root / rel
+        files += sorted(path.glob("*.py")) if path.is_dir() else [path]
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def deployment_key(*, state_sha256: str, backend: str, target: Any, args: dict[str, Any], threads: Any,
                    shape: Any, tvm: Any, ort: Any) -> dict[str, Any]:
-    """Everything that determines a deployed artifact."""
+    """Everything that determines a deployed artifact (the compiler's own sources included)."""
     return {"state": state_sha256, "backend": backend, "target": target, "args": args, "threads": threads,
-            "shape": shape, "tvm": tvm, "ort": ort, "format": ARTIFACT_FORMAT}
+            "shape": shape, "tvm": tvm, "ort": ort, "format": ARTIFACT_FORMAT, "compiler": compiler_digest(backend)}
 
 
 def get_deployment(*, cache_dir: str, backend: str, key: dict[str, Any], deploy: Callable[[Path], Deployment],

@@ -256,3 +256,26 @@ def test_update_json_concurrent_writers_merge(tmp_path):
     assert [p.exitcode for p in procs] == [0] * 4
     assert len(json.loads(path.read_text())["entries"]) == 80
     assert sorted(os.listdir(tmp_path)) == [".db.json.lock", "db.json"]
+
+
+def test_deployment_keys_carry_the_compiler_sources(tmp_path, monkeypatch):
+    # a change to the TVM compiler's sources (a kernel template, a schedule) must build afresh, not reuse an
+    # artifact the old compiler made: the key holds a digest of those sources
+    import compression.cache as ccache
+
+    args = dict(state_sha256="s", target="llvm", args={}, threads=2, shape=(1, 8, 8), tvm="0.27", ort="1.2")
+    tvm_key = ccache.deployment_key(backend="tvm", **args)
+    assert len(tvm_key["compiler"]) == 64 and tvm_key["compiler"] != ccache.compiler_digest("onnx")
+    assert ccache.deployment_key(backend="torch", **args)["compiler"] is None
+    fake = tmp_path / "tvm_backend"
+    fake.mkdir()
+    (fake / "kernels.py").write_text("TEMPLATE = 'a'\n")
+    monkeypatch.setattr(ccache, "__file__", str(tmp_path / "cache.py"))
+    ccache.compiler_digest.cache_clear()
+    try:
+        before = ccache.compiler_digest("tvm")
+        (fake / "kernels.py").write_text("TEMPLATE = 'b'\n")
+        ccache.compiler_digest.cache_clear()
+        assert ccache.compiler_digest("tvm") != before
+    finally:
+        ccache.compiler_digest.cache_clear()

@@ -172,22 +172,21 @@ class TVMBackend:
         Loads the artifact's libraries in this process (our own build,
         sha256-checked by its manifest) and times, per compiled batch size,
         the call path (numpy in, logits out: ``p50`` / ``p90`` ms) and the
-        kernels alone (``kernel_ms``, ``time_evaluator``); then torch eager,
-        ONNX Runtime, TVM dense (our template, every conv dense) and, when a
-        MetaSchedule database for the dense model is stored
-        (``bench/tune_metaschedule.py``), TVM dense with MetaSchedule, on the
-        same batches (:mod:`compression.runtimes`).  Returns ``latency_ms``
+        kernels alone (``kernel_ms``, ``time_evaluator``), side by side in
+        rounds with torch eager, ONNX Runtime, TVM dense (our template, every
+        conv dense) and, when a MetaSchedule database for the dense model is
+        stored (``bench/tune_metaschedule.py``), TVM dense with MetaSchedule,
+        on the same batches (:func:`compression.runtimes.time_dense_runtimes`).  Returns ``latency_ms``
         (smallest batch), ``latency_ms_by_batch`` (the others),
         ``dense_latency_ms`` / ``speedup_vs_dense`` (TVM dense at batch 1, as
         before) and ``dense_runtimes``, ``best_dense_runtime``,
         ``best_dense_latency_ms``, ``speedup_vs_best_dense`` (and per batch).
         Every run calls this, a cache hit included.
         """
-        import numpy as np
         import tvm
         from tvm import relax
 
-        from compression.runtimes import best_dense, median_ms, time_dense_runtimes, tvm_kernel_ms, tvm_vm_call
+        from compression.runtimes import best_dense, time_dense_runtimes
 
         directory = Path(artifact_dir)
         manifest = json.loads((directory / "manifest.json").read_text())
@@ -199,16 +198,16 @@ class TVMBackend:
                 dense_vm = relax.VirtualMachine(tvm.runtime.load_module(str(directory / DENSE_LIBRARY)), tvm.cpu())
             for batch in sorted(libs):
                 vm = relax.VirtualMachine(tvm.runtime.load_module(str(directory / libs[batch])), tvm.cpu())
-                x = np.random.default_rng(0).random((batch, *input_shape), dtype=np.float32)
-                entry = {**median_ms(tvm_vm_call(vm, x)), "kernel_ms": tvm_kernel_ms(vm, x), "batch": batch,
-                         "threads": self.threads}
+                # the deployment is timed in the same rounds as the dense runtimes (time_side_by_side)
+                runtimes = time_dense_runtimes(model, input_shape, batch, threads=self.threads,
+                                               tvm_dense_vm=dense_vm if batch == 1 else None,
+                                               tvm_metaschedule_vm=self._metaschedule_vm(model, input_shape, batch),
+                                               beside={DEPLOYMENT: vm})
+                entry = {**runtimes.pop(DEPLOYMENT), "batch": batch, "threads": self.threads}
                 if batch == min(libs):
                     out["latency_ms"] = entry
                 else:
                     out.setdefault("latency_ms_by_batch", {})[str(batch)] = entry
-                runtimes = time_dense_runtimes(model, input_shape, batch, threads=self.threads,
-                                               tvm_dense_vm=dense_vm if batch == 1 else None,
-                                               tvm_metaschedule_vm=self._metaschedule_vm(model, input_shape, batch))
                 out["dense_runtimes"][str(batch)] = runtimes
                 name, ms = best_dense(runtimes)
                 facts = {"best_dense_runtime": name, "best_dense_latency_ms": ms,
@@ -235,6 +234,9 @@ class TVMBackend:
             return None  # nothing tuned on this machine: skip the export that computing the key needs
         exe = compile_dense_tuned(model, input_shape, batch, self.target, db_dir=root)
         return None if exe is None else relax.VirtualMachine(exe, tvm.cpu())
+
+
+DEPLOYMENT = "deployment"  # measure(): the artifact's own name among the runtimes timed side by side
 
 
 class _NotRunnable:
