@@ -419,3 +419,44 @@ def test_batches_in_blocks_of_row_blocks_match_torch(monkeypatch, tiles):
         assert _check_tiles(shape, "relu", True, lambda sparse: tiles, False, seed=5) >= 4
     finally:
         conv_kernel.cache_clear(), image_lanes_kernel.cache_clear()
+
+
+class _TinyMap(nn.Module):
+    """Convs down to a 1x1 map (VGG on 16x16 inputs ends so): 8 of each 3x3 kernel's 9 taps only read padding."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.b = nn.Conv2d(16, 16, 3, padding=1)
+        self.c = nn.Conv2d(16, 16, 3, padding=1, stride=2)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        y = torch.relu(self.c(torch.relu(self.b(torch.relu(self.a(x))))))
+        return self.head(y.flatten(1))
+
+
+@pytest.mark.parametrize("measure", [False, True])
+def test_taps_that_only_read_padding_are_never_run(measure, tmp_path):
+    one = ConvSpec(1, 4, 1, 1, 8, 3, 3, 1, 1, 8, 36, True)
+    assert one.live_columns().reshape(4, 9).sum(1).tolist() == [1] * 4 and one.live_columns().reshape(4, 9)[:, 4].all()
+    assert ConvSpec(1, 4, 2, 2, 8, 3, 3, 1, 1, 8, 36, True).live_columns().all()  # each tap reads some position
+    strided = ConvSpec(1, 4, 2, 2, 8, 3, 3, 1, 2, 8, 36, True)  # 2x2 -> 1x1 at stride 2: taps 1..2 of each axis
+    assert strided.live_columns().reshape(4, 3, 3)[0].tolist() == [[False] * 3, [False, True, True], [False, True, True]]
+    torch.manual_seed(0)
+    model = _TinyMap().eval()
+    with torch.no_grad():  # prune half of b's weights so that it may take the compact kernel too
+        model.b.weight.mul_((torch.rand_like(model.b.weight) > 0.5).float())
+    x = torch.rand(1, 3, 1, 1)
+    db = TuningDB(str(tmp_path / "db.json")) if measure else None
+    res = compile_model(model, (3, 1, 1), TARGET, batch=1, db=db, measure=measure)
+    kept = {c.name: (c.kept_columns, c.total_columns) for c in res.layers if c.op == "conv"}
+    assert kept["conv0"] == (3, 27) and kept["conv2"] == (16, 144), kept  # the centre tap of each input channel
+    assert kept["conv1"][0] <= 16, kept
+    from tvm import relax
+
+    vm = relax.VirtualMachine(res.executable, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x.numpy()))
+    out = (out[0] if not hasattr(out, "numpy") else out).numpy()
+    with torch.no_grad():
+        np.testing.assert_allclose(out, model(x).numpy(), atol=1e-4, rtol=1e-4)

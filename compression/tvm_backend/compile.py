@@ -434,8 +434,16 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                 self.set_var_remap(v, y)
 
         def _lower_conv(self, idx, name, call, weight, info):
-            cols = row_block_columns(weight, r) if allow_sparse else None
             total = int(np.prod(weight.shape[1:]))
+            probe = _conv_spec(call, weight, batch, r, total, False)
+            if probe is None:
+                return None, None
+            live = probe.live_columns()
+            dense_cols = None  # the columns the dense kernel runs: all, or only the taps that read the input
+            if not live.all():  # their weights only ever multiply padding: zero them, never stream them
+                weight = weight * live.reshape(weight.shape[1:])[None].astype(weight.dtype)
+                dense_cols = np.tile(np.flatnonzero(live), (probe.nb, 1))
+            cols = row_block_columns(weight, r) if allow_sparse else None
             kk = total if cols is None else int(cols.shape[1])
             perm, kept_before, bias_in = None, None, info["bias"]
             residual = info["residual"] is not None
@@ -449,9 +457,7 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                     weight, cols, kk = weight[order], cols_p, int(cols_p.shape[1])
                     bias_in = None if bias_in is None else bias_in[order]
             relu6 = info["act"] == "relu6"
-            dense_spec = _conv_spec(call, weight, batch, r, total, info["act"] == "relu", relu6, residual)
-            if dense_spec is None:
-                return None, None
+            dense_spec = _conv_spec(call, weight, batch, r, int(live.sum()), info["act"] == "relu", relu6, residual)
             layouts = (False, True) if dense_spec.stride > 1 else (False,)
             measured: dict[str, float] = {}
 
@@ -472,7 +478,7 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
             kernel, spec, tile, sparse_ms, reason = "dense", dense_spec, dense.tile, None, "dense weights"
             phased = dense_phased
             decision = LayerDecision.NO_SPARSITY
-            if cols is not None and kk < total:
+            if cols is not None and kk < dense_spec.kk:
                 sparse_spec = _conv_spec(call, weight, batch, r, kk, info["act"] == "relu", relu6, residual)
                 if not measure:
                     if kk < sparse_threshold * total:
@@ -493,15 +499,17 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                         decision = LayerDecision.SLOWER_THAN_DENSE
             if kernel != "sparse" and perm is not None:  # the dense kernel runs the filters in their own order
                 weight, bias_in, perm, kept_before = weight[np.argsort(perm)], info["bias"], None, None
+            if kernel != "sparse":
+                cols = dense_cols
             tile = tile or unmeasured_tile(spec, target)
-            values, off, bias = pack_weights(weight, bias_in, spec, cols if kernel == "sparse" else None,
+            values, off, bias = pack_weights(weight, bias_in, spec, cols,
                                              phased=phased, copy=tile.input_copy)
             fname = f"conv_{kernel}_{idx}"
             prim = conv_kernel(spec, tile, phased=phased).with_attr("global_symbol", fname)
             gvar = self.builder_.add_func(prim, fname)
             out_sinfo = [relax.TensorType(shape, "float32") for shape in conv_output_shapes(spec, tile, phased)]
             consts = [relax.const(values), relax.const(off), relax.const(bias)]
-            choice = LayerChoice(idx, name, list(weight.shape), kernel, kk if kernel == "sparse" else total, total,
+            choice = LayerChoice(idx, name, list(weight.shape), kernel, spec.kk, total,
                                  tile.tp, sparse_ms, dense.ms, list(info["fused"]), reason, decision, op="conv",
                                  layout="phased" if phased else "padded", params=tile.params(),
                                  measured=measured, row_permutation=None if perm is None else perm.tolist(),

@@ -232,6 +232,19 @@ class ConvSpec(PaddedGeometry):
     def macs(self) -> int:
         return self.n * self.nb * self.r * self.kk * self.ho * self.wo
 
+    def live_columns(self) -> np.ndarray:
+        """``[k_total]`` bool: GEMM columns ``(ci, ky, kx)`` whose tap reads the input at some output position.
+
+        A tap is dead when every output row, or every output column, puts it
+        in the zero padding (a 3x3 conv on a 1x1 map keeps only its centre):
+        its weights only ever multiply zeros, so the kernels need not stream them.
+        """
+        rows = np.arange(self.ho) * self.stride - self.pad
+        cols = np.arange(self.wo) * self.stride - self.pad
+        ky_live = np.array([((rows + ky >= 0) & (rows + ky < self.h)).any() for ky in range(self.kh)])
+        kx_live = np.array([((cols + kx >= 0) & (cols + kx < self.w)).any() for kx in range(self.kw)])
+        return np.tile((ky_live[:, None] & kx_live[None, :]).reshape(-1), self.ci)
+
     @property
     def shifted_planes(self) -> tuple[int, int]:
         """``(S, Hs)`` of a shifted tile's copy: row phases ``min(stride, kh)`` and rows ``Ho + (kh-1)//stride`` a plane.
