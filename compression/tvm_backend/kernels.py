@@ -628,7 +628,9 @@ def conv_kernel(spec: ConvSpec, tp: "int | ConvTile" = 16, unroll: int = 4, phas
     relu = spec.relu or spec.relu6
     lo = T.float32(0) if relu else T.float32(-3.4e38)
     hi = T.float32(6) if spec.relu6 else T.float32(3.4e38)
-    im2col, shifted, flat_plane = tile.im2col, tile.shifted, tile.flat_plane  # flat plane: computed like a row tile over one flat row of Ho*Wo positions, read from a copy
+    # flat plane (im2col and shifted tiles): computed like a row tile over one flat row of Ho*Wo positions, read
+    # from a copy
+    im2col, shifted, flat_plane = tile.im2col, tile.shifted, tile.flat_plane
     has_res, rows, direct = spec.residual, tile.rows or flat_plane, reads_input_directly(spec, tile)
     shared = has_shared_scratch(spec, tile)
     full_rows = nb * r == Co  # every kernel row is a real output channel
