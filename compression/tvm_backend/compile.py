@@ -22,7 +22,7 @@ only if faster; the decision is recorded.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -435,18 +435,18 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
 
         def _lower_conv(self, idx, name, call, weight, info):
             total = int(np.prod(weight.shape[1:]))
-            probe = _conv_spec(call, weight, batch, r, total, False)
-            if probe is None:
+            residual, relu6 = info["residual"] is not None, info["act"] == "relu6"
+            full_spec = _conv_spec(call, weight, batch, r, total, info["act"] == "relu", relu6, residual)
+            if full_spec is None:
                 return None, None
-            live = probe.live_columns()
+            live = full_spec.live_columns()
             dense_cols = None  # the columns the dense kernel runs: all, or only the taps that read the input
             if not live.all():  # their weights only ever multiply padding: zero them, never stream them
                 weight = weight * live.reshape(weight.shape[1:])[None].astype(weight.dtype)
-                dense_cols = np.tile(np.flatnonzero(live), (probe.nb, 1))
+                dense_cols = np.tile(np.flatnonzero(live), (full_spec.nb, 1))
             cols = row_block_columns(weight, r) if allow_sparse else None
             kk = total if cols is None else int(cols.shape[1])
             perm, kept_before, bias_in = None, None, info["bias"]
-            residual = info["residual"] is not None
             if reorder and cols is not None and not residual:  # a fused residual arrives in the filters' own order
                 from compression.tvm_backend.reorder import similar_rows_permutation
 
@@ -456,8 +456,7 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
                     perm, kept_before = order, kk
                     weight, cols, kk = weight[order], cols_p, int(cols_p.shape[1])
                     bias_in = None if bias_in is None else bias_in[order]
-            relu6 = info["act"] == "relu6"
-            dense_spec = _conv_spec(call, weight, batch, r, int(live.sum()), info["act"] == "relu", relu6, residual)
+            dense_spec = replace(full_spec, kk=int(live.sum()))
             layouts = (False, True) if dense_spec.stride > 1 else (False,)
             measured: dict[str, float] = {}
 
@@ -479,7 +478,7 @@ def rewrite_convs(mod, batch: int, target: dict, db: TuningDB, *, r: int = 8, na
             phased = dense_phased
             decision = LayerDecision.NO_SPARSITY
             if cols is not None and kk < dense_spec.kk:
-                sparse_spec = _conv_spec(call, weight, batch, r, kk, info["act"] == "relu", relu6, residual)
+                sparse_spec = replace(full_spec, kk=kk)
                 if not measure:
                     if kk < sparse_threshold * total:
                         kernel, spec, reason = "sparse", sparse_spec, "kept fraction below threshold"
