@@ -181,9 +181,11 @@ def evaluate_many_on_zoo(sets: list[FingerprintSet], zoo, *, access: str = "labe
     wall = time.perf_counter() - start
     total = max(1, sum(len(f) for f in sets))
     out = []
+    origins = {m.id: str(m.family["origin"]) for m in zoo.members
+               if m.role == "negative" and "origin" in m.family}
     for fps, rows in zip(sets, members):
         neg_ids = [m["id"] for m in rows if m["role"] == "negative"]
-        cal, ev = split_negatives(neg_ids, seed)
+        cal, ev = split_negatives(neg_ids, seed, origins or None)  # stratified by origin when known
         cal_rates = [m["rate"] for m in rows if m["id"] in set(cal)]
         threshold = calibrate_threshold(cal_rates, len(fps), TARGET_FPR)
         seconds = round(wall * max(1, len(fps)) / total, 3)

@@ -8,9 +8,9 @@ flagged *derived* when its score is ``>= threshold``.
 * :func:`tpr_at_fpr`: the largest TPR reachable with FPR <= ``max_fpr`` on the
   given negatives (with fewer than ``1 / max_fpr`` negatives that means: no
   negative may be flagged).
-* :func:`split_negatives`: a seeded half/half split of the negatives; the
-  threshold is calibrated on the first half only and false positives are
-  counted on the second.
+* :func:`split_negatives`: a seeded half/half split of the negatives
+  (stratified by origin when origins are given); the threshold is calibrated
+  on the first half only and false positives are counted on the second.
 * :func:`calibrate_threshold`: the smallest match count ``k`` (out of ``n``
   queries) whose upper-tail probability under a beta-binomial fitted to the
   calibration negatives is ``<= target_fpr`` **and** that is above every
@@ -23,7 +23,7 @@ flagged *derived* when its score is ``>= threshold``.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -61,16 +61,30 @@ def tpr_at_fpr(pos: Sequence[float], neg: Sequence[float], max_fpr: float = 0.01
     return float(max(t for f, t in zip(fpr, tpr) if f <= max_fpr + 1e-12))
 
 
-def split_negatives(ids: Sequence[str], seed: int = 0) -> tuple[list[str], list[str]]:
+def split_negatives(ids: Sequence[str], seed: int = 0,
+                    groups: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
     """Seeded split of negative ids into (calibration, evaluation) halves.
 
     Sorting first makes the split independent of the order the zoo listed
     them in; the calibration half gets ``floor(n / 2)``.
+
+    groups: id -> stratum (a negative's origin: seed, same-recipe, foreign...).
+        When given, each stratum is shuffled on its own and the strata are
+        dealt out alternately (evaluation first), so every origin with two or
+        more members sits on both sides: the threshold is calibrated against
+        each kind of independent model, and each kind is also held out.
     """
     ordered = sorted(ids)
-    perm = np.random.default_rng(seed).permutation(len(ordered))
-    half = len(ordered) // 2
-    return [ordered[i] for i in perm[:half]], [ordered[i] for i in perm[half:]]
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        perm = rng.permutation(len(ordered))
+        half = len(ordered) // 2
+        return [ordered[i] for i in perm[:half]], [ordered[i] for i in perm[half:]]
+    dealt: list[str] = []
+    for stratum in sorted({groups.get(i, "") for i in ordered}):
+        members = [i for i in ordered if groups.get(i, "") == stratum]
+        dealt.extend(members[j] for j in rng.permutation(len(members)))
+    return dealt[1::2], dealt[0::2]
 
 
 def fit_beta_binomial(rates: Sequence[float], n: int) -> tuple[float, float]:

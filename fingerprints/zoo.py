@@ -90,7 +90,7 @@ EXTRA_NEGATIVES: dict[str, tuple[tuple[str, float, str], ...]] = {
         ("resnet20", 0.25, "transfer"),
     ),
 }
-NEGATIVE_MODES = ("full", "half0", "half1", "transfer")
+NEGATIVE_MODES = ("full", "half0", "half1", "transfer")  # extra_negatives; ``recipe`` is same_recipe's own
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,10 @@ class ZooSpec:
     negatives / negative_epochs / templates: independent models, cycling
         through ``templates`` (arch, width (None = owner's), train fraction)
         with seeds ``1000 + i``.
+    same_recipe: independent models of the owner's own architecture and width,
+        trained on its whole train split with its whole recipe (its epochs,
+        not ``negative_epochs``), seeds ``3000 + i``: the nearest model an
+        honest rival can make, and the negative a copy is hardest to tell from.
     min_positive_acc: positives below this test accuracy are excluded.
     bn_images: train images used to re-estimate BN statistics of pruned copies.
     executor / jobs / address: how the negatives are trained (see ``suite.core.executors``).
@@ -128,6 +132,7 @@ class ZooSpec:
     negative_epochs: int = 8
     templates: tuple[tuple[str, float | None, float], ...] = NEGATIVE_TEMPLATES["default"]
     extra_negatives: tuple[tuple[str, float, str], ...] = EXTRA_NEGATIVES["default"]
+    same_recipe: int = 2
     quantized: tuple[tuple[str, str], ...] = (("int8-dynamic", "owner"), ("int8-static", "owner"),
                                               ("fp16", "owner"), ("int8-static", "prune-unstructured-0.5-ft1"),
                                               ("int8-static", "tp-channel-0.5-ft2"))
@@ -156,6 +161,8 @@ class ZooSpec:
             raise ConfigError(f"the zoo needs >= 2 negatives (half calibrate, half evaluate), got {self.negatives}")
         if any(not 0.0 <= s < 1.0 for s in (*self.sparsities, *self.finetune_sparsities)):
             raise ConfigError("zoo sparsities must be in [0, 1)")
+        if self.same_recipe < 0:
+            raise ConfigError(f"zoo same_recipe must be >= 0, got {self.same_recipe}")
         if self.finetune_epochs < 0 or self.copy_epochs < 0 or self.negative_epochs < 0:
             raise ConfigError("zoo epochs must be >= 0")
         unknown = [c for c in self.copies if c not in COPY_KINDS]
@@ -216,7 +223,7 @@ PROFILE_SPECS: dict[str, ZooSpec] = {
                      templates=NEGATIVE_TEMPLATES["smoke"], min_positive_acc=0.0, bn_images=96,
                      executor="inline", jobs=1, extra_negatives=EXTRA_NEGATIVES["smoke"], quantized=(),
                      fine_prune=(), channel_prune=(), extraction=(), calib_images=64, extraction_epochs=3,
-                     extraction_copies=2),
+                     extraction_copies=2, same_recipe=0),
 }
 
 
@@ -470,12 +477,26 @@ def negative_jobs(owner: Owner, spec: ZooSpec, cache_dir: str, recipe: dict[str,
                      "recipe": {**recipe, "epochs": spec.negative_epochs}, "source": owner.source_args,
                      "profile": owner.profile, "cache_dir": cache_dir, "threads": 1,
                      "out_dir": str(out_dir) if out_dir is not None else None})
+    for i in range(spec.same_recipe):  # the owner's architecture, width, data and recipe; only the seed differs
+        seed = 3000 + i
+        jobs.append({"id": f"neg-{owner.arch}-w{owner.width:g}-s{seed}-recipe", "arch": owner.arch,
+                     "width": float(owner.width), "seed": seed, "subset": 1.0, "subset_seed": seed,
+                     "mode": "recipe", "recipe": dict(recipe), "source": owner.source_args,
+                     "profile": owner.profile, "cache_dir": cache_dir, "threads": 1})
     return jobs
 
 
 def negative_origin(job: dict[str, Any], owner_arch: str) -> str:
-    """How an independent model differs from the owner: transfer, disjoint (half of train), subset, foreign, seed."""
+    """How an independent model differs from the owner.
+
+    same-recipe (only the seed: the owner's architecture, width, data and
+    recipe), transfer, disjoint (half of train), subset, foreign, seed (the
+    owner's architecture on all of train with the zoo's shorter schedule),
+    other-arch.
+    """
     mode = job.get("mode", "full")
+    if mode == "recipe":
+        return "same-recipe"
     if mode == "transfer":
         return "transfer"
     if mode in ("half0", "half1"):

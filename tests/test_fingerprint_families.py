@@ -115,7 +115,7 @@ def thief_zoo(owner, source, tmp_path_factory):
                      fine_prune="0.5", fine_prune_layers=2, channel_prune="0.5", channel_prune_epochs=1,
                      extraction="plaincnn/0.5/label:plaincnn/0.5/prob:resnet20/0.25/label",
                      extra_negatives="plaincnn/0.25/full:wideshallow/0.25/half0:plaincnn/0.25/half1:"
-                                     "plaincnn/0.25/transfer", negative_epochs=2)
+                                     "plaincnn/0.25/transfer", negative_epochs=2, same_recipe=2)
     zoo = get_zoo(_owner_obj(owner, source), spec, cache_dir=str(cache),
                   recipe=PROFILE_DEFAULTS["smoke"]["recipe"].as_dict())
     return zoo, cache
@@ -133,7 +133,10 @@ def test_zoo_builds_every_thief_family(thief_zoo):
     ext = {m.id for m in zoo.extractions()}
     assert ext == {"extract-label-plaincnn-w0.5", "extract-prob-plaincnn-w0.5"}  # no resnet20 student (owner's arch)
     origins = [m.family["origin"] for m in zoo.negatives()]
-    assert {"foreign", "disjoint", "transfer"} <= set(origins) and len(origins) == 6
+    assert {"foreign", "disjoint", "transfer", "same-recipe"} <= set(origins) and len(origins) == 8
+    rivals = [m for m in zoo.negatives() if m.family["origin"] == "same-recipe"]
+    assert len(rivals) == 2 and all(m.arch == "resnet20" and m.width == 0.25 for m in rivals)
+    assert {m.family["seed"] for m in rivals} == {3000, 3001} and all(m.family["subset"] == 1.0 for m in rivals)
     transfer = next(m for m in zoo.negatives() if m.family["origin"] == "transfer")
     assert transfer.info["related_source"] == "digits-affine24" and not transfer.file.startswith("/")
     again = load_zoo(zoo.directory)  # sha256 of every ONNX / state_dict checked
@@ -158,12 +161,15 @@ def test_every_family_is_scored_and_extraction_reported_apart(thief_zoo, owner, 
     assert "extraction" not in entry["by_family"]["kind"]  # never mixed into the copy families
     assert entry["extraction"]["n"] == 2 and set(entry["extraction"]["by_access"]) == {"label", "prob"}
     assert set(entry["T_by_origin"]) >= {"foreign", "disjoint", "transfer"}
-    assert entry["n_negatives"] == 6 and entry["n_positives"] == len(zoo.positives())
+    assert entry["n_negatives"] == 8 and entry["n_positives"] == len(zoo.positives())
     for m in ev.members:
         assert 0.0 <= m["rate"] <= 1.0
     # calibration never sees the held-out negatives
     assert set(ev.calibration).isdisjoint(ev.evaluation)
     assert set(ev.calibration) | set(ev.evaluation) == {m.id for m in zoo.negatives()}
+    for origin in ("same-recipe", "disjoint"):  # stratified: each origin with two members sits on both sides
+        ids = {m.id for m in zoo.negatives() if m.family["origin"] == origin}
+        assert len(ids & set(ev.calibration)) == 1 and len(ids & set(ev.evaluation)) == 1, origin
     assert entry["threshold"] > max(m["rate"] for m in ev.members if m["id"] in set(ev.calibration)) - 1e-9 \
         or entry["threshold"] == 1.0
 
@@ -215,6 +221,26 @@ def test_uap_fingerprints_are_the_owner_fooling_pattern(owner, source):
         assert torch.equal(owner(fps.x).argmax(1), fps.y)  # the owner gives exactly the stored labels
 
 
+def test_same_recipe_negatives_copy_everything_but_the_seed(owner, source):
+    """The nearest rival: the owner's architecture, width, whole train split and whole recipe; another seed."""
+    from fingerprints.zoo import make_spec, negative_jobs, negative_origin
+
+    recipe = TrainRecipe(epochs=12, batch_size=32, lr=0.05).as_dict()
+    own = _owner_obj(owner, source)
+    jobs = negative_jobs(own, make_spec("smoke", same_recipe=2, negative_epochs=2), "/tmp/unused", recipe)
+    rivals = [j for j in jobs if j.get("mode") == "recipe"]
+    others = [j for j in jobs if j.get("mode") != "recipe"]
+    assert len(rivals) == 2 and len(others) == 4
+    for j in rivals:
+        assert (j["arch"], j["width"], j["subset"]) == ("resnet20", 0.25, 1.0)
+        assert j["recipe"] == recipe and j["seed"] != own.seed  # the owner's epochs, not negative_epochs
+        assert negative_origin(j, "resnet20") == "same-recipe"
+    assert all(j["recipe"]["epochs"] == 2 for j in others)
+    assert len({j["id"] for j in jobs}) == len(jobs)
+    assert make_spec("default").same_recipe >= 2 and make_spec("full").same_recipe >= 2
+    assert not negative_jobs(own, make_spec("smoke"), "/tmp/unused", recipe)[4:]  # smoke: none
+
+
 def test_zoo_spec_thief_fields_and_errors():
     from fingerprints.zoo import make_spec
     from suite.core.errors import ConfigError
@@ -233,7 +259,8 @@ def test_zoo_spec_thief_fields_and_errors():
     assert s.quantized == (("fp16", "owner"),) and s.extraction == (("plaincnn", 0.5, "prob"),)
     assert s.extra_negatives == (("wideshallow", 1.0, "half1"),) and s.fine_prune == (0.3, 0.6)
     for bad in ({"quantized": "int4/owner"}, {"extraction": "plaincnn/0.5/logits"},
-                {"extra_negatives": "plaincnn/1/quarter"}, {"channel_prune": "1.5"}, {"extraction": "plaincnn/x/label"}):
+                {"extra_negatives": "plaincnn/1/quarter"}, {"channel_prune": "1.5"}, {"extraction": "plaincnn/x/label"},
+                {"same_recipe": -1}):
         with pytest.raises(ConfigError):
             make_spec("smoke", **bad)
 

@@ -243,6 +243,21 @@ def test_negative_split_is_disjoint_seeded_and_order_free():
     assert split_negatives(ids, seed=1) != (cal, ev)
 
 
+def test_negative_split_stratified_by_origin():
+    """Every origin with two or more negatives lands on both sides; sizes and order-freedom as unstratified."""
+    origins = {f"neg-{i:02d}": o for i, o in enumerate(["seed"] * 5 + ["same-recipe"] * 2 + ["foreign"] * 4
+                                                       + ["transfer"] * 1 + ["subset"] * 9)}
+    ids = list(origins)
+    for seed in range(5):
+        cal, ev = split_negatives(ids, seed, origins)
+        assert not set(cal) & set(ev) and set(cal) | set(ev) == set(ids) and len(cal) == len(ids) // 2
+        for o in set(origins.values()):
+            members = {i for i in ids if origins[i] == o}
+            if len(members) >= 2:
+                assert members & set(cal) and members & set(ev), (seed, o)
+        assert split_negatives(list(reversed(ids)), seed, origins) == (cal, ev)
+
+
 class _ConstPredictor:
     """Answers label ``answer[i]`` for the i-th fingerprint (by position in the batch)."""
 
