@@ -13,13 +13,15 @@ on ``--source``, trained or loaded through the suite's model cache;
    fine-pruned, torch-pruning channel-pruned + fine-tuned, extraction
    students on labels and on probabilities), the template negatives and the
    harder ones (foreign architectures, disjoint train halves,
-   transfer-learned); ``--zoo-args KEY=V,...`` overrides zoo settings (a
+   transfer-learned, same-recipe rivals that differ from the owner only in
+   their seed); ``--zoo-args KEY=V,...`` overrides zoo settings (a
    cheaper profile);
 2. generates every method (C, RC, LTRC, IPGuard, misclassified, SAC-w,
    SAC-m, UAP) from the owner, evaluates it on every zoo member through the
    predictor interface (label-only; the SAC-style methods also with
    probabilities, rows ``<method>@prob``), calibrates the threshold on half of
-   the negatives and counts false positives on the other half; AUC and TPR
+   the negatives (each origin split between the halves) and counts false
+   positives on the other half; AUC and TPR
    at 1% FPR per positive family kind against all negatives, extraction
    students in their own columns;
 3. runs ``python -m suite audit`` (a fresh process, fingerprints cached) on
@@ -367,7 +369,7 @@ def main() -> int:
     p.add_argument("--models", default="vgg16,resnet20")
     p.add_argument("--source", default="digits16")
     p.add_argument("--profile", default="full", choices=("default", "full"),
-                   help="owner recipe and zoo: full (the benchmark's: width 1, the 30-negative zoo) or default "
+                   help="owner recipe and zoo: full (the benchmark's: width 1, the 32-negative zoo) or default "
                         "(the first run's)")
     p.add_argument("--width", type=float, default=None, help="owner width (default: the profile's)")
     p.add_argument("--epochs", type=int, default=None, help="owner epochs (default: the profile's recipe)")

@@ -202,8 +202,9 @@ COPY_KINDS = ("last-layer", "all-layers", "reinit-head")
 
 PROFILE_SPECS: dict[str, ZooSpec] = {
     # the first run's zoo: every copy family (pruned under four schemes, fine-tuned, compiled, quantized,
-    # fine-pruned, channel-pruned) and extraction, with 20 independent negatives (10 calibrate the threshold,
-    # 10 are held out); fewer members per family than ``full``, narrow negatives, shorter schedules
+    # fine-pruned, channel-pruned) and extraction, with 22 independent negatives (11 calibrate the threshold,
+    # 11 are held out; split by origin): 20 narrow or foreign ones on shorter schedules and 2 same-recipe
+    # rivals (the owner's architecture, width, data and recipe); fewer members per family than ``full``
     "default": ZooSpec(schemes=("unstructured", "block", "pattern", "filter"), sparsities=(0.5, 0.9),
                        finetune_sparsities=(0.9,), copies=("last-layer", "all-layers"), copy_epochs=1,
                        # compiled: an ONNX copy here; the run's own TVM deployment of its compressed model is
