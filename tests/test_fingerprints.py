@@ -116,8 +116,8 @@ def test_finetuned_pruned_copies_keep_their_zeros_and_move_the_kept_weights(owne
 @pytest.mark.parametrize("name,settings", [
     ("c-examples", FAST),
     ("rc-examples", {**FAST, "k": 2, "noise": 0.5}),
-    ("ltrc-examples", {**FAST, "k": 2, "noise": 0.5}),
-    ("ltrc-examples", {**FAST, "k": 2, "noise": 0.5, "prune_structure": "mixed"}),
+    ("ltrc-examples", {**FAST, "k": 2, "noise": 0.5, "references": 0}),
+    ("ltrc-examples", {**FAST, "k": 2, "noise": 0.5, "prune_structure": "mixed", "references": 0}),
     ("ipguard", {"count": 20, "steps": 30, "batch_size": 20}),
     ("misclassified", {"count": 20}),
 ])
@@ -151,6 +151,16 @@ def test_reinitialised_copy_keeps_the_architecture_and_replaces_every_weight(own
     assert all(not torch.equal(b, owner.get_buffer(n)) for n, b in fresh.named_buffers() if n.endswith("running_mean"))
 
 
+def test_ltrc_trains_two_references_by_default_and_rc_none():
+    """The zoo's same-recipe rivals are what references steer away from: LTRC's default, not RC's, not smoke's."""
+    from fingerprints.options import build_method
+
+    assert reg.fingerprints.build("ltrc-examples").settings["references"] == 2
+    assert build_method("ltrc-examples", "default", {}).settings["references"] == 2
+    assert build_method("ltrc-examples", "smoke", {}).settings["references"] == 0
+    assert build_method("rc-examples", "default", {}).settings["references"] == 0
+
+
 def test_references_steer_examples_off_independent_models_and_drop_what_they_share(owner, digits):
     from fingerprints.references import train_references
 
@@ -169,7 +179,7 @@ def test_references_steer_examples_off_independent_models_and_drop_what_they_sha
 def test_a_query_budget_keeps_the_examples_most_robust_to_the_simulated_copies(owner, digits):
     from fingerprints.generators import robustness
 
-    settings = {**FAST, "k": 2, "noise": 0.5}
+    settings = {**FAST, "k": 2, "noise": 0.5, "references": 0}
     every = reg.fingerprints.build("ltrc-examples", **settings).generate(owner, digits, seed=4)
     capped = reg.fingerprints.build("ltrc-examples", **settings, budget=6).generate(owner, digits, seed=4)
     assert len(every) > 6 and len(capped) == 6 and capped.meta["over_budget"]["kept_before"] == len(every)
@@ -181,7 +191,7 @@ def test_a_query_budget_keeps_the_examples_most_robust_to_the_simulated_copies(o
 
 
 def test_ltrc_perturbation_is_high_frequency(owner, digits):
-    method = reg.fingerprints.build("ltrc-examples", **{**FAST, "k": 2, "noise": 0.5, "radius": 0.5})
+    method = reg.fingerprints.build("ltrc-examples", **{**FAST, "k": 2, "noise": 0.5, "radius": 0.5, "references": 0})
     fps = method.generate(owner, digits, seed=4)
     assert fps.meta["lowfreq_energy_fraction"] < 0.02
 

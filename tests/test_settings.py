@@ -159,7 +159,8 @@ def test_fingerprint_profiles_are_declared_by_each_method():
 
     m = build_method("ltrc", "smoke", {"count": 3})
     assert m.settings == {**reg.fingerprints.get("ltrc-examples").SETTINGS.defaults(), "count": 3, "steps": 15,
-                          "confidence": 1.0, "batch_size": 16, "k": 2, "noise": 0.5}
+                          "confidence": 1.0, "batch_size": 16, "k": 2, "noise": 0.5,
+                          "references": 0}
     assert build_method("misclassified", "smoke", {}).max_rounds == 5
     assert build_method("ipguard", "default", {}).settings == reg.fingerprints.build("ipguard").settings
     with pytest.raises(FrozenSettingsError):
