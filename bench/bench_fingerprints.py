@@ -28,9 +28,9 @@ on ``--source``, trained or loaded through the suite's model cache;
    suspects built *outside* the suite's zoo code: the owner int8-quantized
    with onnxruntime.quantization (static QDQ and dynamic) and converted to
    fp16, channel-pruned with torch-pruning and fine-tuned, a hand-pruned copy
-   (torch.nn.utils.prune, BN re-estimated), a fine-tuned copy, an
-   independently trained model of the owner's architecture and one of a
-   foreign architecture (plaincnn); and the owner compiled by the TVM
+   (torch.nn.utils.prune, BN re-estimated), a fine-tuned copy, two
+   independently trained models of the owner's architecture (6 epochs, and
+   the owner's whole recipe) and one of a foreign architecture (plaincnn); and the owner compiled by the TVM
    backend (artifact directory).
 
 Writes ``bench/results/fingerprints[-<source>].json`` and
@@ -168,17 +168,20 @@ def external_suspects(owner, cfg, out: Path, threads: int) -> list[dict]:
                 quiet=True)
     export_onnx(finetuned.eval(), shape, out / "finetuned.onnx")
     add("finetuned (all layers, 2 ep) .onnx", out / "finetuned.onnx", "derived", accuracy(finetuned, owner.source.test))
-    # independent: the owner's architecture from scratch (another seed), and a foreign architecture
-    for tag, arch, width, seed in (("independent", owner.arch, owner.width, 4242),
-                                   ("independent foreign plaincnn", "plaincnn", 1.0, 4343)):
+    # independent: the owner's architecture from scratch (another seed) on a short schedule and on the owner's
+    # whole recipe (the nearest rival: the zoo's same-recipe negatives are the same kind), and a foreign one
+    for tag, arch, width, seed, recipe in (
+            ("independent", owner.arch, owner.width, 4242, TrainRecipe(epochs=6)),
+            ("independent, owner's recipe", owner.arch, owner.width, 4444, cfg.recipe),
+            ("independent foreign plaincnn", "plaincnn", 1.0, 4343, TrainRecipe(epochs=6))):
         torch.manual_seed(seed)
         model = reg.models.build(arch, num_classes=owner.source.num_classes, width=width, in_channels=shape[0])
         start = time.perf_counter()
-        train_model(model, owner.source.train, None, TrainRecipe(epochs=6), seed=seed, quiet=True)
+        train_model(model, owner.source.train, None, recipe, seed=seed, quiet=True)
         model.eval()
         acc = accuracy(model, owner.source.test)
         log(f"external {tag} trained in {time.perf_counter() - start:.0f} s (acc {acc:.3f})")
-        path = out / f"{tag.replace(' ', '_')}.onnx"
+        path = out / f"{''.join(c if c.isalnum() else '_' for c in tag)}.onnx"
         export_onnx(model, shape, path)
         add(f"{tag} .onnx", path, "independent", acc)
     return suspects
