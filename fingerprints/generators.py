@@ -431,7 +431,8 @@ class LTRCExamples(RCExamples):
         radius=Field(0.25, float, ge=0, lt=1.5, doc="cut-off, fraction of Nyquist"),
         filter_shape=Field("circle", str, choices=SHAPES), projections=Field(3, int), chroma=Field(False, bool),
         # two references by default: against the zoo's same-recipe rivals they restore the digits16 VGG16 owner
-        # (AUC 0.997 -> 1.000, TPR 0.933 -> 1.000) and cost nothing elsewhere (bench/RESULTS.md, "Same-recipe
+        # (AUC 0.997 -> 1.000, TPR 0.933 -> 1.000), move the other owners by <= 0.003 AUC, and cost two trainings per
+        # generation (bench/RESULTS.md, "Same-recipe
         # rivals"); RC keeps 0, as published
         references=Field(2, int, ge=0, le=16, doc="independent reference models the owner trains "
                          "(fingerprints.references): examples are pushed off their target and dropped if one "
