@@ -303,7 +303,8 @@ class CExamples(FingerprintMethod):
         return self.settings.get(key, {"k": 1, "noise": 0.0, "noise_kind": "relative", "radius": 0.0,
                                        "filter_shape": "circle", "projections": 1, "chroma": False,
                                        "prune_structure": "unstructured", "prune_finetune_steps": 0,
-                                       "references": 0, "reference_epochs": 0, "reference_margin": 0.0}.get(key))
+                                       "references": 0, "reference_holdout": 0, "reference_epochs": 0,
+                                       "reference_margin": 0.0}.get(key))
 
     def validate(self) -> None:
         s = self.settings
@@ -328,10 +329,11 @@ class CExamples(FingerprintMethod):
         if self.knob("noise_kind") == "prune" and self.knob("noise") > 0:
             copies = pruned_copies(owner, source, self.knob("k"), self.knob("noise"), seed, device,
                                    self.knob("prune_structure"), self.knob("prune_finetune_steps"))
-        refs = []
-        if self.knob("references") > 0:
-            refs = train_references(owner, source, self.knob("references"), self.knob("reference_epochs"), seed,
-                                    device)  # on ``device``, trained there
+        refs, checks = [], []
+        n_steer, n_check = self.knob("references"), self.knob("reference_holdout")
+        if n_steer + n_check > 0:  # trained on ``device``; the held-out ones never enter the gradient
+            trained = train_references(owner, source, n_steer + n_check, self.knob("reference_epochs"), seed, device)
+            refs, checks = trained[:n_steer], trained[n_steer:]
         xs = []
         for i in range(0, self.count, self.batch_size):
             xs.append(self._optimise(owner, params, buffers, names, x0[i:i + self.batch_size].to(device),
@@ -340,7 +342,10 @@ class CExamples(FingerprintMethod):
         x_dev = x.to(device)
         keep = owner_labels(owner, x_dev).cpu() == targets
         owner_kept = int(keep.sum())
-        for ref in refs:  # an example an independent reference also labels as intended transfers: drop it
+        kept_steered = None
+        for i, ref in enumerate(refs + checks):  # an example an independent reference labels as intended: drop it
+            if i == len(refs):
+                kept_steered = int(keep.sum())
             keep &= owner_labels(ref, x_dev).cpu() != targets
         logits = batched_logits(owner, x_dev).cpu()
         meta: dict[str, Any] = {}
@@ -358,9 +363,14 @@ class CExamples(FingerprintMethod):
             "targets_per_class": torch.bincount(targets[keep], minlength=num_classes).tolist(),
             "linf_from_start_mean": round(float((x - x0).abs().flatten(1).amax(1).mean()), 4),
         })
-        if refs:
-            meta["references"] = {"count": len(refs), "dropped": owner_kept - int(keep.sum()),
+        if refs or checks:
+            kept_steered = int(keep.sum()) if kept_steered is None else kept_steered
+            meta["references"] = {"count": len(refs), "dropped": owner_kept - kept_steered,
                                   "val_acc": [round(accuracy(r, source.split("val"), device=device), 4) for r in refs]}
+        if checks:
+            meta["reference_holdout"] = {
+                "count": len(checks), "dropped": kept_steered - int(keep.sum()),
+                "val_acc": [round(accuracy(r, source.split("val"), device=device), 4) for r in checks]}
         radius, fshape = self.knob("radius"), self.knob("filter_shape")
         if radius > 0:
             meta["lowfreq_energy_fraction"] = round(lowfreq_energy_fraction(x - x0, radius, fshape), 5)
@@ -414,6 +424,8 @@ class RCExamples(CExamples):
         references=Field(0, int, ge=0, le=16, doc="independent reference models the owner trains "
                          "(fingerprints.references): examples are pushed off their target and dropped if one "
                          "labels them as intended"),
+        reference_holdout=Field(0, int, ge=0, le=16, doc="further references kept out of the gradient: an example "
+                                "one of them labels as intended is dropped (an unsteered estimate of transfer)"),
         reference_epochs=Field(10, int, ge=1, le=500, doc="training epochs of each reference"),
         reference_margin=Field(1.0, float, ge=0, doc="logit margin by which references must miss the target"),
         profiles={"smoke": {"k": 2, "noise": 0.5}})

@@ -11,6 +11,12 @@ examples that transfer to surrogates of the owner but not to references);
 here the surrogates are the RC/LTRC pruned copies and the references are
 these models.
 
+References steer the examples (a loss term pushes each one off its target),
+so the ones they steered say little about transfer afterwards: every kept
+example misses them by construction.  ``reference_holdout`` trains further
+references that only filter, an unsteered estimate of which examples an
+independent model still labels as intended.
+
 The references are the owner's own: they are trained here from the owner's
 architecture (a deep copy with every parameter re-initialised under its own
 seed) on the source's train split, never taken from a suspect zoo, so the

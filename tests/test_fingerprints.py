@@ -176,6 +176,24 @@ def test_references_steer_examples_off_independent_models_and_drop_what_they_sha
             assert not bool((ref(fps.x).argmax(1) == fps.y).any())
 
 
+def test_held_out_references_only_filter_and_the_kept_examples_miss_them_all(owner, digits):
+    from fingerprints.references import train_references
+
+    base = {**FAST, "k": 2, "noise": 0.5, "references": 1, "reference_epochs": 2}
+    steered = reg.fingerprints.build("ltrc-examples", **base).generate(owner, digits, seed=3)
+    checked = reg.fingerprints.build("ltrc-examples", **base, reference_holdout=2).generate(owner, digits, seed=3)
+    held = checked.meta["reference_holdout"]
+    assert held["count"] == 2 and min(held["val_acc"]) > 0.5, checked.meta
+    # the held-out references never enter the gradient: the same examples, minus the ones they label as intended
+    assert len(checked) == len(steered) - held["dropped"]
+    assert all(any(torch.equal(c, s) for s in steered.x) for c in checked.x)
+    refs = train_references(owner, digits, 3, 2, seed=3, device="cpu")  # the steering one, then the two held out
+    with torch.no_grad():
+        for ref in refs:
+            assert not bool((ref(checked.x).argmax(1) == checked.y).any())
+        shared = torch.stack([ref(steered.x).argmax(1) == steered.y for ref in refs[1:]]).any(0)
+    assert int(shared.sum()) == held["dropped"]
+
 def test_a_query_budget_keeps_the_examples_most_robust_to_the_simulated_copies(owner, digits):
     from fingerprints.generators import robustness
 
