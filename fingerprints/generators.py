@@ -342,10 +342,10 @@ class CExamples(FingerprintMethod):
         x_dev = x.to(device)
         keep = owner_labels(owner, x_dev).cpu() == targets
         owner_kept = int(keep.sum())
-        kept_steered = None
-        for i, ref in enumerate(refs + checks):  # an example an independent reference labels as intended: drop it
-            if i == len(refs):
-                kept_steered = int(keep.sum())
+        for ref in refs:  # an example an independent reference labels as intended transfers: drop it
+            keep &= owner_labels(ref, x_dev).cpu() != targets
+        kept_steered = int(keep.sum())
+        for ref in checks:  # the same test by references the examples were never steered against
             keep &= owner_labels(ref, x_dev).cpu() != targets
         logits = batched_logits(owner, x_dev).cpu()
         meta: dict[str, Any] = {}
@@ -363,8 +363,7 @@ class CExamples(FingerprintMethod):
             "targets_per_class": torch.bincount(targets[keep], minlength=num_classes).tolist(),
             "linf_from_start_mean": round(float((x - x0).abs().flatten(1).amax(1).mean()), 4),
         })
-        if refs or checks:
-            kept_steered = int(keep.sum()) if kept_steered is None else kept_steered
+        if refs:
             meta["references"] = {"count": len(refs), "dropped": owner_kept - kept_steered,
                                   "val_acc": [round(accuracy(r, source.split("val"), device=device), 4) for r in refs]}
         if checks:
