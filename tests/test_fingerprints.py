@@ -194,6 +194,7 @@ def test_held_out_references_only_filter_and_the_kept_examples_miss_them_all(own
         shared = torch.stack([ref(steered.x).argmax(1) == steered.y for ref in refs[1:]]).any(0)
     assert int(shared.sum()) == held["dropped"]
 
+
 def test_a_query_budget_keeps_the_examples_most_robust_to_the_simulated_copies(owner, digits):
     from fingerprints.generators import robustness
 
